@@ -1,0 +1,197 @@
+"""Records that cross module boundaries. Pure: no I/O here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A contiguous slice ``[start, stop)`` of one source's deterministic enumeration."""
+
+    key: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Item:
+    """One photo to turn into a splat.
+
+    ``meta`` holds attribution and descriptive fields whose keys are IndexRow field names
+    (``user_name``, ``page_url``, ``license``, ``tags``, ...); values are str, int or float.
+    """
+
+    id: str
+    source: str
+    unit: str
+    offset: int
+    url: str = ""
+    path: str = ""
+    ext_hint: str = ""
+    focal_hint_mm35: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FetchedImage:
+    """An item's original bytes on disk (never re-encoded) plus the decoded RGB for the predictor."""
+
+    item: Item
+    original_path: Path
+    ext: str
+    rgb: np.ndarray
+    width: int
+    height: int
+    focal_px: float
+    focal_source: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One item that did not make it, as data. ``reason`` is a short stable code, ``detail`` readable."""
+
+    item_id: str
+    unit: str
+    stage: str
+    reason: str
+    detail: str
+    transient: bool
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """A file that a publish step places at ``repo_path`` (relative, '/'-separated)."""
+
+    kind: str
+    repo_path: str
+    local_path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class IndexRow:
+    """One published item. Stable types: strings for text (never None), ints for sizes."""
+
+    id: str
+    source: str
+    unit: str
+    image_path: str = ""
+    image_size: int = 0
+    image_sha256: str = ""
+    ply_path: str = ""
+    ply_size: int = 0
+    ply_sha256: str = ""
+    extra_files: str = "[]"
+    width: int = 0
+    height: int = 0
+    focal_px: float = 0.0
+    focal_source: str = ""
+    num_gaussians: int = 0
+    predictor: str = ""
+    model_version: str = ""
+    source_url: str = ""
+    source_path: str = ""
+    page_url: str = ""
+    unsplash_url: str = ""
+    user_name: str = ""
+    user_username: str = ""
+    user_url: str = ""
+    license: str = ""
+    description: str = ""
+    alt_description: str = ""
+    tags: str = ""
+    topics: str = ""
+    color: str = ""
+    blur_hash: str = ""
+    created_at: str = ""
+    processed_at: str = ""
+    client_id: str = ""
+    gsplat_url: str = ""
+    gsplat_share_id: str = ""
+    gsplat_model_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexRow:
+        names = set(cls.field_names())
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ProcessedItem:
+    """An item ready to publish: its index row and the files that go with it."""
+
+    row: IndexRow
+    files: list[PublishedFile]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A time-limited claim on a unit by one client."""
+
+    unit: str
+    owner: str
+    nonce: str
+    acquired_at: float
+    expires_at: float
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class Followup:
+    """An action owed after an item is published (e.g. Unsplash download tracking).
+
+    Recorded in the same atomic step as the publish, completed later, so a resume neither
+    repeats nor skips it.
+    """
+
+    kind: str
+    item_id: str
+    payload: str
+
+
+@dataclass
+class Batch:
+    """Everything one atomic publish step carries."""
+
+    client_id: str
+    items: list[ProcessedItem] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    units_done: list[str] = field(default_factory=list)
+    renew_units: list[str] = field(default_factory=list)
+    lease_ttl_s: float = 0.0
+    followups: list[Followup] = field(default_factory=list)
+    followups_done: list[Followup] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (
+            self.items or self.failures or self.units_done or self.renew_units
+            or self.followups or self.followups_done
+        )
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What the ledger knows about an item id."""
+
+    published: bool = False
+    excluded: bool = False
+    failed_permanently: bool = False
+    transient_failures: int = 0

@@ -1,0 +1,38 @@
+"""The Source protocol: a deterministic enumeration cut into units of ``range_size`` items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..records import Item, Unit
+
+
+class Source(Protocol):
+    """A deterministic, restartable enumeration of items.
+
+    ``units()`` yields units in a fixed order (the same on every machine and every run, for
+    the same input); ``items(unit)`` yields that unit's items in order. Ids are stable across
+    runs so that the ledger can tell what is done.
+    """
+
+    name: str
+    range_size: int
+
+    def units(self) -> Iterator[Unit]: ...
+
+    def items(self, unit: Unit) -> Iterator[Item]: ...
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Inputs the source itself skipped (e.g. non-image files), by reason."""
+        ...
+
+
+def unit_bounds(index: int, range_size: int) -> tuple[int, int]:
+    """The ``[start, stop)`` offsets of unit number ``index``."""
+    return index * range_size, (index + 1) * range_size
+
+
+def unit_key(prefix: str, start: int, stop: int, width: int = 6) -> str:
+    """A stable unit key such as ``folder/ab12cd/000000-000299`` (inclusive last offset)."""
+    return f"{prefix}/{start:0{width}d}-{stop - 1:0{width}d}"
