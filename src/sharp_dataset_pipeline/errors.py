@@ -18,6 +18,10 @@ class ConfigError(SharpDatasetError):
 class TransientError(SharpDatasetError):
     """Worth retrying later (timeouts, 5xx, connection resets)."""
 
+    def __init__(self, message: str, reason: str = "transient") -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 class PermanentError(SharpDatasetError):
     """Retrying will not help (404, an undecodable image, an input over a size limit)."""

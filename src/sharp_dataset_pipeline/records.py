@@ -138,6 +138,7 @@ class ProcessedItem:
 
     row: IndexRow
     files: list[PublishedFile]
+    followup_payload: str = ""
 
 
 @dataclass(frozen=True)

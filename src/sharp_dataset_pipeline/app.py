@@ -1,0 +1,115 @@
+"""One run, from settings to summary: build the parts, start the observers, run, clean up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__
+from .errors import ConfigError
+from .factories import default_subdir, make_predictor, make_source, make_store
+from .net import make_client
+from .observe.events import Metrics
+from .observe.sinks import ProgressReporter
+from .pipeline.runner import Runner, RunOptions, RunSummary
+from .pipeline.stop import StopControl
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCAL_BATCH_WAIT_S = 1.0
+
+
+def batch_settings(settings: Settings, store_kind: str) -> tuple[int, float]:
+    """Publish batch size and wait. HF_INDEX_FLUSH_EVERY/SECS keep their meaning (flush the index
+    every N rows or S seconds) when set and HF_UPLOAD_BATCH_* are not, since index rows now ride
+    in every publish step."""
+    explicit = settings.model_fields_set
+    size = settings.hf_upload_batch_size or (
+        settings.hf_index_flush_every if "hf_index_flush_every" in explicit else 32
+    )
+    if settings.hf_upload_batch_wait_ms:
+        wait = settings.hf_upload_batch_wait_ms / 1000
+    elif "hf_index_flush_secs" in explicit or store_kind != "local":
+        wait = settings.hf_index_flush_secs
+    else:
+        wait = LOCAL_BATCH_WAIT_S
+    return size, wait
+
+
+def run_options(settings: Settings) -> RunOptions:
+    store_kind = settings.resolved_store().split(":", 1)[0]
+    size, wait = batch_settings(settings, store_kind)
+    return RunOptions(
+        client_id=settings.client_id,
+        run_dir=settings.run_dir,
+        subdir=default_subdir(settings),
+        lease_ttl_s=settings.lease_ttl_s,
+        max_images=settings.max_images,
+        max_scan=settings.max_scan,
+        max_item_attempts=settings.max_item_attempts,
+        download_queue_max=settings.download_queue_max,
+        upload_queue_max=settings.upload_queue_max,
+        upload_workers=settings.upload_workers,
+        download_workers=settings.download_workers,
+        fetch_retries=settings.fetch_retries,
+        max_image_pixels=settings.max_image_pixels,
+        max_download_bytes=settings.max_download_bytes,
+        batch_size=size,
+        batch_wait_s=wait,
+        stop_drain_secs=settings.stop_drain_secs,
+    )
+
+
+def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
+    if not settings.log_gpu_mem:
+        return None
+    try:
+        from .predict.gpu_memory import GpuMemoryLogger
+    except ImportError:
+        log.warning("LOG_GPU_MEM=1 but GPU memory logging is not available in this build")
+        return None
+    gpu_log = GpuMemoryLogger(run_dir / "gpu_mem_log.csv", interval_s=settings.gpu_mem_log_secs)
+    gpu_log.start()
+    return gpu_log
+
+
+def run_pipeline(settings: Settings, console: Console) -> RunSummary:
+    """Build source, store and predictor from ``settings``, run once, return the summary."""
+    opts = run_options(settings)
+    control = StopControl(settings.control_path, settings.stop_file, settings.pause_file)
+    if control.stop_path.exists():
+        raise ConfigError(f"STOP_FILE: {control.stop_path} exists; remove it to run again")
+    if settings.resolved_store().startswith("local:") and settings.hf_repo_id and not settings.hf_upload:
+        log.info("HF_UPLOAD=0: publishing to the local store")
+    elif settings.resolved_store().startswith("local:") and not settings.store:
+        log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
+    store = make_store(settings)
+    source = make_source(settings, client)
+    predictor = make_predictor(settings, opts.run_dir)
+    metrics = Metrics()
+    reporter = ProgressReporter(metrics, settings.progress, settings.heartbeat_secs, opts.run_dir / "metrics.jsonl",
+                                console=console)
+    log.info("run %s: %s → %s with %s (%s); stop with Ctrl+C or: touch %s", settings.run_id,
+             settings.resolved_source(), store.description, predictor.name, predictor.model_version,
+             control.stop_path)
+    gpu_log = _start_gpu_log(settings, opts.run_dir)
+    store.open()
+    control.install_signal_handlers()
+    reporter.start()
+    summary: RunSummary | None = None
+    try:
+        summary = Runner(source, store, predictor, opts, metrics, control, http_client=client).run()
+        return summary
+    finally:
+        control.restore_signal_handlers()
+        reporter.stop(summary.__dict__ if summary else None)
+        if gpu_log is not None:
+            gpu_log.stop()  # type: ignore[attr-defined]
+        predictor.close()
+        store.close()
+        client.close()

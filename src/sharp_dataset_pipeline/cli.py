@@ -1,0 +1,158 @@
+"""The ``sharp-dataset`` command. Known errors become one readable line and an exit code.
+
+Exit codes: 0 success (also a clean stop or a rate-limit stop), 1 a run that ended on an
+internal or store error, 2 invalid settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import ConfigError, SharpDatasetError
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+SOURCE_HELP = (
+    "What to read [env SOURCE]: samples (the bundled photos), folder:PATH, manifest:PATH_OR_URL "
+    "(CSV/TSV/JSONL of ids and image URLs), unsplash-search (or search), unsplash-list (or list), "
+    "unsplash-topic:SLUG, unsplash-user:NAME, unsplash-collection:ID. "
+    "Default: search when UNSPLASH_ACCESS_KEY is set, else samples."
+)
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")(fn)
+    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")(fn)
+    fn = click.option(
+        "--store", default=None,
+        help="Where the dataset lives [env STORE]: local:DIR or hf:USER/REPO. Default: hf:$HF_REPO_ID "
+        "when HF_REPO_ID is set (and HF_UPLOAD=1), else local:sharp-dataset-out.",
+    )(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="sharp-dataset")
+def main() -> None:
+    """Turn photos into a published dataset of 3D Gaussian splats (Apple SHARP).
+
+    Every option can also be set by the environment variable named in its help (the
+    predecessor's names) or in a .env file; flags win over the environment.
+    """
+
+
+@main.command()
+@_common_options
+@click.option("--source", default=None, help=SOURCE_HELP)
+@click.option(
+    "--predictor", default=None,
+    help="auto (SHARP in-process, else the sharp command, else an explanation), sharp, sharp-cli, or "
+    "planar (a CPU stand-in that is NOT SHARP: for demos and tests) [env PREDICTOR / SHARP_BACKEND].",
+)
+@click.option("--max-images", type=int, default=None, help="Stop after admitting this many new items; 0 = no limit "
+              "[env MAX_IMAGES, default 0].")
+@click.option("--max-scan", type=int, default=None, help="Stop after enumerating this many items; 0 = no limit "
+              "[env MAX_SCAN, default 0].")
+@click.option("--range-size", type=int, default=None, help="Items per unit (lease granularity) [env RANGE_SIZE, 300].")
+@click.option("--client-id", default=None, help="Stable id of this machine [env CLIENT_ID, default host+user].")
+@click.option("--run-id", default=None, help="Name of the run folder runs/<RUN_ID> [env RUN_ID, default a timestamp].")
+@click.option("--batch-size", type=int, default=None, help="Items per publish step [env HF_UPLOAD_BATCH_SIZE, 32].")
+@click.option("--planar-resolution", type=int, default=None,
+              help="Long side in pixels of the planar predictor's grid [env PLANAR_RESOLUTION, 256].")
+@click.option("--public", "hf_public", is_flag=True, default=None, help="Create a missing Hub repo as public.")
+@click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default=None,
+              help="Live display on a terminal, heartbeat lines elsewhere [env PROGRESS, auto].")
+@click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the final summary as JSON to this file.")
+def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
+    """Run the pipeline: source → fetch → predict → post-process → publish.
+
+    Stop safely with Ctrl+C, SIGTERM or a STOP file in CONTROL_DIR (default: the run folder):
+    work in flight is published, unfinished units are released, and the next run resumes.
+    A PAUSE file there pauses intake until it is removed.
+    """
+    settings = _load(flags, env_file)
+    from .app import run_pipeline
+
+    summary = _guarded(lambda: run_pipeline(settings, console))
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n", encoding="utf-8")
+    _print_summary(summary)
+    if summary.stopped.startswith("error:"):
+        sys.exit(1)
+
+
+@main.command()
+@_common_options
+def compact(env_file: str, **flags: Any) -> None:
+    """Merge the index shards into the index file (HF_INDEX_REPO_PATH) in one atomic step."""
+    settings = _load(flags, env_file)
+    from .factories import make_store
+
+    def _do() -> int:
+        store = make_store(settings)
+        store.open()
+        try:
+            return store.compact()
+        finally:
+            store.close()
+
+    rows = _guarded(_do)
+    click.echo(f"compacted: {rows} rows in {settings.hf_index_repo_path} ({settings.resolved_store()})")
+
+
+def _load(flags: dict[str, Any], env_file: str) -> Settings:
+    renamed = {"batch_size": "hf_upload_batch_size"}
+    overrides = {renamed.get(k, k): v for k, v in flags.items() if v is not None}
+    try:
+        settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    from .observe.logs import setup_logging
+
+    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")])
+    return settings
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except SharpDatasetError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+
+
+def _print_summary(summary: Any) -> None:
+    failed = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failed.items())) or "none"
+    skipped = sum(summary.skipped.values())
+    click.echo(f"dataset: {summary.store}")
+    click.echo(
+        f"published {summary.published}, failed {summary.failed_total} ({failed}), skipped {skipped}, "
+        f"{summary.items_per_s:.2f} items/s over {summary.elapsed_s:.1f}s"
+        + (f"; stopped: {summary.stopped}" if summary.stopped else "")
+    )
+    if summary.rate_limited_until:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.rate_limited_until))
+        click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")
+
+
+if __name__ == "__main__":
+    main()

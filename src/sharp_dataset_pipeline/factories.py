@@ -1,0 +1,147 @@
+"""Turn settings into the parts of a run: a source, a store and a predictor.
+
+Heavy or optional backends (Hub, Unsplash, SHARP) are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .errors import ConfigError
+from .predict.base import Predictor
+from .settings import Settings
+from .sources.base import Source
+from .stores.base import Store
+
+UNSPLASH_KINDS = {"search": "search", "list": "list", "unsplash-search": "search", "unsplash-list": "list"}
+UNSPLASH_PREFIXES = {"unsplash-topic": "topic", "unsplash-user": "user", "unsplash-collection": "collection"}
+
+
+def samples_dir() -> Path:
+    """The bundled sample photos (generated, CC0; see samples/LICENSE.txt)."""
+    return Path(str(resources.files("sharp_dataset_pipeline") / "samples"))
+
+
+def source_kind(spec: str) -> str:
+    """The family of a source spec: samples, folder, manifest or unsplash (used for HF_SUBDIR)."""
+    head = spec.split(":", 1)[0]
+    if head in ("samples", "folder", "manifest"):
+        return head
+    if head in UNSPLASH_KINDS or head in UNSPLASH_PREFIXES:
+        return "unsplash"
+    raise ConfigError(
+        f"SOURCE: unknown source {spec!r}; use samples, folder:PATH, manifest:PATH_OR_URL, "
+        "unsplash-search, unsplash-list, unsplash-topic:SLUG, unsplash-user:NAME or unsplash-collection:ID"
+    )
+
+
+def default_subdir(settings: Settings) -> str:
+    if settings.hf_subdir:
+        return settings.hf_subdir.strip("/")
+    kind = source_kind(settings.resolved_source())
+    return "folder" if kind == "samples" else kind
+
+
+def make_source(settings: Settings, client: httpx.Client) -> Source:
+    spec = settings.resolved_source()
+    kind = source_kind(spec)
+    arg = spec.split(":", 1)[1] if ":" in spec else ""
+    if kind == "samples":
+        from .sources.folder import FolderSource
+
+        return FolderSource(samples_dir(), range_size=settings.range_size)
+    if kind == "folder":
+        from .sources.folder import FolderSource
+
+        root = Path(arg).expanduser()
+        if not arg or not root.is_dir():
+            raise ConfigError(f"SOURCE: folder {arg!r} does not exist or is not a directory")
+        return FolderSource(root, range_size=settings.range_size)
+    if kind == "manifest":
+        from .sources.manifest import ManifestSource
+
+        if not arg:
+            raise ConfigError("SOURCE: manifest needs a path or URL, e.g. manifest:photos.tsv")
+        return ManifestSource(arg, range_size=settings.range_size, client=client)
+    return _make_unsplash(settings, spec, client)
+
+
+def _make_unsplash(settings: Settings, spec: str, client: httpx.Client) -> Source:
+    from .sources.unsplash import build_unsplash_source
+
+    head, _, arg = spec.partition(":")
+    kind = UNSPLASH_KINDS.get(head) or UNSPLASH_PREFIXES[head]
+    if kind in ("topic", "user", "collection") and not arg:
+        raise ConfigError(f"SOURCE: {head} needs an argument, e.g. {head}:NAME")
+    if not settings.secret("unsplash_access_key"):
+        raise ConfigError("UNSPLASH_ACCESS_KEY: required for Unsplash sources (get one at unsplash.com/developers)")
+    return build_unsplash_source(settings, kind, arg, client)
+
+
+def make_store(settings: Settings) -> Store:
+    spec = settings.resolved_store()
+    kind, _, arg = spec.partition(":")
+    if kind == "local":
+        from .stores.local import LocalStore
+
+        if not arg:
+            raise ConfigError("STORE: local store needs a folder, e.g. local:./my-dataset")
+        return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path)
+    if kind in ("hf", "hub"):
+        from .stores.hub import build_hub_store
+
+        if not arg or "/" not in arg:
+            raise ConfigError(f"STORE: hub store needs a repo id like hf:user/name, got {spec!r}")
+        return build_hub_store(settings, arg)
+    raise ConfigError(f"STORE: unknown store {spec!r}; use local:DIR or hf:USER/REPO")
+
+
+def make_predictor(settings: Settings, work_dir: Path) -> Predictor:
+    choice = settings.resolved_predictor()
+    if choice == "planar":
+        from .predict.planar import PlanarPredictor
+
+        return PlanarPredictor(resolution=settings.planar_resolution, batch_size=settings.sharp_batch_size)
+    if choice in ("sharp", "sharp-cli", "auto"):
+        return _make_sharp(settings, choice, work_dir)
+    raise ConfigError(f"PREDICTOR: unknown predictor {choice!r}; use auto, sharp, sharp-cli or planar")
+
+
+def _make_sharp(settings: Settings, choice: str, work_dir: Path) -> Predictor:
+    try:
+        from .predict import sharp as sharp_backend
+        from .predict import sharp_cli
+    except ImportError as exc:  # the backends ship with the package; a missing one is a packaging bug
+        raise ConfigError(f"PREDICTOR: SHARP backends unavailable: {exc}") from None
+    if choice in ("sharp", "auto") and sharp_backend.sharp_available():
+        return sharp_backend.SharpPredictor(**_sharp_kwargs(settings))
+    cli_ok = sharp_cli.sharp_cli_available(conda_env=_conda_env(settings))
+    if choice in ("sharp-cli", "auto") and cli_ok:
+        return sharp_cli.SharpCliPredictor(
+            conda_env=_conda_env(settings), ml_sharp_dir=settings.ml_sharp_dir or None,
+            device=settings.sharp_device, verbose=settings.sharp_verbose,
+            input_dir=settings.sharp_input_dir or None, work_dir=work_dir / "sharp-cli",
+            timeout_s=settings.sharp_timeout_secs, batch_size=settings.sharp_batch_size,
+        )
+    raise ConfigError(sharp_backend.describe_install_help())
+
+
+def _sharp_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "checkpoint_path": settings.sharp_checkpoint_path or None,
+        "device": settings.sharp_device,
+        "batch_size": settings.sharp_batch_size,
+        "precision": settings.sharp_precision,
+    }
+
+
+def _conda_env(settings: Settings) -> str | None:
+    """Use conda only when it exists and the user did not put ``sharp`` on PATH directly."""
+    if shutil.which("sharp") is None and shutil.which("conda") is not None and settings.conda_env_name:
+        return settings.conda_env_name
+    return None

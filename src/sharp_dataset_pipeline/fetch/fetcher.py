@@ -1,0 +1,120 @@
+"""The fetch stage for one item: original bytes into ``images_dir``, decoded pixels out.
+
+A stage function: no threads, no globals, so it runs unchanged in a thread pool or a remote worker.
+The original file is kept byte for byte (hard-linked or copied for local paths, downloaded for URLs)
+and named ``<id>.<ext>`` with the extension of its real format, whatever the URL or name claimed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+
+from ..errors import PermanentError
+from ..records import FetchedImage, Item
+from .download import download
+from .image import DecodedImage, decode_for_predictor
+
+logger = logging.getLogger(__name__)
+
+_HASH_CHUNK = 1 << 20
+
+
+def fetch_item(
+    item: Item,
+    images_dir: Path,
+    client: httpx.Client | None,
+    *,
+    max_pixels: int,
+    max_bytes: int,
+    attempts: int,
+    retry_base_s: float = 0.5,
+) -> FetchedImage:
+    """Bring ``item``'s original into ``images_dir/<id>.<ext>`` and decode it for the predictor.
+
+    Raises ``TransientError`` (retry later), ``RateLimited`` or ``PermanentError`` (with ``reason``:
+    ``missing_file``, ``too_large``, ``no_location``, ``http_<status>`` or one of the decoder's).
+    Nothing is left in ``images_dir`` for an item that fails. ``retry_base_s`` scales the backoff.
+    """
+    images_dir = Path(images_dir)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    if item.path:
+        return _fetch_path(item, images_dir, max_pixels=max_pixels, max_bytes=max_bytes)
+    if item.url:
+        if client is None:
+            raise ValueError("fetch_item needs an HTTP client for URL items")
+        return _fetch_url(item, images_dir, client, max_pixels=max_pixels, max_bytes=max_bytes,
+                          attempts=attempts, retry_base_s=retry_base_s)
+    raise PermanentError(f"item {item.id} has neither a path nor a URL", reason="no_location")
+
+
+def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int) -> FetchedImage:
+    src = Path(item.path)
+    try:
+        size = src.stat().st_size
+    except FileNotFoundError as exc:
+        raise PermanentError(f"item {item.id}: {src} does not exist", reason="missing_file") from exc
+    if size > max_bytes:
+        raise PermanentError(f"item {item.id}: {size} bytes, over the {max_bytes}-byte limit",
+                             reason="too_large")
+    decoded = decode_for_predictor(src, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
+    dest = images_dir / f"{item.id}.{decoded.format}"
+    _link_or_copy(src, dest)
+    size, digest = _hash_file(dest)
+    return _fetched(item, dest, decoded, size, digest)
+
+
+def _fetch_url(
+    item: Item, images_dir: Path, client: httpx.Client, *, max_pixels: int, max_bytes: int, attempts: int,
+    retry_base_s: float,
+) -> FetchedImage:
+    # The real extension is known only after decoding, so the bytes land under a neutral name first.
+    staged = images_dir / f"{item.id}.download"
+    size, digest = download(item.url, staged, client, max_bytes=max_bytes, attempts=attempts,
+                            base_s=retry_base_s, service="image", item_id=item.id)
+    try:
+        decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
+        dest = images_dir / f"{item.id}.{decoded.format}"
+        os.replace(staged, dest)
+    finally:
+        staged.unlink(missing_ok=True)
+    return _fetched(item, dest, decoded, size, digest)
+
+
+def _fetched(item: Item, dest: Path, decoded: DecodedImage, size: int, digest: str) -> FetchedImage:
+    return FetchedImage(
+        item=item, original_path=dest, ext=decoded.format, rgb=decoded.rgb, width=decoded.width,
+        height=decoded.height, focal_px=decoded.focal_px, focal_source=decoded.focal_source,
+        size=size, sha256=digest,
+    )
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-link ``src`` at ``dest`` (a copy where links are impossible), replacing ``dest`` atomically."""
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            # Another filesystem, or one without hard links: copy instead.
+            logger.debug("hard link %s -> %s impossible (%s); copying", src, tmp, exc)
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _hash_file(path: Path) -> tuple[int, str]:
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            size += len(chunk)
+            hasher.update(chunk)
+    return size, hasher.hexdigest()

@@ -1,0 +1,214 @@
+"""HTTP plumbing shared by every client: session factory, the one retry helper, the status mapper, redaction.
+
+Every outside HTTP call of the project goes through ``make_client`` and maps its response with
+``raise_for_status``; every retry loop is ``call_with_retries``. Error messages built here never carry
+secrets: URLs and header values pass through ``redact`` first.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+import httpx
+
+from . import __version__
+from .errors import PermanentError, RateLimited, TransientError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+USER_AGENT = f"sharp-dataset/{__version__}"
+TRANSIENT_STATUSES = frozenset({408, 425})
+DEFAULT_RETRY_AFTER_S = 60.0
+MASK = "***"
+
+# Header-style secrets: "Authorization: Bearer x", "'Authorization': 'Client-ID x'", "Client-ID x".
+_AUTH_HEADER = re.compile(
+    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic|token|client-id)\s+)?)([^\s'\",&;}]+)"
+)
+_CLIENT_ID_SCHEME = re.compile(r"(?i)(client-id\s+)([^\s'\",&;}]+)")
+# Query-style secrets: access_token=x, client_id=x (also token= and api_key=).
+_QUERY_SECRET = re.compile(r"(?i)\b(access_token|client_id|token|api_key|apikey)=([^&\s'\"#]+)")
+# Hugging Face user tokens have a recognisable shape; mask them even when nobody passed them in.
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+
+
+def make_client(*, timeout_s: float = 30, headers: Mapping[str, str] | None = None) -> httpx.Client:
+    """An ``httpx.Client`` that follows redirects and identifies itself as ``sharp-dataset/<version>``.
+
+    Callers own the client and close it (``with make_client() as client: ...``).
+    """
+    merged = {"User-Agent": USER_AGENT}
+    if headers:
+        merged.update(headers)
+    return httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=True, headers=merged)
+
+
+def backoff_delays(attempts: int, base_s: float, max_s: float, rng: random.Random) -> list[float]:
+    """Full-jitter exponential waits between ``attempts`` tries (``attempts - 1`` values).
+
+    Wait ``i`` is uniform in ``[0, min(max_s, base_s * 2**i)]``: spreading the retries of many
+    clients keeps a recovering server from being hit by all of them at once.
+    """
+    delays = []
+    for i in range(max(attempts - 1, 0)):
+        cap = min(max_s, base_s * (2.0**i))
+        delays.append(rng.uniform(0.0, max(cap, 0.0)))
+    return delays
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    attempts: int,
+    base_s: float,
+    max_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    retry_on: tuple[type[BaseException], ...] = (TransientError,),
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> T:
+    """Call ``fn`` up to ``attempts`` times, waiting with full-jitter backoff between tries.
+
+    Only exceptions in ``retry_on`` are retried; anything else propagates at once, and the last
+    failure propagates when the attempts run out. ``httpx`` transport errors (timeouts, resets,
+    refused connections) raised by ``fn`` are turned into ``TransientError`` first, so they are
+    retried exactly when ``TransientError`` is in ``retry_on``. ``RateLimited`` is retried only if
+    the caller lists it, and then the wait is its ``retry_after_s`` (never shorter than the backoff).
+    ``on_retry(attempt, error, delay_s)`` is called before each wait (``attempt`` counts from 1).
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be >= 1")
+    delays = backoff_delays(attempts, base_s, max_s, rng or random.Random())
+    for attempt in range(1, attempts + 1):
+        try:
+            try:
+                return fn()
+            except httpx.TransportError as exc:
+                raise transport_error(exc) from exc
+        except retry_on as exc:
+            if attempt >= attempts:
+                raise
+            delay = delays[attempt - 1]
+            if isinstance(exc, RateLimited):
+                delay = max(delay, exc.retry_after_s)
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            logger.debug("attempt %d/%d failed (%s); retrying in %.2fs", attempt, attempts, exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def transport_error(exc: httpx.TransportError, *, service: str = "", item_id: str = "") -> TransientError:
+    """A ``TransientError`` (reason ``timeout`` or ``network``) for an httpx transport failure."""
+    reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "network"
+    where = f"{service}: " if service else ""
+    item = f" (item {item_id})" if item_id else ""
+    err = TransientError(f"{where}{type(exc).__name__}: {redact(str(exc), ())}{item}")
+    err.reason = reason  # type: ignore[attr-defined]  # TransientError has no reason field yet
+    return err
+
+
+def transient(message: str, reason: str) -> TransientError:
+    """A ``TransientError`` carrying a stable ``reason`` code (like ``PermanentError.reason``)."""
+    err = TransientError(message)
+    err.reason = reason  # type: ignore[attr-defined]  # TransientError has no reason field yet
+    return err
+
+
+def error_reason(exc: BaseException) -> str:
+    """The stable reason code of one of our errors (``transient`` / ``rate_limited`` when absent)."""
+    reason = getattr(exc, "reason", "")
+    if reason:
+        return str(reason)
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return "error"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date), or None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def raise_for_status(
+    resp: httpx.Response,
+    *,
+    service: str,
+    item_id: str = "",
+    default_retry_after_s: float = DEFAULT_RETRY_AFTER_S,
+) -> None:
+    """Map an HTTP status onto the project's errors; return quietly for 1xx-3xx.
+
+    408, 425 and 5xx are ``TransientError``; 429 is ``RateLimited`` (``Retry-After`` parsed, else
+    ``default_retry_after_s``); 404, 410 and every other 4xx are ``PermanentError``. Reasons are
+    ``http_<status>``. Messages name the service, method, redacted URL and request id, never a body.
+    """
+    status = resp.status_code
+    if status < 400:
+        return
+    reason = f"http_{status}"
+    message = _status_message(resp, service, item_id)
+    if status == 429:
+        wait = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+        err = RateLimited(message, default_retry_after_s if wait is None else wait, service=service)
+        err.reason = reason  # type: ignore[attr-defined]
+        raise err
+    if status in TRANSIENT_STATUSES or status >= 500:
+        raise transient(message, reason)
+    raise PermanentError(message, reason=reason)
+
+
+def _status_message(resp: httpx.Response, service: str, item_id: str) -> str:
+    try:
+        request = resp.request
+        target = f"{request.method} {redact(str(request.url), ())}"
+    except RuntimeError:  # a Response built without a request
+        target = "request"
+    parts = [f"{service}: HTTP {resp.status_code} for {target}"]
+    request_id = resp.headers.get("X-Request-Id") or resp.headers.get("X-Amzn-Trace-Id")
+    if request_id:
+        parts.append(f"request id {redact(request_id, ())}")
+    if item_id:
+        parts.append(f"item {item_id}")
+    return ", ".join(parts)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every given secret, auth header value and secret query value replaced by ``***``.
+
+    Secrets shorter than 4 characters are ignored (masking them would shred ordinary text).
+    """
+    out = text
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        out = out.replace(secret, MASK)
+    out = _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, out)
+    out = _CLIENT_ID_SCHEME.sub(lambda m: m.group(1) + MASK, out)
+    out = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", out)
+    out = _HF_TOKEN.sub(MASK, out)
+    return out

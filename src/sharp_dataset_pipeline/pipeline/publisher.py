@@ -1,0 +1,196 @@
+"""The publish stage: one thread that gathers finished items into batches and publishes each
+batch in one atomic store step, with the unit done markers and lease renewals riding along.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import StoreError
+from ..observe.events import EventSink
+from ..records import Batch, Failure, Followup, ProcessedItem
+from ..stores.base import Store
+from .stop import StopControl
+from .tracker import UnitTracker
+
+log = logging.getLogger(__name__)
+
+END = object()
+WAKE = object()
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    client_id: str
+    batch_size: int
+    batch_wait_s: float
+    lease_ttl_s: float
+    max_item_attempts: int
+    followup_kind: str = ""
+
+
+@dataclass
+class _Pending:
+    items: list[ProcessedItem] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    since: float | None = None
+
+    def size(self) -> int:
+        return len(self.items) + len(self.failures)
+
+
+class BatchPublisher:
+    """Consumes ``ProcessedItem`` / ``Failure`` messages from ``inbox`` until ``END``."""
+
+    def __init__(
+        self,
+        store: Store,
+        tracker: UnitTracker,
+        opts: PublishOptions,
+        sink: EventSink,
+        control: StopControl,
+        inbox: queue.Queue[object],
+        on_published: Callable[[list[Followup]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.tracker, self.opts, self.sink = store, tracker, opts, sink
+        self.control, self.inbox, self.clock = control, inbox, clock
+        self.on_published = on_published
+        self.attempts: dict[str, int] = {}
+        self.failed_store = False
+        self._last_flush = clock()
+        self._pending = _Pending()
+
+    def run(self) -> None:
+        while True:
+            msg = self._next_message()
+            if msg is END:
+                self._flush()
+                return
+            if isinstance(msg, ProcessedItem):
+                self._add(self._pending.items, msg)
+            elif isinstance(msg, Failure):
+                self._add(self._pending.failures, msg)
+            if self._due():
+                self._flush()
+
+    def _add(self, bucket: list, msg: object) -> None:
+        bucket.append(msg)
+        if self._pending.since is None:
+            self._pending.since = self.clock()
+
+    def _next_message(self) -> object:
+        try:
+            return self.inbox.get(timeout=0.25)
+        except queue.Empty:
+            return WAKE
+
+    def _due(self) -> bool:
+        now = self.clock()
+        pending = self._pending
+        if pending.size() >= self.opts.batch_size:
+            return True
+        if pending.since is not None and now - pending.since >= self.opts.batch_wait_s:
+            return True
+        if pending.size() == 0 and self.tracker.ready_after([]):
+            return True
+        renew_every = max(1.0, self.opts.lease_ttl_s / 3)
+        return bool(self.tracker.held()) and now - self._last_flush >= renew_every
+
+    def _settling(self, pending: _Pending) -> list[tuple[str, bool]]:
+        out = [(p.row.unit, False) for p in pending.items]
+        for f in pending.failures:
+            retry_later = f.transient and self.attempts.get(f.item_id, 0) + 1 < self.opts.max_item_attempts
+            out.append((f.unit, retry_later))
+        return out
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, _Pending()
+        self._last_flush = self.clock()
+        if self.failed_store:
+            return
+        settling = self._settling(pending)
+        units_done = self.tracker.ready_after(settling)
+        followups = self._followups(pending.items)
+        batch = Batch(
+            client_id=self.opts.client_id,
+            items=pending.items,
+            failures=pending.failures,
+            units_done=units_done,
+            renew_units=[u for u in self.tracker.held() if u not in units_done],
+            lease_ttl_s=self.opts.lease_ttl_s,
+            followups=followups,
+        )
+        if batch.empty():
+            return
+        self._publish(batch, settling)
+
+    def _followups(self, items: list[ProcessedItem]) -> list[Followup]:
+        if not self.opts.followup_kind:
+            return []
+        return [
+            Followup(self.opts.followup_kind, p.row.id, p.followup_payload)
+            for p in items
+            if p.followup_payload
+        ]
+
+    def _publish(self, batch: Batch, settling: list[tuple[str, bool]]) -> None:
+        started = self.clock()
+        try:
+            receipt = self.store.publish(batch)
+        except StoreError as exc:
+            self.failed_store = True
+            log.error("publish failed, nothing from this batch was published: %s", exc)
+            self.control.request_stop("the store failed to publish")
+            for unit, _ in settling:
+                self.tracker.abandon(unit)
+            return
+        self.sink.busy("publish", self.clock() - started)
+        self.sink.count("publish", "batches")
+        published = set(receipt.published_ids)
+        self.sink.count("publish", "published", len(published))
+        already = len(batch.items) - len(published & {p.row.id for p in batch.items})
+        if already:
+            self.sink.count("publish", "already_published", already)
+        for f in batch.failures:
+            self.attempts[f.item_id] = self.attempts.get(f.item_id, 0) + 1
+            self.sink.count("failed", f.reason)
+        for unit, retry_later in settling:
+            self.tracker.settle(unit, retry_later)
+        self.tracker.confirm_done(batch.units_done)
+        if batch.units_done:
+            self.sink.count("publish", "units_done", len(batch.units_done))
+        self.sink.event("batch", items=len(published), failures=len(batch.failures), commit=receipt.commit)
+        if self.on_published and batch.followups:
+            self.on_published([f for f in batch.followups if f.item_id in published])
+
+
+class FollowupWorker:
+    """Completes followups (e.g. Unsplash download tracking) off the publish thread."""
+
+    def __init__(self, store: Store, complete: Callable[[list[Followup]], list[Followup]], sink: EventSink):
+        self.store, self.complete, self.sink = store, complete, sink
+        self.inbox: queue.Queue[object] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="followups", daemon=True)
+
+    def submit(self, followups: list[Followup]) -> None:
+        if followups:
+            self.inbox.put(followups)
+
+    def _run(self) -> None:
+        while True:
+            msg = self.inbox.get()
+            if msg is END:
+                return
+            assert isinstance(msg, list)
+            done = self.complete(msg)
+            if done:
+                self.store.complete_followups(done)
+                self.sink.count("followups", "done", len(done))
+            if len(done) < len(msg):
+                self.sink.count("followups", "pending", len(msg) - len(done))

@@ -1,0 +1,357 @@
+"""Wiring: source → fetch pool → predictor → post-process pool → publisher, on bounded queues.
+
+The predictor thread never touches the network or the store: it only takes fetched images
+from a queue and hands raw splats to the post-process pool (invariant 6). Stop drains in-flight
+work through publish within a deadline, then releases the leases it will not finish (inv. 5).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..errors import FatalDeviceError, PermanentError, RateLimited, TransientError
+from ..fetch.fetcher import fetch_item
+from ..observe.events import Metrics
+from ..predict.base import Predictor, RawSplat
+from ..records import Failure, FetchedImage, Item
+from ..sources.base import Source
+from ..stores.base import Store
+from .intake import Intake, IntakeOptions
+from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
+from .stages import PostprocessOptions, failure_from_error, postprocess_item
+from .stop import StopControl
+from .tracker import UnitTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    client_id: str
+    run_dir: Path
+    subdir: str
+    lease_ttl_s: float = 1800.0
+    max_images: int = 0
+    max_scan: int = 0
+    max_item_attempts: int = 3
+    download_queue_max: int = 8
+    upload_queue_max: int = 256
+    upload_workers: int = 2
+    download_workers: int = 4
+    fetch_retries: int = 4
+    max_image_pixels: int = 120_000_000
+    max_download_bytes: int = 200_000_000
+    batch_size: int = 32
+    batch_wait_s: float = 1.0
+    stop_drain_secs: float = 120.0
+    fanout: bool = False
+
+
+@dataclass
+class RunSummary:
+    """The final account of a run (also written as JSON by ``--summary-json``)."""
+
+    store: str
+    run_dir: str
+    published: int = 0
+    already_published: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    items_per_s: float = 0.0
+    busy_s: dict[str, float] = field(default_factory=dict)
+    predictor_busy_fraction: float = 0.0
+    units: dict[str, int] = field(default_factory=dict)
+    stopped: str = ""
+    rate_limited_until: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+
+class Runner:
+    """Runs one pass of the pipeline; ``run()`` returns a RunSummary."""
+
+    def __init__(
+        self,
+        source: Source,
+        store: Store,
+        predictor: Predictor,
+        opts: RunOptions,
+        metrics: Metrics,
+        control: StopControl,
+        http_client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source, self.store, self.predictor, self.opts = source, store, predictor, opts
+        self.metrics, self.control, self.http, self.clock = metrics, control, http_client, clock
+        self.tracker = UnitTracker()
+        self.images_dir = opts.run_dir / "images"
+        self.gaussians_dir = opts.run_dir / "gaussians"
+        self.todo: queue.Queue[object] = queue.Queue(maxsize=max(2, opts.download_workers * 2))
+        self.fetched: queue.Queue[object] = queue.Queue(maxsize=opts.download_queue_max)
+        self.results: queue.Queue[object] = queue.Queue(maxsize=opts.upload_queue_max)
+        self._fetchers_left = opts.download_workers
+        self._fetchers_lock = threading.Lock()
+        self._pp_slots = threading.BoundedSemaphore(opts.upload_workers * 2)
+        self._pp_pool = ThreadPoolExecutor(opts.upload_workers, thread_name_prefix="postprocess")
+        self.fatal: BaseException | None = None
+        kind = getattr(source, "followup_kind", "")
+        self.followups = (
+            FollowupWorker(store, source.complete_followups, metrics) if kind else None  # type: ignore[attr-defined]
+        )
+        self.intake = Intake(
+            source, store, self.tracker,
+            IntakeOptions(opts.client_id, opts.lease_ttl_s, opts.max_images, opts.max_scan, opts.max_item_attempts),
+            metrics, control, self.todo,
+        )
+        self.publisher = BatchPublisher(
+            store, self.tracker,
+            PublishOptions(opts.client_id, opts.batch_size, opts.batch_wait_s, opts.lease_ttl_s,
+                           opts.max_item_attempts, followup_kind=kind),
+            metrics, control, self.results,
+            on_published=self.followups.submit if self.followups else None,
+        )
+        self.pp_opts = PostprocessOptions(
+            self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id
+        )
+
+    # ---- entry point -------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.gaussians_dir.mkdir(parents=True, exist_ok=True)
+        started = self.clock()
+        if self.followups:
+            self.followups.thread.start()
+            kind = getattr(self.source, "followup_kind", "")
+            self.followups.submit(self.store.pending_followups(kind))
+        threads = [threading.Thread(target=self._guard(self._source_loop), name="source")]
+        threads += [
+            threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}")
+            for i in range(self.opts.download_workers)
+        ]
+        threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict"))
+        publisher = threading.Thread(target=self._guard(self.publisher.run), name="publish")
+        for t in [*threads, publisher]:
+            t.start()
+        self._wait_with_deadline(threads)
+        publisher.join()
+        self._finish()
+        return self._summary(self.clock() - started)
+
+    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """A crash in one stage stops the run cleanly instead of hanging the others."""
+
+        def wrapped() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # stage boundary: record, stop, let the rest drain
+                log.exception("stage %s crashed", threading.current_thread().name)
+                self.fatal = self.fatal or exc
+                self.control.request_abort(f"internal error in {threading.current_thread().name}")
+                if threading.current_thread().name == "predict":
+                    self._put(self.results, END, force=True)
+
+        return wrapped
+
+    def _wait_with_deadline(self, threads: list[threading.Thread]) -> None:
+        stop_seen_at: float | None = None
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+            if self.control.stopping and stop_seen_at is None:
+                stop_seen_at = self.clock()
+            if stop_seen_at is not None and not self.control.aborting:
+                if self.clock() - stop_seen_at > self.opts.stop_drain_secs:
+                    self.control.request_abort(f"drain deadline of {self.opts.stop_drain_secs:.0f}s passed")
+
+    def _finish(self) -> None:
+        self._pp_pool.shutdown(wait=True)
+        if self.followups:
+            self.followups.inbox.put(END)
+            self.followups.thread.join(timeout=max(5.0, self.opts.stop_drain_secs))
+        held = self.tracker.held()
+        if held and not self.publisher.failed_store:
+            self.store.release(held, self.opts.client_id)
+            self.metrics.count("source", "units_released", len(held))
+
+    # ---- stages --------------------------------------------------------------------------
+    def _source_loop(self) -> None:
+        try:
+            self.intake.run()
+        finally:
+            for _ in range(self.opts.download_workers):
+                self._put(self.todo, END, force=True)
+
+    def _fetch_loop(self) -> None:
+        try:
+            while True:
+                item = self.todo.get()
+                if item is END:
+                    return
+                assert isinstance(item, Item)
+                if self.control.stopping:
+                    self.tracker.abandon(item.unit)
+                    continue
+                self.control.wait_while_paused()
+                self._fetch_one(item)
+        finally:
+            with self._fetchers_lock:
+                self._fetchers_left -= 1
+                last = self._fetchers_left == 0
+            if last:
+                self._put(self.fetched, END, force=True)
+
+    def _fetch_one(self, item: Item) -> None:
+        started = self.clock()
+        try:
+            fetched = fetch_item(
+                item, self.images_dir, self.http, max_pixels=self.opts.max_image_pixels,
+                max_bytes=self.opts.max_download_bytes, attempts=self.opts.fetch_retries,
+            )
+        except (TransientError, PermanentError, RateLimited, OSError) as exc:
+            self._fail(failure_from_error(item, "fetch", exc))
+            return
+        except Exception as exc:  # stage boundary: one bad input fails alone
+            log.exception("fetching %s failed", item.id)
+            self._fail(failure_from_error(item, "fetch", exc))
+            return
+        finally:
+            self.metrics.busy("fetch", self.clock() - started)
+        self.metrics.count("fetch", "ok")
+        if not self._put(self.fetched, fetched):
+            self.tracker.abandon(item.unit)
+
+    def _predict_loop(self) -> None:
+        ended = False
+        while not ended:
+            first = self.fetched.get()
+            if first is END:
+                break
+            batch = [first]
+            while len(batch) < self.predictor.batch_size:
+                try:
+                    nxt = self.fetched.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is END:
+                    ended = True
+                    break
+                batch.append(nxt)
+            self._predict_batch([b for b in batch if isinstance(b, FetchedImage)])
+        self._pp_pool.shutdown(wait=True)
+        self._put(self.results, END, force=True)
+
+    def _predict_batch(self, batch: list[FetchedImage]) -> None:
+        if self.control.aborting or self.fatal is not None:
+            for f in batch:
+                self.tracker.abandon(f.item.unit)
+            return
+        started = self.clock()
+        try:
+            outputs = self.predictor.predict(batch)
+        except FatalDeviceError as exc:
+            self.fatal = exc
+            log.error("prediction device failed: %s", exc)
+            self._write_stop_file(str(exc))
+            self.control.request_stop(f"prediction device failed: {exc}")
+            for f in batch:
+                self.tracker.abandon(f.item.unit)
+            return
+        self.metrics.busy("predict", self.clock() - started)
+        self.metrics.count("predict", "images", len(batch))
+        for fetched, out in zip(batch, outputs, strict=True):
+            if isinstance(out, Failure):
+                self._fail(out)
+                continue
+            self._pp_slots.acquire()
+            self._pp_pool.submit(self._postprocess, fetched, out)
+
+    def _postprocess(self, fetched: FetchedImage, raw: RawSplat) -> None:
+        started = self.clock()
+        try:
+            processed = postprocess_item(fetched, raw, self.pp_opts)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self.control.request_stop("disk full")
+            self._fail(failure_from_error(fetched.item, "postprocess", TransientError(str(exc))))
+            return
+        except (PermanentError, TransientError, ValueError) as exc:
+            self._fail(failure_from_error(fetched.item, "postprocess", exc))
+            return
+        except Exception as exc:  # stage boundary: one bad item fails alone
+            log.exception("post-processing %s failed", fetched.item.id)
+            self._fail(failure_from_error(fetched.item, "postprocess", exc))
+            return
+        finally:
+            self._pp_slots.release()
+            self.metrics.busy("postprocess", self.clock() - started)
+        self.metrics.count("postprocess", "ok")
+        self._put(self.results, processed, force=True)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _fail(self, failure: Failure) -> None:
+        log.info("item %s failed at %s: %s (%s)", failure.item_id, failure.stage, failure.reason, failure.detail)
+        self._put(self.results, failure, force=True)
+
+    def _put(self, q: queue.Queue[object], msg: object, force: bool = False) -> bool:
+        """Blocking put that gives up on abort unless ``force`` (end markers, finished work)."""
+        while True:
+            try:
+                q.put(msg, timeout=0.25)
+                return True
+            except queue.Full:
+                if self.control.aborting and not force:
+                    return False
+
+    def _write_stop_file(self, why: str) -> None:
+        try:
+            self.control.stop_path.parent.mkdir(parents=True, exist_ok=True)
+            self.control.stop_path.write_text(f"stopped by sharp-dataset: {why}\n", encoding="utf-8")
+        except OSError as exc:
+            log.warning("could not write the STOP file: %s", exc)
+
+    def _summary(self, elapsed: float) -> RunSummary:
+        snap = self.metrics.snapshot()
+        counts = snap["counts"]
+        published = counts.get("publish", {}).get("published", 0)
+        busy = {k: round(v, 3) for k, v in snap["busy_s"].items()}
+        window = self.metrics.active_window("predict")
+        skipped = dict(counts.get("skipped", {}))
+        skipped.update({k: v for k, v in self.source.skipped_counts().items() if v})
+        summary = RunSummary(
+            store=self.store.description,
+            run_dir=str(self.opts.run_dir),
+            published=published,
+            already_published=counts.get("publish", {}).get("already_published", 0),
+            skipped=skipped,
+            failed=dict(counts.get("failed", {})),
+            elapsed_s=round(elapsed, 3),
+            items_per_s=round(published / elapsed, 4) if elapsed > 0 else 0.0,
+            busy_s=busy,
+            predictor_busy_fraction=round(self.metrics.busy_seconds("predict") / window, 4) if window else 0.0,
+            units={k: v for k, v in counts.get("source", {}).items() if k.startswith("units")},
+        )
+        if self.intake.rate_limited is not None:
+            summary.rate_limited_until = time.time() + self.intake.rate_limited.retry_after_s
+            summary.stopped = "rate limited"
+        elif self.control.stopping:
+            summary.stopped = self.control.reason
+        elif self.intake.limit_reached:
+            summary.stopped = self.intake.limit_reached
+        if self.fatal is not None:
+            summary.stopped = f"error: {self.fatal}"
+        return summary

@@ -1,0 +1,175 @@
+"""The dataset card (``README.md``). Pure: arguments in, Markdown out.
+
+The YAML front matter declares one ``default`` config whose ``data_files`` name only the
+index (compacted file + shards), so ``datasets.load_dataset(<folder or repo>)`` and the Hub
+viewer read the index and never the per-item files or ``.coord/``; ``dataset_info.features``
+pins the column types so every shard reads the same way.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .index import index_features
+
+APPLE_NOTICE = (
+    "Apple Machine Learning Research Model is licensed under the Apple Machine Learning "
+    "Research Model License Agreement."
+)
+
+_COLUMNS = {
+    "id": "Stable item id (Unsplash photo id, or a content hash for local photos).",
+    "source": "Where the photo came from (e.g. `unsplash`, `folder`, `manifest`).",
+    "unit": "The work unit (slice of the source's enumeration) the item belonged to.",
+    "image_path": "Repo path of the original photo, byte for byte as downloaded.",
+    "image_size": "Size of that file in bytes.",
+    "image_sha256": "SHA-256 of that file.",
+    "ply_path": "Repo path of the Gaussian splat PLY.",
+    "ply_size": "Size of the PLY in bytes.",
+    "ply_sha256": "SHA-256 of the PLY.",
+    "extra_files": "JSON list of further files (compressed formats, previews) with path, size, hash.",
+    "width": "Image width in pixels.",
+    "height": "Image height in pixels.",
+    "focal_px": "Focal length in pixels used for the prediction.",
+    "focal_source": "Where the focal length came from (EXIF, a hint, or a default).",
+    "num_gaussians": "Number of Gaussians in the PLY.",
+    "predictor": "Which predictor made the splat (`sharp`, `sharp-cli`; `planar` is a demo, not SHARP).",
+    "model_version": "Model / checkpoint version of the predictor.",
+    "source_url": "URL the photo was downloaded from (empty for local files).",
+    "source_path": "Relative path of a local photo (empty for downloads).",
+    "page_url": "Web page of the photo.",
+    "unsplash_url": "Unsplash page of the photo (Unsplash items only).",
+    "user_name": "Photographer's name, for attribution.",
+    "user_username": "Photographer's username on the source site.",
+    "user_url": "Photographer's profile page.",
+    "license": "Licence of the photo.",
+    "description": "Description given by the photographer.",
+    "alt_description": "Alternative text of the photo.",
+    "tags": "Tags, as one comma-separated string.",
+    "topics": "Topics, as one comma-separated string.",
+    "color": "Dominant colour (hex) reported by the source.",
+    "blur_hash": "BlurHash placeholder reported by the source.",
+    "created_at": "When the photo was created or uploaded (source's timestamp).",
+    "processed_at": "When the splat was made (UTC, ISO 8601).",
+    "client_id": "Which client machine made and published the item.",
+    "gsplat_url": "Optional gsplat.org viewer link.",
+    "gsplat_share_id": "Optional gsplat.org share id.",
+    "gsplat_model_id": "Optional gsplat.org model id.",
+}
+
+
+def _q(text: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar: safe for colons, quotes, unicode.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _front_matter(title: str, index_glob: str, features: dict[str, str]) -> list[str]:
+    lines = [
+        "---",
+        f"pretty_name: {_q(title)}",
+        "license: other",
+        "license_name: mixed",
+        "tags:",
+        "- gaussian-splatting",
+        "- 3d",
+        "- sharp",
+        "configs:",
+        "- config_name: default",
+        "  default: true",
+        "  data_files:",
+        "  - split: train",
+        f"    path: {_q(index_glob)}",
+        "dataset_info:",
+        "  config_name: default",
+        "  features:",
+    ]
+    for name, dtype in features.items():
+        lines += [f"  - name: {_q(name)}", f"    dtype: {dtype}"]
+    lines.append("---")
+    return lines
+
+
+def _licence_section(sources: list[str], licence_notes: list[str]) -> list[str]:
+    lines = ["## Licences", ""]
+    if any(s.lower().startswith("unsplash") for s in sources):
+        lines += [
+            "**Unsplash photos** are not CC0: they are provided under the Unsplash License",
+            "(https://unsplash.com/license). Each row carries the attribution fields `user_name`,",
+            "`user_username`, `user_url`, `page_url` and `unsplash_url`: credit the photographer and",
+            "link back to the photo when you use it. Unsplash's guidelines restrict using its photos for",
+            "machine learning / AI and for technology that identifies people (https://unsplash.com/data);",
+            "this dataset is for research only, and Unsplash gives no model or property releases.",
+            "",
+        ]
+    if any(not s.lower().startswith("unsplash") for s in sources):
+        lines += [
+            "**User-provided photos** (local folders, URL lists, manifests) keep their own licence,",
+            "as stated in the `license` column where known; the person who published this dataset is",
+            "responsible for having the right to share them.",
+            "",
+        ]
+    lines += [
+        "**Generated splats** (the PLY files and formats derived from them) were made with Apple's",
+        "SHARP model and are subject to the Apple Machine Learning Research Model License",
+        "(research use only; https://github.com/apple/ml-sharp).",
+        "",
+        APPLE_NOTICE,
+        "",
+    ]
+    for note in licence_notes:
+        lines += [note, ""]
+    return lines
+
+
+def render_card(
+    *,
+    title: str,
+    sources: list[str],
+    licence_notes: list[str] | None = None,
+    index_glob: str = "data/*.jsonl",
+    features: dict[str, str] | None = None,
+) -> str:
+    """The dataset card: YAML front matter (configs, features) plus a human-readable body.
+
+    ``features`` defaults to the ``IndexRow`` column types; ``sources`` names where photos
+    come from (decides which licence paragraphs appear); ``licence_notes`` are extra paragraphs.
+    """
+    feats = features if features is not None else index_features()
+    source_list = sorted(set(sources))
+    lines = _front_matter(title, index_glob, feats)
+    lines += [
+        "",
+        f"# {title}",
+        "",
+        "3D Gaussian splats predicted from single photos with Apple's SHARP model, one splat per",
+        "photo, with the original photo and its attribution.",
+        "",
+        f"Sources: {', '.join(source_list) if source_list else 'none yet'}.",
+        "",
+        "## Layout",
+        "",
+        f"- `{index_glob}`: the index, one JSON line per item (a compacted file plus newer shards).",
+        "- `<subdir>/<id>/<id>.<ext>` (optionally grouped by the id's first two characters): the",
+        "  original photo and the splat files of each item.",
+        "- `.coord/`: coordination state of the machines that build the dataset; not data.",
+        "",
+        "Load the index with `datasets.load_dataset(<this repo or folder>)`.",
+        "",
+        "## Columns",
+        "",
+        "| column | type | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, dtype in feats.items():
+        lines.append(f"| `{name}` | {dtype} | {_COLUMNS.get(name, '')} |")
+    lines.append("")
+    lines += _licence_section(source_list, licence_notes or [])
+    lines += [
+        "## Removal requests",
+        "",
+        "If you are the author of a photo (or appear in one) and want it removed, open a discussion",
+        "on this dataset's page (or contact its maintainer) with the item `id` or the photo URL. The",
+        "item is then excluded from the index and its files are deleted in a later update.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""Settings, parsed once when the CLI asks, from CLI flags > environment > ``.env`` > defaults.
+
+Field names are the predecessor's environment variable names in lower case (pydantic-settings
+matches them case-insensitively), so ``MAX_IMAGES=10`` and ``--max-images 10`` mean the same.
+Secrets are ``SecretStr``: they never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+SECRET_FIELDS = frozenset({"unsplash_access_key", "hf_token"})
+
+
+def default_client_id() -> str:
+    """Stable across restarts: host name + user, hashed short so it is safe in file names."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "user"
+    host = socket.gethostname() or "host"
+    digest = hashlib.sha256(f"{host}/{user}".encode()).hexdigest()[:8]
+    safe_host = "".join(c if c.isalnum() or c in "-_" else "-" for c in host)[:24]
+    return f"{safe_host}-{digest}"
+
+
+class Settings(BaseSettings):
+    """Every option of ``sharp-dataset run``; see the README's table for meanings and defaults."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        validate_default=True,
+    )
+
+    # What to read, where to write, what predicts.
+    source: str = ""
+    store: str = ""
+    predictor: str = ""
+    sharp_backend: Literal["auto", "sharp", "sharp-cli", "planar"] = "auto"
+    client_id: str = Field(default_factory=default_client_id)
+    run_id: str = Field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    runs_dir: Path = Path("runs")
+    save_dir: Path | None = None
+    local_store_dir: Path = Path("sharp-dataset-out")
+
+    # Scan limits.
+    max_images: int = Field(default=0, ge=0)
+    max_scan: int = Field(default=0, ge=0)
+    range_size: int = Field(default=300, ge=1, le=100_000)
+    range_locks_enabled: bool = True
+    range_lock_stale_secs: float = Field(default=1800.0, gt=0)
+    range_lock_min_images: int = Field(default=30, ge=0)
+    max_item_attempts: int = Field(default=3, ge=1)
+
+    # Queues / concurrency.
+    download_queue_max: int = Field(default=8, ge=1)
+    upload_queue_max: int = Field(default=256, ge=1)
+    upload_workers: int = Field(default=2, ge=1, le=64)
+    download_workers: int = Field(default=4, ge=1, le=64)
+    fetch_retries: int = Field(default=4, ge=1, le=20)
+    max_image_pixels: int = Field(default=120_000_000, ge=1)
+    max_download_bytes: int = Field(default=200_000_000, ge=1)
+
+    # Publishing.
+    hf_upload: bool = True
+    hf_repo_id: str = ""
+    hf_repo_type: Literal["dataset", "model"] = "dataset"
+    hf_public: bool = False
+    hf_subdir: str = ""
+    hf_use_locks: bool = True
+    hf_locks_dir: str = "locks"
+    hf_done_dir: str = "done"
+    hf_lock_stale_secs: float = Field(default=1800.0, gt=0)
+    hf_write_index: bool = True
+    hf_index_repo_path: str = "data/train.jsonl"
+    hf_index_flush_every: int = Field(default=20, ge=1)
+    hf_index_flush_secs: float = Field(default=30.0, gt=0)
+    hf_upload_batch_size: int = Field(default=0, ge=0, le=1000)
+    hf_upload_batch_wait_ms: int = Field(default=0, ge=0)
+    hf_commits_per_hour: int = Field(default=100, ge=1, le=10_000)
+    hf_token: SecretStr | None = None
+
+    # Unsplash.
+    unsplash_access_key: SecretStr | None = None
+    unsplash_app_name: str = "sharp_dataset"
+    unsplash_api_base: str = "https://api.unsplash.com"
+    unsplash_queries: str = "landscape,architecture,interior,street,nature,city,room,mountain"
+    unsplash_order_by: str = "relevant"
+    unsplash_content_filter: Literal["low", "high"] = "high"
+    unsplash_orientation: str = ""
+    unsplash_color: str = ""
+    unsplash_details: Literal["auto", "always", "never"] = "auto"
+    unsplash_image_width: int = Field(default=1536, ge=0)
+    unsplash_image_quality: int = Field(default=90, ge=1, le=100)
+    per_page: int = Field(default=30, ge=1)
+    list_auto_seek: bool = True
+    list_seek_back_pages: int = Field(default=2, ge=0, le=50)
+    stop_on_rate_limit: bool = True
+
+    # SHARP / ml-sharp.
+    ml_sharp_dir: str = ""
+    conda_env_name: str = "sharp"
+    sharp_device: str = "default"
+    sharp_verbose: bool = False
+    sharp_input_dir: str = ""
+    sharp_checkpoint_path: str = ""
+    sharp_batch_size: int = Field(default=1, ge=1, le=64)
+    sharp_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    sharp_timeout_secs: float = Field(default=1800.0, gt=0)
+    planar_resolution: int = Field(default=256, ge=8, le=4096)
+
+    # Pause / stop control.
+    control_dir: Path | None = None
+    pause_file: str = "PAUSE"
+    stop_file: str = "STOP"
+    stop_drain_secs: float = Field(default=120.0, ge=0)
+
+    # Observability.
+    log_gpu_mem: bool = False
+    gpu_mem_log_secs: float = Field(default=5.0, gt=0)
+    heartbeat_secs: float = Field(default=30.0, gt=0)
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    log_level: str = "INFO"
+
+    # gsplat.org sharing (off by default; see README).
+    gsplat_upload: bool = False
+    gsplat_base: str = "https://gsplat.org"
+    gsplat_expiration_type: str = "1week"
+    gsplat_filter_visibility: int = Field(default=20000, ge=0)
+    splat_transform_bin: str = "splat-transform"
+    gsplat_use_small_ply: bool = True
+
+    @field_validator("run_id", "client_id")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or any(c in value for c in "/\\\0") or value in {".", ".."}:
+            raise ValueError("must be a non-empty name without slashes")
+        return value
+
+    @field_validator("hf_index_repo_path")
+    @classmethod
+    def _index_path(cls, value: str) -> str:
+        if not value.endswith(".jsonl") or value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative path ending in .jsonl, e.g. data/train.jsonl")
+        return value
+
+    # Derived values: one place decides them.
+    @property
+    def run_dir(self) -> Path:
+        return self.save_dir if self.save_dir is not None else self.runs_dir / self.run_id
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_dir if self.control_dir is not None else self.run_dir
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return self.range_lock_stale_secs if self.range_locks_enabled else self.hf_lock_stale_secs
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        return value.get_secret_value() if value is not None else ""
+
+    def resolved_source(self) -> str:
+        """The seed defaulted to Unsplash search; with no key we run the bundled samples instead."""
+        if self.source:
+            return self.source
+        return "search" if self.secret("unsplash_access_key") else "samples"
+
+    def resolved_store(self) -> str:
+        if self.store:
+            return self.store
+        if self.hf_upload and self.hf_repo_id:
+            return f"hf:{self.hf_repo_id}"
+        return f"local:{self.local_store_dir}"
+
+    def resolved_predictor(self) -> str:
+        return self.predictor or self.sharp_backend
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+    name = loc.upper()
+    msg = err.get("msg", "invalid value")
+    if loc.lower() in SECRET_FIELDS:
+        return f"{name}: {msg}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if isinstance(value, (str, int, float)) else ""
+    return f"{name}: {msg}{shown}"
+
+
+def load_settings(overrides: dict[str, Any] | None = None, env_file: str | None = ".env") -> Settings:
+    """Parse settings once; invalid values become one ConfigError line per bad setting."""
+    clean = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        return Settings(_env_file=env_file, **clean)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = [_describe_error(dict(e)) for e in exc.errors()]
+        raise ConfigError("invalid setting: " + "; ".join(lines)) from None

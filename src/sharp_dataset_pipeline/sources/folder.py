@@ -1,0 +1,176 @@
+"""A folder of photos as a source: sorted relative paths, ids from file content.
+
+Enumeration: every non-hidden file under ``root`` (recursively, hidden folders skipped, folder symlinks
+not followed) whose extension Pillow can open, sorted by relative POSIX path. The listing fixes the
+offsets; its hash (relative paths + sizes) goes into the unit keys, so adding a photo yields new unit
+keys, while ids (the first 16 hex digits of the content's SHA-256) stay put: done items are skipped by
+id and only new photos get published. A renamed file keeps its id.
+
+Files are hashed lazily, unit by unit. A file whose content equals an earlier file's (an earlier
+relative path) is skipped as ``duplicate_content``; only same-size earlier files are hashed to find
+out, so the answer is the same whichever unit a machine reads first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile
+
+from ..errors import ConfigError
+from ..records import Item, Unit
+from .base import unit_bounds, unit_key
+
+logger = logging.getLogger(__name__)
+
+ID_HEX_CHARS = 16
+LISTING_HASH_CHARS = 12
+_HASH_CHUNK = 1 << 20
+# Pillow identifies these but never decodes their pixels (MPEG video is only sniffed).
+_UNDECODABLE_FORMATS = frozenset({"MPEG"})
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    size: int
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions (with the dot) of every format Pillow can actually open here."""
+    exts = set()
+    for ext, fmt in Image.registered_extensions().items():
+        opener = Image.OPEN.get(fmt)
+        # Stub plugins (BUFR, GRIB, HDF5, ...) recognise a file but cannot decode it.
+        factory = opener[0] if opener else None
+        if factory is None or fmt in _UNDECODABLE_FORMATS:
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        exts.add(ext.lower())
+    return frozenset(exts)
+
+
+class FolderSource:
+    """Photos under ``root``, cut into units of ``range_size`` files (see the module docstring)."""
+
+    name = "folder"
+
+    def __init__(self, root: Path, range_size: int = 300) -> None:
+        if range_size < 1:
+            raise ValueError("range_size must be >= 1")
+        self.root = Path(root).resolve()
+        self.range_size = range_size
+        self._entries: list[_Entry] | None = None
+        self._by_size: dict[int, list[int]] = {}
+        self._listing_hash = ""
+        self._skipped: Counter[str] = Counter()
+        self._digests: dict[int, str] = {}
+        self._duplicates: set[int] = set()
+        self._unreadable: set[int] = set()
+
+    def units(self) -> Iterator[Unit]:
+        """The units of the current listing, in order (lists the folder once; reads no file)."""
+        entries = self._listing()
+        prefix = f"folder/{self._listing_hash}"
+        for index in range(math.ceil(len(entries) / self.range_size)):
+            start, stop = unit_bounds(index, self.range_size)
+            yield Unit(key=unit_key(prefix, start, stop), start=start, stop=stop)
+
+    def items(self, unit: Unit) -> Iterator[Item]:
+        """The unit's photos in listing order, each hashed when reached; duplicates and vanished files skipped."""
+        entries = self._listing()
+        for offset in range(unit.start, min(unit.stop, len(entries))):
+            digest = self._digest(offset)
+            if digest is None:
+                continue
+            if self._is_duplicate(offset, digest):
+                continue
+            entry = entries[offset]
+            yield Item(
+                id=digest[:ID_HEX_CHARS],
+                source=self.name,
+                unit=unit.key,
+                offset=offset,
+                path=str(self.root / entry.rel),
+                ext_hint=Path(entry.rel).suffix.lower().lstrip("."),
+                meta={"source_path": entry.rel, "license": ""},
+            )
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Skipped inputs by reason: ``not_an_image_extension``, ``duplicate_content``, ``unreadable``."""
+        self._listing()
+        counts = dict(self._skipped)
+        if self._duplicates:
+            counts["duplicate_content"] = len(self._duplicates)
+        if self._unreadable:
+            counts["unreadable"] = counts.get("unreadable", 0) + len(self._unreadable)
+        return counts
+
+    def _listing(self) -> list[_Entry]:
+        if self._entries is None:
+            self._entries = self._walk()
+            for offset, entry in enumerate(self._entries):
+                self._by_size.setdefault(entry.size, []).append(offset)
+            lines = "\n".join(f"{e.rel}\t{e.size}" for e in self._entries)
+            self._listing_hash = hashlib.sha256(lines.encode("utf-8")).hexdigest()[:LISTING_HASH_CHARS]
+        return self._entries
+
+    def _walk(self) -> list[_Entry]:
+        if not self.root.is_dir():
+            raise ConfigError(f"folder source: {self.root} is not a folder")
+        exts = image_extensions()
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                if filename.startswith("."):
+                    continue
+                full = Path(dirpath) / filename
+                if Path(filename).suffix.lower() not in exts:
+                    self._skipped["not_an_image_extension"] += 1
+                    continue
+                try:
+                    size = full.stat().st_size
+                except OSError as exc:  # a dangling symlink or a file removed mid-walk
+                    logger.warning("skipping %s: %s", full, exc)
+                    self._skipped["unreadable"] += 1
+                    continue
+                entries.append(_Entry(full.relative_to(self.root).as_posix(), size))
+        entries.sort(key=lambda e: e.rel)
+        return entries
+
+    def _digest(self, offset: int) -> str | None:
+        if offset in self._digests:
+            return self._digests[offset]
+        if offset in self._unreadable:
+            return None
+        path = self.root / self._listing()[offset].rel
+        hasher = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    hasher.update(chunk)
+        except OSError as exc:
+            logger.warning("skipping %s: %s", path, exc)
+            self._unreadable.add(offset)
+            return None
+        self._digests[offset] = hasher.hexdigest()
+        return self._digests[offset]
+
+    def _is_duplicate(self, offset: int, digest: str) -> bool:
+        size = self._listing()[offset].size
+        for earlier in self._by_size[size]:
+            if earlier >= offset:
+                break
+            if self._digest(earlier) == digest:
+                self._duplicates.add(offset)
+                return True
+        return False

@@ -1,0 +1,523 @@
+"""The local store: a folder with the published layout plus a SQLite ledger in ``.coord/``.
+
+Publish order (invariant 1):
+1. the staging of every file is journaled (``intents``), then each file is hard-linked (or
+   copied) to a hidden temp name under ``.coord/staging/`` (beside its destination if that is
+   on another filesystem) and fsynced, outside any lock;
+2. ONE write transaction decides which ids are new (ids already published or excluded are
+   skipped, their published files untouched), renames the new items' files into place,
+   fsyncs their folders, and records items, shard name, failures, units done, followups and
+   lease renewals, and clears the journal; files are in place before the commit records them;
+3. after the commit, the batch's rows are written as a NEW uniquely named index shard
+   (invariant 2: no shared file is rewritten on the publish path).
+SQLite is the authority. ``open()`` repairs a crash: it undoes journaled staging of dead
+processes (temps, and files placed for ids never recorded), rebuilds missing committed
+shards from the ledger, removes unrecorded shards and finishes an interrupted compaction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import posixpath
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LeaseConflict, StoreError
+from ..ledger.leases import may_take, new_lease
+from ..publish import layout
+from ..publish.card import render_card
+from ..publish.index import row_from_json, row_to_json
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
+from . import local_schema as sql
+from .base import PublishReceipt, UnitStatus
+from .local_schema import StoreCounts
+
+__all__ = ["LocalStore", "StoreCounts"]
+
+log = logging.getLogger(__name__)
+
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+_MAINTENANCE = "maintenance"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt" or pid <= 0:
+        # Signal 0 is not a probe on Windows; keep whatever a maybe-live process owns.
+        return pid > 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_for(final: Path) -> Path:
+    # Hidden, pid-tagged: readers' globs skip it, and open() removes it once its writer is gone.
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "nt":  # directories cannot be opened for fsync on Windows
+        _fsync_path(path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    item_id: str
+    source: Path
+    size: int
+    tmp: Path
+    final: Path
+
+
+def _stage(entries: list[_Staged]) -> None:
+    """Link (or copy) each file to its temp name and fsync it: the slow part, outside any lock."""
+    for e in entries:
+        try:
+            size = os.stat(e.source).st_size
+        except FileNotFoundError as exc:
+            raise StoreError(f"item {e.item_id}: file {e.source} is missing") from exc
+        if size != e.size:
+            raise StoreError(f"item {e.item_id}: {e.source} has {size} bytes, not {e.size}")
+        try:
+            os.link(e.source, e.tmp)
+        except OSError:  # another filesystem, or links unsupported: copy instead
+            shutil.copyfile(e.source, e.tmp)
+        _fsync_path(e.tmp)
+
+
+class LocalStore:
+    """Folder + SQLite store; several processes on one machine may share one root."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        index_path: str = "data/train.jsonl",
+        clock: Callable[[], float] = time.time,
+        card_title: str = "SHARP Gaussian splats",
+        card_sources: list[str] | None = None,
+        busy_timeout_s: float = 60.0,
+    ) -> None:
+        self.root = Path(root)
+        self.index_path = index_path
+        layout.index_glob(index_path)  # validates: a .jsonl path inside the repo
+        self.description = f"local:{self.root}"
+        self._clock = clock
+        self._card_title = card_title
+        self._card_sources = list(card_sources or [])
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._opened = False
+
+    # -- connections and paths ---------------------------------------------------------------
+
+    @property
+    def _index_file(self) -> Path:
+        return self.root / self.index_path
+
+    @property
+    def _data_dir(self) -> Path:
+        return self._index_file.parent
+
+    def _conn(self) -> sqlite3.Connection:
+        if not self._opened:
+            raise StoreError(f"{self.description}: call open() first")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            # One connection per thread (and never one inherited across fork).
+            conn = sql.connect(self.root / layout.ledger_path(), self._busy_timeout_s)
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def open(self) -> None:
+        """Create the layout if missing and repair what a crash left half-done."""
+        (self.root / layout.COORD_DIR / "staging").mkdir(parents=True, exist_ok=True)
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._opened = True
+        sql.ensure_schema(self._conn())
+        self._repair()
+        if not (self.root / layout.README_PATH).exists():
+            self.write_card()
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+        self._opened = False
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def acquire(self, unit: Unit, client_id: str, ttl_s: float) -> Lease | None:
+        """Compare-and-swap in one write transaction: free, expired or own lease → a new lease."""
+        conn = self._conn()
+        with sql.write_tx(conn):
+            now = self._clock()
+            if conn.execute("SELECT 1 FROM units_done WHERE unit = ?", (unit.key,)).fetchone():
+                return None
+            if not may_take(sql.get_lease(conn, unit.key), client_id, now):
+                return None
+            lease = new_lease(unit.key, client_id, now, ttl_s, secrets.token_hex(8))
+            sql.put_lease(conn, lease)
+        return lease
+
+    def renew(self, unit_keys: Iterable[str], client_id: str, ttl_s: float) -> None:
+        """Extend the caller's own leases; leases now held by others are left alone."""
+        keys = list(unit_keys)
+        conn = self._conn()
+        with sql.write_tx(conn):
+            touched = sql.renew_leases(conn, keys, client_id, self._clock() + ttl_s)
+        if touched < len(set(keys)):
+            log.warning("renewed %d of %d leases for %s; the rest are no longer ours",
+                        touched, len(set(keys)), client_id)
+
+    def release(self, unit_keys: Iterable[str], client_id: str) -> None:
+        conn = self._conn()
+        with sql.write_tx(conn):
+            sql.delete_leases(conn, unit_keys, client_id)
+
+    def unit_status(self, unit_keys: Iterable[str]) -> dict[str, UnitStatus]:
+        keys = sorted(set(unit_keys))
+        out = {key: UnitStatus() for key in keys}
+        conn = self._conn()
+        with sql.read_tx(conn):
+            for part in sql.chunks(keys):
+                q = sql.marks(len(part))
+                for (unit,) in conn.execute(f"SELECT unit FROM units_done WHERE unit IN ({q})", part):
+                    out[unit].done = True
+                for lease in sql.leases_of(conn, part):
+                    out[lease.unit].lease = lease
+        return out
+
+    def leases(self) -> list[Lease]:
+        """Every lease row (expired ones included; ``Lease.expired`` tells)."""
+        rows = self._conn().execute(
+            "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases ORDER BY unit")
+        return [Lease(*row) for row in rows]
+
+    # -- item state --------------------------------------------------------------------------
+
+    def item_states(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
+        """Known state of each id; ids never seen are absent. Published wins over failures."""
+        conn = self._conn()
+        with sql.read_tx(conn):
+            return sql.item_states(conn, sorted(set(item_ids)))
+
+    def record_failures(self, failures: list[Failure], client_id: str) -> None:
+        """Upsert failures, counting attempts (a later publish of the id still wins)."""
+        conn = self._conn()
+        with sql.write_tx(conn):
+            sql.upsert_failures(conn, failures, client_id, self._clock())
+
+    def exclude(self, item_ids: Iterable[str], reason: str) -> None:
+        """Record removal requests: excluded ids are never published again and are left out of
+        the next compaction (shard files are not rewritten on the spot)."""
+        now = self._clock()
+        conn = self._conn()
+        with sql.write_tx(conn):
+            conn.executemany("INSERT OR REPLACE INTO exclusions (item_id, reason, at) VALUES (?,?,?)",
+                             [(i, reason, now) for i in sorted(set(item_ids))])
+
+    def pending_followups(self, kind: str) -> list[Followup]:
+        rows = self._conn().execute(
+            "SELECT kind, item_id, payload FROM followups WHERE kind = ? AND done = 0 ORDER BY seq", (kind,))
+        return [Followup(*row) for row in rows]
+
+    def complete_followups(self, done: list[Followup]) -> None:
+        conn = self._conn()
+        with sql.write_tx(conn):
+            sql.finish_followups(conn, done)
+
+    def counts(self) -> StoreCounts:
+        """Totals from SQL aggregates (no row is read)."""
+        conn = self._conn()
+        with sql.read_tx(conn):
+            return sql.totals(conn)
+
+    def rows(self) -> Iterator[IndexRow]:
+        """Every published, non-excluded index row, by publish time then id (streamed)."""
+        conn = sql.connect(self.root / layout.ledger_path(), self._busy_timeout_s)
+        try:
+            cur = conn.execute("""SELECT row FROM items WHERE id NOT IN (SELECT item_id FROM exclusions)
+                                  ORDER BY published_at, id""")
+            for (line,) in cur:
+                yield row_from_json(line)
+        finally:
+            conn.close()
+
+    # -- publish -----------------------------------------------------------------------------
+
+    def publish(self, batch: Batch) -> PublishReceipt:
+        """One atomic step: files, then one transaction, then the batch's new index shard."""
+        items = self._dedupe(batch.items)
+        ids = [pi.row.id for pi in items]
+        conn = self._conn()
+        skip = sql.unavailable_ids(conn, ids)
+        plan = {pi.row.id: self._plan_item(pi) for pi in items if pi.row.id not in skip}
+        if plan:
+            # Journal the staging first: whatever a crash leaves behind, open() can find it.
+            with sql.write_tx(conn):
+                sql.add_intents(conn, [(self._rel(e.tmp), self._rel(e.final), i, os.getpid(), self._clock())
+                                       for i, entries in plan.items() for e in entries])
+        recorded = False
+        try:
+            for entries in plan.values():
+                _stage(entries)
+            with sql.write_tx(conn):
+                shard, rows = self._record_batch(conn, batch, items, plan, self._clock())
+            recorded = True
+        finally:
+            for entries in plan.values():
+                for e in entries:
+                    e.tmp.unlink(missing_ok=True)
+            if plan and not recorded:
+                self._settle_intents([self._rel(e.tmp) for entries in plan.values() for e in entries])
+        if rows:
+            try:
+                _atomic_write(self._data_dir / shard, "".join(r[3] + "\n" for r in rows).encode("utf-8"))
+            except OSError as exc:
+                # The ledger already says done; open() rebuilds the file from it.
+                log.warning("index shard %s not written (%s); it is rebuilt on the next open", shard, exc)
+        new_ids = {r[0] for r in rows}
+        return PublishReceipt(published_ids=[i for i in ids if i in new_ids], commit=shard if rows else "")
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _dedupe(self, items: list[ProcessedItem]) -> list[ProcessedItem]:
+        seen: set[str] = set()
+        paths: set[str] = set()
+        out = []
+        for pi in items:
+            layout.check_item_id(pi.row.id)
+            if pi.row.id in seen:
+                log.warning("item %s appears twice in one batch; publishing it once", pi.row.id)
+                continue
+            seen.add(pi.row.id)
+            for pf in pi.files:
+                if pf.repo_path in paths:
+                    raise StoreError(f"two files of one batch target {pf.repo_path}")
+                paths.add(pf.repo_path)
+            out.append(pi)
+        return out
+
+    def _plan_item(self, pi: ProcessedItem) -> list[_Staged]:
+        """Where each file goes, and the temp name it is staged under first."""
+        entries = []
+        index_dir = posixpath.dirname(self.index_path)
+        for pf in pi.files:
+            repo_path = layout.check_repo_path(pf.repo_path)
+            if (repo_path.split("/", 1)[0] == layout.COORD_DIR or repo_path == layout.README_PATH
+                    or posixpath.dirname(repo_path) == index_dir):
+                raise StoreError(f"item file {repo_path} would land among the store's own files")
+            final = self.root / repo_path
+            final.parent.mkdir(parents=True, exist_ok=True)
+            entries.append(_Staged(pi.row.id, pf.local_path, pf.size, self._tmp_for_item(final), final))
+        return entries
+
+    def _tmp_for_item(self, final: Path) -> Path:
+        # Stage under .coord/ (out of every reader's sight) unless the destination is on
+        # another filesystem, where a rename could not move it: then stage beside it.
+        staging = self.root / layout.COORD_DIR / "staging"
+        if os.stat(staging).st_dev == os.stat(final.parent).st_dev:
+            return _tmp_for(staging / final.name)
+        return _tmp_for(final)
+
+    def _record_batch(self, conn: sqlite3.Connection, batch: Batch, items: list[ProcessedItem],
+                      plan: dict[str, list[_Staged]], now: float) -> tuple[str, list[tuple]]:
+        """Inside the write transaction: place new items' files, then record everything."""
+        unavailable = sql.unavailable_ids(conn, [pi.row.id for pi in items])
+        new = [pi for pi in items if pi.row.id not in unavailable]
+        dirs: set[Path] = set()
+        for pi in new:
+            for e in plan[pi.row.id]:
+                os.replace(e.tmp, e.final)
+                dirs.add(e.final.parent)
+        for folder in sorted(dirs):
+            _fsync_dir(folder)
+        shard = posixpath.basename(layout.shard_path(self.index_path, batch.client_id, now, secrets.token_hex(6)))
+        rows = []
+        for pi in new:
+            row = pi.row if pi.row.client_id else dataclasses.replace(pi.row, client_id=batch.client_id)
+            rows.append((row.id, row.unit, row.source, row_to_json(row), shard, now, batch.client_id))
+        rows.sort()
+        sql.insert_items(conn, rows, shard, batch.client_id, now)
+        sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
+        sql.upsert_failures(conn, batch.failures, batch.client_id, now)
+        sql.mark_units_done(conn, batch.units_done, batch.client_id, now)
+        sql.add_followups(conn, batch.followups, now)
+        sql.finish_followups(conn, batch.followups_done)
+        if batch.renew_units and batch.lease_ttl_s > 0:
+            sql.renew_leases(conn, batch.renew_units, batch.client_id, now + batch.lease_ttl_s)
+        return shard, rows
+
+    def _settle_intents(self, tmps: list[str] | None = None) -> None:
+        """Undo staging that never got recorded: temps go, and so do files placed for ids that
+        are still unrecorded. Runs under the write lock, so no publisher is placing files."""
+        conn = self._conn()
+        try:
+            with sql.write_tx(conn):
+                for tmp, final, item_id, pid in sql.intents(conn, tmps):
+                    if tmps is None and _pid_alive(pid):
+                        continue  # another live process is mid-publish
+                    (self.root / tmp).unlink(missing_ok=True)
+                    if not sql.unavailable_ids(conn, [item_id]):
+                        (self.root / final).unlink(missing_ok=True)
+                    sql.drop_intents(conn, [tmp])
+        except (StoreError, OSError) as exc:
+            log.warning("could not clean up after a failed publish (%s); open() will", exc)
+
+    # -- maintenance: compaction, crash repair, card ------------------------------------------
+
+    def _take_maintenance(self, owner: str) -> bool:
+        """One maintainer at a time (compaction and repair); a dead holder's claim is void."""
+        conn = self._conn()
+        with sql.write_tx(conn):
+            holder = sql.maintenance_holder(conn, _MAINTENANCE)
+            if holder is not None and holder[0] != owner and _pid_alive(holder[1]):
+                return False
+            conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
+                         (_MAINTENANCE, owner, os.getpid(), self._clock()))
+        return True
+
+    def _drop_maintenance(self, owner: str) -> None:
+        conn = self._conn()
+        with sql.write_tx(conn):
+            conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (_MAINTENANCE, owner))
+
+    def compact(self) -> int:
+        """Merge every committed shard into the index file; returns the rows in it.
+
+        Only shards whose file is already written are taken (a publisher writes its shard
+        after its commit; that shard stays for the next compaction). Their files are deleted
+        before the new index replaces the old one, so a reader may briefly miss rows but never
+        sees one twice; a crash in between is finished by the next ``open()``.
+        """
+        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        if not self._take_maintenance(owner):
+            raise LeaseConflict(f"{self.description}: another process is compacting")
+        try:
+            conn = self._conn()
+            with sql.write_tx(conn):
+                ready = [n for n in sql.shards_in(conn, "committed") if (self._data_dir / n).exists()]
+                sql.set_shard_state(conn, ready, "compacting")
+            return self._finish_compaction()
+        finally:
+            self._drop_maintenance(owner)
+
+    def _finish_compaction(self) -> int:
+        """Write the index from every compacting/compacted shard's rows, then retire the shards."""
+        conn = self._conn()
+        tmp = _tmp_for(self._index_file)
+        count = 0
+        try:
+            with sql.read_tx(conn), open(tmp, "wb") as fh:
+                merging = sql.shards_in(conn, "compacting")
+                cur = conn.execute(
+                    """SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
+                       WHERE s.state IN ('compacting', 'compacted')
+                         AND i.id NOT IN (SELECT item_id FROM exclusions)
+                       ORDER BY i.published_at, i.id""")
+                for (line,) in cur:
+                    fh.write(line.encode("utf-8") + b"\n")
+                    count += 1
+                fh.flush()
+                os.fsync(fh.fileno())
+            for name in merging:
+                (self._data_dir / name).unlink(missing_ok=True)
+            os.replace(tmp, self._index_file)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self._data_dir)
+        with sql.write_tx(conn):
+            sql.set_shard_state(conn, merging, "compacted")
+        log.info("compacted %d shards; index has %d rows", len(merging), count)
+        return count
+
+    def _repair(self) -> None:
+        """Bring the files in line with the ledger after a crash (the ledger is the authority)."""
+        self._settle_intents()
+        self._remove_dead_temps()
+        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        if not self._take_maintenance(owner):
+            log.info("another process is maintaining %s; skipping shard repair", self.description)
+            return
+        try:
+            conn = self._conn()
+            if sql.shards_in(conn, "compacting"):
+                self._finish_compaction()
+            # List files before reading the ledger: a shard file is only ever written after
+            # its commit, so any file listed here is already recorded if it is legitimate.
+            on_disk = {p.name for p in self._data_dir.iterdir()
+                       if layout.is_shard_name(self.index_path, p.name)}
+            with sql.read_tx(conn):
+                committed = set(sql.shards_in(conn, "committed"))
+                missing = {name: sql.shard_lines(conn, name) for name in sorted(committed - on_disk)}
+            for name in sorted(on_disk - committed):
+                log.warning("removing index shard %s: not recorded as committed", name)
+                (self._data_dir / name).unlink(missing_ok=True)
+            for name, lines in missing.items():
+                log.warning("rebuilding index shard %s from the ledger", name)
+                _atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
+        finally:
+            self._drop_maintenance(owner)
+
+    def _remove_dead_temps(self) -> None:
+        # Temps live only in three places: staging, the index folder and the root (README);
+        # per-item temps staged beside their destination are journaled as intents instead.
+        for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
+            for path in folder.iterdir():
+                match = _TMP_RE.match(path.name)
+                if match and path.is_file() and not _pid_alive(int(match.group(1))):
+                    log.info("removing leftover temp file %s", path)
+                    path.unlink(missing_ok=True)
+
+    def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
+        """(Re)write README.md: the dataset card, listing the sources seen so far."""
+        seen = [r[0] for r in self._conn().execute("SELECT DISTINCT source FROM items")]
+        card = render_card(
+            title=title or self._card_title,
+            sources=sorted(set(seen) | set(sources or self._card_sources)),
+            index_glob=layout.index_glob(self.index_path),
+        )
+        _atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))

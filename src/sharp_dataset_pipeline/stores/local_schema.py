@@ -1,0 +1,317 @@
+"""The local store's SQLite ledger: schema, connections, transactions and the SQL it runs.
+
+Several processes on one machine share one ledger file. WAL lets readers run beside the one
+writer; every write is a ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front,
+so a read-then-write decision such as a lease acquisition is a compare-and-swap), and
+``busy_timeout`` makes a second writer wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import StoreError
+from ..records import Failure, Followup, ItemState, Lease
+
+SCHEMA_VERSION = 1
+CHUNK = 500  # ids per IN (...) query: well under SQLite's host-parameter limit
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, unit TEXT NOT NULL, source TEXT NOT NULL, row TEXT NOT NULL, shard TEXT NOT NULL,
+    published_at REAL NOT NULL, client TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_by_shard ON items(shard);
+CREATE INDEX IF NOT EXISTS items_by_time ON items(published_at, id);
+CREATE TABLE IF NOT EXISTS leases (
+    unit TEXT PRIMARY KEY, owner TEXT NOT NULL, nonce TEXT NOT NULL,
+    acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS units_done (
+    unit TEXT PRIMARY KEY, done_at REAL NOT NULL, client TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+    item_id TEXT NOT NULL, unit TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL, transient INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    transient_attempts INTEGER NOT NULL, last_at REAL NOT NULL, client TEXT NOT NULL,
+    PRIMARY KEY (item_id, unit));
+CREATE TABLE IF NOT EXISTS shards (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('committed', 'compacting', 'compacted')),
+    rows INTEGER NOT NULL, committed_at REAL NOT NULL, client TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS followups (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, item_id TEXT NOT NULL,
+    payload TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+    UNIQUE (kind, item_id, payload));
+CREATE TABLE IF NOT EXISTS exclusions (
+    item_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    tmp TEXT PRIMARY KEY, final TEXT NOT NULL, item_id TEXT NOT NULL, pid INTEGER NOT NULL,
+    at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS maintenance (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL);
+"""
+
+T = TypeVar("T")
+
+
+@dataclass
+class StoreCounts:
+    """Cheap ledger totals for ``status`` / ``verify``."""
+
+    published: int = 0
+    excluded: int = 0
+    units_done: int = 0
+    leases: int = 0
+    shards_pending: int = 0
+    followups_pending: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # reason → items not published
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` values."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def marks(n: int) -> str:
+    """``?,?,...`` for an IN clause of ``n`` values."""
+    return ",".join("?" * n)
+
+
+def connect(path: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, full sync."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a transaction that returned is on disk, so "done" survives a power cut.
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open ledger {path}: {exc}") from exc
+    return conn
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing; refuse a ledger written by a newer version."""
+    with write_tx(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"ledger schema {version} is newer than this program's {SCHEMA_VERSION}")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextmanager
+def write_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: the write lock is taken at BEGIN, released at COMMIT/ROLLBACK."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"ledger is busy or unwritable: {exc}") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise StoreError(f"ledger commit failed: {exc}") from exc
+
+
+@contextmanager
+def read_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A read snapshot: every query inside sees the same committed state."""
+    conn.execute("BEGIN DEFERRED")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+def get_lease(conn: sqlite3.Connection, unit: str) -> Lease | None:
+    row = conn.execute(
+        "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases WHERE unit = ?", (unit,)
+    ).fetchone()
+    return Lease(*row) if row else None
+
+
+def put_lease(conn: sqlite3.Connection, lease: Lease) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO leases (unit, owner, nonce, acquired_at, expires_at) VALUES (?,?,?,?,?)",
+        (lease.unit, lease.owner, lease.nonce, lease.acquired_at, lease.expires_at),
+    )
+
+
+def renew_leases(conn: sqlite3.Connection, units: Iterable[str], owner: str, expires_at: float) -> int:
+    """Extend the caller's own leases (never shorten them); returns how many were touched."""
+    touched = 0
+    for part in chunks(sorted(set(units))):
+        cur = conn.execute(
+            "UPDATE leases SET expires_at = MAX(expires_at, ?) "
+            f"WHERE owner = ? AND unit IN ({marks(len(part))})",
+            (expires_at, owner, *part),
+        )
+        touched += cur.rowcount
+    return touched
+
+
+def delete_leases(conn: sqlite3.Connection, units: Iterable[str], owner: str) -> None:
+    for part in chunks(sorted(set(units))):
+        conn.execute(f"DELETE FROM leases WHERE owner = ? AND unit IN ({marks(len(part))})", (owner, *part))
+
+
+def mark_units_done(conn: sqlite3.Connection, units: Iterable[str], client: str, now: float) -> None:
+    for unit in sorted(set(units)):
+        conn.execute("INSERT OR IGNORE INTO units_done (unit, done_at, client) VALUES (?,?,?)",
+                     (unit, now, client))
+    delete_leases(conn, units, client)
+
+
+def upsert_failures(conn: sqlite3.Connection, failures: Iterable[Failure], client: str, now: float) -> None:
+    """One row per (item, unit): the latest failure's text, a count of attempts.
+
+    Permanent is sticky: once a permanent failure is recorded, a later transient one does not
+    make the item retryable again.
+    """
+    for f in failures:
+        transient = 1 if f.transient else 0
+        conn.execute(
+            """INSERT INTO failures (item_id, unit, stage, reason, detail, transient, attempts,
+                                     transient_attempts, last_at, client)
+               VALUES (?,?,?,?,?,?,1,?,?,?)
+               ON CONFLICT (item_id, unit) DO UPDATE SET
+                 stage = excluded.stage, reason = excluded.reason, detail = excluded.detail,
+                 transient = MIN(failures.transient, excluded.transient),
+                 attempts = failures.attempts + 1,
+                 transient_attempts = failures.transient_attempts + excluded.transient_attempts,
+                 last_at = excluded.last_at, client = excluded.client""",
+            (f.item_id, f.unit, f.stage, f.reason, f.detail, transient, transient, now, client),
+        )
+
+
+def add_followups(conn: sqlite3.Connection, followups: Iterable[Followup], now: float) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO followups (kind, item_id, payload, done, created_at) VALUES (?,?,?,0,?)",
+        [(f.kind, f.item_id, f.payload, now) for f in followups],
+    )
+
+
+def finish_followups(conn: sqlite3.Connection, done: Iterable[Followup]) -> None:
+    conn.executemany(
+        "UPDATE followups SET done = 1 WHERE kind = ? AND item_id = ? AND payload = ?",
+        [(f.kind, f.item_id, f.payload) for f in done],
+    )
+
+
+def unavailable_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Ids that a publish must skip: already published, or excluded (removal requested)."""
+    found: set[str] = set()
+    for part in chunks(ids):
+        q = marks(len(part))
+        found.update(r[0] for r in conn.execute(f"SELECT id FROM items WHERE id IN ({q})", part))
+        found.update(r[0] for r in conn.execute(
+            f"SELECT item_id FROM exclusions WHERE item_id IN ({q})", part))
+    return found
+
+
+def shard_lines(conn: sqlite3.Connection, shard: str) -> list[str]:
+    """The rows of one shard, as written into its file (excluded items left out)."""
+    return [r[0] for r in conn.execute(
+        """SELECT row FROM items WHERE shard = ?
+           AND id NOT IN (SELECT item_id FROM exclusions) ORDER BY id""", (shard,))]
+
+
+def shards_in(conn: sqlite3.Connection, *states: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        f"SELECT name FROM shards WHERE state IN ({marks(len(states))}) ORDER BY name", states)]
+
+
+def set_shard_state(conn: sqlite3.Connection, names: Sequence[str], state: str) -> None:
+    for part in chunks(names):
+        conn.execute(f"UPDATE shards SET state = ? WHERE name IN ({marks(len(part))})", (state, *part))
+
+
+def insert_items(conn: sqlite3.Connection, rows: list[tuple], shard: str, client: str, now: float) -> None:
+    """``rows``: (id, unit, source, row json, shard, published_at, client), all of one new shard."""
+    conn.executemany(
+        "INSERT INTO items (id, unit, source, row, shard, published_at, client) VALUES (?,?,?,?,?,?,?)", rows)
+    if rows:
+        conn.execute("INSERT INTO shards (name, state, rows, committed_at, client) VALUES (?,?,?,?,?)",
+                     (shard, "committed", len(rows), now, client))
+
+
+def leases_of(conn: sqlite3.Connection, units: Sequence[str]) -> list[Lease]:
+    rows = conn.execute(
+        "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases "
+        f"WHERE unit IN ({marks(len(units))})", tuple(units))
+    return [Lease(*row) for row in rows]
+
+
+def maintenance_holder(conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:
+    row = conn.execute("SELECT owner, pid FROM maintenance WHERE name = ?", (name,)).fetchone()
+    return (row[0], int(row[1])) if row else None
+
+
+def add_intents(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, float]]) -> None:
+    """Journal staged files: (tmp, final, item id, pid, at), paths relative to the store root."""
+    conn.executemany("INSERT INTO intents (tmp, final, item_id, pid, at) VALUES (?,?,?,?,?)", rows)
+
+
+def drop_intents(conn: sqlite3.Connection, tmps: Sequence[str]) -> None:
+    for part in chunks(tmps):
+        conn.execute(f"DELETE FROM intents WHERE tmp IN ({marks(len(part))})", tuple(part))
+
+
+def intents(conn: sqlite3.Connection, tmps: Sequence[str] | None = None) -> list[tuple[str, str, str, int]]:
+    """Journaled staging entries (all of them, or those with the given temp paths)."""
+    query = "SELECT tmp, final, item_id, pid FROM intents"
+    if tmps is None:
+        return list(conn.execute(query + " ORDER BY tmp"))
+    found: list[tuple[str, str, str, int]] = []
+    for part in chunks(tmps):
+        found += conn.execute(f"{query} WHERE tmp IN ({marks(len(part))})", tuple(part)).fetchall()
+    return found
+
+
+def item_states(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ItemState]:
+    """States of the ids the ledger knows (published, excluded, failures); published wins."""
+    found: dict[str, dict] = {}
+    for part in chunks(ids):
+        q = marks(len(part))
+        for (i,) in conn.execute(f"SELECT id FROM items WHERE id IN ({q})", part):
+            found.setdefault(i, {})["published"] = True
+        for (i,) in conn.execute(f"SELECT item_id FROM exclusions WHERE item_id IN ({q})", part):
+            found.setdefault(i, {})["excluded"] = True
+        for i, transient, t_attempts in conn.execute(
+            f"""SELECT item_id, MIN(transient), SUM(transient_attempts) FROM failures
+                WHERE item_id IN ({q}) GROUP BY item_id""", part):
+            state = found.setdefault(i, {})
+            if not state.get("published"):
+                state["failed_permanently"] = transient == 0
+                state["transient_failures"] = int(t_attempts)
+    return {i: ItemState(**state) for i, state in found.items()}
+
+
+def totals(conn: sqlite3.Connection) -> StoreCounts:
+    def one(query: str) -> int:
+        return int(conn.execute(query).fetchone()[0])
+
+    return StoreCounts(
+        published=one("SELECT COUNT(*) FROM items"),
+        excluded=one("SELECT COUNT(*) FROM exclusions"),
+        units_done=one("SELECT COUNT(*) FROM units_done"),
+        leases=one("SELECT COUNT(*) FROM leases"),
+        shards_pending=one("SELECT COUNT(*) FROM shards WHERE state != 'compacted'"),
+        followups_pending=one("SELECT COUNT(*) FROM followups WHERE done = 0"),
+        failed=dict(conn.execute(
+            """SELECT reason, COUNT(DISTINCT item_id) FROM failures
+               WHERE item_id NOT IN (SELECT id FROM items) GROUP BY reason ORDER BY reason""")),
+    )

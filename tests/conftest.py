@@ -1,0 +1,53 @@
+"""Fixtures shared by the whole test tree.
+
+- Every test runs without tokens or keys in the environment and with a private ``HF_HOME``, so no test
+  can reach a real account or read a developer's cache by accident.
+- ``bad_inputs`` builds a folder of awkward image files, each paired with the outcome the decoder must
+  give (``"ok"`` or a ``PermanentError`` reason); ``file_server`` is a started loopback file server.
+
+This folder is put on ``sys.path`` by pytest (it has no ``__init__.py``), so tests import the
+emulators as ``from emulators.files import FileServer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.files import FileServer, bad_input_files
+
+SECRET_ENV = ("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN", "UNSPLASH_ACCESS_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for name in SECRET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> Callable[[Path | None], dict[Path, str]]:
+    """Builder: ``bad_inputs(folder=None)`` writes the bad-input set and returns path -> expected outcome."""
+
+    def build(folder: Path | None = None) -> dict[Path, str]:
+        folder = folder or tmp_path / "bad_inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for name, (data, outcome) in bad_input_files().items():
+            path = folder / name
+            path.write_bytes(data)
+            out[path] = outcome
+        return out
+
+    return build
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A started loopback ``FileServer`` (see ``emulators/files.py``), stopped after the test."""
+    with FileServer() as server:
+        yield server

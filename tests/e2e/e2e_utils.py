@@ -1,0 +1,87 @@
+"""Helpers for end-to-end tests: run the real CLI in a subprocess, make photos, check a store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SECRET_ENV = ("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN", "UNSPLASH_ACCESS_KEY", "HF_REPO_ID", "SOURCE", "STORE")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env.update({"PROGRESS": "plain", "HEARTBEAT_SECS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sharp_dataset_pipeline.cli", *args]
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli_cmd(*args), cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def make_photos(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (96, 64)) -> list[Path]:
+    """Small distinct JPEGs (random smooth colours) so every file has its own content hash."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        base = rng.integers(0, 255, size=(4, 6, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)
+        path = folder / f"photo_{seed:02d}_{i:04d}.jpg"
+        img.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def read_rows(store: Path) -> list[dict]:
+    rows = []
+    for shard in sorted((store / "data").glob("*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
+    """Every row's files exist with the recorded size and hash; no id twice; no stray files.
+
+    ``allow_stray``: right after a kill -9, files placed before the ledger transaction that would
+    have recorded them may exist without a row (they are not published: done iff a row exists).
+    """
+    rows = read_rows(store)
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "an id is published twice"
+    referenced = set()
+    for r in rows:
+        for kind in ("image", "ply"):
+            rel = r[f"{kind}_path"]
+            path = store / rel
+            assert path.is_file(), f"row {r['id']} points at missing {rel}"
+            assert path.stat().st_size == r[f"{kind}_size"]
+            assert sha256(path) == r[f"{kind}_sha256"]
+            referenced.add(rel)
+    on_disk = {
+        p.relative_to(store).as_posix()
+        for p in store.rglob("*")
+        if p.is_file() and not p.relative_to(store).as_posix().startswith((".coord/", "data/", "README.md"))
+    }
+    stray = on_disk - referenced
+    assert allow_stray or not stray, f"files published without a row: {sorted(stray)[:5]}"
+    return rows

@@ -1,0 +1,139 @@
+"""Invariant 1: an item is done iff its index row is published, with its files, in one step.
+
+A real child process publishes batches in a loop (and compacts now and then) and is killed
+with SIGKILL at random moments; after each kill, ``open()`` must leave a store where every
+recorded item has exactly one index row and all its files, and nothing else shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sharp_dataset_pipeline.publish.index import decode_rows
+from sharp_dataset_pipeline.records import Batch, IndexRow, ProcessedItem, PublishedFile
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+CHILD = r'''
+import hashlib, sys
+from pathlib import Path
+from sharp_dataset_pipeline.records import Batch, IndexRow, ProcessedItem, PublishedFile
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+root, work, prefix, previous = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+work.mkdir(parents=True, exist_ok=True)
+store = LocalStore(root)
+store.open()
+
+def item(item_id, unit, k):
+    row = IndexRow(id=item_id, source="folder", unit=unit)
+    files = []
+    for kind, ext, size in (("image", "jpg", 40_000), ("ply", "ply", 90_000)):
+        data = (hashlib.sha256(f"{item_id}{kind}{k}".encode()).digest() * (size // 32 + 1))[:size + k]
+        local = work / f"{item_id}-{k}.{ext}"
+        local.write_bytes(data)
+        repo = f"photos/{item_id[:2]}/{item_id}/{item_id}.{ext}"
+        digest = hashlib.sha256(data).hexdigest()
+        files.append(PublishedFile(kind, repo, local, len(data), digest))
+        setattr(row, kind + "_path", repo)
+        setattr(row, kind + "_size", len(data))
+        setattr(row, kind + "_sha256", digest)
+    return ProcessedItem(row, files)
+
+print("ready", flush=True)
+k = 0
+while True:
+    unit = f"u/{prefix}/{k}"
+    items = [item(f"{prefix}{k}x{j}", unit, k) for j in range(3)]
+    if previous:  # an id another (killed) client may or may not have published already
+        items.append(item(previous, unit, k))
+    store.publish(Batch(client_id=prefix, items=items, units_done=[unit]))
+    if k % 5 == 4:
+        store.compact()
+    k += 1
+'''
+
+
+def check_store(root: Path) -> int:
+    """Open (repairs), then check invariant 1 from the outside; returns published count."""
+    store = LocalStore(root)
+    store.open()
+    store.close()
+    db = sqlite3.connect(root / ".coord" / "ledger.sqlite3")
+    recorded = {i: u for i, u in db.execute("SELECT id, unit FROM items")}
+    done = {u for (u,) in db.execute("SELECT unit FROM units_done")}
+    committed = {n for (n,) in db.execute("SELECT name FROM shards WHERE state = 'committed'")}
+    db.close()
+    shown: list[str] = []
+    for path in sorted((root / "data").glob("*.jsonl")):
+        assert path.name == "train.jsonl" or path.name in committed, f"unrecorded shard {path.name}"
+        for row in decode_rows(path.read_bytes()):
+            shown.append(row.id)
+            for kind in ("image", "ply"):
+                data = (root / getattr(row, f"{kind}_path")).read_bytes()
+                assert len(data) == getattr(row, f"{kind}_size")
+                assert hashlib.sha256(data).hexdigest() == getattr(row, f"{kind}_sha256")
+    assert len(shown) == len(set(shown)), "an id shows twice"
+    assert set(shown) == set(recorded), "index and ledger disagree"
+    # Items and their unit's done marker were recorded by the same transaction.
+    units_with_items = set(recorded.values())
+    assert units_with_items <= done
+    leftovers = [p for p in root.rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+    # No visible file without a recorded item (a kill between rename and commit is undone).
+    on_disk = {p.parts[-2] for p in (root / "photos").rglob("*") if p.is_file()}
+    assert on_disk <= set(recorded)
+    return len(recorded)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_at_random_moments_never_breaks_invariant_1(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    rng = random.Random(1234)
+    previous, kills, totals = "", 0, []
+    for n in range(12):
+        prefix = f"k{n:02d}"
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(root), str(tmp_path / "work" / prefix), prefix, previous],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
+        time.sleep(rng.uniform(0.0, 0.25))  # a random moment, not a measurement
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        child.wait()
+        assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+        totals.append(check_store(root))
+        previous = f"{prefix}0x0"
+    assert kills >= 10
+    assert totals[-1] > totals[0] > 0
+
+
+def test_files_are_in_place_before_the_item_counts_as_done(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "repo")
+    store.open()
+    work = tmp_path / "w"
+    work.mkdir()
+    local = work / "a.ply"
+    local.write_bytes(b"ply bytes")
+    row = IndexRow(id="a", source="folder", unit="u", ply_path="p/a/a.ply", ply_size=9)
+    pf = PublishedFile("ply", "p/a/a.ply", local, 9, hashlib.sha256(b"ply bytes").hexdigest())
+    receipt = store.publish(Batch(client_id="c", items=[ProcessedItem(row, [pf])]))
+    assert receipt.published_ids == ["a"]
+    assert (store.root / "p/a/a.ply").read_bytes() == b"ply bytes"
+    local.unlink()  # the work copy may go: the published file is its own link or copy
+    assert (store.root / "p/a/a.ply").read_bytes() == b"ply bytes"
+    assert os.listdir(store.root / "p/a") == ["a.ply"]

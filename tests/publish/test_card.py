@@ -1,0 +1,66 @@
+"""The dataset card: front matter the Hub and `datasets` understand, licences, removal path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pytest
+from huggingface_hub import DatasetCard
+
+from sharp_dataset_pipeline.publish.card import APPLE_NOTICE, render_card
+from sharp_dataset_pipeline.publish.index import encode_rows, index_features
+from sharp_dataset_pipeline.records import IndexRow
+
+
+def test_front_matter_parses_with_configs_and_features() -> None:
+    text = render_card(title='Splats: "test" set', sources=["unsplash"], index_glob="data/train*.jsonl")
+    card = DatasetCard(text)
+    data = card.data.to_dict()
+    assert data["pretty_name"] == 'Splats: "test" set'
+    assert data["configs"] == [
+        {"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "data/train*.jsonl"}]}
+    ]
+    feats = {f["name"]: f["dtype"] for f in data["dataset_info"]["features"]}
+    assert feats == index_features()
+
+
+def test_licences_follow_sources() -> None:
+    unsplash = render_card(title="t", sources=["unsplash"])
+    folder = render_card(title="t", sources=["folder"], licence_notes=["My photos are CC-BY-4.0."])
+    assert "https://unsplash.com/license" in unsplash and "User-provided photos" not in unsplash
+    assert "User-provided photos" in folder and "Unsplash License" not in folder
+    assert "My photos are CC-BY-4.0." in folder
+    for text in (unsplash, folder):
+        assert APPLE_NOTICE in text
+        assert "research use only" in text
+        assert "## Removal requests" in text
+
+
+def test_columns_are_documented() -> None:
+    text = render_card(title="t", sources=[])
+    for name in IndexRow.field_names():
+        assert f"| `{name}` |" in text
+
+
+def test_load_dataset_reads_only_the_index(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text(render_card(title="t", sources=["folder"], index_glob="data/*.jsonl"))
+    (tmp_path / "data").mkdir()
+    rows = [IndexRow(id=f"i{k}", source="folder", unit="u", width=k, focal_px=1.0) for k in range(3)]
+    (tmp_path / "data" / "train.jsonl").write_bytes(encode_rows(rows[:2]))
+    (tmp_path / "data" / "train-shard-x.jsonl").write_bytes(encode_rows(rows[2:]))
+    # Decoys that a careless glob or auto-detection would pick up.
+    (tmp_path / ".coord").mkdir()
+    (tmp_path / ".coord" / "lease.jsonl").write_text('{"unit": "u"}\n')
+    (tmp_path / "photos" / "i0").mkdir(parents=True)
+    (tmp_path / "photos" / "i0" / "i0.jsonl").write_text('{"other": 1}\n')
+    ds = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / ".cache"))["train"]
+    assert sorted(ds["id"]) == ["i0", "i1", "i2"]
+    assert ds.features["width"].dtype == "int64"
+    assert ds.features["focal_px"].dtype == "float64"
+    assert ds.features["user_name"].dtype == "string"
+
+
+@pytest.mark.parametrize("title", ["plain", "colon: here", "quote \" and 'single'", "ünïcode"])
+def test_titles_survive_yaml(title: str) -> None:
+    assert DatasetCard(render_card(title=title, sources=[])).data.to_dict()["pretty_name"] == title

@@ -1,0 +1,285 @@
+"""HubStore against the loopback Hub, driven through the real ``huggingface_hub`` client.
+
+The store and the emulator share a ``ManualClock``: lease expiry, the commit governor, Retry-After
+waits and the emulator's quota window all run on it, so waits cost no real time and are checked
+exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows, make_items
+from sharp_dataset_pipeline.errors import StoreError
+from sharp_dataset_pipeline.records import Batch, Failure, Followup, Unit
+from sharp_dataset_pipeline.stores.hub import HubStore
+
+REPO = "tester/splats"
+TTL = 600.0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def hub(clock: ManualClock) -> Iterator[HubEmulator]:
+    with HubEmulator(clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def make_store(hub: HubEmulator, clock: ManualClock, tmp_path: Path) -> Iterator[Callable[..., HubStore]]:
+    stores: list[HubStore] = []
+
+    def build(client_id: str = "c1", **kw) -> HubStore:
+        kw.setdefault("state_max_age_s", 0.0)
+        store = HubStore(REPO, endpoint=hub.url, token="hf_testtokenforthestore", clock=clock, sleep=clock.sleep,
+                         client_id=client_id, cache_dir=tmp_path / f"cache-{client_id}-{len(stores)}",
+                         retry_base_s=0.5, **kw)
+        store.open()
+        stores.append(store)
+        return store
+
+    yield build
+
+
+def _rows(hub: HubEmulator) -> list[dict]:
+    return index_rows(hub.files(REPO))
+
+
+def _assert_exactly_once(hub: HubEmulator, expected: set[str]) -> None:
+    files = hub.files(REPO)
+    rows = index_rows(files)
+    counts = Counter(r["id"] for r in rows)
+    assert set(counts) == expected
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    for row in rows:
+        assert row["image_path"] in files and row["ply_path"] in files
+
+
+def test_open_creates_a_private_repo_with_a_card(make_store, hub: HubEmulator) -> None:
+    make_store()
+    repo = hub.repo(REPO)
+    assert repo.private is True
+    card = hub.files(REPO)["README.md"].decode()
+    assert "configs:" in card and "data/train*.jsonl" in card
+    commits = len(hub.history(REPO))
+    make_store("c2")  # a second client finds the card and writes nothing
+    assert len(hub.history(REPO)) == commits
+
+
+def test_model_repos_and_public_repos_work(hub: HubEmulator, clock: ManualClock, tmp_path: Path) -> None:
+    store = HubStore(REPO, repo_type="model", private=False, endpoint=hub.url, token="hf_x", clock=clock,
+                     sleep=clock.sleep, client_id="m", cache_dir=tmp_path / "m")
+    store.open()
+    assert store.acquire(Unit("u", 0, 2), "m", TTL) is not None
+    receipt = store.publish(Batch("m", items=make_items(tmp_path, ["a", "b"], unit="u")))
+    assert receipt.published_ids == ["a", "b"]
+    assert hub.repo(REPO, "model").private is False
+    assert {r["id"] for r in index_rows(hub.files(REPO, "model"))} == {"a", "b"}
+
+
+def test_one_commit_per_batch_and_the_ledger_reads_back(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store()
+    assert store.acquire(Unit("u1", 0, 4), "c1", TTL) is not None
+    before = len(hub.history(REPO))
+    batch = Batch("c1", items=make_items(tmp_path, ["a", "b", "c"], unit="u1"), renew_units=["u1"], lease_ttl_s=TTL,
+                  failures=[Failure("d", "u1", "fetch", "http_404", "gone", False)],
+                  followups=[Followup("track", "a", "dl-a")])
+    receipt = store.publish(batch)
+    assert receipt.published_ids == ["a", "b", "c"] and receipt.commit == hub.repo(REPO).head
+    assert len(hub.history(REPO)) == before + 1
+    reader = make_store("c2")
+    states = reader.item_states(["a", "d", "zz"])
+    assert states["a"].published and states["d"].failed_permanently and "zz" not in states
+    assert reader.pending_followups("track") == [Followup("track", "a", "dl-a")]
+    store.complete_followups([Followup("track", "a", "dl-a")])
+    store.publish(Batch("c1", units_done=["u1"]))
+    assert reader.pending_followups("track") == []
+    status = reader.unit_status(["u1"])["u1"]
+    assert status.done and status.lease is None
+    _assert_exactly_once(hub, {"a", "b", "c"})
+
+
+def test_leases_cas_takeover_and_own_lease_back(make_store, clock: ManualClock) -> None:
+    a, b = make_store("a"), make_store("b")
+    unit = Unit("list/000-099", 0, 100)
+    assert a.acquire(unit, "a", TTL) is not None
+    assert b.acquire(unit, "b", TTL) is None
+    restarted = make_store("a")  # same client id: its lease comes back at once
+    assert restarted.acquire(unit, "a", TTL) is not None
+    clock.advance(TTL + 1)
+    taken = b.acquire(unit, "b", TTL)
+    assert taken is not None and taken.owner == "b"
+    assert a.acquire(unit, "a", TTL) is None
+    b.release([unit.key], "b")
+    assert a.unit_status([unit.key])[unit.key].lease is None
+
+
+def _race(url: str, units: list[str], client: str, start: float, out: multiprocessing.Queue) -> None:
+    clock = ManualClock(start)
+    store = HubStore(REPO, endpoint=url, token="hf_proc", clock=clock, sleep=clock.sleep, client_id=client,
+                     retry_base_s=0.05)
+    store.open()
+    won = [key for key in units if store.acquire(Unit(key, 0, 10), client, TTL) is not None]
+    out.put((client, won))
+
+
+def test_lease_cas_among_processes(hub: HubEmulator, clock: ManualClock, make_store) -> None:
+    make_store("setup")
+    hub.set_faults(HubFaults(overlap_409=True, commit_hold_s=0.02))
+    units = [f"u/{i:02d}" for i in range(6)]
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(hub.url, units[::1 if i % 2 else -1], f"p{i}", clock(), out))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    owners: dict[str, list[str]] = {}
+    for client, won in results:
+        for key in won:
+            owners.setdefault(key, []).append(client)
+    assert sorted(owners) == units
+    assert all(len(v) == 1 for v in owners.values()), owners
+    files = hub.files(REPO)
+    for key, (client,) in owners.items():
+        lease = next(json.loads(v) for p, v in files.items() if p.startswith(".coord/leases/")
+                     and json.loads(v)["unit"] == key)
+        assert lease["owner"] == client
+
+
+@pytest.mark.parametrize("script", [[409, 409], [412], ["500-after"], ["drop-after"], [503], [429]])
+def test_each_fault_publishes_exactly_once(make_store, hub: HubEmulator, clock: ManualClock,
+                                           tmp_path: Path, script: list) -> None:
+    store = make_store()
+    hub.set_faults(HubFaults(script=list(script)))
+    receipt = store.publish(Batch("c1", items=make_items(tmp_path, ["a", "b"])))
+    assert receipt.published_ids == ["a", "b"]
+    assert receipt.commit == hub.repo(REPO).head
+    receipt = store.publish(Batch("c1", items=make_items(tmp_path, ["b", "c"])))
+    assert receipt.published_ids == ["c"]
+    _assert_exactly_once(hub, {"a", "b", "c"})
+
+
+def test_unknown_outcome_with_a_lagging_head_is_not_resent(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store()
+    hub.set_faults(HubFaults(script=["500-after"], lag_reads=3))
+    receipt = store.publish(Batch("c1", items=make_items(tmp_path, ["a", "b"])))
+    assert receipt.published_ids == ["a", "b"]
+    assert hub.stats["lagged_head_reads"] >= 1
+    _assert_exactly_once(hub, {"a", "b"})
+    assert store.budget_report()["commits_landed"] >= 1
+
+
+def test_a_commit_that_did_not_land_is_not_reported(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store()
+    hub.set_faults(HubFaults(script=[403]))
+    store.record_failures([Failure("z", "u", "fetch", "boom", "", True)], "c1")
+    with pytest.raises(StoreError) as err:
+        store.publish(Batch("c1", items=make_items(tmp_path, ["a"])))
+    assert "403" in str(err.value)
+    assert _rows(hub) == []
+    # A recorded failure is kept for the next commit, not lost with the refused one.
+    store.publish(Batch("c1", items=make_items(tmp_path, ["a"])))
+    assert make_store("r").item_states(["z"])["z"].transient_failures == 1
+
+
+def test_two_clients_publishing_the_same_items_never_duplicate(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    a, b = make_store("a"), make_store("b")
+    ids = [f"i{n:02d}" for n in range(12)]
+    published = []
+    for n in range(0, 12, 3):
+        published += a.publish(Batch("a", items=make_items(tmp_path / "a", ids[n:n + 4]))).published_ids
+        published += b.publish(Batch("b", items=make_items(tmp_path / "b", ids[n:n + 5]))).published_ids
+    assert sorted(published) == ids
+    assert a.budget_report()["commit_conflicts_412"] + b.budget_report()["commit_conflicts_412"] >= 1
+    _assert_exactly_once(hub, set(ids))
+
+
+def test_quota_storm_waits_as_told_and_loses_nothing(make_store, hub: HubEmulator, clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    store = make_store()
+    hub.set_faults(HubFaults(quota_commits=3, quota_window_s=1800))
+    ids = [f"q{n:02d}" for n in range(20)]
+    for n in range(0, 20, 2):
+        store.publish(Batch("c1", items=make_items(tmp_path, ids[n:n + 2])))
+    _assert_exactly_once(hub, set(ids))
+    refused = hub.stats["commit_429"]
+    # Every refusal was followed by a wait of at least what the server asked for: at most one 429
+    # per quota window crossed, never a burst of retries.
+    assert 1 <= refused <= 4
+    assert max(clock.slept) >= 1700
+    assert hub.stats["commit_requests"] == hub.stats["commits"] + refused
+
+
+def test_the_governor_keeps_the_client_under_its_hourly_budget(make_store, hub: HubEmulator,
+                                                                clock: ManualClock, tmp_path: Path) -> None:
+    store = make_store(commits_per_hour=5)
+    for n in range(12):
+        store.publish(Batch("c1", items=make_items(tmp_path, [f"g{n:02d}"])))
+        clock.advance(1.0)
+    times = [c.at for c in hub.history(REPO)]
+    for i, t in enumerate(times):
+        assert len([s for s in times[i:] if s - t < 3600.0]) <= 5 + 1  # +1: the card, before the budget
+    assert hub.stats["commit_429"] == 0
+    assert store.budget_report()["commits_last_hour"] <= 5
+
+
+def test_compaction_folds_shards_into_the_index(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store(auto_compact_shards=0)
+    for n in range(4):
+        store.publish(Batch("c1", items=make_items(tmp_path, [f"k{n}a", f"k{n}b"]),
+                            failures=[Failure(f"x{n}", "u", "fetch", "timeout", "", True)]))
+    assert store.compact() == 8
+    files = hub.files(REPO)
+    assert [p for p in files if p.startswith("data/")] == ["data/train.jsonl"]
+    assert not [p for p in files if p.startswith(".coord/batches/")]
+    _assert_exactly_once(hub, {f"k{n}{s}" for n in range(4) for s in "ab"})
+    fresh = make_store("c9")
+    assert fresh.item_states(["k0a"])["k0a"].published
+    assert fresh.item_states(["x1"])["x1"].transient_failures == 1
+    store.publish(Batch("c1", items=make_items(tmp_path, ["k0a", "late"])))
+    _assert_exactly_once(hub, {f"k{n}{s}" for n in range(4) for s in "ab"} | {"late"})
+
+
+def test_automatic_compaction_keeps_the_shard_count_bounded(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store(auto_compact_shards=4)
+    for n in range(10):
+        store.publish(Batch("c1", items=make_items(tmp_path, [f"s{n}"])))
+    shards = [p for p in hub.files(REPO) if p.startswith("data/train-shard-")]
+    assert len(shards) < 6
+    _assert_exactly_once(hub, {f"s{n}" for n in range(10)})
+
+
+def test_full_folders_fan_out_and_the_index_follows(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    store = make_store(fanout_threshold=3)
+    store.publish(Batch("c1", items=make_items(tmp_path, ["aa1", "ab2", "ac3"])))
+    store.publish(Batch("c1", items=make_items(tmp_path, ["zz4"])))
+    files = hub.files(REPO)
+    assert "photos/zz/zz4/zz4.ply" in files and "photos/zz4/zz4.ply" not in files
+    _assert_exactly_once(hub, {"aa1", "ab2", "ac3", "zz4"})
+
+
+def test_dataset_loads_from_a_snapshot(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    store = make_store()
+    store.publish(Batch("c1", items=make_items(tmp_path / "i", ["a", "b"])))
+    store.publish(Batch("c1", items=make_items(tmp_path / "i", ["c"])))
+    snapshot = tmp_path / "snapshot"
+    for path, data in hub.files(REPO).items():
+        (snapshot / path).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / path).write_bytes(data)
+    ds = datasets.load_dataset(str(snapshot), split="train", cache_dir=str(tmp_path / "hf-ds"))
+    assert sorted(ds["id"]) == ["a", "b", "c"]
+    assert ds.features["image_size"].dtype == "int64"

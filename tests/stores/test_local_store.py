@@ -1,0 +1,350 @@
+"""LocalStore: publish, ledger queries, followups, compaction, crash repair, card, datasets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import datasets
+import pytest
+
+from sharp_dataset_pipeline.errors import LeaseConflict, StoreError
+from sharp_dataset_pipeline.publish.index import decode_rows
+from sharp_dataset_pipeline.records import (
+    Batch,
+    Failure,
+    Followup,
+    IndexRow,
+    ItemState,
+    ProcessedItem,
+    PublishedFile,
+    Unit,
+)
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+
+class Clock:
+    def __init__(self, now: float = 1_767_225_600.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_item(work: Path, item_id: str, unit: str = "folder/x/00000-00299", seed: int = 0) -> ProcessedItem:
+    """A real item: two real files and a row that names them with their sizes and hashes."""
+    work.mkdir(parents=True, exist_ok=True)
+    row = IndexRow(id=item_id, source="folder", unit=unit, width=64, height=48, focal_px=55.5)
+    files = []
+    for kind, ext in (("image", "jpg"), ("ply", "ply")):
+        data = hashlib.sha256(f"{item_id}{kind}{seed}".encode()).digest() * (10 + seed)
+        local = work / f"{item_id}-{seed}.{ext}"
+        local.write_bytes(data)
+        repo = f"photos/{item_id}/{item_id}.{ext}"
+        digest = hashlib.sha256(data).hexdigest()
+        files.append(PublishedFile(kind, repo, local, len(data), digest))
+        setattr(row, f"{kind}_path", repo)
+        setattr(row, f"{kind}_size", len(data))
+        setattr(row, f"{kind}_sha256", digest)
+    return ProcessedItem(row, files)
+
+
+def index_ids(root: Path) -> list[str]:
+    """Every id in every index file (compacted + shards), duplicates kept."""
+    ids: list[str] = []
+    for path in sorted((root / "data").glob("train*.jsonl")):
+        ids += [r.id for r in decode_rows(path.read_bytes())]
+    return ids
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> LocalStore:
+    s = LocalStore(tmp_path / "repo", clock=Clock())
+    s.open()
+    yield s
+    s.close()
+
+
+def test_publish_places_files_and_writes_one_shard(store: LocalStore, tmp_path: Path) -> None:
+    items = [make_item(tmp_path / "w", f"id{k}") for k in range(3)]
+    receipt = store.publish(Batch(client_id="c1", items=items))
+    assert receipt.published_ids == ["id0", "id1", "id2"]
+    shard = store.root / "data" / receipt.commit
+    assert shard.exists() and receipt.commit.startswith("train-shard-20260101T000000-c1-")
+    assert sorted(r.id for r in decode_rows(shard.read_bytes())) == ["id0", "id1", "id2"]
+    for pi in items:
+        for pf in pi.files:
+            assert (store.root / pf.repo_path).read_bytes() == pf.local_path.read_bytes()
+    assert [r.client_id for r in store.rows()] == ["c1"] * 3
+
+
+def test_republish_is_ignored_and_does_not_touch_files(store: LocalStore, tmp_path: Path) -> None:
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")]))
+    before = (store.root / "photos/a/a.ply").read_bytes()
+    again = make_item(tmp_path / "w2", "a", seed=3)  # different bytes for the same id
+    receipt = store.publish(Batch(client_id="c2", items=[again, make_item(tmp_path / "w2", "b")]))
+    assert receipt.published_ids == ["b"]
+    assert (store.root / "photos/a/a.ply").read_bytes() == before
+    assert sorted(index_ids(store.root)) == ["a", "b"]
+    assert not [p for p in store.root.rglob(".*.tmp-*")]
+
+
+def test_empty_item_batch_records_ledger_changes_without_a_shard(store: LocalStore) -> None:
+    store.acquire(Unit("u/1", 0, 10), "c1", 60)
+    receipt = store.publish(Batch(client_id="c1", units_done=["u/1"],
+                                  failures=[Failure("x", "u/1", "fetch", "http_404", "gone", False)]))
+    assert receipt == type(receipt)(published_ids=[], commit="")
+    assert list((store.root / "data").iterdir()) == []
+    status = store.unit_status(["u/1", "u/2"])
+    assert status["u/1"].done and status["u/1"].lease is None
+    assert not status["u/2"].done
+    assert store.acquire(Unit("u/1", 0, 10), "c2", 60) is None
+
+
+def test_failed_staging_publishes_nothing(store: LocalStore, tmp_path: Path) -> None:
+    good = make_item(tmp_path / "w", "good")
+    bad = make_item(tmp_path / "w", "bad")
+    bad.files[1].local_path.unlink()
+    with pytest.raises(StoreError, match="missing"):
+        store.publish(Batch(client_id="c1", items=[good, bad], units_done=["u/1"]))
+    assert store.item_states(["good", "bad"]) == {}
+    assert store.unit_status(["u/1"])["u/1"].done is False
+    assert list((store.root / "data").iterdir()) == []
+    assert not [p for p in store.root.rglob("*") if p.is_file() and "photos" in p.parts]
+
+
+def test_size_mismatch_is_refused(store: LocalStore, tmp_path: Path) -> None:
+    item = make_item(tmp_path / "w", "a")
+    item.files[0].local_path.write_bytes(b"short")
+    with pytest.raises(StoreError, match="bytes"):
+        store.publish(Batch(client_id="c1", items=[item]))
+
+
+@pytest.mark.parametrize("repo_path", ["../escape.jpg", ".coord/ledger.sqlite3", "README.md",
+                                       "data/train-shard-evil.jsonl", "/abs.jpg"])
+def test_item_files_cannot_land_on_store_files(store: LocalStore, tmp_path: Path, repo_path: str) -> None:
+    item = make_item(tmp_path / "w", "a")
+    pf = item.files[0]
+    item.files[0] = PublishedFile(pf.kind, repo_path, pf.local_path, pf.size, pf.sha256)
+    with pytest.raises(StoreError):
+        store.publish(Batch(client_id="c1", items=[item]))
+    assert store.item_states(["a"]) == {}
+
+
+def test_failures_then_publish_wins(store: LocalStore, tmp_path: Path) -> None:
+    store.record_failures([Failure("t", "u", "fetch", "timeout", "slow", True)], "c1")
+    store.record_failures([Failure("t", "u", "fetch", "timeout", "slow", True)], "c1")
+    store.record_failures([Failure("p", "u", "decode", "bad_image", "truncated", False),
+                           Failure("q", "u", "fetch", "timeout", "slow", True)], "c1")
+    store.record_failures([Failure("q", "u", "fetch", "http_404", "gone", False)], "c1")
+    states = store.item_states(["t", "p", "q", "never"])
+    assert states["t"] == ItemState(transient_failures=2)
+    assert states["p"] == ItemState(failed_permanently=True)
+    assert states["q"] == ItemState(failed_permanently=True, transient_failures=1)
+    assert "never" not in states
+    assert store.counts().failed == {"bad_image": 1, "http_404": 1, "timeout": 1}
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "t")]))
+    assert store.item_states(["t"])["t"] == ItemState(published=True)
+    assert store.counts().failed == {"bad_image": 1, "http_404": 1}
+    rows = sqlite3.connect(store.root / ".coord/ledger.sqlite3").execute(
+        "SELECT attempts FROM failures WHERE item_id = 't'").fetchall()
+    assert rows == [(2,)]  # publishing cleared nothing
+
+
+def test_item_states_batches_many_ids(store: LocalStore) -> None:
+    ids = [f"f{k}" for k in range(1200)]
+    store.record_failures([Failure(i, "u", "fetch", "timeout", "", True) for i in ids[::2]], "c1")
+    states = store.item_states(ids)
+    assert len(states) == 600 and all(s.transient_failures == 1 for s in states.values())
+
+
+def test_followups_recorded_with_publish_and_completed(store: LocalStore, tmp_path: Path) -> None:
+    f1, f2 = Followup("track", "a", "https://x/a"), Followup("track", "b", "https://x/b")
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")], followups=[f1, f2]))
+    store.publish(Batch(client_id="c1", followups=[f1]))  # a duplicate is not recorded twice
+    assert store.pending_followups("track") == [f1, f2]
+    assert store.pending_followups("other") == []
+    store.publish(Batch(client_id="c1", followups_done=[f1]))
+    assert store.pending_followups("track") == [f2]
+    store.complete_followups([f2])
+    assert store.pending_followups("track") == []
+    assert store.counts().followups_pending == 0
+
+
+def test_exclusion_blocks_publish_and_drops_row_on_compaction(store: LocalStore, tmp_path: Path) -> None:
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", k) for k in ("a", "b")]))
+    store.exclude(["a", "z"], reason="removal request")
+    assert store.item_states(["a", "z"]) == {"a": ItemState(published=True, excluded=True),
+                                             "z": ItemState(excluded=True)}
+    receipt = store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "z")]))
+    assert receipt.published_ids == []
+    assert not (store.root / "photos/z").exists()
+    assert store.compact() == 1
+    assert index_ids(store.root) == ["b"]
+    assert [r.id for r in store.rows()] == ["b"]
+
+
+def test_compact_merges_in_publish_order(store: LocalStore, tmp_path: Path) -> None:
+    clock = store._clock
+    for k, ids in enumerate((["c", "a"], ["b"], ["d"])):
+        clock.now += 10
+        store.publish(Batch(client_id=f"c{k}", items=[make_item(tmp_path / "w", i) for i in ids]))
+    assert store.counts().shards_pending == 3
+    assert store.compact() == 4
+    files = sorted(p.name for p in (store.root / "data").iterdir())
+    assert files == ["train.jsonl"]
+    assert [r.id for r in decode_rows((store.root / "data/train.jsonl").read_bytes())] == ["a", "c", "b", "d"]
+    assert store.counts().shards_pending == 0
+    clock.now += 10
+    store.publish(Batch(client_id="c9", items=[make_item(tmp_path / "w", "e")]))
+    assert store.compact() == 5
+    assert index_ids(store.root) == ["a", "c", "b", "d", "e"]
+
+
+def test_compaction_leaves_a_shard_whose_file_is_not_written_yet(store: LocalStore, tmp_path: Path) -> None:
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")]))
+    late = store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "b")]))
+    # The second publisher has committed but not yet written its shard file.
+    (store.root / "data" / late.commit).unlink()
+    assert store.compact() == 1
+    assert store.counts().shards_pending == 1
+    store.close()
+    store.open()  # the writer "crashed": open rebuilds its shard from the ledger
+    assert sorted(index_ids(store.root)) == ["a", "b"]
+    assert store.compact() == 2
+
+
+def test_compaction_racing_publishers_loses_and_duplicates_nothing(store: LocalStore, tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def publisher(name: str) -> None:
+        try:
+            for k in range(15):
+                store.publish(Batch(client_id=name, items=[make_item(tmp_path / name, f"{name}{k}")]))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in ("p", "q")]
+    for t in threads:
+        t.start()
+    compactions = 0
+    while any(t.is_alive() for t in threads):
+        store.compact()
+        compactions += 1
+        ids = index_ids(store.root)
+        assert len(ids) == len(set(ids))
+    for t in threads:
+        t.join()
+    assert not errors and compactions > 0
+    ids = index_ids(store.root)
+    assert sorted(ids) == sorted([f"p{k}" for k in range(15)] + [f"q{k}" for k in range(15)])
+    assert store.compact() == 30
+
+
+def test_compaction_is_exclusive(tmp_path: Path) -> None:
+    a = LocalStore(tmp_path / "repo")
+    a.open()
+    conn = sqlite3.connect(tmp_path / "repo/.coord/ledger.sqlite3")
+    # A live process (this test's parent) holds the maintenance claim.
+    conn.execute("INSERT INTO maintenance VALUES ('maintenance', 'someone', ?, 0)", (os.getppid(),))
+    conn.commit()
+    with pytest.raises(LeaseConflict):
+        a.compact()
+    conn.execute("UPDATE maintenance SET pid = 2147483647")  # no such process: the claim is void
+    conn.commit()
+    assert a.compact() == 0
+    a.close()
+
+
+def test_open_repairs_shards_and_temps(store: LocalStore, tmp_path: Path) -> None:
+    r1 = store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", k) for k in ("a", "b")]))
+    shard = store.root / "data" / r1.commit
+    original = shard.read_bytes()
+    shard.unlink()
+    stray = store.root / "data" / "train-shard-20260101T000000-ghost-abc.jsonl"
+    stray.write_text('{"id": "ghost", "source": "s", "unit": "u"}\n')
+    staging = store.root / ".coord" / "staging"
+    dead_tmp = staging / ".a.ply.tmp-2147483647-00ff"
+    dead_shard_tmp = store.root / "data" / f".{r1.commit}.tmp-2147483647-0a"
+    live_tmp = staging / f".a.jpg.tmp-{os.getpid()}-00ff"
+    for path in (dead_tmp, dead_shard_tmp, live_tmp):
+        path.write_bytes(b"partial")
+    store.close()
+    store.open()
+    assert shard.read_bytes() == original
+    assert not stray.exists() and not dead_tmp.exists() and not dead_shard_tmp.exists()
+    assert live_tmp.exists()  # its writer (this process) is alive
+
+
+def test_open_undoes_journaled_staging_of_a_dead_publisher(store: LocalStore, tmp_path: Path) -> None:
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")]))
+    # What a publisher killed between placing files and committing leaves behind.
+    orphan, orphan_tmp = store.root / "photos/o/o.ply", store.root / "photos/o/.o.ply.tmp-2147483647-01"
+    kept_tmp = store.root / ".coord/staging/.a.ply.tmp-2147483647-02"
+    orphan.parent.mkdir(parents=True)
+    for path in (orphan, orphan_tmp, kept_tmp):
+        path.write_bytes(b"x")
+    db = sqlite3.connect(store.root / ".coord/ledger.sqlite3")
+    db.executemany("INSERT INTO intents VALUES (?, ?, ?, ?, 0)", [
+        ("photos/o/.o.ply.tmp-2147483647-01", "photos/o/o.ply", "o", 2147483647),
+        (".coord/staging/.a.ply.tmp-2147483647-02", "photos/a/a.ply", "a", 2147483647),
+        (".coord/staging/.b.ply.tmp-1-03", "photos/b/b.ply", "b", os.getpid()),
+    ])
+    db.commit()
+    store.close()
+    store.open()
+    assert not orphan.exists() and not orphan_tmp.exists() and not kept_tmp.exists()
+    assert (store.root / "photos/a/a.ply").exists()  # a recorded item keeps its files
+    left = [r[0] for r in db.execute("SELECT item_id FROM intents")]
+    assert left == ["b"]  # a live publisher's journal is not touched
+    db.close()
+
+
+def test_card_written_on_open_and_refreshed(store: LocalStore, tmp_path: Path) -> None:
+    readme = store.root / "README.md"
+    assert "configs:" in readme.read_text() and "data/train*.jsonl" in readme.read_text()
+    assert "Sources: none yet." in readme.read_text()
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")]))
+    store.write_card(sources=["unsplash"])
+    assert "Sources: folder, unsplash." in readme.read_text()
+    readme.write_text("custom")
+    store.close()
+    store.open()
+    assert readme.read_text() == "custom"  # never overwritten by open()
+
+
+def test_counts_and_leases(store: LocalStore, tmp_path: Path) -> None:
+    store.acquire(Unit("u/1", 0, 5), "c1", 60)
+    store.acquire(Unit("u/2", 0, 5), "c2", 60)
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a")], units_done=["u/1"]))
+    c = store.counts()
+    assert (c.published, c.units_done, c.leases, c.shards_pending) == (1, 1, 1, 1)
+    assert [(lease.unit, lease.owner) for lease in store.leases()] == [("u/2", "c2")]
+
+
+def test_store_must_be_opened(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="open"):
+        LocalStore(tmp_path / "r").item_states(["a"])
+
+
+def test_load_dataset_after_publishes_and_compaction(store: LocalStore, tmp_path: Path) -> None:
+    for b in range(3):
+        items = [make_item(tmp_path / "w", f"i{b}{k}") for k in range(4)]
+        items[0].row.focal_px = 1000  # type: ignore[assignment]  # an int must still load as float64
+        store.publish(Batch(client_id="c1", items=items))
+
+    def load(tag: str) -> datasets.Dataset:
+        return datasets.load_dataset(str(store.root), cache_dir=str(tmp_path / f"cache-{tag}"))["train"]
+
+    before = load("shards")
+    assert before.num_rows == 12 and len(set(before["id"])) == 12
+    assert before.features["image_size"].dtype == "int64"
+    assert before.features["focal_px"].dtype == "float64"
+    store.compact()
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "late")]))
+    after = load("compacted")
+    assert after.num_rows == 13 and len(set(after["id"])) == 13
+    assert after.features == before.features
