@@ -143,12 +143,20 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 def _print_summary(summary: Any) -> None:
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failed.items())) or "none"
     skipped = sum(summary.skipped.values())
+    skipped_why = ", ".join(f"{k}: {v}" for k, v in sorted(summary.skipped.items()))
     click.echo(f"dataset: {summary.store}")
     click.echo(
-        f"published {summary.published}, failed {summary.failed_total} ({failed}), skipped {skipped}, "
+        f"published {summary.published}, failed {summary.failed_total} ({failed}), skipped {skipped}"
+        + (f" ({skipped_why})" if skipped_why else "") + ", "
         f"{summary.items_per_s:.2f} items/s over {summary.elapsed_s:.1f}s"
         + (f"; stopped: {summary.stopped}" if summary.stopped else "")
     )
+    units = summary.units
+    if units.get("units_already_done") or units.get("units_leased_elsewhere"):
+        click.echo(
+            f"units: {units.get('units_already_done', 0)} already done, "
+            f"{units.get('units_leased_elsewhere', 0)} leased by other clients, {units.get('units_leased', 0)} worked on"
+        )
     if summary.rate_limited_until:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.rate_limited_until))
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")

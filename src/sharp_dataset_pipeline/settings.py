@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     max_scan: int = Field(default=0, ge=0)
     range_size: int = Field(default=300, ge=1, le=100_000)
     range_locks_enabled: bool = True
+    # Accepted for compatibility; leases and done markers now live under the store's .coord/.
+    range_locks_dir: str = "ranges/locks"
+    range_done_dir: str = "ranges/done"
     range_lock_stale_secs: float = Field(default=1800.0, gt=0)
     range_lock_min_images: int = Field(default=30, ge=0)
     max_item_attempts: int = Field(default=3, ge=1)

@@ -124,6 +124,7 @@ class HubEmulator:
         self.blobs: dict[str, bytes] = {}
         self.stats: Counter[str] = Counter()
         self.auth_headers_seen = 0
+        self.token_hashes: set[str] = set()  # sha256 of bearer tokens seen (never the tokens)
         self._lock = threading.RLock()
         self._rng = random.Random(self.faults.seed)
         self._server: ThreadingHTTPServer | None = None
@@ -335,6 +336,9 @@ def _file_entry(hub: HubEmulator, path: str, oid: str) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     hub: HubEmulator
     protocol_version = "HTTP/1.1"
+    # One write per response and no Nagle delay: otherwise every request waits ~40 ms for an ACK.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read stats, not logs
         return
@@ -370,8 +374,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         raw_path, _, query = self.path.partition("?")
         body = self._body() if method in ("POST", "DELETE") else b""
-        if self.headers.get("Authorization"):
+        auth = self.headers.get("Authorization") or ""
+        if auth:
             hub.auth_headers_seen += 1
+            hub.token_hashes.add(hashlib.sha256(auth.removeprefix("Bearer ").encode()).hexdigest())
         bucket = "resolver" if "/resolve/" in raw_path else "api"
         hub.stats[bucket] += 1
         if hub.faults.delay_s:

@@ -22,7 +22,7 @@ def _item(item_id: str, **kwargs) -> Item:
     return Item(id=item_id, source="test", unit="test/000000-000009", offset=0, **kwargs)
 
 
-def test_local_path_is_hard_linked_under_its_real_extension(tmp_path: Path) -> None:
+def test_local_path_is_copied_under_its_real_extension(tmp_path: Path) -> None:
     data = encode(Image.fromarray(smooth_rgb(80, 50)), "PNG")
     src = tmp_path / "photos" / "holiday.jpg"  # a PNG with a misleading name
     src.parent.mkdir()
@@ -31,7 +31,10 @@ def test_local_path_is_hard_linked_under_its_real_extension(tmp_path: Path) -> N
     got = fetch_item(_item("abc123", path=str(src)), images, None, **LIMITS)
     assert got.original_path == images / "abc123.png" and got.ext == "png"
     assert got.original_path.read_bytes() == data
-    assert os.path.samefile(got.original_path, src)
+    # A private copy, not a link: editing the user's photo later cannot change what was published.
+    assert not os.path.samefile(got.original_path, src)
+    src.write_bytes(b"edited in place")
+    assert got.original_path.read_bytes() == data
     assert (got.size, got.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     assert (got.width, got.height) == (80, 50) and got.rgb.shape == (50, 80, 3)
     assert got.focal_source == "default" and got.focal_px > 0

@@ -8,7 +8,8 @@ diagonal-based). The Gaussians are a tiny deterministic function of the image (2
 
 Test hooks (environment): ``SHARP_STANDIN_LOG`` (append one JSON line with argv and cwd),
 ``SHARP_STANDIN_SLEEP`` (seconds to sleep first), ``SHARP_STANDIN_FAIL_AFTER`` (write that many
-PLYs, then fail with a traceback on stderr and exit 1).
+PLYs, then fail with a traceback on stderr and exit 1), ``SHARP_STANDIN_CORRUPT=1`` (truncate
+every PLY written). The log line also lists the input file names and environment variable names.
 """
 
 from __future__ import annotations
@@ -99,22 +100,28 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="default")
     p.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    if os.environ.get("SHARP_STANDIN_LOG"):
-        with open(os.environ["SHARP_STANDIN_LOG"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"argv": argv, "cwd": os.getcwd()}) + "\n")
-    time.sleep(float(os.environ.get("SHARP_STANDIN_SLEEP", "0")))
     if not args.input_path.exists():
         print(f"Error: Path '{args.input_path}' does not exist.", file=sys.stderr)
         return 2
+    images = sorted(_images(args.input_path))
+    if os.environ.get("SHARP_STANDIN_LOG"):
+        record = {"argv": argv, "cwd": os.getcwd(), "inputs": [p.name for p in images],
+                  "env_names": sorted(os.environ)}
+        with open(os.environ["SHARP_STANDIN_LOG"], "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    time.sleep(float(os.environ.get("SHARP_STANDIN_SLEEP", "0")))
     args.output_path.mkdir(parents=True, exist_ok=True)
     fail_after = int(os.environ.get("SHARP_STANDIN_FAIL_AFTER", "-1"))
-    for done, path in enumerate(sorted(_images(args.input_path))):
+    for done, path in enumerate(images):
         if done == fail_after:
             print("Traceback (most recent call last):\n  File \"predict.py\", line 1, in <module>\n"
                   "RuntimeError: stand-in failure while predicting " + path.name, file=sys.stderr)
             return 1
         print(f"{time.strftime('%H:%M:%S')} | INFO | Processing {path}", flush=True)
         _predict_one(path, args.output_path)
+        if os.environ.get("SHARP_STANDIN_CORRUPT") == "1":
+            out = args.output_path / f"{path.stem}.ply"
+            out.write_bytes(out.read_bytes()[:-100])
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -34,7 +35,8 @@ class Clock:
         return self.now
 
 
-def make_item(work: Path, item_id: str, unit: str = "folder/x/00000-00299", seed: int = 0) -> ProcessedItem:
+def make_item(work: Path, item_id: str, unit: str = "folder/x/00000-00299", seed: int = 0,
+              folder: str = "photos") -> ProcessedItem:
     """A real item: two real files and a row that names them with their sizes and hashes."""
     work.mkdir(parents=True, exist_ok=True)
     row = IndexRow(id=item_id, source="folder", unit=unit, width=64, height=48, focal_px=55.5)
@@ -43,7 +45,7 @@ def make_item(work: Path, item_id: str, unit: str = "folder/x/00000-00299", seed
         data = hashlib.sha256(f"{item_id}{kind}{seed}".encode()).digest() * (10 + seed)
         local = work / f"{item_id}-{seed}.{ext}"
         local.write_bytes(data)
-        repo = f"photos/{item_id}/{item_id}.{ext}"
+        repo = f"{folder}/{item_id}/{item_id}.{ext}"
         digest = hashlib.sha256(data).hexdigest()
         files.append(PublishedFile(kind, repo, local, len(data), digest))
         setattr(row, f"{kind}_path", repo)
@@ -187,8 +189,10 @@ def test_exclusion_blocks_publish_and_drops_row_on_compaction(store: LocalStore,
     assert [r.id for r in store.rows()] == ["b"]
 
 
-def test_compact_merges_in_publish_order(store: LocalStore, tmp_path: Path) -> None:
-    clock = store._clock
+def test_compact_merges_in_publish_order(tmp_path: Path) -> None:
+    clock = Clock()
+    store = LocalStore(tmp_path / "repo", clock=clock)
+    store.open()
     for k, ids in enumerate((["c", "a"], ["b"], ["d"])):
         clock.now += 10
         store.publish(Batch(client_id=f"c{k}", items=[make_item(tmp_path / "w", i) for i in ids]))
@@ -348,3 +352,39 @@ def test_load_dataset_after_publishes_and_compaction(store: LocalStore, tmp_path
     after = load("compacted")
     assert after.num_rows == 13 and len(set(after["id"])) == 13
     assert after.features == before.features
+
+
+def _other_filesystem(tmp_path: Path) -> Path | None:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and os.stat(shm).st_dev != os.stat(tmp_path).st_dev:
+        return shm
+    return None
+
+
+def test_files_on_other_filesystems_are_copied_and_staged_beside_destination(tmp_path: Path) -> None:
+    other = _other_filesystem(tmp_path)
+    if other is None:
+        pytest.skip("needs a second writable filesystem (/dev/shm)")
+    scratch = other / f"sharp-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        root = tmp_path / "repo"
+        root.mkdir()
+        (scratch / "mnt").mkdir(parents=True)
+        # Item a: its source files sit on another filesystem, so they cannot be hard-linked.
+        a = make_item(scratch / "work", "a", folder="local")
+        # Item b: its destination folder is mounted elsewhere, so a rename from .coord/ could not
+        # move it there; it is staged beside its destination instead.
+        (root / "photos").symlink_to(scratch / "mnt", target_is_directory=True)
+        b = make_item(tmp_path / "work", "b")
+        store = LocalStore(root)
+        store.open()
+        assert store.publish(Batch(client_id="c", items=[a, b])).published_ids == ["a", "b"]
+        for pf in a.files + b.files:
+            published = root / pf.repo_path
+            assert published.read_bytes() == pf.local_path.read_bytes()
+            assert os.stat(published).st_dev != os.stat(pf.local_path).st_dev  # so it was copied
+        assert not [p for p in scratch.rglob("*") if ".tmp-" in p.name]
+        assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
+        store.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

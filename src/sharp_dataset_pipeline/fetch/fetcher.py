@@ -63,10 +63,17 @@ def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int
     if size > max_bytes:
         raise PermanentError(f"item {item.id}: {size} bytes, over the {max_bytes}-byte limit",
                              reason="too_large")
-    decoded = decode_for_predictor(src, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
-    dest = images_dir / f"{item.id}.{decoded.format}"
-    _link_or_copy(src, dest)
-    size, digest = _hash_file(dest)
+    # A private copy, never a hard link: a later in-place edit of the user's photo must not change
+    # what we decoded and published. Decoding the copy keeps bytes and pixels consistent.
+    staged = images_dir / f".{item.id}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        shutil.copyfile(src, staged)
+        size, digest = _hash_file(staged)
+        decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
+        dest = images_dir / f"{item.id}.{decoded.format}"
+        os.replace(staged, dest)
+    finally:
+        staged.unlink(missing_ok=True)
     return _fetched(item, dest, decoded, size, digest)
 
 
@@ -93,21 +100,6 @@ def _fetched(item: Item, dest: Path, decoded: DecodedImage, size: int, digest: s
         height=decoded.height, focal_px=decoded.focal_px, focal_source=decoded.focal_source,
         size=size, sha256=digest,
     )
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """Hard-link ``src`` at ``dest`` (a copy where links are impossible), replacing ``dest`` atomically."""
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError as exc:
-            # Another filesystem, or one without hard links: copy instead.
-            logger.debug("hard link %s -> %s impossible (%s); copying", src, tmp, exc)
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _hash_file(path: Path) -> tuple[int, str]:

@@ -125,6 +125,8 @@ class Intake:
                 return False
             self.admitted += 1
             self.tracker.admit(item.unit)
+            if state is not None and state.transient_failures:
+                self.tracker.prior_attempts[item.id] = state.transient_failures
             self.sink.count("source", "admitted")
         return True
 

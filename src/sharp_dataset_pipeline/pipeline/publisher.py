@@ -105,7 +105,8 @@ class BatchPublisher:
     def _settling(self, pending: _Pending) -> list[tuple[str, bool]]:
         out = [(p.row.unit, False) for p in pending.items]
         for f in pending.failures:
-            retry_later = f.transient and self.attempts.get(f.item_id, 0) + 1 < self.opts.max_item_attempts
+            before = self.tracker.prior_attempts.get(f.item_id, 0) + self.attempts.get(f.item_id, 0)
+            retry_later = f.transient and before + 1 < self.opts.max_item_attempts
             out.append((f.unit, retry_later))
         return out
 

@@ -25,6 +25,9 @@ class _UnitProgress:
 class UnitTracker:
     _units: dict[str, _UnitProgress] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Transient failures an item had before this run (from the ledger), so the last allowed
+    # attempt settles its unit at once instead of one run later.
+    prior_attempts: dict[str, int] = field(default_factory=dict)
 
     def open(self, key: str) -> None:
         with self._lock:

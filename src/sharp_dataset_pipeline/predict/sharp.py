@@ -27,13 +27,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, FatalDeviceError
+from ..errors import ConfigError, FatalDeviceError, PermanentError
 from ..records import Failure, FetchedImage
 from ..splat.unproject import NdcSplat, unproject_torch
 from .base import RawSplat, ReadyGaussians
@@ -79,7 +80,8 @@ class SharpPredictor:
     name = "sharp"
 
     def __init__(self, *, checkpoint_path: str | None, device: str = "default", batch_size: int = 1,
-                 precision: str = "fp32", log: logging.Logger | None = None) -> None:
+                 precision: str = "fp32", log: logging.Logger | None = None,
+                 checkpoint_url: str = DEFAULT_MODEL_URL, unproject_on_device: bool | None = None) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"SHARP_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if batch_size < 1:
@@ -89,7 +91,9 @@ class SharpPredictor:
         self._device_name = device or "default"
         self._precision = precision
         self._log = log or logger
-        source = self._checkpoint_path or DEFAULT_MODEL_URL
+        self._url = checkpoint_url
+        self._unproject_on_device = unproject_on_device  # None: on CUDA only (MPS lacks float64)
+        source = self._checkpoint_path or checkpoint_url
         self.model_version = Path(source.rsplit("/", 1)[-1]).stem
         self._fit_batch = batch_size  # shrinks after an out-of-memory error
         self._torch: Any = None
@@ -131,21 +135,24 @@ class SharpPredictor:
             if not path.is_file():
                 raise ConfigError(f"SHARP_CHECKPOINT_PATH does not name a file: {path}")
             self._log.info("loading the SHARP checkpoint from %s", path)
-            return torch.load(path, map_location="cpu", weights_only=True)
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / DEFAULT_MODEL_URL.rsplit("/", 1)[-1]
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+                raise ConfigError(f"cannot read the SHARP checkpoint {path}: {exc}") from exc
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / self._url.rsplit("/", 1)[-1]
         if cache.is_file():
             self._log.info("loading the SHARP checkpoint from the torch hub cache: %s", cache)
         else:
             self._log.warning(
                 "downloading the SHARP checkpoint (%s) from %s into %s; later runs reuse it "
                 "(set SHARP_CHECKPOINT_PATH to use a local copy)", CHECKPOINT_SIZE_TEXT,
-                DEFAULT_MODEL_URL, cache.parent)
+                self._url, cache.parent)
         try:
             return torch.hub.load_state_dict_from_url(
-                DEFAULT_MODEL_URL, map_location="cpu", progress=False, weights_only=True)
+                self._url, map_location="cpu", progress=False, weights_only=True)
         except OSError as exc:
             raise ConfigError(
-                f"could not download the SHARP checkpoint ({exc}); download {DEFAULT_MODEL_URL} "
+                f"could not download the SHARP checkpoint ({exc}); download {self._url} "
                 "yourself and set SHARP_CHECKPOINT_PATH") from exc
 
     def close(self) -> None:
@@ -186,13 +193,13 @@ class SharpPredictor:
                 i, img = chunk[0]
                 results[i] = _failure(img, "device_oom", f"out of device memory for one image: {exc}", True)
                 return
-            half = len(chunk) // 2
-            if half < self._fit_batch:
-                self._fit_batch = half
+            fit = max(1, min(self._fit_batch, len(chunk) // 2))
+            if fit < self._fit_batch:
                 self._log.warning("out of device memory with %d images per pass; using %d from now on",
-                                  len(chunk), half)
-            self._run(chunk[:half], results)
-            self._run(chunk[half:], results)
+                                  len(chunk), fit)
+                self._fit_batch = fit
+            for start in range(0, len(chunk), fit):
+                self._run(chunk[start:start + fit], results)
             return
         except RuntimeError as exc:
             if _is_fatal(torch, exc):
@@ -215,7 +222,7 @@ class SharpPredictor:
         for one in chunk:
             self._run([one], results)
 
-    def _forward(self, chunk: list[tuple[int, FetchedImage]]) -> list[RawSplat]:
+    def _forward(self, chunk: list[tuple[int, FetchedImage]]) -> list[RawSplat | Failure]:
         torch = self._torch
         with torch.inference_mode():
             batch = torch.stack([self._to_input(img) for _, img in chunk])
@@ -233,11 +240,15 @@ class SharpPredictor:
                                             align_corners=True)
         return x[0].clamp_(0.0, 1.0)
 
-    def _split(self, out: Any, b: int, img: FetchedImage) -> RawSplat:
+    def _split(self, out: Any, b: int, img: FetchedImage) -> RawSplat | Failure:
         fields = (out.mean_vectors[b], out.singular_values[b], out.quaternions[b], out.colors[b],
                   out.opacities[b])
-        if self._device.type == "cuda":
-            g = unproject_torch(*fields, focal_px=img.focal_px, width=img.width, height=img.height)
+        on_device = self._unproject_on_device
+        if on_device if on_device is not None else self._device.type == "cuda":
+            try:
+                g = unproject_torch(*fields, focal_px=img.focal_px, width=img.width, height=img.height)
+            except PermanentError as exc:  # e.g. NaN in this image's output: it fails alone
+                return _failure(img, exc.reason, str(exc), transient=False)
             return ReadyGaussians(g)
         arrays = [t.detach().to("cpu", self._torch.float32).numpy() for t in fields]
         return NdcSplat(*arrays, focal_px=float(img.focal_px), width=int(img.width), height=int(img.height))

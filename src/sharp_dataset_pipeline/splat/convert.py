@@ -127,8 +127,8 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 def run_splat_transform(
     tool: SplatTransform, args: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = ""
-) -> str:
-    """Run ``tool`` with ``args`` (long options only); return its stdout.
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tool`` with ``args`` (long options only); return the finished process (stdout, stderr).
 
     The tool runs in its own process group so that a timeout kills it together with its worker
     threads' helpers. ``what`` names the job in error messages (e.g. ``"item abc: .spz"``).
@@ -166,7 +166,7 @@ def run_splat_transform(
             f"{TOOL_NAME} failed with exit code {proc.returncode} ({label}): {_error_line(stderr)}",
             "splat_transform_failed", transient=False,
         )
-    return stdout
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
 def _arg_path(path: Path) -> str:
@@ -212,7 +212,7 @@ def _read_json(tool: SplatTransform, path: Path, flag: str, timeout_s: float) ->
     out = run_splat_transform(
         tool, ["--quiet", "--no-tty", _arg_path(path), flag, "json", "null"],
         timeout_s=timeout_s, what=f"{flag} {Path(path).name}",
-    )
+    ).stdout
     try:
         data = json.loads(out)
     except ValueError as exc:
@@ -236,8 +236,12 @@ def read_stats(tool: SplatTransform, path: Path, *, timeout_s: float = DEFAULT_T
 
 @dataclass(frozen=True)
 class ColumnStats:
-    """Statistics of one column as splat-transform reports them (activated values: opacity in 0..1,
-    linear scales, f_dc as colour 0..1)."""
+    """Statistics of one column as splat-transform reports them.
+
+    Values are activated (opacity through a sigmoid, scales through exp, f_dc as colour 0..1);
+    ``mean`` is the activation of the mean stored value, ``median`` comes from a histogram and is
+    approximate; ``min`` and ``max`` are exact.
+    """
 
     min: float
     max: float
@@ -267,7 +271,8 @@ def column_stats(stats: dict[str, Any]) -> dict[str, ColumnStats]:
 
 def tool_version(tool: SplatTransform, *, timeout_s: float = 60.0) -> str:
     """The version the tool reports (``--version``), e.g. ``"3.7.0"``."""
-    out = run_splat_transform(tool, ["--version"], timeout_s=timeout_s, what="--version").strip()
+    done = run_splat_transform(tool, ["--version"], timeout_s=timeout_s, what="--version")
+    out = (done.stdout + " " + done.stderr).strip()  # 3.x prints its version on stderr
     # "splat-transform v3.7.0 (0f60b17)" or a bare "3.7.0", depending on the build.
     for word in out.split():
         word = word.lstrip("v")

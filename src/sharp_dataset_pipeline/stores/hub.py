@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import secrets
 import shutil
 import tempfile
@@ -47,6 +46,7 @@ from ..errors import RateLimited, StoreError, TransientError
 from ..publish import layout
 from ..publish.index import decode_rows
 from ..records import Batch, Failure, Followup, ItemState, Lease, Unit
+from . import hub_retry
 from .base import PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR, CallCounter, CommitBudget, SlidingWindowLimit
 from .hub_ops import (
@@ -67,8 +67,6 @@ log = logging.getLogger(__name__)
 MAX_CONFLICTS = 100  # 412s for one intent; each one means another client made progress
 MAX_BUSY = 30  # 409s for one intent
 MAX_UNKNOWN = 10  # unknown outcomes for one intent
-_HOUR_RE = re.compile(r"in about (\d+) (second|minute|hour)", re.IGNORECASE)
-_RATELIMIT_T = re.compile(r"\bt=(\d+)")
 
 
 def _nonce() -> str:
@@ -95,7 +93,7 @@ class HubStore:
         auto_compact_shards: int = 256,
         fanout_threshold: int = FANOUT_THRESHOLD,
         warn_files: int = 80_000,
-        state_max_age_s: float = 30.0,
+        state_max_age_s: float = 300.0,
         retry_base_s: float = 1.0,
         max_rate_wait_s: float = 7200.0,
         card_title: str = "SHARP Gaussian splats",
@@ -136,6 +134,7 @@ class HubStore:
         self._state: HubState | None = None
         self._state_gen = 0
         self._fresh_at = -math.inf
+        self._contention = 0.0  # moving average of 412s per commit attempt
         self._superseded: set[str] = set()
         self._failures: list[Failure] = []
         self._followups_done: list[Followup] = []
@@ -220,7 +219,8 @@ class HubStore:
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status == 429:
-                    raise RateLimited(f"hub {status}", self._retry_after(exc, 1), "hub") from None
+                    wait = hub_retry.retry_after_s(exc.response.headers, exc.server_message or "", self._clock(), 1)
+                    raise RateLimited(f"hub {status}", wait, "hub") from None
                 if status >= 500 or status == 408:
                     raise TransientError(f"hub answered {status}") from None
                 raise
@@ -316,52 +316,17 @@ class HubStore:
             raise StoreError(f"commit '{plan.title}' was skipped by the client as a no-op")
         return info.oid
 
-    def _outcome(self, exc: BaseException, rate_hits: int) -> tuple[str, float]:
-        """Map a failed commit to conflict / busy / rate / unknown; anything else is fatal."""
-        import httpx2
-        from huggingface_hub.errors import HfHubHTTPError
-
-        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-            status = exc.response.status_code
-            text = (exc.server_message or "").lower()
-            if status == 412:
-                return "conflict", 0.0
-            if status == 409:
-                return "busy", 0.0
-            if status == 429:
-                return "rate", self._retry_after(exc, rate_hits)
-            if status >= 500 or status == 408:
-                # A quota 429 sometimes arrives wrapped in a 500: wait as for a 429, but the
-                # outcome still counts as unknown.
-                return ("unknown", self._retry_after(exc, rate_hits)) if "rate limit" in text else ("unknown", 0.0)
-            raise StoreError(f"hub refused commit with {status}: {exc.server_message or ''}".strip()) from None
-        if isinstance(exc, (httpx2.TransportError, TimeoutError, ConnectionError)):
-            return "unknown", 0.0
-        if isinstance(exc, ValueError):  # the client rejected the operations before sending
-            raise StoreError(f"commit '{type(exc).__name__}': {exc}") from None
-        raise exc
-
-    def _retry_after(self, exc: Any, hits: int) -> float:
-        headers = exc.response.headers if getattr(exc, "response", None) is not None else {}
-        wait = net.parse_retry_after(headers.get("Retry-After"), self._clock())
-        if wait is None:
-            match = _RATELIMIT_T.search(headers.get("RateLimit", "") or "")
-            wait = float(match.group(1)) if match else None
-        if wait is None:
-            match = _HOUR_RE.search(getattr(exc, "server_message", "") or "")
-            if match:
-                wait = int(match.group(1)) * {"second": 1, "minute": 60, "hour": 3600}[match.group(2).lower()]
-        if wait is None:
-            wait = min(3600.0, 60.0 * 2 ** min(hits, 6))
-        return max(1.0, float(wait))
-
-    def _backoff(self, n: int) -> float:
-        cap = min(60.0, self._retry_base * 2 ** (n - 1))
-        return self._rng.uniform(cap / 2, cap)  # never zero: a retry storm must not hammer
+    def _backoff(self, attempt: int) -> float:
+        return hub_retry.backoff_s(attempt, self._retry_base, self._rng)
 
     def _run(self, build: Callable[[HubState], Plan | None], *, max_age: float) -> tuple[Plan | None, HubState]:
-        """Decide at a state, commit with that state as parent, and follow the retry rules."""
-        state = self._current(max_age)
+        """Decide at a state, commit with that state as parent, and follow the retry rules.
+
+        Alone on a repo, the state left by our own last commit is usually still the head, so we
+        commit on it directly (2 API calls). When other clients keep moving the head (most of our
+        attempts got 412), reading the head first is cheaper than a refused attempt.
+        """
+        state = self._current(0.0 if self._contention >= 0.5 else max_age)
         unresolved: list[Plan] = []
         plan: Plan | None = None
         tries = {"conflict": 0, "busy": 0, "unknown": 0, "rate": 0}
@@ -380,7 +345,7 @@ class HubStore:
             try:
                 sha = self._send(plan, parent)
             except Exception as exc:  # classified below; unknown kinds are re-raised by _outcome
-                outcome, wait = self._outcome(exc, tries["rate"])
+                outcome, wait = hub_retry.classify(exc, self._clock(), tries["rate"])
                 tries[outcome] += 1
                 self._count({"conflict": "conflict_412", "busy": "busy_409", "rate": "rate_limited_429",
                              "unknown": "unknown_outcome"}[outcome])
@@ -401,11 +366,13 @@ class HubStore:
                     self._commits.pause(wait)
                     self._wait(self._backoff(tries["unknown"]), "unknown commit outcome")
                 else:
+                    self._contention = 0.7 * self._contention + 0.3
                     self._check_tries(tries, "conflict", MAX_CONFLICTS, plan)
                 self._superseded.add(parent)
                 state, plan = self._refresh(), None
                 continue
             self._superseded.add(parent)
+            self._contention *= 0.7
             self._count("commit_landed")
             for path, (oid, content) in plan.known.items():
                 self._reader.remember(classify(path, self.index_path), oid, content)

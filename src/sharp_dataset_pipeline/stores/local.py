@@ -306,6 +306,8 @@ class LocalStore:
             with sql.write_tx(conn):
                 shard, rows = self._record_batch(conn, batch, items, plan, self._clock())
             recorded = True
+        except OSError as exc:  # disk full, permissions, ...: the batch is not published
+            raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         finally:
             for entries in plan.values():
                 for e in entries:
