@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items  # noqa: E402
 from harness import machine_line  # noqa: E402
-
 from sharp_dataset_pipeline.records import Batch, Unit  # noqa: E402
 from sharp_dataset_pipeline.stores.hub import HubStore  # noqa: E402
 

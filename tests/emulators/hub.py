@@ -13,7 +13,8 @@ LFS or Xet transfers. Faults are switchable at run time through ``HubEmulator.fa
 - ``error_after_commit_rate`` / ``drop_after_commit_rate``: the commit IS applied, then the answer is
   a 500 or no answer at all (closed connection): the client cannot know the outcome;
 - ``lag_reads``: after each commit, that many repo-info reads still report the previous head;
-- ``delay_s``: every response is slowed down;
+- ``delay_s``: every response is slowed down; ``down``: no request (but preupload)
+  gets an answer;
 - ``script``: explicit outcomes for the next commits: a status (409, 429, 412, 500, 403...) refuses
   the commit without applying it, ``"500-after"`` / ``"drop-after"`` apply it and then fail, ``None``
   lets it through (e.g. ``[409, None, "500-after"]``).
@@ -62,6 +63,7 @@ class HubFaults:
     drop_after_commit_rate: float = 0.0
     lag_reads: int = 0
     delay_s: float = 0.0
+    down: bool = False  # every request: connection closed without an answer
     script: list[Any] = field(default_factory=list)
 
 
@@ -128,6 +130,7 @@ class HubEmulator:
         self._lock = threading.RLock()
         self._rng = random.Random(self.faults.seed)
         self._server: ThreadingHTTPServer | None = None
+        self._url = ""
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -135,6 +138,7 @@ class HubEmulator:
     def start(self) -> HubEmulator:
         handler = type("Handler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-emulator", daemon=True)
         self._thread.start()
@@ -154,8 +158,8 @@ class HubEmulator:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._url, "start() first"
+        return self._url
 
     def set_faults(self, faults: HubFaults) -> None:
         with self._lock:
@@ -382,6 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub.stats[bucket] += 1
         if hub.faults.delay_s:
             time.sleep(hub.faults.delay_s)
+        # Preupload is spared: the client retries it by itself with real sleeps (about 23 s).
+        if hub.faults.down and "/preupload/" not in raw_path:
+            self.close_connection = True
+            return
         try:
             status, payload, headers = self._route(method, raw_path, parse_qs(query), body)
         except _Drop:

@@ -103,10 +103,12 @@ class UnsplashEmulator:
         premium_every: int = 0,
         search_depth: int = 200,
         cdn_max_side: int = 96,
+        leading_dash_ids: bool = True,
     ) -> None:
         self.access_key, self.limit, self.window_s, self.clock = access_key, limit, window_s, clock
         self.limit_style, self.premium_every = limit_style, premium_every
         self.search_depth, self.cdn_max_side = search_depth, cdn_max_side
+        self.leading_dash_ids = leading_dash_ids  # real ids may start with "-" (e.g. "-2vD8lIhdnw")
         self.rng = random.Random(seed)
         self.faults = FaultSchedule()
         self.counts: Counter[str] = Counter()
@@ -133,6 +135,8 @@ class UnsplashEmulator:
     def _new_id(self) -> str:
         while True:
             pid = "".join(self.rng.choice(ALPHABET) for _ in range(11))
+            if pid.startswith("-") and not self.leading_dash_ids:
+                continue
             if pid not in self.photos:
                 return pid
 

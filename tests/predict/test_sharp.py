@@ -284,3 +284,32 @@ def test_without_ml_sharp_the_error_explains_how_to_install(monkeypatch) -> None
     assert "--predictor planar" in help_text and "sharp-cli" in help_text and "ml-sharp" in help_text
     with pytest.raises(ConfigError, match="--predictor planar"):
         SharpPredictor(checkpoint_path=None).load()
+
+
+def test_agrees_with_the_upstream_named_api_end_to_end(standin, checkpoint: Path, tmp_path: Path) -> None:
+    """Our backend + write_ply against forward → ``unproject_gaussians`` → ``save_ply`` (the CLI's flow)."""
+    import torch
+    import torch.nn.functional as F
+    from sharp.utils.gaussians import load_ply, save_ply, unproject_gaussians
+
+    img = fetched(4, SHAPES[4])
+    ours = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu").predict([img])[0].to_gaussians()
+    write_ply(ours, tmp_path / "ours.ply")
+    model = standin.create_predictor(standin.PredictorParams())
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].float() / 255.0
+    x = F.interpolate(x, size=(standin.INTERNAL_SIZE,) * 2, mode="bilinear", align_corners=True)
+    with torch.no_grad():
+        ndc = model.eval()(x, torch.tensor([img.focal_px / img.width]))
+    k = torch.from_numpy(ref.internal_intrinsics(img.focal_px, img.width, img.height))
+    metric = unproject_gaussians(ndc, torch.eye(4), k, (1536, 1536))
+    save_ply(metric, img.focal_px, (img.height, img.width), tmp_path / "upstream.ply")
+    head = [p.read_bytes().split(b"end_header\n")[0] for p in (tmp_path / "ours.ply", tmp_path / "upstream.ply")]
+    assert head[0] == head[1]
+    g_up, meta = load_ply(tmp_path / "upstream.ply")
+    assert meta.focal_length_px == pytest.approx(img.focal_px) and meta.resolution_px == (img.width, img.height)
+    np.testing.assert_allclose(ours.vertices[:, :3], g_up.mean_vectors[0].numpy(), rtol=2e-5, atol=1e-6)
+    up_attrs = ref.reference_attributes(
+        g_up.mean_vectors[0].double().numpy(), g_up.singular_values[0].double().numpy(),
+        g_up.quaternions[0].double().numpy(), metric.colors[0].numpy(), metric.opacities[0].numpy())
+    assert_matches(ours.vertices, up_attrs)

@@ -130,3 +130,13 @@ def test_calls_in_flight_are_subtracted_from_the_header() -> None:
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         UnsplashQuota(window_s=0)
+
+
+def test_after_a_window_reopens_reservations_are_bounded_by_the_learned_limit() -> None:
+    q = UnsplashQuota(margin=2, owed_ttl_s=10_000)
+    assert q.request(ORDINARY, T0).granted
+    answered(q, T0, 0, limit=10)
+    assert q.reserve_item("a", T0 + 1).exhausted
+    later = T0 + 3600
+    granted = [q.reserve_item(f"p{i}", later).granted for i in range(12)]
+    assert granted == [True] * 8 + [False] * 4  # 10 learned - margin 2

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from emulators.faults import Fault
 from emulators.unsplash import FakeClock, UnsplashEmulator
-
 from sharp_dataset_pipeline.errors import ConfigError, RateLimited
 from sharp_dataset_pipeline.records import Followup, Item
 from sharp_dataset_pipeline.sources.unsplash import UnsplashSource
@@ -344,8 +344,22 @@ def test_per_page_is_clamped_to_30_with_a_warning(emu, clock, caplog) -> None:
     [("search", {"queries": []}, "UNSPLASH_QUERIES"), ("list", {"order_by": "popular"}, "UNSPLASH_ORDER_BY"),
      ("topic", {}, "SOURCE"), ("list", {"color": "pink"}, "UNSPLASH_COLOR"),
      ("list", {"details": "some"}, "UNSPLASH_DETAILS"), ("flickr", {}, "SOURCE"),
-     ("list", {"access_key": ""}, "UNSPLASH_ACCESS_KEY")],
+     ("list", {"access_key": ""}, "UNSPLASH_ACCESS_KEY"), ("list", {"api_base": "api.unsplash.com"}, "API_BASE")],
 )
 def test_bad_settings_are_config_errors(emu, clock, kind, kw, needle) -> None:
     with pytest.raises(ConfigError, match=needle):
-        make_source(emu, clock, kind, **kw)
+        if "api_base" in kw:
+            UnsplashSource(kind, access_key=KEY, client=httpx.Client(), **kw)
+        else:
+            make_source(emu, clock, kind, **kw)
+
+
+def test_a_stop_request_ends_a_rate_limit_wait(emu, clock) -> None:
+    source = make_source(emu, clock, stop_on_rate_limit=False)
+    units = list(source.units())
+    emu.faults.add(Fault(status=429, body=b"{}"), path="/photos", times=5)
+    answers = iter([False, False, False])  # then True: the stop arrives during the wait
+    source.set_stop_requested(lambda: next(answers, True))
+    with pytest.raises(RateLimited, match="stopped while waiting"):
+        list(source.items(units[0]))
+    assert sum(clock.slept) < 60  # gave up within a few slices instead of sleeping the hour

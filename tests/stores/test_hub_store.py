@@ -283,3 +283,48 @@ def test_dataset_loads_from_a_snapshot(make_store, hub: HubEmulator, tmp_path: P
     ds = datasets.load_dataset(str(snapshot), split="train", cache_dir=str(tmp_path / "hf-ds"))
     assert sorted(ds["id"]) == ["a", "b", "c"]
     assert ds.features["image_size"].dtype == "int64"
+
+
+def test_close_commits_what_is_still_buffered(make_store, hub: HubEmulator, clock: ManualClock) -> None:
+    store = make_store()
+    store.record_failures([Failure("late", "u", "predict", "oom", "", True)], "c1")
+    store.complete_followups([Followup("track", "x", "")])
+    commits = len(hub.history(REPO))
+    store.close()
+    assert len(hub.history(REPO)) == commits + 1
+    reader = make_store("r")
+    assert reader.item_states(["late"])["late"].transient_failures == 1
+
+
+def test_renew_extends_own_leases_and_reports_lost_ones(make_store, clock: ManualClock) -> None:
+    a, b = make_store("a"), make_store("b")
+    assert a.acquire(Unit("u1", 0, 1), "a", 100.0) is not None
+    assert a.acquire(Unit("u2", 0, 1), "a", 100.0) is not None
+    clock.advance(101.0)
+    assert b.acquire(Unit("u2", 0, 1), "b", 100.0) is not None  # u2 expired: taken over
+    a.renew(["u1", "u2"], "a", 100.0)
+    status = b.unit_status(["u1", "u2"])
+    assert status["u1"].lease.owner == "a" and status["u1"].lease.expires_at == clock() + 100.0
+    assert status["u2"].lease.owner == "b"
+    assert a.budget_report()["leases_lost"] == 1
+    a.release(["u1", "u2"], "a")
+    status = b.unit_status(["u1", "u2"])
+    assert status["u1"].lease is None and status["u2"].lease.owner == "b"
+
+
+def test_an_unreachable_hub_is_a_store_error_and_nothing_is_reported(make_store, hub: HubEmulator,
+                                                                      tmp_path: Path) -> None:
+    store = make_store()
+    hub.set_faults(HubFaults(down=True))
+    with pytest.raises(StoreError, match="unreachable"):
+        store.publish(Batch("c1", items=make_items(tmp_path, ["a"])))
+    with pytest.raises(StoreError):
+        store.item_states(["a"])
+
+
+def test_a_repo_nearing_the_file_limit_is_reported(make_store, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    store = make_store(warn_files=10)
+    with caplog.at_level("WARNING", logger="sharp_dataset_pipeline.stores.hub_sync"):
+        store.publish(Batch("c1", items=make_items(tmp_path, [f"w{n}" for n in range(5)])))
+    assert any("100k" in r.getMessage() for r in caplog.records)

@@ -10,7 +10,7 @@ import logging
 import queue
 from dataclasses import dataclass
 
-from ..errors import RateLimited
+from ..errors import LeaseConflict, PermanentError, RateLimited, SharpDatasetError, StoreError, TransientError
 from ..observe.events import EventSink
 from ..records import Item, Unit
 from ..sources.base import Source
@@ -51,6 +51,7 @@ class Intake:
         self.scanned = 0
         self.admitted = 0
         self.rate_limited: RateLimited | None = None
+        self.error: SharpDatasetError | None = None
         self.limit_reached = ""
 
     def run(self) -> None:
@@ -67,6 +68,12 @@ class Intake:
         except RateLimited as exc:
             self.rate_limited = exc
             log.warning("source rate limited: %s", exc)
+        except (TransientError, PermanentError, StoreError, LeaseConflict) as exc:
+            # Intake ends; what was admitted still drains through publish.
+            self.error = exc
+            log.error("source stopped: %s", exc)
+        except SharpDatasetError as exc:  # ConfigError (e.g. a bad key): the run ends with exit code 2
+            self.error = exc
 
     def _should_end(self) -> bool:
         if self.control.stopping:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import FatalDeviceError, PermanentError, RateLimited, TransientError
+from ..errors import ConfigError, FatalDeviceError, PermanentError, RateLimited, TransientError
 from ..fetch.fetcher import fetch_item
 from ..observe.events import Metrics
 from ..predict.base import Predictor, RawSplat
@@ -125,9 +125,32 @@ class Runner:
             metrics, control, self.results,
             on_published=self.followups.submit if self.followups else None,
         )
+        self._wire_source_hooks()
         self.pp_opts = PostprocessOptions(
             self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id
         )
+
+    def _wire_source_hooks(self) -> None:
+        """Optional source hooks (the Unsplash source budgets API calls per photo with them)."""
+        source = self.source
+        if hasattr(source, "set_known_ids"):
+            max_attempts = self.opts.max_item_attempts
+
+            def known(ids: list[str]) -> set[str]:
+                states = self.store.item_states(ids)
+                return {
+                    i for i, s in states.items()
+                    if s.published or s.excluded or s.failed_permanently or s.transient_failures >= max_attempts
+                }
+
+            source.set_known_ids(known)
+        if hasattr(source, "set_stop_requested"):
+            source.set_stop_requested(lambda: self.control.stopping)
+
+    def _release_items(self, item_ids: list[str]) -> None:
+        release = getattr(self.source, "release_items", None)
+        if release is not None and item_ids:
+            release(item_ids)
 
     # ---- entry point -------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -150,6 +173,8 @@ class Runner:
         self._wait_with_deadline(threads)
         publisher.join()
         self._finish()
+        if isinstance(self.intake.error, ConfigError):
+            raise self.intake.error
         return self._summary(self.clock() - started)
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
@@ -205,6 +230,7 @@ class Runner:
                 assert isinstance(item, Item)
                 if self.control.stopping:
                     self.tracker.abandon(item.unit)
+                    self._release_items([item.id])
                     continue
                 self.control.wait_while_paused()
                 self._fetch_one(item)
@@ -304,6 +330,7 @@ class Runner:
 
     # ---- helpers -------------------------------------------------------------------------
     def _fail(self, failure: Failure) -> None:
+        self._release_items([failure.item_id])
         log.info("item %s failed at %s: %s (%s)", failure.item_id, failure.stage, failure.reason, failure.detail)
         self._put(self.results, failure, force=True)
 
@@ -352,6 +379,8 @@ class Runner:
             summary.stopped = self.control.reason
         elif self.intake.limit_reached:
             summary.stopped = self.intake.limit_reached
+        if self.intake.error is not None:
+            summary.stopped = f"error: source: {self.intake.error}"
         if self.fatal is not None:
             summary.stopped = f"error: {self.fatal}"
         return summary

@@ -55,6 +55,10 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
     row.ply_path, row.ply_size, row.ply_sha256 = ply_repo, ply_size, ply_sha
     row.width, row.height = fetched.width, fetched.height
     row.focal_px, row.focal_source = float(fetched.focal_px), fetched.focal_source
+    if gaussians.focal_px > 0 and abs(gaussians.focal_px - fetched.focal_px) > 1e-3 * fetched.focal_px:
+        # The predictor chose its own focal length (the sharp command reads EXIF itself): record
+        # the one the splat was made with.
+        row.focal_px, row.focal_source = float(gaussians.focal_px), "predictor"
     row.num_gaussians = gaussians.count
     row.predictor, row.model_version = opts.predictor, opts.model_version
     row.processed_at = utc_now_iso()

@@ -278,6 +278,11 @@ def _pick_device(torch: Any, name: str) -> Any:
 def _autocast_trunk(torch: Any, model: Any, device_type: str, precision: str, log: logging.Logger) -> None:
     """Run the trunk under autocast and give its outputs back in float32; the state dict is untouched."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    try:
+        with torch.autocast(device_type, dtype=dtype):
+            pass
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"SHARP_PRECISION={precision} is not supported on {device_type}: {exc}") from exc
     targets = [getattr(model, n) for n in TRUNK_MODULES if isinstance(getattr(model, n, None), torch.nn.Module)]
     if not targets:
         log.warning("no %s submodules found; the whole network runs under %s autocast",

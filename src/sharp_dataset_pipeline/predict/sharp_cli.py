@@ -43,6 +43,7 @@ _APPLIED_ORIENTATIONS = (1, 3, 6, 8)  # ml-sharp rotates for 3/6/8 and ignores m
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.IGNORECASE)
 _SECRET_TEXT = re.compile(r"\bhf_[A-Za-z0-9]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{8,}")
 _TAIL_CHARS = 800
+_AFTER_KILL_S = 30.0
 
 
 def sharp_cli_available(conda_env: str | None = None) -> bool:
@@ -131,7 +132,12 @@ class SharpCliPredictor:
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_tree(proc)
-            out, err = proc.communicate()
+            try:
+                out, err = proc.communicate(timeout=_AFTER_KILL_S)
+            except subprocess.TimeoutExpired:
+                # Something outside the killed group still holds the pipes; do not wait on it.
+                self._log.warning("sharp predict was killed but its output pipes stay open")
+                out, err = b"", b""
         took = time.monotonic() - started
         rc = proc.returncode
         self._log.info("sharp predict: %d images, exit %s after %.1f s%s", count, rc, took,

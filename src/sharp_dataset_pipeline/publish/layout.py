@@ -25,7 +25,8 @@ COORD_DIR = ".coord"
 README_PATH = "README.md"
 SHARD_MARK = "-shard-"
 
-_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A leading "-" is allowed: real Unsplash ids start with one (e.g. "-2vD8lIhdnw").
+_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _EXT_RE = re.compile(r"^[A-Za-z0-9]+(\.[A-Za-z0-9]+)*$")
 _CLIENT_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")

@@ -167,7 +167,7 @@ class LatestFirstCursor:
             for i in range(count)
             if self.start <= latest_first_offset(total, page, self.per_page, i) < self.stop
         ]
-        advanced = True
+        advanced = newest >= self.need and oldest <= self.need
         if advanced:
             self.need = oldest - 1
         return self._finish(PageRead(in_range, advanced))

@@ -14,7 +14,9 @@ Feeds and their units (keys are stable across runs and machines):
 ``X-Total`` (or ``total_pages``) fixes the unit list, and keeps that page for the unit that needs
 it. Units come oldest first; the runner skips done ones through the ledger without any API call,
 which is all ``LIST_AUTO_SEEK`` needs (start at the first unit not done). The last unit of an
-offset feed may be short; its key names its real last offset.
+offset feed may be short; its key names its real last offset. Reading a latest-first unit may
+re-read a page when the feed moved under it; ``LIST_SEEK_BACK_PAGES`` (+1) bounds those re-reads
+per unit, after which the unit fails with a ``TransientError`` and is retried on a later run.
 
 Quota: every call goes through the governor (``unsplash_quota.py``). Before a photo is yielded,
 its download-tracking call is reserved; when the hourly budget is spent the source raises
@@ -176,6 +178,11 @@ class UnsplashSource:
     def set_known_ids(self, known_ids: Callable[[list[str]], set[str]] | None) -> None:
         """Ids the ledger already settled are then neither yielded nor budgeted for tracking."""
         self.known_ids = known_ids
+
+    def set_stop_requested(self, stop_requested: Callable[[], bool]) -> None:
+        """While waiting for a rate-limit window, check this and give up (``RateLimited``) when True."""
+        self.stop_requested = stop_requested
+        self.api.stop_requested = stop_requested
 
     def release_items(self, item_ids: Iterable[str]) -> None:
         """Photos that will not be published (failed, dropped): free their tracking reservation."""

@@ -89,6 +89,9 @@ class UnsplashApi:
     ) -> None:
         if not access_key:
             raise ConfigError("UNSPLASH_ACCESS_KEY: required for Unsplash sources")
+        base = urlsplit(api_base)
+        if base.scheme not in ("http", "https") or not base.netloc:
+            raise ConfigError(f"UNSPLASH_API_BASE: {api_base!r} is not an http(s) URL")
         self.api_base = api_base.rstrip("/")
         self.governor, self.client, self.clock, self.sleep = governor, client, clock, sleep
         self.stop_on_rate_limit = stop_on_rate_limit

@@ -119,7 +119,10 @@ class UnsplashQuota:
                 return QuotaDecision(0.0)
             if self._reopens_at is not None:
                 return QuotaDecision(self._reopens_at - now, True, self._reopens_at)
-            if self._remaining is not None and self._remaining < 1 + self.margin + len(self._owed):
+            # Right after a window reopens the count is unknown until the next answer: assume the
+            # learned limit rather than letting an unbounded number of photos through.
+            left = self._remaining if self._remaining is not None else self._limit
+            if left is not None and left < 1 + self.margin + len(self._owed):
                 return self._exhaust(now)
             self._owed[item_id] = now
             return QuotaDecision(0.0)

@@ -57,11 +57,13 @@ from .preview import choose_camera, render_preview, save_preview
 logger = logging.getLogger(__name__)
 
 FORMAT_NAMES: tuple[str, ...] = ("ply", "spz", "sog", "compressed.ply", "html", "small.ply", "preview")
+# Cheap by default (well under a second of CPU per SHARP item). The converted formats cost 2 to 20 s
+# of CPU per item each (benchmarks/bench_formats.py): opt in where cores keep up with the predictor.
 DEFAULT_FORMATS: tuple[str, ...] = ("ply", "preview")
 CONVERTED = frozenset({"spz", "sog", "compressed.ply", "html"})  # made by splat-transform
 _ALIASES = {"compressed": "compressed.ply", "compressed_ply": "compressed.ply", "small": "small.ply",
             "small_ply": "small.ply", "thumbnail": "preview"}
-_KIND = {"spz": "spz", "sog": "sog", "compressed.ply": "compressed_ply", "html": "html",
+KINDS = {"spz": "spz", "sog": "sog", "compressed.ply": "compressed_ply", "html": "html",
          "small.ply": "small_ply", "preview": "preview"}
 PREVIEW_EXTS = ("webp", "png", "jpg")
 _MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
@@ -400,7 +402,7 @@ def _check_count(kind: str, path: Path, got: int, expected: int, how: str) -> No
 
 def _make_one(fmt: str, g: Gaussians, ply_path: Path, item_id: str, out_dir: Path, opts: FormatOptions,
               tool: SplatTransform | None) -> ExtraFile:
-    kind = _KIND[fmt]
+    kind = KINDS[fmt]
     ext = ext_for(fmt, opts)
     dst = out_dir / f"{item_id}.{ext}"
     count = 0

@@ -262,6 +262,18 @@ class HubState:
         return HubState(sha, self.index_path, entries, parsed, now)
 
 
+def _quiet_tqdm() -> type:
+    """A progress bar class that never draws: coordination reads must not scribble on the display."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class Quiet(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Quiet
+
+
 class StateReader:
     """Reads ``HubState`` at a sha through ``HfApi``; ``count(kind, n)`` tallies the calls made."""
 
@@ -326,7 +338,7 @@ class StateReader:
         """One file's bytes at ``sha`` (a resolver call; the pinned sha makes any cache hit exact)."""
         self._count("resolver", 2)  # HEAD for metadata, then GET
         local = self.api.hf_hub_download(self.repo_id, path, repo_type=self.repo_type, revision=sha,
-                                         cache_dir=self.cache_dir)
+                                         cache_dir=self.cache_dir, tqdm_class=_quiet_tqdm())
         return Path(local).read_bytes()
 
     def progress(self, state: HubState) -> list[dict[str, Any]]:

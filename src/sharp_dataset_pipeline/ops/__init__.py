@@ -1,0 +1,1 @@
+"""Operating a dataset: status, verify, remove (takedown), gc and the gallery."""

@@ -1,0 +1,169 @@
+"""Direct access to a local store's ledger for the maintenance commands.
+
+The maintenance commands read the SQLite ledger (``.coord/ledger.sqlite3``) with the local
+store's own schema helpers and follow the store's locking protocol:
+- every change is one ``BEGIN IMMEDIATE`` transaction, which also blocks publishers, so no
+  publish step can place or record files while a repair decides what to touch;
+- index files are rewritten only under the store's ``maintenance`` claim (the one compaction
+  and crash repair take), so a compaction never races a rewrite.
+The ledger is the authority: index files are always regenerated from it, never edited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LeaseConflict, StoreError
+from ..publish import layout
+from ..records import IndexRow
+from ..stores import local_schema as sql
+
+MAINTENANCE = "maintenance"  # the claim name LocalStore uses for compaction and repair
+
+COMPACTED_ROWS_SQL = """
+    SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
+    WHERE s.state IN ('compacting', 'compacted') AND i.id NOT IN (SELECT item_id FROM exclusions)
+    ORDER BY i.published_at, i.id"""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file an index row points at, with the size and hash the row records."""
+
+    item_id: str
+    path: str
+    size: int
+    sha256: str
+
+
+def ledger_file(root: Path) -> Path:
+    return Path(root) / layout.ledger_path()
+
+
+def connect_ledger(root: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
+    """A connection to an existing ledger (never creates one: a wrong path is an error)."""
+    path = ledger_file(root)
+    if not path.is_file():
+        raise StoreError(f"no local store at {root}: {layout.ledger_path()} is missing")
+    conn = sql.connect(path, busy_timeout_s)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot read the ledger of {root}: {exc}") from exc
+    if version < 1:  # a store still being created by its first open()
+        conn.close()
+        raise StoreError(f"the ledger of {root} is not initialised yet")
+    return conn
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a maintenance claim of a dead one is void)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt" or pid <= 0:
+        return pid > 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def maintenance_claim(conn: sqlite3.Connection, now: float) -> Iterator[str]:
+    """Hold the store's maintenance claim (no compaction or repair runs meanwhile)."""
+    owner = f"ops-{os.getpid()}-{secrets.token_hex(4)}"
+    with sql.write_tx(conn):
+        holder = sql.maintenance_holder(conn, MAINTENANCE)
+        if holder is not None and pid_alive(holder[1]):
+            raise LeaseConflict(f"another process (pid {holder[1]}) is compacting or repairing this store")
+        conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
+                     (MAINTENANCE, owner, os.getpid(), now))
+    try:
+        yield owner
+    finally:
+        with sql.write_tx(conn):
+            conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (MAINTENANCE, owner))
+
+
+def fsync_dir(path: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a hidden pid-tagged temp (the store's repair removes a dead writer's temps)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def row_files(row: IndexRow) -> list[FileRef]:
+    """The files a row points at: the photo, the PLY and every entry of ``extra_files``."""
+    refs = [FileRef(row.id, p, s, h) for p, s, h in ((row.image_path, row.image_size, row.image_sha256),
+                                                     (row.ply_path, row.ply_size, row.ply_sha256)) if p]
+    try:
+        extra = json.loads(row.extra_files or "[]")
+    except ValueError:
+        extra = []
+    for entry in extra if isinstance(extra, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            size = entry.get("size")
+            refs.append(FileRef(row.id, entry["path"], size if isinstance(size, int) else -1,
+                                str(entry.get("sha256") or "")))
+    return refs
+
+
+def expected_index_lines(conn: sqlite3.Connection, index_path: str, name: str) -> list[str] | None:
+    """What the ledger says index file ``name`` (in the index folder) must contain.
+
+    The compacted index holds the rows of compacted shards; a committed shard file holds its
+    own rows; ``None`` for a name the ledger does not know (a file that should not exist).
+    """
+    if name == Path(index_path).name:
+        return [r[0] for r in conn.execute(COMPACTED_ROWS_SQL)]
+    state = conn.execute("SELECT state FROM shards WHERE name = ?", (name,)).fetchone()
+    if state is None or state[0] != "committed":
+        return None
+    return sql.shard_lines(conn, name)
+
+
+def rewrite_index_file(root: Path, index_path: str, conn: sqlite3.Connection, name: str) -> bool:
+    """Regenerate one index file from the ledger (or delete it if the ledger has no such file).
+
+    Call inside a transaction on ``conn`` and under the maintenance claim. Returns True when
+    the file on disk changed.
+    """
+    path = (Path(root) / index_path).parent / name
+    lines = expected_index_lines(conn, index_path, name)
+    if lines is None:
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write(path, data)
+    return True

@@ -1,0 +1,290 @@
+"""Commands that operate a dataset: ``status``, ``verify``, ``remove``, ``gc`` and ``gallery``.
+
+Registered on the main group by ``cli.py`` (``main.add_command(status_cmd)`` and so on). They
+work on the local store directly; another store takes part by providing the same operations
+as methods (``ledger_snapshot``, ``publish_events``, ``verify``/``fix``, ``remove``, ``gc``,
+``rows``/``local_path``), which are used when present.
+
+Exit codes: 0 success (for ``verify``: the dataset is consistent), 1 problems found or a
+store error, 2 invalid settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import ConfigError, RateLimited, SharpDatasetError
+from .settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")(fn)
+    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")(fn)
+    fn = click.option("--store", default=None,
+                      help="The dataset [env STORE]: local:DIR or hf:USER/REPO (default as for run).")(fn)
+    return fn
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(flags: dict[str, Any], env_file: str) -> Settings:
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    try:
+        settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    from .observe.logs import setup_logging
+
+    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")])
+    return settings
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except SharpDatasetError as exc:
+        _fail(str(exc), 1)
+
+
+def _store(settings: Settings) -> Any:
+    """The configured store. A local one is not opened (these commands read its ledger directly)."""
+    from .factories import make_store
+    from .stores.local import LocalStore
+
+    store = make_store(settings)
+    if not isinstance(store, LocalStore):
+        store.open()
+    return store
+
+
+def _local_root(store: Any, command: str) -> tuple[Path, str]:
+    from .stores.local import LocalStore
+
+    if not isinstance(store, LocalStore):
+        raise ConfigError(f"{command}: {store.description} does not support this command yet")
+    return store.root, store.index_path
+
+
+def _close(store: Any) -> None:
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
+def _units_total(settings: Settings) -> int | None:
+    """Unit count of the configured source (SOURCE / --source), when it is set and finite."""
+    if not settings.source:
+        return None
+    from .factories import make_source
+    from .net import make_client
+    from .ops.status import count_units
+
+    try:
+        with make_client() as client:
+            return count_units(make_source(settings, client).units())
+    except (SharpDatasetError, RateLimited, OSError) as exc:
+        log.warning("no ETA: could not enumerate the source %s (%s)", settings.source, exc)
+        return None
+
+
+@click.command("status")
+@_options
+@click.option("--source", default=None, help="Source whose size gives the ETA [env SOURCE]; unset: no ETA.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
+    """Show the whole dataset: items, failures, units, every client's leases and rates, ETA."""
+    settings = _settings(flags, env_file)
+    from .ledger.status import format_status
+    from .ops.status import dataset_status
+
+    def run() -> Any:
+        store = _store(settings)
+        try:
+            return dataset_status(store, time.time(), _units_total(settings))
+        finally:
+            _close(store)
+
+    report = _guarded(run)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_status(report))
+
+
+@click.command("verify")
+@_options
+@click.option("--deep", is_flag=True, help="Also compare every file's SHA-256 with its row.")
+@click.option("--fix", is_flag=True, help="Repair what is safe (orphan files, expired leases, index files "
+              "regenerated from the ledger) in one step.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any) -> None:
+    """Check the dataset: files exist with their sizes (and hashes), no orphans or duplicates, sane leases.
+
+    Exits 0 only when the dataset is consistent (after --fix, when given).
+    """
+    settings = _settings(flags, env_file)
+
+    def run() -> Any:
+        from .ops.verify_local import fix_local, verify_local
+
+        store = _store(settings)
+        try:
+            if callable(getattr(store, "verify", None)):
+                report = store.verify(time.time(), deep)
+                fixed = store.fix(report, time.time()) if fix else []
+                again = store.verify(time.time(), deep) if fixed else report
+            else:
+                root, index_path = _local_root(store, "verify")
+                report = verify_local(root, index_path, store.description, time.time(), deep)
+                fixed = fix_local(root, index_path, report, time.time()) if fix else []
+                again = verify_local(root, index_path, store.description, time.time(), deep) if fixed else report
+            again.fixed = fixed
+            return again
+        finally:
+            _close(store)
+
+    report = _guarded(run)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.text())
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command("remove")
+@_options
+@click.argument("item_ids", nargs=-1, required=True)
+@click.option("--reason", default="removal requested", show_default=True, help="Why (kept with the exclusion).")
+def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, **flags: Any) -> None:
+    """Take items down: delete their files and index rows, and exclude their ids for good.
+
+    Excluded ids are never published again by any client. This is how removal requests
+    (see the dataset card) are carried out.
+    """
+    settings = _settings(flags, env_file)
+
+    def run() -> Any:
+        from .ops.remove import remove_local
+
+        store = _store(settings)
+        try:
+            if callable(getattr(store, "remove", None)):
+                return store.remove(list(item_ids), reason, time.time())
+            root, index_path = _local_root(store, "remove")
+            result = remove_local(root, index_path, list(item_ids), reason, time.time())
+            store.open()  # refreshes the dataset card (it documents how to request a removal)
+            store.write_card()
+            return result
+        finally:
+            _close(store)
+
+    click.echo(_guarded(run).text())
+
+
+@click.command("gc")
+@_options
+def gc_cmd(env_file: str, **flags: Any) -> None:
+    """Delete expired leases and leases on units already done."""
+    settings = _settings(flags, env_file)
+
+    def run() -> Any:
+        from .ops.gc import gc_local
+
+        store = _store(settings)
+        try:
+            if callable(getattr(store, "gc", None)):
+                return store.gc(time.time())
+            root, _ = _local_root(store, "gc")
+            return gc_local(root, time.time())
+        finally:
+            _close(store)
+
+    click.echo(_guarded(run).text())
+
+
+def _gallery_inputs(store: Any) -> tuple[Any, Any]:
+    from .ops.gallery.build import LocalFiles
+    from .stores.local import LocalStore
+
+    if isinstance(store, LocalStore):
+        from .ops.local_ledger import connect_ledger
+
+        connect_ledger(store.root).close()  # a wrong folder is an error, not a new empty store
+        store.open()
+        return store.rows(), LocalFiles(store.root)
+    if callable(getattr(store, "rows", None)) and callable(getattr(store, "local_path", None)):
+        return store.rows(), store
+    raise ConfigError(f"gallery: {store.description} does not support this command yet")
+
+
+@click.command("gallery")
+@_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("gallery"),
+              show_default=True, help="Folder of the site (updated in place; unchanged items are reused).")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folders with metrics.jsonl / gpu_mem_log.csv for the report [env RUNS_DIR, runs].")
+@click.option("--title", default="SHARP Gaussian splats", show_default=True, help="Title of the site.")
+@click.option("--per-page", type=int, default=120, show_default=True, help="Items per index page.")
+@click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 after building it (Ctrl+C stops).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port for --serve (0: any free port).")
+def gallery_cmd(env_file: str, out_dir: Path, runs_dir: Path | None, title: str, per_page: int, serve: bool,
+                port: int, **flags: Any) -> None:
+    """Build a static HTML gallery: thumbnails, item pages with a 3D viewer, a run report with plots."""
+    settings = _settings(flags, env_file)
+    from .ops.gallery.build import GalleryOptions, build_gallery
+    from .ops.gallery.runs import read_runs
+    from .ops.status import publish_events
+
+    def run() -> Any:
+        store = _store(settings)
+        try:
+            rows, files = _gallery_inputs(store)
+            return build_gallery(rows, files, out_dir, runs=read_runs(runs_dir or settings.runs_dir),
+                                 events=publish_events(store),
+                                 options=GalleryOptions(title=title, per_page=per_page))
+        finally:
+            _close(store)
+
+    click.echo(_guarded(run).text())
+    if serve:
+        _serve(out_dir, port)
+
+
+def _serve(site: Path, port: int) -> None:
+    from .ops.gallery.serve import GalleryServer
+
+    try:
+        server = GalleryServer(site, port)
+    except OSError as exc:
+        _fail(f"cannot serve on 127.0.0.1:{port}: {exc} (try --port 0)", 1)
+    click.echo(f"serving the gallery at {server.url}  (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.stop()
+
+
+COMMANDS = (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def ops_main() -> None:
+    """Operate a sharp-dataset dataset (the same commands as ``sharp-dataset status`` etc.)."""
+
+
+for _command in COMMANDS:
+    ops_main.add_command(_command)
+
+if __name__ == "__main__":
+    ops_main()

@@ -1,0 +1,346 @@
+"""The Hub store's engine: reads the repo at known shas and commits by compare-and-swap.
+
+Every write is one ``HfApi.create_commit`` whose ``parent_commit`` is the head the decision was
+made at; the retry rules follow the Hub's behaviour (reference §6.3, see ``hub_retry``):
+
+- 409 (another commit in progress): nothing was applied; wait with jitter, resend the same intent;
+- 412 (the head moved): re-read the state at the new head, decide again, rebuild the operations;
+- 429 (commit quota): pause every commit of this client for ``Retry-After`` (or the RateLimit
+  header, or the message), then resend;
+- 5xx, timeouts, lost connections: the outcome is unknown. Re-read the repo at its head and look
+  for the attempt's unique file before deciding anything. An attempt that may still land cannot
+  land twice: it names a parent that any later success supersedes.
+
+Operation objects are built fresh for every attempt (the client mutates them), and nothing is
+reported as committed unless the server answered with the new sha or a later head contains it.
+Heads that go backwards (a lagging repo-info answer) are detected and re-read through the refs
+endpoint. A ``CommitBudget`` keeps everything this client commits under its hourly budget, and
+API calls are counted (and held under a 5-minute budget) for ``budget_report()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import net
+from ..errors import RateLimited, StoreError, TransientError
+from . import hub_retry
+from .commit_budget import CallCounter, CommitBudget, SlidingWindowLimit
+from .hub_ops import Plan
+from .hub_state import HubState, StateReader, classify
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICTS = 100  # 412s for one intent; each one means another client made progress
+MAX_BUSY = 30  # 409s for one intent
+MAX_UNKNOWN = 10  # unknown outcomes for one intent
+_COUNTERS = {hub_retry.CONFLICT: "conflict_412", hub_retry.BUSY: "busy_409", hub_retry.RATE: "rate_limited_429",
+             hub_retry.UNKNOWN: "unknown_outcome"}
+
+
+class HubSync:
+    """State at a known head plus the commit loop, for one client of one repo.
+
+    ``lock`` serialises this client's commits (they would only refuse each other); reads take
+    ``_read_lock`` only, so they never wait behind a commit's network round trip or a quota pause.
+    """
+
+    def __init__(self, api: Any, repo_id: str, repo_type: str, index_path: str, *,
+                 clock: Callable[[], float], sleep: Callable[[float], None], commits_per_hour: int,
+                 api_calls_per_5min: int, warn_files: int, retry_base_s: float, max_rate_wait_s: float,
+                 cache_dir: Path, own_cache: bool, rng: random.Random) -> None:
+        self.api, self.repo_id, self.repo_type, self.index_path = api, repo_id, repo_type, index_path
+        self._clock, self._sleep, self._rng = clock, sleep, rng
+        self._commits = CommitBudget(commits_per_hour, clock=clock)
+        self._api_limit = SlidingWindowLimit(api_calls_per_5min, 300.0, clock)
+        self._counter = CallCounter(clock)
+        self._warn_files, self._warned_files = warn_files, 0
+        self._retry_base, self._max_rate_wait = retry_base_s, max_rate_wait_s
+        self._cache_dir, self._own_cache = cache_dir, own_cache
+        self.reader = StateReader(api, repo_id, repo_type, index_path, cache_dir, self.count, clock)
+        self.lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._state: HubState | None = None
+        self._state_gen = 0
+        self._fresh_at = -math.inf
+        self._contention = 0.0  # moving average: did the head move under our last intents?
+        self._superseded: set[str] = set()
+
+    @property
+    def state(self) -> HubState | None:
+        """The last state read or committed (may be behind the head)."""
+        return self._state
+
+    def age(self) -> float:
+        """Seconds since the state was last confirmed to be the head."""
+        return self._clock() - self._fresh_at
+
+    def close(self) -> None:
+        if self._own_cache:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+
+    # -- accounting ------------------------------------------------------------------------------
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self._counter.add(kind, n)
+        if kind == "api":
+            for _ in range(n):
+                self._api_limit.record()
+
+    def wait(self, seconds: float, why: str) -> None:
+        if seconds <= 0:
+            return
+        log.info("hub: waiting %.1fs (%s)", seconds, why)
+        self._counter.add("waited_ms", int(seconds * 1000))
+        self._sleep(seconds)
+
+    def budget_report(self) -> dict[str, Any]:
+        """Commits last hour, API calls, and both per published item (metrics + final summary)."""
+        report: dict[str, Any] = dict(self._counter.report(self._commits.count()))
+        report["commits_per_hour_limit"] = self._commits.limit
+        report["commit_pause_s"] = round(self._commits.paused_for(), 3)
+        report["leases_lost"] = self._counter.totals["lease_lost"]
+        report["lagged_head_reads"] = self._counter.totals["lagged_head"]
+        return report
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def api_call(self, fn: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+        """One API call, retried (bounded, jittered) on 5xx / timeouts / 429 through ``net``.
+
+        Refusals become ``StoreError`` (a missing repo is re-raised as is when ``missing_ok``), and
+        so does a service that stays unreachable: callers of the store see one error type.
+        """
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+        def once() -> Any:
+            self.wait(self._api_limit.delay(), "API calls per 5 minutes")
+            self.count("api")
+            try:
+                return fn()
+            except httpx2.TransportError as exc:
+                raise TransientError(f"hub: {type(exc).__name__}") from None
+            except RepositoryNotFoundError:
+                if missing_ok:
+                    raise
+                raise StoreError(f"repo {self.repo_id} not found (or the token may not read it)") from None
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if status == 429:
+                    wait = hub_retry.retry_after_s(exc.response.headers, exc.server_message or "", self._clock(), 1)
+                    raise RateLimited(f"hub {status}", wait, "hub") from None
+                if status >= 500 or status == 408:
+                    raise TransientError(f"hub answered {status}") from None
+                raise StoreError(f"hub refused a read of {self.repo_id} with {status}") from None
+
+        try:
+            return net.call_with_retries(once, attempts=6, base_s=self._retry_base, max_s=30.0,
+                                         sleep=self._sleep, retry_on=(TransientError, RateLimited), rng=self._rng)
+        except (TransientError, RateLimited) as exc:
+            raise StoreError(f"hub unreachable for {self.repo_id}: {exc}") from None
+
+    def _read_head(self) -> str:
+        """The branch head, never one we know to be superseded (repo info can lag behind).
+
+        When repo info names a sha we already saw superseded, the refs endpoint is asked too;
+        if both keep naming it, it is believed after a few tries (a spurious refusal, not lag).
+        """
+        for attempt in range(1, 5):
+            info = self.api_call(lambda: self.api.repo_info(self.repo_id, repo_type=self.repo_type))
+            sha = str(info.sha)
+            if sha not in self._superseded:
+                return sha
+            self.count("lagged_head")
+            refs = self.api_call(lambda: self.api.list_repo_refs(self.repo_id, repo_type=self.repo_type))
+            heads = [str(b.target_commit) for b in refs.branches if b.name == "main"]
+            if heads and heads[0] not in self._superseded:
+                return heads[0]
+            if attempt < 4:
+                self.wait(self._backoff(attempt), "the head read is behind a commit already seen")
+        log.warning("the head of %s stays at %s after a refused commit; trusting it", self.repo_id, sha[:12])
+        self._superseded.discard(sha)
+        return sha
+
+    def refresh(self) -> HubState:
+        """Read the head and, if it moved, the coordination state at it."""
+        with self._read_lock:
+            gen = self._state_gen = self._state_gen + 1
+            sha = self._read_head()
+            current = self._state
+            if current is not None and current.sha == sha:
+                state = current
+            else:
+                state = self.read_at(sha, lambda: self.reader.read(sha))
+            self._set_state(state, gen)
+            return state
+
+    def download(self, path: str, sha: str) -> bytes:
+        """One file's bytes at ``sha`` (retried on transient failures)."""
+        return self.read_at(sha, lambda: self.reader.download(path, sha))
+
+    def read_at(self, sha: str, fn: Callable[[], Any]) -> Any:
+        """Run a read pinned to ``sha``: 5xx, 429 and network failures are retried (bounded), other
+        refusals become ``StoreError``."""
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError
+
+        def once() -> Any:
+            try:
+                return fn()
+            except (HfHubHTTPError, httpx2.TransportError) as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", 0)
+                if status and status < 500 and status not in (408, 429):
+                    raise StoreError(f"reading {self.repo_id} at {sha[:12]} failed with {status}") from None
+                raise TransientError(f"reading {self.repo_id} at {sha[:12]}: {type(exc).__name__}") from None
+
+        try:
+            return net.call_with_retries(once, attempts=4, base_s=self._retry_base, max_s=30.0,
+                                         sleep=self._sleep, rng=self._rng)
+        except TransientError as exc:
+            raise StoreError(f"hub unreachable for {self.repo_id}: {exc}") from None
+
+    def _set_state(self, state: HubState, gen: int) -> None:
+        if gen >= self._state_gen or self._state is None:
+            self._state, self._state_gen = state, gen
+        self._fresh_at = self._clock()
+        self._check_shape(state)
+
+    def current(self, max_age: float) -> HubState:
+        state = self._state
+        if state is None or max_age <= 0 or self._clock() - self._fresh_at > max_age:
+            return self.refresh()
+        return state
+
+    def _check_shape(self, state: HubState) -> None:
+        files = state.file_count
+        if files >= self._warn_files and (not self._warned_files or files >= self._warned_files + 5000):
+            self._warned_files = files
+            log.warning("repo %s holds about %d files; the Hub recommends under 100k per repo: "
+                        "compact the index and consider a new repo or a sharded layout", self.repo_id, files)
+
+    # -- the commit loop -------------------------------------------------------------------------
+
+    def _send(self, plan: Plan, parent: str) -> str:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        # Fresh operation objects every attempt: the client mutates them (upload mode, remote oid).
+        ops: list[Any] = [
+            CommitOperationAdd(path_in_repo=p, path_or_fileobj=c if isinstance(c, bytes) else str(c))
+            for p, c in plan.adds.items()
+        ]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in plan.deletes]
+        self._commits.record()
+        self.count("commit")
+        self.count("api", 1 + math.ceil(len(plan.adds) / 256))  # preupload chunks + the commit
+        info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
+                                      repo_type=self.repo_type, parent_commit=parent)
+        if not info.oid or info.oid == parent:
+            raise StoreError(f"commit '{plan.title}' was skipped by the client as a no-op")
+        return info.oid
+
+    def _backoff(self, attempt: int) -> float:
+        return hub_retry.backoff_s(attempt, self._retry_base, self._rng)
+
+    def run(self, build: Callable[[HubState], Plan | None], *, max_age: float) -> tuple[Plan | None, HubState]:
+        """Decide at a state, commit with that state as parent, and follow the retry rules.
+
+        Alone on a repo, the state left by our own last commit is usually still the head, so we
+        commit on it directly (2 API calls). When other clients keep moving the head, reading the
+        head first is cheaper than a refused attempt.
+        """
+        cached = self._state
+        pre_read = self._contention >= 0.5 and max_age > 0
+        state = self.current(0.0 if pre_read else max_age)
+        if pre_read and cached is not None:
+            self._note_contention(state.sha != cached.sha)
+        intent = _Intent(pre_read)
+        plan: Plan | None = None
+        while True:
+            for earlier in intent.unresolved:
+                if earlier.landed(state):
+                    self.count("commit_landed")
+                    return earlier, state
+            if plan is None:
+                plan = build(state)
+                if plan is None or not (plan.adds or plan.deletes):
+                    return plan, state
+            self.wait(max(self._commits.delay(), self._api_limit.delay()), "commit budget")
+            try:
+                sha = self._send(plan, state.sha)
+            except Exception as exc:  # hub_retry.classify re-raises what is not a Hub/transport failure
+                if self._after_failure(exc, plan, state.sha, intent):
+                    state, plan = self.refresh(), None
+                continue
+            return plan, self._landed(plan, state, sha, intent)
+
+    def _after_failure(self, exc: Exception, plan: Plan, parent: str, intent: _Intent) -> bool:
+        """Wait as the failure asks; True when the state must be re-read and the plan rebuilt."""
+        outcome, wait = hub_retry.classify(exc, self._clock(), intent.tries[hub_retry.RATE])
+        tries = intent.tries
+        tries[outcome] += 1
+        self.count(_COUNTERS[outcome])
+        log.info("hub commit '%s' -> %s (attempt %d)", plan.title, outcome, tries[outcome])
+        if outcome == hub_retry.RATE:
+            intent.rate_waited += wait
+            if intent.rate_waited > self._max_rate_wait:
+                raise StoreError(f"hub commit quota: waited {intent.rate_waited:.0f}s, giving up; "
+                                 f"'{plan.title}' was not published") from None
+            self._commits.pause(wait)  # the same intent is resent once the budget allows
+            return False
+        if outcome == hub_retry.BUSY:
+            self._give_up_after(tries[outcome], MAX_BUSY, plan, "409s; it was not published")
+            self.wait(self._backoff(tries[outcome]), "another commit in progress (409)")
+            return False
+        if outcome == hub_retry.UNKNOWN:
+            self._give_up_after(tries[outcome], MAX_UNKNOWN, plan, "unknown outcomes; it may have landed")
+            intent.unresolved.append(plan)
+            self._commits.pause(wait)
+            self.wait(self._backoff(tries[outcome]), "unknown commit outcome")
+            return True  # the parent may still be the head: it is not marked superseded
+        if not intent.pre_read and tries[outcome] == 1:
+            self._note_contention(True)
+        self._give_up_after(tries[outcome], MAX_CONFLICTS, plan, "412s; it was not published")
+        self._superseded.add(parent)
+        return True
+
+    def _landed(self, plan: Plan, parent: HubState, sha: str, intent: _Intent) -> HubState:
+        """Our commit ``sha`` on ``parent``: the new state is known without reading it back."""
+        self._superseded.add(parent.sha)
+        if not intent.pre_read and not intent.tries[hub_retry.CONFLICT]:
+            self._note_contention(False)
+        self.count("commit_landed")
+        for path, (oid, content) in plan.known.items():
+            self.reader.remember(classify(path, self.index_path), oid, content)
+        state = parent.with_commit(sha, plan.known, plan.deletes, self._clock())
+        with self._read_lock:
+            self._state_gen += 1
+            self._set_state(state, self._state_gen)
+        return state
+
+    def _note_contention(self, head_moved: bool) -> None:
+        """Whether the head had moved under our last intent (a moving average over intents)."""
+        self._contention = 0.7 * self._contention + (0.3 if head_moved else 0.0)
+
+    def _give_up_after(self, tries: int, limit: int, plan: Plan, what: str) -> None:
+        if tries > limit:
+            raise StoreError(f"hub commit '{plan.title}' abandoned after {tries} {what}")
+
+
+@dataclass
+class _Intent:
+    """Book-keeping for one intent across its attempts."""
+
+    pre_read: bool
+    tries: Counter[str] = field(default_factory=Counter)
+    unresolved: list[Plan] = field(default_factory=list)
+    rate_waited: float = 0.0
