@@ -155,7 +155,8 @@ def _print_summary(summary: Any) -> None:
     if units.get("units_already_done") or units.get("units_leased_elsewhere"):
         click.echo(
             f"units: {units.get('units_already_done', 0)} already done, "
-            f"{units.get('units_leased_elsewhere', 0)} leased by other clients, {units.get('units_leased', 0)} worked on"
+            f"{units.get('units_leased_elsewhere', 0)} leased by other clients, "
+            f"{units.get('units_leased', 0)} worked on"
         )
     if summary.rate_limited_until:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.rate_limited_until))

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from e2e_utils import check_consistent, cli_cmd, cli_env, read_rows, run_cli
 
 from emulators.faults import Fault

@@ -46,7 +46,7 @@ def test_transient_failures_are_retried_a_bounded_number_of_runs(tmp_path: Path)
 
             out = super().predict(images)
             return [Failure(i.item.id, i.item.unit, "predict", "device_busy", "flaky", True)
-                    if i.item.id == target else o for i, o in zip(images, out)]
+                    if i.item.id == target else o for i, o in zip(images, out, strict=True)]
 
     attempts = []
     for _ in range(3):

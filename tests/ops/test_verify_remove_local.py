@@ -17,6 +17,11 @@ from sharp_dataset_pipeline.stores.local import LocalStore
 INDEX = "data/train.jsonl"
 
 
+def _verify(store: Path, now: float = 2e9, deep: bool = False):
+    """verify_local without the settling pause (nothing publishes into these stores meanwhile)."""
+    return verify_local(store, INDEX, "local:store", now=now, deep=deep, settle_s=0.0)
+
+
 def _kinds(report) -> dict[str, int]:
     return report.counts()
 
@@ -69,7 +74,7 @@ def _damage(store: Path) -> dict[str, str]:
 
 
 def test_clean_store_is_consistent(workspace: Path) -> None:
-    report = verify_local(workspace / "store", INDEX, "local:store", now=2e9, deep=True)
+    report = _verify(workspace / "store", deep=True)
     assert report.ok, report.text()
     assert report.rows == 6 and report.files == 12
 
@@ -77,10 +82,10 @@ def test_clean_store_is_consistent(workspace: Path) -> None:
 def test_verify_finds_each_damage_and_fix_repairs_the_safe_ones(workspace: Path) -> None:
     store = workspace / "store"
     ids = _damage(store)
-    shallow = verify_local(store, INDEX, "local:store", now=2e9)
+    shallow = _verify(store)
     assert _kinds(shallow) == {"duplicate_row": 2, "expired_lease": 1, "missing_file": 1, "orphan_file": 2,
                                "size_mismatch": 1}
-    deep = verify_local(store, INDEX, "local:store", now=2e9, deep=True)
+    deep = _verify(store, deep=True)
     assert _kinds(deep)["hash_mismatch"] == 1
     assert {p.subject for p in deep.problems if p.kind == "hash_mismatch"} == {ids["altered"]}
     assert {p.subject for p in deep.problems if p.kind == "duplicate_row"} == {ids["dup"]}
@@ -91,12 +96,12 @@ def test_verify_finds_each_damage_and_fix_repairs_the_safe_ones(workspace: Path)
     ids_in_index = [r["id"] for r in read_rows(store)]
     assert len(ids_in_index) == len(set(ids_in_index)) == 6
     assert _lease_units(store) == set()
-    after = verify_local(store, INDEX, "local:store", now=2e9, deep=True)
+    after = _verify(store, deep=True)
     assert _kinds(after) == {"hash_mismatch": 1, "missing_file": 1, "size_mismatch": 1}
     assert not any(p.fixable for p in after.problems)
 
     remove_local(store, INDEX, [ids["missing"], ids["resized"], ids["altered"]], "damaged", now=2e9)
-    final = verify_local(store, INDEX, "local:store", now=2e9, deep=True)
+    final = _verify(store, deep=True)
     assert final.ok, final.text()
     assert len(check_consistent(store)) == 3
 
@@ -125,10 +130,10 @@ def test_interrupted_takedown_is_finished_by_fix(workspace: Path) -> None:
     local.open()
     local.exclude([victim["id"]], "test")
     local.close()
-    report = verify_local(store, INDEX, "local:store", now=2e9)
+    report = _verify(store)
     assert _kinds(report) == {"orphan_file": 2, "unrecorded_row": 1}
     fix_local(store, INDEX, report, now=2e9)
-    assert verify_local(store, INDEX, "local:store", now=2e9).ok
+    assert _verify(store).ok
     assert victim["id"] not in {r["id"] for r in read_rows(store)}
     assert not (store / victim["ply_path"]).exists()
 
@@ -173,7 +178,7 @@ def test_remove_from_the_compacted_index(workspace: Path) -> None:
     assert result.removed == [victim] and result.blocked == ["neverseen01"]
     assert result.index_files_rewritten == ["train.jsonl"]
     assert victim not in {r["id"] for r in read_rows(store)}
-    assert verify_local(store, INDEX, "local:store", now=2e9).ok
+    assert _verify(store).ok
     local.open()
     states = local.item_states([victim, "neverseen01"])
     assert states[victim].excluded and not states[victim].published and states["neverseen01"].excluded
@@ -225,4 +230,4 @@ def test_fix_while_a_client_publishes_never_touches_its_work(tmp_path: Path) -> 
     assert proc.returncode == 0, err[-2000:]
     assert rounds > 0, rounds
     assert len(check_consistent(store)) == 24
-    assert verify_local(store, INDEX, "local:store", now=time.time(), deep=True).ok
+    assert _verify(store, now=time.time(), deep=True).ok
