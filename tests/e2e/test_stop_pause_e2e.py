@@ -90,3 +90,21 @@ def test_sigterm_drains_and_releases(tmp_path: Path) -> None:
     assert summary["stopped"] == "SIGTERM"
     assert summary["published"] == len(check_consistent(store))
     assert _no_leases(store, "termed")
+
+
+def test_second_ctrl_c_aborts_and_leaves_the_store_consistent(tmp_path: Path) -> None:
+    photos, store = tmp_path / "photos", tmp_path / "out"
+    make_photos(photos, 60, seed=10, size=(320, 240))
+    env = cli_env(CLIENT_ID="impatient", DOWNLOAD_WORKERS="1", UPLOAD_WORKERS="1")
+    proc = subprocess.Popen(cli_cmd(*_args(photos, store)), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (store / "data").exists() and len(read_rows(store)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "aborting" in err
+    rows = check_consistent(store)
+    assert len(rows) < 60
+    assert _no_leases(store, "impatient")

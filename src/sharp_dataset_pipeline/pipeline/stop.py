@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -71,12 +72,17 @@ class StopControl:
         return self._stop.wait(seconds)
 
     def install_signal_handlers(self) -> None:
-        """First Ctrl+C / SIGTERM: stop and drain. Second Ctrl+C: abort."""
+        """First Ctrl+C / SIGTERM: stop and drain. Second Ctrl+C: abort. Third: exit at once."""
         if threading.current_thread() is not threading.main_thread():
             return
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
+            if self._abort.is_set() and signum == signal.SIGINT:
+                # Third Ctrl+C: leave now. Every publish step is atomic (and the local store repairs
+                # a half-staged batch on its next open), so the dataset stays consistent.
+                log.error("third %s: exiting immediately", name)
+                os._exit(130)
             if self._stop.is_set() and signum == signal.SIGINT:
                 self.request_abort(f"second {name}")
             else:
