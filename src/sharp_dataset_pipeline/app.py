@@ -14,8 +14,10 @@ from .net import make_client
 from .observe.events import Metrics
 from .observe.sinks import ProgressReporter
 from .pipeline.runner import Runner, RunOptions, RunSummary
+from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
 from .settings import Settings
+from .splat.formats import FormatOptions, needs_splat_transform, parse_formats
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,39 @@ def run_options(settings: Settings) -> RunOptions:
         batch_size=size,
         batch_wait_s=wait,
         stop_drain_secs=settings.stop_drain_secs,
+        formats=format_options(settings),
     )
+
+
+def format_options(settings: Settings) -> FormatOptions:
+    return FormatOptions(
+        formats=parse_formats(settings.publish_formats),
+        preview_long_side=settings.preview_long_side,
+        small_ply_keep=settings.gsplat_filter_visibility or 20000,
+        timeout_s=settings.format_timeout_secs,
+        splat_transform_bin=settings.splat_transform_bin,
+    )
+
+
+def _check_formats(opts: FormatOptions) -> None:
+    """Fail before any work when a chosen format needs splat-transform and it is missing."""
+    if needs_splat_transform(opts.formats):
+        from .splat.convert import locate_splat_transform, tool_version
+
+        tool = locate_splat_transform(opts.splat_transform_bin)
+        log.info("splat-transform %s for %s", tool_version(tool), ", ".join(opts.formats))
+
+
+def share_settings(settings: Settings) -> ShareSettings | None:
+    """GSPLAT_UPLOAD=1 only: a gsplat.org client (GSPLAT_BASE is checked against the allow-list)."""
+    if not settings.gsplat_upload:
+        return None
+    from .publish.share import GsplatClient, ShareOptions
+
+    client = GsplatClient(ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
+                                       total_timeout_s=settings.gsplat_timeout_secs))
+    return ShareSettings(client=client, use_small_ply=settings.gsplat_use_small_ply,
+                         keep=settings.gsplat_filter_visibility or 20000)
 
 
 def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
@@ -86,6 +120,8 @@ def run_pipeline(settings: Settings, console: Console) -> RunSummary:
         log.info("HF_UPLOAD=0: publishing to the local store")
     elif settings.resolved_store().startswith("local:") and not settings.store:
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
+    _check_formats(opts.formats)
+    share = share_settings(settings)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
     store = make_store(settings)
@@ -103,7 +139,9 @@ def run_pipeline(settings: Settings, console: Console) -> RunSummary:
     reporter.start()
     summary: RunSummary | None = None
     try:
-        summary = Runner(source, store, predictor, opts, metrics, control, http_client=client).run()
+        summary = Runner(source, store, predictor, opts, metrics, control, http_client=client, share=share).run()
+        if hasattr(store, "budget_report"):
+            summary.extra["hub_budget"] = store.budget_report()
         return summary
     finally:
         control.restore_signal_handlers()

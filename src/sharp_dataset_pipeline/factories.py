@@ -54,7 +54,7 @@ def make_source(settings: Settings, client: httpx.Client) -> Source:
     if kind == "samples":
         from .sources.folder import FolderSource
 
-        return FolderSource(samples_dir(), range_size=settings.range_size)
+        return FolderSource(samples_dir(), range_size=settings.range_size, license="CC0-1.0")
     if kind == "folder":
         from .sources.folder import FolderSource
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
-        validate_default=True,
+        validate_default=True, populate_by_name=True,
     )
 
     # What to read, where to write, what predicts.
@@ -91,7 +91,11 @@ class Settings(BaseSettings):
     hf_upload_batch_size: int = Field(default=0, ge=0, le=1000)
     hf_upload_batch_wait_ms: int = Field(default=0, ge=0)
     hf_commits_per_hour: int = Field(default=100, ge=1, le=10_000)
-    hf_token: SecretStr | None = None
+    hf_compact_every_shards: int = Field(default=256, ge=0)
+    hf_endpoint: str = ""
+    hf_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("hf_token", "huggingface_hub_token", "hugging_face_hub_token")
+    )
 
     # Unsplash.
     unsplash_access_key: SecretStr | None = None
@@ -140,8 +144,14 @@ class Settings(BaseSettings):
     gsplat_base: str = "https://gsplat.org"
     gsplat_expiration_type: str = "1week"
     gsplat_filter_visibility: int = Field(default=20000, ge=0)
-    splat_transform_bin: str = "splat-transform"
+    splat_transform_bin: str = ""
     gsplat_use_small_ply: bool = True
+    gsplat_timeout_secs: float = Field(default=300.0, gt=0)
+
+    # What is published per item (see README: formats and sizes).
+    publish_formats: str = "ply,preview"
+    preview_long_side: int = Field(default=512, ge=16, le=4096)
+    format_timeout_secs: float = Field(default=600.0, gt=0)
 
     @field_validator("run_id", "client_id")
     @classmethod
@@ -149,6 +159,16 @@ class Settings(BaseSettings):
         if not value or any(c in value for c in "/\\\0") or value in {".", ".."}:
             raise ValueError("must be a non-empty name without slashes")
         return value
+
+    @field_validator("publish_formats")
+    @classmethod
+    def _formats(cls, value: str) -> str:
+        from .splat.formats import parse_formats
+
+        try:
+            return ",".join(parse_formats(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("hf_index_repo_path")
     @classmethod

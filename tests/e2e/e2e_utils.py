@@ -70,12 +70,15 @@ def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
     assert len(ids) == len(set(ids)), "an id is published twice"
     referenced = set()
     for r in rows:
-        for kind in ("image", "ply"):
-            rel = r[f"{kind}_path"]
+        files = [(r[f"{kind}_path"], r[f"{kind}_size"], r[f"{kind}_sha256"]) for kind in ("image", "ply")]
+        files += [(e["path"], e["size"], e["sha256"]) for e in json.loads(r["extra_files"])]
+        for rel, size, digest in files:
+            if not rel:
+                continue
             path = store / rel
             assert path.is_file(), f"row {r['id']} points at missing {rel}"
-            assert path.stat().st_size == r[f"{kind}_size"]
-            assert sha256(path) == r[f"{kind}_sha256"]
+            assert path.stat().st_size == size
+            assert sha256(path) == digest
             referenced.add(rel)
     on_disk = {
         p.relative_to(store).as_posix()

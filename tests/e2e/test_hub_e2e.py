@@ -48,11 +48,12 @@ def _check_repo(hub: HubEmulator, expected: int) -> list[dict]:
     assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1][:5]
     referenced: Counter[str] = Counter()
     for row in rows:
-        for kind in ("image", "ply"):
-            path = row[f"{kind}_path"]
+        entries = [(row[f"{kind}_path"], row[f"{kind}_size"], row[f"{kind}_sha256"]) for kind in ("image", "ply")]
+        entries += [(e["path"], e["size"], e["sha256"]) for e in json.loads(row["extra_files"])]
+        for path, size, digest in entries:
             assert path in files, f"row {row['id']} points at missing {path}"
-            assert len(files[path]) == row[f"{kind}_size"]
-            assert hashlib.sha256(files[path]).hexdigest() == row[f"{kind}_sha256"]
+            assert len(files[path]) == size
+            assert hashlib.sha256(files[path]).hexdigest() == digest
             referenced[path] += 1
     item_files = [p for p in files if not p.startswith((".coord/", "data/")) and p not in
                   ("README.md", ".gitattributes")]

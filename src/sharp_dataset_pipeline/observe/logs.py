@@ -58,5 +58,5 @@ def setup_logging(level: str, secrets: Iterable[str], log_file: str | None = Non
         handler.setFormatter(fmt)
         handler.addFilter(secret_filter)
         root.addHandler(handler)
-    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "filelock"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[bool, str]] = {
     "missing_row": (True, "a published item whose row is in no index file"),
     "unrecorded_index_file": (True, "an index shard the ledger does not know"),
     "missing_index_file": (True, "an index shard the ledger has committed but that is missing"),
+    "shard_count": (True, "a publish step's recorded row count differs from its rows in the ledger"),
     "expired_lease": (True, "a lease past its expiry (its unit can be taken over)"),
     "bad_lease": (True, "a lease that is malformed (no owner, bad times)"),
     "lease_on_done_unit": (True, "a lease on a unit that is already done"),
@@ -63,7 +64,8 @@ class StoreView:
     ``listing``: repo path → size of every item-area file (not the index folder, the card or
     ``.coord/``). ``ledger_rows``/``expected_file``/``known_index_files`` come from a ledger
     kept apart from the index files (local store); ``None`` where the index files are the
-    ledger, in which case the rows found in them are taken as published.
+    ledger, in which case the rows found in them are taken as published. ``ledger_problems``
+    are inconsistencies the store found inside its ledger (reported as they are).
     """
 
     description: str
@@ -74,6 +76,7 @@ class StoreView:
     ledger_rows: dict[str, IndexRow] | None = None
     expected_file: dict[str, str] | None = None
     known_index_files: set[str] | None = None
+    ledger_problems: list[Problem] = field(default_factory=list)  # found by the store in its own books
 
 
 @dataclass
@@ -218,5 +221,6 @@ def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | No
     file_problems, _ = _file_problems(rows, view.listing, hasher)
     problems += file_problems
     problems += lease_problems(view.leases, view.done_units, now)
+    problems += view.ledger_problems
     return VerifyReport(store=view.description, deep=hasher is not None, rows=len(rows),
                         files=len(view.listing), leases=len(view.leases), problems=problems)

@@ -41,6 +41,10 @@ TRANSIENT = frozenset({"orphan_file", "missing_row", "unrecorded_row", "missing_
 _INDEX_KINDS = frozenset({"duplicate_row", "bad_row", "unrecorded_row", "missing_row",
                           "unrecorded_index_file", "missing_index_file"})
 _LEASE_KINDS = frozenset({"expired_lease", "bad_lease", "lease_on_done_unit"})
+# status sums these per-publish-step counts instead of counting items, so they must be right.
+_COUNT_MISMATCH_SQL = """
+    SELECT s.name, s.rows, COUNT(i.id) FROM shards s LEFT JOIN items i ON i.shard = s.name
+    GROUP BY s.name HAVING s.rows != COUNT(i.id) ORDER BY s.name"""
 
 
 def _index_dir(root: Path, index_path: str) -> Path:
@@ -101,11 +105,13 @@ def _read_ledger(conn: sqlite3.Connection, index_path: str, on_disk: set[str]) -
         leases = [Lease(*r) for r in conn.execute(
             "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases ORDER BY unit")]
         done = {r[0] for r in conn.execute("SELECT unit FROM units_done")}
+        counts = [Problem("shard_count", name, f"records {rows} rows, the ledger holds {actual}", name)
+                  for name, rows, actual in conn.execute(_COUNT_MISMATCH_SQL)]
     known = {n for n, s in states.items() if s == "committed"}
     known |= {n for n, s in states.items() if s == "compacting" and n in on_disk}
     if index_name in on_disk or any(s != "committed" for s in states.values()):
         known.add(index_name)
-    return {"rows": rows, "expected": expected, "known": known, "leases": leases, "done": done}
+    return {"rows": rows, "expected": expected, "known": known, "leases": leases, "done": done, "counts": counts}
 
 
 def scan_local(root: Path, index_path: str, description: str) -> StoreView:
@@ -119,7 +125,8 @@ def scan_local(root: Path, index_path: str, description: str) -> StoreView:
         conn.close()
     return StoreView(description=description, index_files=index_files, listing=_list_item_files(root, index_path),
                      leases=ledger["leases"], done_units=ledger["done"], ledger_rows=ledger["rows"],
-                     expected_file=ledger["expected"], known_index_files=ledger["known"])
+                     expected_file=ledger["expected"], known_index_files=ledger["known"],
+                     ledger_problems=ledger["counts"])
 
 
 def sha256_file(path: Path) -> str:
@@ -223,6 +230,11 @@ def fix_local(root: Path, index_path: str, report: VerifyReport, now: float) -> 
                 rewrite_index_file(root, index_path, conn, name)
             fixed += index_fixes
             fixed += _fix_leases(conn, [p for p in todo if p.kind in _LEASE_KINDS], now)
+            for p in todo:
+                if p.kind == "shard_count":
+                    conn.execute("UPDATE shards SET rows = (SELECT COUNT(*) FROM items WHERE shard = ?) "
+                                 "WHERE name = ?", (p.target, p.target))
+                    fixed.append(p)
     finally:
         conn.close()
     log.info("fixed %d of %d fixable problems in %s", len(fixed), len(todo), root)

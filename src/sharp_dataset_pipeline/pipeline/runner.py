@@ -26,10 +26,11 @@ from ..observe.events import Metrics
 from ..predict.base import Predictor, RawSplat
 from ..records import Failure, FetchedImage, Item
 from ..sources.base import Source
+from ..splat.formats import FormatOptions
 from ..stores.base import Store
 from .intake import Intake, IntakeOptions
 from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
-from .stages import PostprocessOptions, failure_from_error, postprocess_item
+from .stages import PostprocessOptions, ShareSettings, failure_from_error, postprocess_item
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -56,6 +57,7 @@ class RunOptions:
     batch_wait_s: float = 1.0
     stop_drain_secs: float = 120.0
     fanout: bool = False
+    formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Runner:
         control: StopControl,
         http_client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
+        share: ShareSettings | None = None,
     ) -> None:
         self.source, self.store, self.predictor, self.opts = source, store, predictor, opts
         self.metrics, self.control, self.http, self.clock = metrics, control, http_client, clock
@@ -127,7 +130,8 @@ class Runner:
         )
         self._wire_source_hooks()
         self.pp_opts = PostprocessOptions(
-            self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id
+            self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id,
+            formats=opts.formats, share=share,
         )
 
     def _wire_source_hooks(self) -> None:

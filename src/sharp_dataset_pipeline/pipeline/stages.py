@@ -13,8 +13,20 @@ from pathlib import Path
 from ..errors import PermanentError, RateLimited, TransientError
 from ..predict.base import RawSplat
 from ..publish.layout import item_path
+from ..publish.share import GsplatClient, share_fields, try_share
 from ..records import Failure, FetchedImage, IndexRow, Item, ProcessedItem, PublishedFile
+from ..splat.formats import FormatOptions, extra_files_json, make_extra_files
+from ..splat.gaussians import Gaussians
 from ..splat.ply import validate_ply, write_ply
+
+
+@dataclass(frozen=True)
+class ShareSettings:
+    """Optional gsplat.org sharing of each item (off unless GSPLAT_UPLOAD=1)."""
+
+    client: GsplatClient
+    use_small_ply: bool
+    keep: int
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,8 @@ class PostprocessOptions:
     predictor: str
     model_version: str
     client_id: str
+    formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
+    share: ShareSettings | None = None
 
 
 def utc_now_iso(clock: float | None = None) -> str:
@@ -42,17 +56,30 @@ def _row_from_item(item: Item) -> IndexRow:
 
 
 def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOptions) -> ProcessedItem:
-    """Raw prediction → SHARP-layout PLY on disk (validated) → index row + files to publish."""
+    """Raw prediction → SHARP-layout PLY on disk (validated) → other formats, preview, optional
+    share → index row + the files to publish (every one checked before it is published)."""
     gaussians = raw.to_gaussians()
     item = fetched.item
     ply_local = opts.gaussians_dir / f"{item.id}.ply"
     ply_size, ply_sha = write_ply(gaussians, ply_local)
     validate_ply(ply_local)
+    extras = make_extra_files(gaussians, ply_local, item.id, opts.gaussians_dir, opts.formats)
     image_repo = item_path(opts.subdir, item.id, fetched.ext, fanout=opts.fanout)
-    ply_repo = item_path(opts.subdir, item.id, "ply", fanout=opts.fanout)
     row = _row_from_item(item)
     row.image_path, row.image_size, row.image_sha256 = image_repo, fetched.size, fetched.sha256
-    row.ply_path, row.ply_size, row.ply_sha256 = ply_repo, ply_size, ply_sha
+    files = [PublishedFile("image", image_repo, fetched.original_path, fetched.size, fetched.sha256)]
+    if "ply" in opts.formats.formats:
+        ply_repo = item_path(opts.subdir, item.id, "ply", fanout=opts.fanout)
+        row.ply_path, row.ply_size, row.ply_sha256 = ply_repo, ply_size, ply_sha
+        files.append(PublishedFile("ply", ply_repo, ply_local, ply_size, ply_sha))
+    entries = []
+    for extra in extras:
+        repo = item_path(opts.subdir, item.id, extra.ext, fanout=opts.fanout)
+        files.append(PublishedFile(extra.kind, repo, extra.local_path, extra.size, extra.sha256))
+        entries.append((extra, repo))
+    row.extra_files = extra_files_json(entries)
+    if opts.share is not None:
+        _share(row, gaussians, ply_local, extras, opts)
     row.width, row.height = fetched.width, fetched.height
     row.focal_px, row.focal_source = float(fetched.focal_px), fetched.focal_source
     if gaussians.focal_px > 0 and abs(gaussians.focal_px - fetched.focal_px) > 1e-3 * fetched.focal_px:
@@ -63,12 +90,26 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
     row.predictor, row.model_version = opts.predictor, opts.model_version
     row.processed_at = utc_now_iso()
     row.client_id = opts.client_id
-    files = [
-        PublishedFile("image", image_repo, fetched.original_path, fetched.size, fetched.sha256),
-        PublishedFile("ply", ply_repo, ply_local, ply_size, ply_sha),
-    ]
     payload = str(item.meta.get("download_location", ""))
     return ProcessedItem(row=row, files=files, followup_payload=payload)
+
+
+def _share(row: IndexRow, g: Gaussians, ply_local: Path, extras: list, opts: PostprocessOptions) -> None:
+    """Share on gsplat.org; a failed share leaves the row without share fields (``share --missing``)."""
+    assert opts.share is not None
+    path = ply_local
+    if opts.share.use_small_ply:
+        small = [e for e in extras if e.kind == "small_ply"]
+        if small:
+            path = small[0].local_path
+        else:
+            small_opts = FormatOptions(formats=("small.ply",), small_ply_keep=opts.share.keep)
+            made = make_extra_files(g, ply_local, f"{row.id}.share", opts.gaussians_dir, small_opts)
+            path = made[0].local_path
+    result = try_share(opts.share.client, path, title=row.id)
+    if result is not None:
+        for key, value in share_fields(result).items():
+            setattr(row, key, value)
 
 
 def failure_from_error(item: Item, stage: str, exc: BaseException) -> Failure:

@@ -63,11 +63,12 @@ class FolderSource:
 
     name = "folder"
 
-    def __init__(self, root: Path, range_size: int = 300) -> None:
+    def __init__(self, root: Path, range_size: int = 300, *, license: str = "") -> None:
         if range_size < 1:
             raise ValueError("range_size must be >= 1")
         self.root = Path(root).resolve()
         self.range_size = range_size
+        self.license = license  # recorded in every row; the user's own photos keep their own licence
         self._entries: list[_Entry] | None = None
         self._by_size: dict[int, list[int]] = {}
         self._listing_hash = ""
@@ -101,7 +102,7 @@ class FolderSource:
                 offset=offset,
                 path=str(self.root / entry.rel),
                 ext_hint=Path(entry.rel).suffix.lower().lstrip("."),
-                meta={"source_path": entry.rel, "license": ""},
+                meta={"source_path": entry.rel, "license": self.license},
             )
 
     def skipped_counts(self) -> dict[str, int]:

@@ -314,6 +314,6 @@ def build_hub_store(settings: Any, repo_id: str) -> HubStore:
         endpoint=getattr(settings, "hf_endpoint", None) or None,
         index_path=settings.hf_index_repo_path,
         commits_per_hour=settings.hf_commits_per_hour,
-        auto_compact_shards=settings.hf_index_flush_every if settings.hf_write_index else 0,
+        auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
         client_id=settings.client_id,
     )

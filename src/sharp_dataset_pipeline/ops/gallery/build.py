@@ -34,7 +34,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ...errors import PermanentError, StoreError
 from ...ledger.status import PublishEvent
 from ...records import IndexRow
-from ...splat.gaussians import XYZ
+from ...splat.gaussians import XYZ, Gaussians
 from ...splat.ply import InvalidSplat, read_ply
 from ...splat.preview import render_preview, save_preview
 from . import pages, plots
@@ -119,9 +119,25 @@ def _render(ply: Path, dst: Path, long_side: int) -> float:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BILINEAR)
     save_preview(np.asarray(img), dst, quality=85)
+    return _median_depth(g)
+
+
+def _median_depth(g: Gaussians) -> float:
     z = g.vertices[:, XYZ][:, 2]
     z = z[np.isfinite(z) & (z > 0)]
     return float(np.median(z)) if z.size else 2.0
+
+
+def _published_preview(row: IndexRow) -> str:
+    """Repo path of a preview the pipeline already published with the item, if any."""
+    try:
+        extra = json.loads(row.extra_files or "[]")
+    except ValueError:
+        return ""
+    for entry in extra if isinstance(extra, list) else []:
+        if isinstance(entry, dict) and entry.get("kind") == "preview" and isinstance(entry.get("path"), str):
+            return entry["path"]
+    return ""
 
 
 def _make_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOptions) -> dict:
@@ -130,7 +146,12 @@ def _make_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOpti
         raise PermanentError(f"{row.id}: the row names no photo or no PLY", reason="incomplete_row")
     _thumbnail(files.local_path(row.image_path), media / "photo.jpg", opts.thumb_long_side)
     ply = files.local_path(row.ply_path)
-    depth = _render(ply, media / "preview.jpg", opts.preview_long_side)
+    published = _published_preview(row)
+    if published:  # rendered by the pipeline already: only scaled here
+        _thumbnail(files.local_path(published), media / "preview.jpg", opts.preview_long_side)
+        depth = _median_depth(read_ply(ply))
+    else:
+        depth = _render(ply, media / "preview.jpg", opts.preview_long_side)
     _link_or_copy(ply, media / "splat.ply")
     return {"image_sha256": row.image_sha256, "ply_sha256": row.ply_sha256, "depth": depth}
 
