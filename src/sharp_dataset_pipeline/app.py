@@ -85,14 +85,21 @@ def _check_formats(opts: FormatOptions) -> None:
         log.info("splat-transform %s for %s", tool_version(tool), ", ".join(opts.formats))
 
 
+def _share_options(settings: Settings) -> object:
+    from .publish.share import ShareOptions
+
+    return ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
+                        total_timeout_s=settings.gsplat_timeout_secs,
+                        allow_private_base=settings.gsplat_allow_private_base)
+
+
 def share_settings(settings: Settings) -> ShareSettings | None:
     """GSPLAT_UPLOAD=1 only: a gsplat.org client (GSPLAT_BASE is checked against the allow-list)."""
     if not settings.gsplat_upload:
         return None
-    from .publish.share import GsplatClient, ShareOptions
+    from .publish.share import GsplatClient
 
-    client = GsplatClient(ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
-                                       total_timeout_s=settings.gsplat_timeout_secs))
+    client = GsplatClient(_share_options(settings))
     return ShareSettings(client=client, use_small_ply=settings.gsplat_use_small_ply,
                          keep=settings.gsplat_filter_visibility or 20000)
 
@@ -151,3 +158,24 @@ def run_pipeline(settings: Settings, console: Console) -> RunSummary:
         predictor.close()
         store.close()
         client.close()
+
+
+def share_missing_items(settings: Settings, limit: int | None) -> object:
+    """``sharp-dataset share --missing``: share what a run did not (off, or a failed share)."""
+    from .publish.share import GsplatClient, local_share_file, share_missing, update_local_share_fields
+    from .stores.local import LocalStore
+
+    store = make_store(settings)
+    if not isinstance(store, LocalStore):
+        raise ConfigError("share --missing works with a local store for now (--store local:DIR)")
+    client = GsplatClient(_share_options(settings))
+    store.open()
+    try:
+        file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
+                                    keep=settings.gsplat_filter_visibility or 20000,
+                                    work_dir=settings.run_dir / "share")
+        return share_missing(store, client, file_for=file_for,
+                             record=lambda item_id, fields: update_local_share_fields(store, item_id, fields),
+                             limit=limit)
+    finally:
+        store.close()

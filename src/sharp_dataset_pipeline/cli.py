@@ -115,6 +115,23 @@ def compact(env_file: str, **flags: Any) -> None:
     click.echo(f"compacted: {rows} rows in {settings.hf_index_repo_path} ({settings.resolved_store()})")
 
 
+@main.command()
+@_common_options
+@click.option("--missing", is_flag=True, required=True, help="Share every published item that has no share yet.")
+@click.option("--limit", type=int, default=None, help="Share at most this many items in this pass.")
+def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None:
+    """Share published items on gsplat.org (GSPLAT_BASE) and record the viewer URLs in the index.
+
+    Uses GSPLAT_USE_SMALL_PLY / GSPLAT_FILTER_VISIBILITY like the pipeline. Local store only for now.
+    """
+    settings = _load(flags, env_file)
+    from .app import share_missing_items
+
+    result = _guarded(lambda: share_missing_items(settings, limit))
+    failed = ", ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())) or "none"
+    click.echo(f"shared {len(result.shared)}, already shared {result.already}, failed {len(result.failed)} ({failed})")
+
+
 def _load(flags: dict[str, Any], env_file: str) -> Settings:
     renamed = {"batch_size": "hf_upload_batch_size"}
     overrides = {renamed.get(k, k): v for k, v in flags.items() if v is not None}

@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     splat_transform_bin: str = ""
     gsplat_use_small_ply: bool = True
     gsplat_timeout_secs: float = Field(default=300.0, gt=0)
+    # Only for tests against a loopback emulator: allow a private/loopback GSPLAT_BASE.
+    gsplat_allow_private_base: bool = False
 
     # What is published per item (see README: formats and sizes).
     publish_formats: str = "ply,preview"

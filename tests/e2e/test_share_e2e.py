@@ -1,0 +1,34 @@
+"""GSPLAT_UPLOAD=1 through the real CLI against the loopback gsplat emulator: a failed share leaves the
+item published without share fields, and ``share --missing`` fills them in later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from e2e_utils import check_consistent, make_photos, read_rows, run_cli
+
+from emulators.faults import Fault
+from emulators.gsplat import GsplatEmulator
+
+
+def test_failed_share_never_blocks_publish_and_share_missing_fills_it_in(tmp_path: Path) -> None:
+    photos, store = tmp_path / "photos", tmp_path / "out"
+    make_photos(photos, 4, seed=12)
+    with GsplatEmulator() as emu:
+        emu.faults.add(Fault(status=500), path="order.createOrder", times=4 * 4)
+        env = {"GSPLAT_UPLOAD": "1", "GSPLAT_BASE": emu.base_url, "GSPLAT_ALLOW_PRIVATE_BASE": "1",
+               "GSPLAT_FILTER_VISIBILITY": "500", "DOWNLOAD_WORKERS": "1", "UPLOAD_WORKERS": "1"}
+        first = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                        "--store", f"local:{store}", **env)
+        assert first.returncode == 0, first.stderr
+        rows = check_consistent(store)
+        assert len(rows) == 4
+        unshared = [r for r in rows if not r["gsplat_share_id"]]
+        assert unshared, "the injected 500s should have failed at least one share"
+        emu.faults = type(emu.faults)()  # the service recovers
+        again = run_cli(tmp_path, "share", "--missing", "--store", f"local:{store}", **env)
+        assert again.returncode == 0, again.stderr
+        assert f"shared {len(unshared)}" in again.stdout
+        rows = read_rows(store)
+        assert len(rows) == 4 and all(r["gsplat_share_id"] and r["gsplat_url"] for r in rows)
+        check_consistent(store)
