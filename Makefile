@@ -3,8 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup setup-node lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -12,17 +13,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# splat-transform (and a Node 22 binary for it) for the .spz/.sog/.compressed.ply/.html formats.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+
 setup: $(STAMP)
+setup-node: $(NODE_STAMP)
 
 # The main job on the embedded default: bundled sample photos -> planar predictor -> local store.
 demo: $(STAMP)
 	$(BIN)/sharp-dataset run --source samples --predictor planar --store local:sharp-dataset-out
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+bench: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_ply.py
+
 clean:
-	rm -rf $(VENV) runs sharp-dataset-out
+	rm -rf $(VENV) node_modules runs sharp-dataset-out

@@ -51,3 +51,24 @@ def file_server() -> Iterator[FileServer]:
     """A started loopback ``FileServer`` (see ``emulators/files.py``), stopped after the test."""
     with FileServer() as server:
         yield server
+
+
+# In CI every optional tool is installed by .ci/run, so a test skipped for a missing tool means the
+# install step broke: fail the run instead of passing with less coverage than it claims.
+_MISSING_TOOL_MARKERS = ("not installed", "could not import 'torch'", "chromium")
+_missing_tool_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if any(marker in reason.lower() for marker in _MISSING_TOOL_MARKERS):
+            _missing_tool_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import os
+
+    if os.environ.get("CI") == "true" and _missing_tool_skips:
+        print("\nCI: tests were skipped because a tool is missing:\n  " + "\n  ".join(_missing_tool_skips[:10]))
+        session.exitstatus = 1
