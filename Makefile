@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
+VIEWER_DIR := src/sharp_dataset_pipeline/ops/gallery/viewer
+VIEWER_STAMP := $(VIEWER_DIR)/node_modules/.package-lock.json
 
 .PHONY: demo test setup setup-node lint bench clean
 
@@ -17,14 +19,18 @@ $(STAMP): pyproject.toml
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 
+# The gallery's offline 3D viewer (PlayCanvas), copied into the site at build time.
+$(VIEWER_STAMP): $(VIEWER_DIR)/package.json $(VIEWER_DIR)/package-lock.json
+	npm ci --no-audit --no-fund --prefix $(VIEWER_DIR)
+
 setup: $(STAMP)
-setup-node: $(NODE_STAMP)
+setup-node: $(NODE_STAMP) $(VIEWER_STAMP)
 
 # The main job on the embedded default: bundled sample photos -> planar predictor -> local store.
 demo: $(STAMP)
 	$(BIN)/sharp-dataset run --source samples --predictor planar --store local:sharp-dataset-out
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(VIEWER_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -35,4 +41,4 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/bench_ply.py
 
 clean:
-	rm -rf $(VENV) node_modules runs sharp-dataset-out
+	rm -rf $(VENV) node_modules $(VIEWER_DIR)/node_modules runs sharp-dataset-out gallery

@@ -180,5 +180,14 @@ def _print_summary(summary: Any) -> None:
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")
 
 
+def _register_operations() -> None:
+    from .ops_cli import gallery_cmd, gc_cmd, remove_cmd, status_cmd, verify_cmd
+
+    for command in (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd):
+        main.add_command(command)
+
+
+_register_operations()
+
 if __name__ == "__main__":
     main()

@@ -168,8 +168,9 @@ def render_card(
         "## Removal requests",
         "",
         "If you are the author of a photo (or appear in one) and want it removed, open a discussion",
-        "on this dataset's page (or contact its maintainer) with the item `id` or the photo URL. The",
-        "item is then excluded from the index and its files are deleted in a later update.",
+        "on this dataset's page (or contact its maintainer) with the item `id` or the photo URL.",
+        "Maintainers carry out a request with `sharp-dataset remove ID --reason ...`: the item's files",
+        "and index row are deleted in one step and its id is excluded, so no client publishes it again.",
         "",
     ]
     return "\n".join(lines)
