@@ -63,6 +63,7 @@ def run_options(settings: Settings) -> RunOptions:
         batch_wait_s=wait,
         stop_drain_secs=settings.stop_drain_secs,
         formats=format_options(settings),
+        keep_run_files=settings.keep_run_files if settings.keep_run_files is not None else store_kind == "local",
     )
 
 

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     fetch_retries: int = Field(default=4, ge=1, le=20)
     max_image_pixels: int = Field(default=120_000_000, ge=1)
     max_download_bytes: int = Field(default=200_000_000, ge=1)
+    # Keep runs/<RUN_ID>/images and gaussians after publish? Unset: yes for the local store (its files
+    # are hard links of them, so keeping costs nothing), no for the hub (66 MB per item would fill disks).
+    keep_run_files: bool | None = None
 
     # Publishing.
     hf_upload: bool = True

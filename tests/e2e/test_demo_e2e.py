@@ -76,3 +76,13 @@ def test_main_script_runs_from_environment_only(tmp_path: Path) -> None:
                          timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(check_consistent(store)) == 2
+
+
+def test_run_files_can_be_dropped_after_publish(tmp_path: Path) -> None:
+    store = tmp_path / "out"
+    res = run_cli(tmp_path, "run", "--source", "samples", "--predictor", "planar", "--store", f"local:{store}",
+                  "--run-id", "lean", KEEP_RUN_FILES="0")
+    assert res.returncode == 0, res.stderr
+    assert len(check_consistent(store)) == len(list(samples_dir().glob("*.jpg")))
+    run = tmp_path / "runs" / "lean"
+    assert not list((run / "gaussians").iterdir()) and not list((run / "images").iterdir())

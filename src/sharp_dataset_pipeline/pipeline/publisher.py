@@ -32,6 +32,7 @@ class PublishOptions:
     lease_ttl_s: float
     max_item_attempts: int
     followup_kind: str = ""
+    delete_published_run_files: bool = False
 
 
 @dataclass
@@ -167,8 +168,20 @@ class BatchPublisher:
         if batch.units_done:
             self.sink.count("publish", "units_done", len(batch.units_done))
         self.sink.event("batch", items=len(published), failures=len(batch.failures), commit=receipt.commit)
+        if self.opts.delete_published_run_files:
+            _delete_run_files(batch)
         if self.on_published and batch.followups:
             self.on_published([f for f in batch.followups if f.item_id in published])
+
+
+def _delete_run_files(batch: Batch) -> None:
+    """The store holds its own copy now; drop the run folder's (the hub store's 66 MB per item)."""
+    for item in batch.items:
+        for f in item.files:
+            try:
+                f.local_path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete %s after publishing: %s", f.local_path, exc)
 
 
 class FollowupWorker:

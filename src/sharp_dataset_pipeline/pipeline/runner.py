@@ -58,6 +58,7 @@ class RunOptions:
     stop_drain_secs: float = 120.0
     fanout: bool = False
     formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
+    keep_run_files: bool = True
 
 
 @dataclass
@@ -124,7 +125,8 @@ class Runner:
         self.publisher = BatchPublisher(
             store, self.tracker,
             PublishOptions(opts.client_id, opts.batch_size, opts.batch_wait_s, opts.lease_ttl_s,
-                           opts.max_item_attempts, followup_kind=kind),
+                           opts.max_item_attempts, followup_kind=kind,
+                           delete_published_run_files=not opts.keep_run_files),
             metrics, control, self.results,
             on_published=self.followups.submit if self.followups else None,
         )
