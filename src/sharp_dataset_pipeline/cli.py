@@ -138,7 +138,7 @@ def _load(flags: dict[str, Any], env_file: str) -> Settings:
     try:
         settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     from .observe.logs import setup_logging
 
@@ -150,10 +150,10 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except SharpDatasetError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import StoreError
 from ..publish import layout
 from ..publish.index import decode_rows
-from ..records import Batch, Failure, Followup, ItemState, Lease, Unit
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
 from .hub_ops import (
@@ -109,6 +109,15 @@ class HubStore:
         self._failures: list[Failure] = []
         self._followups_done: list[Followup] = []
         self._published_total = 0
+        self._admin_ops: Any = None  # HubAdmin, made on first use
+
+    def _admin(self) -> Any:
+        """The operation commands (``hub_admin``); also the exclusion set the publish path obeys."""
+        if self._admin_ops is None:
+            from .hub_admin import HubAdmin
+
+            self._admin_ops = HubAdmin(self._sync, self.description, self._client_id)
+        return self._admin_ops
 
     def budget_report(self) -> dict[str, Any]:
         """Commits last hour, API calls, and both per published item (metrics + final summary)."""
@@ -198,6 +207,7 @@ class HubStore:
         """Published (the index is the done set) and failure tallies, from a recent state; a stale
         answer costs at most duplicate work, never a duplicate row (publish re-checks at the head)."""
         state = self._sync.current(self._max_age)
+        gone = self._admin().excluded(state)
         with self._buf_lock:
             buffered = list(self._failures)
         extra: dict[str, list[Failure]] = {}
@@ -205,6 +215,9 @@ class HubStore:
             extra.setdefault(f.item_id, []).append(f)
         out = {}
         for item_id in item_ids:
+            if item_id in gone:  # removed: never published again (``remove``)
+                out[item_id] = ItemState(published=item_id in state.published, excluded=True)
+                continue
             tally = state.failures.get(item_id)
             mine = extra.get(item_id, [])
             if item_id not in state.published and tally is None and not mine:
@@ -241,11 +254,12 @@ class HubStore:
         client = batch.client_id or self._client_id
 
         def build(state: HubState) -> Plan | None:
+            todo, fails = self._admin().without_excluded(state, batch, failures)
             inputs = PublishInputs(client_id=client, index_path=self.index_path, now=self._clock(),
-                                   nonce=_nonce(), extra_failures=failures, followups_done=done,
+                                   nonce=_nonce(), extra_failures=fails, followups_done=done,
                                    published_total=self._published_total,
                                    fanout_threshold=self._fanout_threshold)
-            return plan_publish(state, batch, inputs)
+            return plan_publish(state, todo, inputs)
 
         try:
             with self._sync.lock:
@@ -301,6 +315,41 @@ class HubStore:
             return len(state.published)
         log.info("compacted the index of %s: %d rows", self.repo_id, plan.rows)
         return plan.rows
+
+
+    # -- operations (status, verify, remove, gc, gallery): see ``hub_admin`` ---------------------
+
+    def ledger_snapshot(self, now: float) -> Any:
+        """``LedgerSnapshot`` of the whole dataset at the head, for ``status``."""
+        return self._admin().snapshot(now)
+
+    def publish_events(self) -> list[Any]:
+        """Every publish step still visible in the index (``PublishEvent``s), for the gallery report."""
+        return self._admin().publish_events()
+
+    def verify(self, now: float, deep: bool = False) -> Any:
+        """``VerifyReport`` of the repo at its head (``deep``: compare SHA-256 too)."""
+        return self._admin().verify(now, deep)
+
+    def fix(self, report: Any, now: float) -> list[Any]:
+        """Repair the report's orphan files and stale leases in one commit; returns what was fixed."""
+        return self._admin().fix(report, now)
+
+    def remove(self, item_ids: list[str], reason: str, now: float) -> Any:
+        """Take items down (files, index rows) and exclude their ids, in one commit (``RemoveResult``)."""
+        return self._admin().remove(item_ids, reason, now)
+
+    def gc(self, now: float) -> Any:
+        """Delete expired leases and leases on done units in one commit (``GcResult``)."""
+        return self._admin().gc(now)
+
+    def rows(self) -> list[IndexRow]:
+        """Every published row at the head (removed items left out)."""
+        return self._admin().rows()
+
+    def local_path(self, repo_path: str) -> Path:
+        """A downloaded copy of a repo file, at the sha ``rows()`` read."""
+        return self._admin().local_path(repo_path)
 
 
 def build_hub_store(settings: Any, repo_id: str) -> HubStore:

@@ -1,0 +1,519 @@
+"""Operations on a Hub store (``HubStore`` delegates to ``HubAdmin``): ``status``, ``verify`` /
+``verify --fix``, ``remove``, ``gc``, and file access for the gallery.
+
+Reads name the sha they decide at (never ``revision="main"``). Every write is ONE commit through
+``HubSync.run`` (compare-and-swap on the head, re-decide on 412, the governor, the unknown-outcome
+rules) carrying ``.coord/progress/ops.<client>.json`` with a fresh nonce, so a lost answer can be
+told apart from a commit that did not land.
+
+Removal. A removed id is recorded in ``.coord/batches/zz-removal-<utc>-<client>-<nonce>.json`` as
+a permanent failure (stage ``remove``, reason ``removed``) in the commit that deletes its files
+and rewrites the index files that held its rows. Compaction keeps failures of unpublished ids
+(``merge_ledgers``), so the exclusion lasts; ``item_states`` reports it as ``excluded``, publish
+drops excluded ids at the head it commits on, and clients that predate removals still see a
+permanent failure and never fetch the id. ``zz-`` sorts removal files after every publish-step
+file, so a merge keeps the removal as the id's last word.
+
+Costs (API calls, the Hub's 5-minute buckets; resolver calls are HEAD + GET per file):
+- ``ledger_snapshot`` (status): one repo-info call for the head, one tree page per 1000 entries
+  of the index folder and of ``.coord/``, and 2 resolver calls per coordination file not read
+  before (index files, leases, unit done markers, ledger files). Per-client counts and done
+  times are parsed from the copies that read left in the local cache: no further call, and no
+  item file is ever downloaded.
+- ``verify``: the same, plus one tree page per 1000 files of the repo; ``--deep`` takes LFS
+  files' SHA-256 from that listing and downloads only regular (non-LFS) item files.
+- ``remove`` / ``gc`` / ``fix``: the head read, one paths-info call per 100 files to delete, and
+  one commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..ledger.status import DAY_S, HOUR_S, ClientActivity, LedgerSnapshot, PublishEvent
+from ..ops.gc import GcResult
+from ..ops.remove import RemoveResult
+from ..ops.verify import Problem, StoreView, VerifyReport, find_problems
+from ..publish import layout
+from ..publish.index import decode_rows
+from ..records import Batch, Failure, IndexRow, Lease
+from .hub_ops import Plan
+from .hub_state import (
+    BATCH,
+    BATCH_DIR,
+    DONE,
+    INDEX,
+    LEASE,
+    LEDGER,
+    PROGRESS,
+    PROGRESS_DIR,
+    SHARD,
+    HubState,
+    LedgerDelta,
+    _quiet_tqdm,
+    encode_ledger,
+    git_blob_oid,
+    holder_of,
+    row_files,
+    summarize_rows,
+)
+from .hub_sync import HubSync
+
+log = logging.getLogger(__name__)
+
+REMOVE_STAGE = "remove"
+REMOVED_REASON = "removed"
+REMOVAL_PREFIX = "zz-removal-"
+PATHS_INFO_CHUNK = 100
+LEASE_FIXES = frozenset({"expired_lease", "lease_on_done_unit", "bad_lease"})
+
+
+def _nonce() -> str:
+    return secrets.token_hex(6)
+
+
+def excluded_ids(state: HubState) -> frozenset[str]:
+    """Ids some removal record of the ledger (compacted or not) excludes."""
+    out: set[str] = set()
+    for path in state.paths_of(LEDGER, BATCH):
+        for f in state.parsed[path].failures:
+            if f.get("stage") == REMOVE_STAGE and f.get("reason") == REMOVED_REASON:
+                out.add(str(f["item_id"]))
+    return frozenset(out)
+
+
+def _utc(ts: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (UTC when it names no zone); None if unreadable."""
+    try:
+        parsed = datetime.fromisoformat(ts.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def shard_time(path: str) -> float | None:
+    """When a shard was published, from its name (``<stem>-shard-<yyyymmddThhmmss>-...``)."""
+    rest = posixpath.basename(path).split(layout.SHARD_MARK, 1)[-1]
+    try:
+        stamp = datetime.strptime(rest.split("-", 1)[0], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
+def drop_lines(data: bytes, ids: set[str]) -> bytes:
+    """Index file bytes without the lines of ``ids`` (every other line kept byte for byte)."""
+    kept = []
+    for line in data.decode("utf-8").splitlines(keepends=True):
+        try:
+            obj = json.loads(line) if line.strip() else None
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("id") in ids:
+            continue
+        kept.append(line)
+    return "".join(kept).encode("utf-8")
+
+
+def _activity(records: list[tuple[float | None, str, str]], done: list[tuple[str, float | None]],
+              now: float) -> tuple[ClientActivity, ...]:
+    """Per client: rows published (with times where known) and units marked done."""
+    stats: dict[str, dict[str, Any]] = {}
+    for t, client, _ in records:
+        s = stats.setdefault(client, {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0})
+        s["published"] += 1
+        if t is not None:
+            s["hour"] += t >= now - HOUR_S
+            s["day"] += t >= now - DAY_S
+            s["last"] = t if s["last"] is None else max(s["last"], t)
+    for client, _ in done:
+        stats.setdefault(client, {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0})["units"] += 1
+    return tuple(ClientActivity(client=c, published=s["published"], published_last_hour=s["hour"],
+                                published_last_day=s["day"], units_done=s["units"], last_publish_at=s["last"])
+                 for c, s in sorted(stats.items()))
+
+
+class HubAdmin:
+    """The operation commands on one ``HubSync`` (one repo, one client)."""
+
+    def __init__(self, sync: HubSync, description: str, client_id: str) -> None:
+        self.sync = sync
+        self.description = description
+        self.client_id = client_id or "hub-store"
+        self._blobs: dict[str, bytes] = {}  # git blob oid -> content (index files, done markers)
+        self._excluded: tuple[str, frozenset[str]] = ("", frozenset())
+        self._files_sha = ""  # the sha ``rows()`` read at; ``local_path`` downloads at it
+
+    # -- exclusions on the publish path --------------------------------------------------------
+
+    def excluded(self, state: HubState) -> frozenset[str]:
+        """Excluded ids at ``state`` (computed once per sha)."""
+        sha, ids = self._excluded
+        if sha != state.sha:
+            ids = excluded_ids(state)
+            self._excluded = (state.sha, ids)
+        return ids
+
+    def without_excluded(self, state: HubState, batch: Batch, failures: list[Failure]) -> tuple[Batch, list[Failure]]:
+        """``batch`` and buffered ``failures`` with every excluded id left out (decided at ``state``,
+        the parent of the publish commit, so a removal that landed first always wins)."""
+        gone = self.excluded(state)
+        if not gone:
+            return batch, failures
+        kept = [pi for pi in batch.items if pi.row.id not in gone]
+        if len(kept) < len(batch.items):
+            log.info("not publishing %d removed items", len(batch.items) - len(kept))
+        batch = replace(batch, items=kept, failures=[f for f in batch.failures if f.item_id not in gone],
+                        followups=[f for f in batch.followups if f.item_id not in gone])
+        return batch, [f for f in failures if f.item_id not in gone]
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def _blob(self, state: HubState, path: str) -> bytes:
+        """A coordination file's bytes at ``state``: from memory, the local download cache, or the Hub."""
+        oid = state.entries.get(path, "")
+        if oid in self._blobs:
+            return self._blobs[oid]
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(self.sync.repo_id, path, cache_dir=self.sync.reader.cache_dir,
+                                        revision=state.sha, repo_type=self.sync.repo_type)
+        data = Path(cached).read_bytes() if isinstance(cached, str) else self.sync.download(path, state.sha)
+        if oid:
+            self._blobs[oid] = data
+        return data
+
+    def _index_paths(self, state: HubState) -> list[str]:
+        """The compacted index first, then the shards by name (publish time): compaction's order."""
+        return state.paths_of(INDEX) + state.paths_of(SHARD)
+
+    def _rows_at(self, state: HubState) -> Iterator[tuple[str, IndexRow]]:
+        for path in self._index_paths(state):
+            # Every index file in a state parsed already (a malformed one fails the state read).
+            for row in decode_rows(self._blob(state, path)):
+                yield path, row
+
+    def _records(self, state: HubState) -> list[tuple[float | None, str, str]]:
+        """(publish time, client, publish step) per visible published item: a shard is one step with
+        its name's time; compacted rows keep no steps, so their ``processed_at`` stands in."""
+        gone = self.excluded(state)
+        seen: set[str] = set()
+        out = []
+        for path, row in self._rows_at(state):
+            if row.id in seen or row.id in gone:
+                continue
+            seen.add(row.id)
+            shard = state.kind(path) == SHARD
+            t = shard_time(path) if shard else _utc(row.processed_at)
+            out.append((t, row.client_id or "unknown", path if shard else ""))
+        return out
+
+    def _done_markers(self, state: HubState) -> list[tuple[str, float | None]]:
+        out = []
+        for path in state.paths_of(DONE):
+            try:
+                obj = json.loads(self._blob(state, path).decode("utf-8"))
+                out.append((str(obj.get("client") or "unknown"), float(obj["at"])))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                out.append(("unknown", None))
+        return out
+
+    def _failed(self, state: HubState, skip: frozenset[str]) -> dict[str, int]:
+        """Failure reason -> items never published (the compacted ledger first, then the batches)."""
+        last: dict[str, str] = {}
+        for path in state.paths_of(LEDGER) + state.paths_of(BATCH):
+            for f in state.parsed[path].failures:
+                last[str(f["item_id"])] = str(f.get("reason", ""))
+        counts = Counter(r for i, r in last.items() if i not in skip)
+        return dict(sorted(counts.items()))
+
+    def snapshot(self, now: float) -> LedgerSnapshot:
+        """Status aggregates at the head (see the module docstring for the cost)."""
+        state = self.sync.refresh()
+        gone = self.excluded(state)
+        done = self._done_markers(state)
+        budget = self.sync.budget_report()
+        return LedgerSnapshot(
+            store=self.description,
+            taken_at=now,
+            published=len(state.published - gone),
+            excluded=len(gone),
+            failed=self._failed(state, state.published | gone),
+            units_done=len(state.done_units),
+            units_done_last_hour=sum(1 for _, t in done if t is not None and t >= now - HOUR_S),
+            units_done_last_day=sum(1 for _, t in done if t is not None and t >= now - DAY_S),
+            leases=tuple(sorted(state.leases.values(), key=lambda le: le.unit)),
+            clients=_activity(self._records(state), done, now),
+            shards_pending=len(state.paths_of(SHARD)),
+            budgets={k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
+                                            "resolver_calls")},
+        )
+
+    def publish_events(self) -> list[PublishEvent]:
+        """Publish steps at the head: one per shard, and per (client, second) for compacted rows."""
+        groups: Counter[tuple[float, str, str]] = Counter()
+        for t, client, step in self._records(self.sync.refresh()):
+            if t is not None:
+                groups[(t, client, step)] += 1
+        return [PublishEvent(t, c, n) for (t, c, _), n in sorted(groups.items())]
+
+    def rows(self) -> list[IndexRow]:
+        """Every visible published row at the head (first row of an id wins, as in compaction)."""
+        state = self.sync.refresh()
+        self._files_sha = state.sha
+        gone = self.excluded(state)
+        seen: set[str] = set()
+        out = []
+        for _, row in self._rows_at(state):
+            if row.id not in seen and row.id not in gone:
+                seen.add(row.id)
+                out.append(row)
+        return out
+
+    def local_path(self, repo_path: str) -> Path:
+        """A downloaded copy of ``repo_path`` at the sha ``rows()`` read (the head if none yet)."""
+        layout.check_repo_path(repo_path)
+        sha = self._files_sha or self.sync.refresh().sha
+        return self._download(repo_path, sha)
+
+    def _download(self, repo_path: str, sha: str) -> Path:
+        from huggingface_hub import try_to_load_from_cache
+
+        sync = self.sync
+        cached = try_to_load_from_cache(sync.repo_id, repo_path, cache_dir=sync.reader.cache_dir, revision=sha,
+                                        repo_type=sync.repo_type)
+        if not isinstance(cached, str):
+            sync.count("resolver", 2)
+            cached = sync.read_at(sha, lambda: sync.api.hf_hub_download(
+                sync.repo_id, repo_path, repo_type=sync.repo_type, revision=sha, cache_dir=sync.reader.cache_dir,
+                tqdm_class=_quiet_tqdm()))
+        # The cache's snapshot entry is a relative symlink: callers that hard-link it need the blob.
+        return Path(cached).resolve()
+
+    def _existing(self, paths: Iterable[str], sha: str) -> list[str]:
+        """Which of ``paths`` exist at ``sha`` (deleting a missing file would fail the commit)."""
+        todo = sorted(set(paths))
+        found: set[str] = set()
+        sync = self.sync
+        for start in range(0, len(todo), PATHS_INFO_CHUNK):
+            chunk = todo[start:start + PATHS_INFO_CHUNK]
+            sync.count("api")
+            infos = sync.read_at(sha, lambda c=chunk: sync.api.get_paths_info(
+                sync.repo_id, c, revision=sha, repo_type=sync.repo_type))
+            found.update(i.path for i in infos if getattr(i, "blob_id", None) is not None)
+        return [p for p in todo if p in found]
+
+    # -- verify ----------------------------------------------------------------------------------
+
+    def _item_listing(self, state: HubState) -> tuple[dict[str, int], dict[str, str]]:
+        """Size (and LFS SHA-256) of every file shaped like a per-item file (``<holder>/<id>/<id>.<ext>``)
+        under a top folder that holds published items; other files (the card, the index, ``.coord/``,
+        anything a person added beside the dataset) are not the item area and never orphans."""
+        sync = self.sync
+        entries = sync.read_at(state.sha, lambda: list(sync.api.list_repo_tree(
+            sync.repo_id, recursive=True, revision=state.sha, repo_type=sync.repo_type)))
+        sync.count("api", 1 + len(entries) // 1000)
+        tops = {h.split("/")[0] for h in state.holders}
+        sizes: dict[str, int] = {}
+        lfs: dict[str, str] = {}
+        for e in entries:
+            parts = e.path.split("/")
+            if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] == layout.COORD_DIR:
+                continue
+            holder = holder_of(e.path, parts[-2])
+            if holder is None or (tops and "" not in state.holders and holder.split("/")[0] not in tops):
+                continue
+            sizes[e.path] = int(e.size)
+            if getattr(e, "lfs", None) is not None:
+                lfs[e.path] = str(e.lfs.sha256)
+        return sizes, lfs
+
+    def verify(self, now: float, deep: bool = False) -> VerifyReport:
+        """Check the dataset at the head: one sha, so a concurrent publish cannot look half-done."""
+        state = self.sync.refresh()
+        listing, lfs = self._item_listing(state)
+        index_files = {p: self._blob(state, p) for p in self._index_paths(state)}
+        unreadable = [Problem("bad_lease", p, "lease file is not a valid lease", p)
+                      for p in state.paths_of(LEASE) if state.parsed.get(p) is None]
+        view = StoreView(description=self.description, index_files=index_files, listing=listing,
+                         leases=list(state.leases.values()), done_units=set(state.done_units),
+                         ledger_problems=unreadable)
+
+        def sha256(path: str) -> str:
+            if path in lfs:  # the Hub keeps LFS files' SHA-256: no download
+                return lfs[path]
+            h = hashlib.sha256()
+            with open(self._download(path, state.sha), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            return h.hexdigest()
+
+        return find_problems(view, now, sha256 if deep else None)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _mark(self, plan: Plan, action: str, now: float, detail: dict[str, Any]) -> None:
+        """The commit's unique file: what this operation did, by whom, when (and a fresh nonce)."""
+        path = f"{PROGRESS_DIR}/{layout.safe_client('ops.' + self.client_id)}.json"
+        body = {"client": self.client_id, "action": action, "at": now, "nonce": _nonce(), **detail}
+        plan.add_known(path, (json.dumps(body, sort_keys=True) + "\n").encode("utf-8"), PROGRESS)
+        plan.marker = path
+
+    def _commit(self, build: Callable[[HubState], tuple[Plan, Any] | None]) -> Any:
+        """Run ``build`` (plan + what it means) through the compare-and-swap loop; the meaning of the
+        plan that landed, or None when nothing was left to do."""
+        decided: list[tuple[Plan, Any]] = []
+
+        def plan_of(state: HubState) -> Plan | None:
+            out = build(state)
+            if out is None:
+                return None
+            decided.append(out)
+            return out[0]
+
+        with self.sync.lock:
+            plan, _ = self.sync.run(plan_of, max_age=0.0)
+        return next((meaning for p, meaning in decided if p is plan), None)
+
+    def _lease_paths(self, state: HubState) -> dict[str, str]:
+        return {lease.unit: p for p in state.paths_of(LEASE) if (lease := state.parsed.get(p)) is not None}
+
+    def gc(self, now: float) -> GcResult:
+        """Delete expired leases and leases on done units in one commit (decided at the head)."""
+
+        def build(state: HubState) -> tuple[Plan, GcResult] | None:
+            result = GcResult()
+            plan = Plan(title=f"gc: drop stale leases ({self.client_id})")
+            for unit, path in sorted(self._lease_paths(state).items()):
+                lease: Lease = state.parsed[path]
+                if unit in state.done_units:
+                    result.on_done_units.append(lease)
+                elif lease.expired(now):
+                    result.expired.append(lease)
+                else:
+                    continue
+                plan.deletes.append(path)
+            if not plan.deletes:
+                return None
+            self._mark(plan, "gc", now, {"leases": len(plan.deletes)})
+            return plan, result
+
+        result = self._commit(build) or GcResult()
+        log.info("gc: %d expired leases, %d leases on done units removed from %s", len(result.expired),
+                 len(result.on_done_units), self.description)
+        return result
+
+    def fix(self, report: VerifyReport, now: float) -> list[Problem]:
+        """Repair orphan files and stale or malformed leases in one commit; each is re-checked at the
+        head first (a file a row points at now, or a lease renewed meanwhile, is left alone)."""
+        orphans = [p for p in report.problems if p.kind == "orphan_file"]
+        leases = [p for p in report.problems if p.kind in LEASE_FIXES]
+        if not (orphans or leases):
+            return []
+
+        def build(state: HubState) -> tuple[Plan, list[Problem]] | None:
+            plan = Plan(title=f"verify --fix ({self.client_id})")
+            fixed = self._fix_leases(state, leases, now, plan)
+            if orphans:
+                referenced = {p for _, row in self._rows_at(state) for p in row_files(row)}
+                candidates = {p.target: p for p in orphans if p.target not in referenced}
+                for path in self._existing(candidates, state.sha):
+                    plan.deletes.append(path)
+                    fixed.append(candidates[path])
+            if not plan.deletes:
+                return None
+            self._mark(plan, "verify-fix", now, {"fixed": len(fixed)})
+            return plan, fixed
+
+        fixed = self._commit(build) or []
+        log.info("fixed %d of %d repairable problems in %s", len(fixed), len(orphans) + len(leases), self.description)
+        return fixed
+
+    def _fix_leases(self, state: HubState, problems: list[Problem], now: float, plan: Plan) -> list[Problem]:
+        paths = self._lease_paths(state)
+        fixed = []
+        for p in problems:
+            path = p.target if p.target.startswith(layout.COORD_DIR + "/") else paths.get(p.target, "")
+            if not path or path not in state.entries or path in plan.deletes:
+                continue
+            lease = state.parsed.get(path)
+            if p.kind == "bad_lease":
+                still = lease is None or lease.expires_at < lease.acquired_at
+            elif lease is None:
+                still = False
+            elif p.kind == "lease_on_done_unit":
+                still = lease.unit in state.done_units
+            else:
+                still = lease.expired(now)
+            if still:
+                plan.deletes.append(path)
+                fixed.append(p)
+        return fixed
+
+    def remove(self, item_ids: list[str], reason: str, now: float) -> RemoveResult:
+        """Take ids down in ONE commit: their files deleted, the index files that held their rows
+        rewritten without them, and their exclusion recorded (see the module docstring)."""
+        ids = sorted({layout.check_item_id(i) for i in item_ids})
+        if not ids:
+            raise StoreError("remove: no item id given")
+        reason = reason.strip() or "removal requested"
+        result = self._commit(lambda state: self._plan_remove(state, set(ids), reason, now))
+        if result is None:  # every id was excluded before and has no row left
+            result = RemoveResult(already_removed=ids)
+        log.info("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
+                 self.description, reason)
+        return result
+
+    def _plan_remove(self, state: HubState, ids: set[str], reason: str,
+                     now: float) -> tuple[Plan, RemoveResult] | None:
+        gone = self.excluded(state)
+        plan = Plan(title=f"remove {len(ids)} items ({self.client_id})")
+        rows: dict[str, IndexRow] = {}
+        files: set[str] = set()
+        rewritten = []
+        for path in self._index_paths(state):
+            hit = ids & state.parsed[path].ids
+            if not hit:
+                continue
+            data = self._blob(state, path)
+            for row in decode_rows(data):
+                if row.id in hit:
+                    rows.setdefault(row.id, row)
+                    files.update(row_files(row))
+            kept = drop_lines(data, hit)
+            rewritten.append(path)
+            if kept.strip():
+                plan.adds[path] = kept
+                plan.known[path] = (git_blob_oid(kept), summarize_rows(decode_rows(kept)))
+                self._blobs[git_blob_oid(kept)] = kept
+            else:
+                plan.deletes.append(path)
+        deleted = self._existing(files, state.sha)
+        plan.deletes.extend(deleted)
+        new = sorted(ids - gone)
+        if new:
+            failures = tuple({"item_id": i, "unit": rows[i].unit if i in rows else "", "stage": REMOVE_STAGE,
+                              "reason": REMOVED_REASON, "detail": reason[:500], "transient": False, "count": 1}
+                             for i in new)
+            name = f"{REMOVAL_PREFIX}{layout.utc_stamp(now)}-{layout.safe_client(self.client_id)}-{_nonce()}"
+            plan.add_known(f"{BATCH_DIR}/{name}.json", encode_ledger(LedgerDelta(failures=failures),
+                                                                    client=self.client_id, at=now, reason=reason),
+                           BATCH)
+        if not (plan.adds or plan.deletes):
+            return None
+        self._mark(plan, "remove", now, {"ids": sorted(ids)})
+        result = RemoveResult(removed=sorted(rows), blocked=[i for i in new if i not in rows],
+                              already_removed=sorted(i for i in ids & gone if i not in rows),
+                              files_deleted=deleted, index_files_rewritten=rewritten)
+        return plan, result
