@@ -253,3 +253,27 @@ def test_remove_and_gc_follow_the_commit_rules(hub: HubEmulator, repo: str, stor
     assert len([p for p in files if p.startswith(".coord/batches/zz-removal-")]) == 1
     assert [le.owner for le in gc.expired] == ["gamma"]
     assert "gamma" not in {v["owner"] for v in _lease_files(hub, repo).values()}
+
+
+def test_remove_rewrites_the_compacted_index_and_fix_survives_a_lost_answer(
+        hub: HubEmulator, repo: str, store: Callable[..., HubStore]) -> None:
+    ops = store("ops", retry_base_s=0.01)
+    assert ops.compact() == PHOTOS
+    rows = index_rows(hub.files(repo))
+    target, top = rows[3]["id"], rows[0]["image_path"].split("/")[0]
+    result = ops.remove([target], "request", time.time())
+    files = hub.files(repo)
+    assert result.index_files_rewritten == ["data/train.jsonl"] and result.files_deleted
+    assert [r["id"] for r in index_rows(files)] == [r["id"] for r in rows if r["id"] != target]
+    orphan = f"{top}/stray/stray.ply"
+    _api(hub).upload_file(path_or_fileobj=b"stray", path_in_repo=orphan, repo_id=repo, repo_type="dataset")
+    report = ops.verify(time.time())
+    assert [(p.kind, p.target) for p in report.problems] == [("orphan_file", orphan)]
+    hub.set_faults(HubFaults(script=["500-after"]))  # applied, but the answer is an error
+    try:
+        fixed = ops.fix(report, time.time())
+    finally:
+        hub.set_faults(HubFaults())
+    assert [p.target for p in fixed] == [orphan] and orphan not in hub.files(repo)
+    assert ops.verify(time.time()).ok
+    assert {r.id for r in ops.rows()} == {r["id"] for r in rows} - {target}

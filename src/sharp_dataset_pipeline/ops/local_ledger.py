@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LeaseConflict, StoreError
+from ..fsio import atomic_write, pid_alive
 from ..publish import layout
 from ..records import IndexRow
 from ..stores import local_schema as sql
@@ -64,21 +65,6 @@ def connect_ledger(root: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connecti
     return conn
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (a maintenance claim of a dead one is void)."""
-    if pid == os.getpid():
-        return True
-    if os.name == "nt" or pid <= 0:
-        return pid > 0
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def maintenance_claim(conn: sqlite3.Connection, now: float) -> Iterator[str]:
     """Hold the store's maintenance claim (no compaction or repair runs meanwhile)."""
@@ -96,28 +82,6 @@ def maintenance_claim(conn: sqlite3.Connection, now: float) -> Iterator[str]:
             conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (MAINTENANCE, owner))
 
 
-def fsync_dir(path: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a hidden pid-tagged temp (the store's repair removes a dead writer's temps)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def row_files(row: IndexRow) -> list[FileRef]:

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fsio import pid_alive
 from ..publish import layout
 from ..publish.index import row_from_json
 from ..records import IndexRow, Lease
 from ..stores import local_schema as sql
-from .local_ledger import connect_ledger, maintenance_claim, pid_alive, rewrite_index_file, row_files
+from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file, row_files
 from .verify import Problem, StoreView, VerifyReport, find_problems
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,8 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import random
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import ConfigError, LeaseConflict, PermanentError, RateLimited, SharpDatasetError, TransientError
+from ..fsio import atomic_write
 from ..net import call_with_retries, error_reason, make_client, raise_for_status, redact, transient
 from ..records import IndexRow
 from ..splat.filter import top_visible
@@ -441,18 +440,6 @@ def local_share_file(
     return pick
 
 
-def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def update_local_share_fields(store: LocalStore, item_id: str, fields: dict[str, str]) -> bool:
     """Record share fields on a published row of an open ``LocalStore``; False if the id is not published.
 
@@ -482,7 +469,7 @@ def update_local_share_fields(store: LocalStore, item_id: str, fields: dict[str,
             if committed:
                 lines = sql.shard_lines(conn, shard)
                 index_dir = (Path(store.root) / store.index_path).parent
-                _replace_file(index_dir / shard, "".join(line + "\n" for line in lines).encode("utf-8"))
+                atomic_write(index_dir / shard, "".join(line + "\n" for line in lines).encode("utf-8"))
     finally:
         conn.close()
     if not committed:

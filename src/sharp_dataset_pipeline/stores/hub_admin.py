@@ -239,7 +239,10 @@ class HubAdmin:
         return dict(sorted(counts.items()))
 
     def snapshot(self, now: float) -> LedgerSnapshot:
-        """Status aggregates at the head (see the module docstring for the cost)."""
+        """Status aggregates at the head (cost: see the module docstring). Per-client counts parse the
+        index rows the state read fetched anyway (CPU grows with rows, calls do not). ``budgets`` are
+        this process's own (commits in the last hour, API calls in the last 5 minutes, this read
+        included): the Hub gives a repo's commit count only through its whole history."""
         state = self.sync.refresh()
         gone = self.excluded(state)
         done = self._done_markers(state)

@@ -42,57 +42,14 @@ from .local_schema import StoreCounts
 
 __all__ = ["LocalStore", "StoreCounts"]
 
+from ..fsio import atomic_write, fsync_dir, fsync_path, pid_alive, tmp_for
+
 log = logging.getLogger(__name__)
 
 _TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
 _MAINTENANCE = "maintenance"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name == "nt" or pid <= 0:
-        # Signal 0 is not a probe on Windows; keep whatever a maybe-live process owns.
-        return pid > 0
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tmp_for(final: Path) -> Path:
-    # Hidden, pid-tagged: readers' globs skip it, and open() removes it once its writer is gone.
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "nt":  # directories cannot be opened for fsync on Windows
-        _fsync_path(path)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -117,7 +74,7 @@ def _stage(entries: list[_Staged]) -> None:
             os.link(e.source, e.tmp)
         except OSError:  # another filesystem, or links unsupported: copy instead
             shutil.copyfile(e.source, e.tmp)
-        _fsync_path(e.tmp)
+        fsync_path(e.tmp)
 
 
 class LocalStore:
@@ -316,7 +273,7 @@ class LocalStore:
                 self._settle_intents([self._rel(e.tmp) for entries in plan.values() for e in entries])
         if rows:
             try:
-                _atomic_write(self._data_dir / shard, "".join(r[3] + "\n" for r in rows).encode("utf-8"))
+                atomic_write(self._data_dir / shard, "".join(r[3] + "\n" for r in rows).encode("utf-8"))
             except OSError as exc:
                 # The ledger already says done; open() rebuilds the file from it.
                 log.warning("index shard %s not written (%s); it is rebuilt on the next open", shard, exc)
@@ -362,8 +319,8 @@ class LocalStore:
         # another filesystem, where a rename could not move it: then stage beside it.
         staging = self.root / layout.COORD_DIR / "staging"
         if os.stat(staging).st_dev == os.stat(final.parent).st_dev:
-            return _tmp_for(staging / final.name)
-        return _tmp_for(final)
+            return tmp_for(staging / final.name)
+        return tmp_for(final)
 
     def _record_batch(self, conn: sqlite3.Connection, batch: Batch, items: list[ProcessedItem],
                       plan: dict[str, list[_Staged]], now: float) -> tuple[str, list[tuple]]:
@@ -376,7 +333,7 @@ class LocalStore:
                 os.replace(e.tmp, e.final)
                 dirs.add(e.final.parent)
         for folder in sorted(dirs):
-            _fsync_dir(folder)
+            fsync_dir(folder)
         shard = posixpath.basename(layout.shard_path(self.index_path, batch.client_id, now, secrets.token_hex(6)))
         rows = []
         for pi in new:
@@ -400,7 +357,7 @@ class LocalStore:
         try:
             with sql.write_tx(conn):
                 for tmp, final, item_id, pid in sql.intents(conn, tmps):
-                    if tmps is None and _pid_alive(pid):
+                    if tmps is None and pid_alive(pid):
                         continue  # another live process is mid-publish
                     (self.root / tmp).unlink(missing_ok=True)
                     if not sql.unavailable_ids(conn, [item_id]):
@@ -416,7 +373,7 @@ class LocalStore:
         conn = self._conn()
         with sql.write_tx(conn):
             holder = sql.maintenance_holder(conn, _MAINTENANCE)
-            if holder is not None and holder[0] != owner and _pid_alive(holder[1]):
+            if holder is not None and holder[0] != owner and pid_alive(holder[1]):
                 return False
             conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
                          (_MAINTENANCE, owner, os.getpid(), self._clock()))
@@ -450,7 +407,7 @@ class LocalStore:
     def _finish_compaction(self) -> int:
         """Write the index from every compacting/compacted shard's rows, then retire the shards."""
         conn = self._conn()
-        tmp = _tmp_for(self._index_file)
+        tmp = tmp_for(self._index_file)
         count = 0
         try:
             with sql.read_tx(conn), open(tmp, "wb") as fh:
@@ -470,7 +427,7 @@ class LocalStore:
             os.replace(tmp, self._index_file)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self._data_dir)
+        fsync_dir(self._data_dir)
         with sql.write_tx(conn):
             sql.set_shard_state(conn, merging, "compacted")
         log.info("compacted %d shards; index has %d rows", len(merging), count)
@@ -500,7 +457,7 @@ class LocalStore:
                 (self._data_dir / name).unlink(missing_ok=True)
             for name, lines in missing.items():
                 log.warning("rebuilding index shard %s from the ledger", name)
-                _atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
+                atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
         finally:
             self._drop_maintenance(owner)
 
@@ -510,7 +467,7 @@ class LocalStore:
         for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
             for path in folder.iterdir():
                 match = _TMP_RE.match(path.name)
-                if match and path.is_file() and not _pid_alive(int(match.group(1))):
+                if match and path.is_file() and not pid_alive(int(match.group(1))):
                     log.info("removing leftover temp file %s", path)
                     path.unlink(missing_ok=True)
 
@@ -522,4 +479,4 @@ class LocalStore:
             sources=sorted(set(seen) | set(sources or self._card_sources)),
             index_glob=layout.index_glob(self.index_path),
         )
-        _atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))
+        atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))
