@@ -62,14 +62,11 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
 
 def _store(settings: Settings) -> Any:
-    """The configured store. A local one is not opened (these commands read its ledger directly)."""
+    """The configured store, not opened: the local ledger is read directly, and the hub store's
+    maintenance methods read at a known head (opening it could create a repo for a mistyped name)."""
     from .factories import make_store
-    from .stores.local import LocalStore
 
-    store = make_store(settings)
-    if not isinstance(store, LocalStore):
-        store.open()
-    return store
+    return make_store(settings)
 
 
 def _local_root(store: Any, command: str) -> tuple[Path, str]:

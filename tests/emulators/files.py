@@ -16,13 +16,14 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
 from .faults import Fault, FaultSchedule
+from .server import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,7 @@ class Request:
     headers: dict[str, str]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        # Clients that time out or hang up mid-answer are expected here; keep the test output clean.
-        pass
-
-
-class FileServer:
+class FileServer(LoopbackServer):
     """``with FileServer() as srv: srv.put("/a.jpg", data); httpx.get(srv.url("/a.jpg"))``."""
 
     def __init__(self) -> None:
@@ -50,8 +42,6 @@ class FileServer:
         self.faults = FaultSchedule()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def put(self, path: str, data: bytes, content_type: str = "") -> str:
         """Serve ``data`` at ``path`` (a query string is allowed and ignored); returns its URL."""
@@ -68,34 +58,14 @@ class FileServer:
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "server not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def hits(self, path: str) -> int:
         """How many requests asked for ``path`` (query ignored)."""
         with self._lock:
             return sum(1 for r in self.requests if urlsplit(r.path).path == path)
 
-    def start(self) -> FileServer:
-        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FileServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def _record(self, req: Request) -> None:
         with self._lock:

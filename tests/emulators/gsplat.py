@@ -26,11 +26,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import Fault, FaultSchedule
+from .server import LoopbackServer
 
 _TYPES = {"ply", "spz", "splat"}
 
@@ -70,15 +71,7 @@ class _BadInput(Exception):
         self.status, self.code = status, code
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        pass  # clients that time out mid-answer are expected here
-
-
-class GsplatEmulator:
+class GsplatEmulator(LoopbackServer):
     """``with GsplatEmulator() as gs:`` then a client on ``ShareOptions(base=gs.base_url, allow_private_base=True)``."""
 
     def __init__(self, *, envelope: str = "batch") -> None:
@@ -89,32 +82,12 @@ class GsplatEmulator:
         self.files: dict[str, bytes] = {}  # model file name → bytes
         self.orders: dict[str, dict[str, Any]] = {}  # shareId → order
         self._lock = threading.Lock()
-        self._server: _Server | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "emulator not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
-    def start(self) -> GsplatEmulator:
-        self._server = _Server(("127.0.0.1", 0), _handler(self))
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> GsplatEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     def procedures(self) -> list[str]:
         with self._lock:

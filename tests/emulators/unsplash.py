@@ -30,12 +30,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .faults import Fault, FaultSchedule
 from .files import jpeg_bytes
+from .server import LoopbackServer
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 WORDS = ("mountain", "lake", "city", "street", "forest", "beach", "interior", "room", "bridge",
@@ -79,15 +80,7 @@ class _Answer:
     truncate_to: int | None = None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        pass  # clients hanging up on slow or truncated answers are expected
-
-
-class UnsplashEmulator:
+class UnsplashEmulator(LoopbackServer):
     """``with UnsplashEmulator(n_photos=90) as emu: UnsplashSource(..., api_base=emu.base_url)``."""
 
     def __init__(
@@ -126,7 +119,6 @@ class UnsplashEmulator:
         self._used = 0
         self._serial = 0
         self._prepend_every: tuple[int, int] | None = None
-        self._server: _Server | None = None
         self._jpeg_cache: dict[tuple[str, int, int], bytes] = {}
         for _ in range(n_photos):
             self._add_photo()
@@ -211,28 +203,9 @@ class UnsplashEmulator:
         return data
 
     # ---- server lifecycle ----------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None, "emulator not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
-    def start(self) -> UnsplashEmulator:
-        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> UnsplashEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def api_requests(self) -> int:
