@@ -30,6 +30,17 @@ def _stage_count(counts: dict[str, dict[str, int]], stage: str) -> int:
     return counts.get(stage, {}).get(key, 0)
 
 
+def eta_seconds(snap: dict[str, Any], total_hint: int = 0) -> float | None:
+    """Seconds until the admitted (or hinted) items are all through, at the publish rate so far."""
+    counts, elapsed = snap["counts"], snap["elapsed_s"]
+    published = _stage_count(counts, "publish")
+    failed = sum(counts.get("failed", {}).values())
+    todo = (total_hint or counts.get("source", {}).get("admitted", 0)) - published - failed
+    if not published or todo <= 0 or elapsed <= 0:
+        return None
+    return todo / (published / elapsed)
+
+
 def heartbeat_line(snap: dict[str, Any], total_hint: int = 0) -> str:
     """One plain line: counts per stage, failures, publish rate and an ETA when the total is known."""
     counts = snap["counts"]
@@ -38,10 +49,9 @@ def heartbeat_line(snap: dict[str, Any], total_hint: int = 0) -> str:
     failed = sum(counts.get("failed", {}).values())
     published = _stage_count(counts, "publish")
     line = f"[progress] {' '.join(parts)} failed={failed} rate={_rate(published, elapsed)} elapsed={elapsed:.0f}s"
-    admitted = counts.get("source", {}).get("admitted", 0)
-    todo = (total_hint or admitted) - published - failed
-    if published and todo > 0:
-        line += f" eta={todo / (published / elapsed):.0f}s"
+    eta = eta_seconds(snap, total_hint)
+    if eta is not None:
+        line += f" eta={eta:.0f}s"
     return line
 
 
@@ -58,6 +68,8 @@ def _table(snap: dict[str, Any]) -> Table:
     failed = counts.get("failed", {})
     if failed:
         table.add_row("failed", str(sum(failed.values())), ", ".join(f"{k}:{v}" for k, v in failed.items()), "")
+    eta = eta_seconds(snap)
+    table.caption = f"ETA for admitted items: {eta:.0f}s" if eta is not None else "ETA: -"
     return table
 
 
