@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -18,6 +19,9 @@ from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
 from .settings import Settings
 from .splat.formats import FormatOptions, needs_splat_transform, parse_formats
+
+if TYPE_CHECKING:
+    from .publish.share import ShareOptions, ShareSummary
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ def _check_formats(opts: FormatOptions) -> None:
         log.info("splat-transform %s for %s", tool_version(tool), ", ".join(opts.formats))
 
 
-def _share_options(settings: Settings) -> object:
+def _share_options(settings: Settings) -> ShareOptions:
     from .publish.share import ShareOptions
 
     return ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
@@ -161,7 +165,7 @@ def run_pipeline(settings: Settings, console: Console) -> RunSummary:
         client.close()
 
 
-def share_missing_items(settings: Settings, limit: int | None) -> object:
+def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
     """``sharp-dataset share --missing``: share what a run did not (off, or a failed share)."""
     from .publish.share import GsplatClient, local_share_file, share_missing, update_local_share_fields
     from .stores.local import LocalStore
@@ -175,8 +179,9 @@ def share_missing_items(settings: Settings, limit: int | None) -> object:
         file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
                                     keep=settings.gsplat_filter_visibility or 20000,
                                     work_dir=settings.run_dir / "share")
-        return share_missing(store, client, file_for=file_for,
-                             record=lambda item_id, fields: update_local_share_fields(store, item_id, fields),
-                             limit=limit)
+        def record(item_id: str, fields: dict[str, str]) -> None:
+            update_local_share_fields(store, item_id, fields)
+
+        return share_missing(store, client, file_for=file_for, record=record, limit=limit)
     finally:
         store.close()
