@@ -39,3 +39,14 @@ def test_empty_unit_is_done_at_once() -> None:
     t.open("empty")
     t.close("empty", complete=True)
     assert t.ready_after([]) == ["empty"]
+
+
+def test_a_lost_unit_is_no_longer_held_nor_marked_done() -> None:
+    t = UnitTracker()
+    t.open("mine")
+    t.admit("mine")
+    t.close("mine", complete=True)
+    t.lose("mine")
+    assert t.held() == []
+    t.settle("mine")
+    assert t.ready_after([]) == []

@@ -164,7 +164,11 @@ class BatchPublisher:
             self.sink.count("failed", f.reason)
         for unit, retry_later in settling:
             self.tracker.settle(unit, retry_later)
-        self.tracker.confirm_done(batch.units_done)
+        self.tracker.confirm_done([u for u in batch.units_done if u not in receipt.lost_units])
+        for unit in receipt.lost_units:
+            self.tracker.lose(unit)
+        if receipt.lost_units:
+            self.sink.count("source", "units_lost", len(receipt.lost_units))
         if batch.units_done:
             self.sink.count("publish", "units_done", len(batch.units_done))
         self.sink.event("batch", items=len(published), failures=len(batch.failures), commit=receipt.commit)

@@ -83,6 +83,14 @@ class UnitTracker:
                     ready.append(key)
             return ready
 
+    def lose(self, key: str) -> None:
+        """Another client took this unit's lease over: it finishes and marks the unit, not us."""
+        with self._lock:
+            unit = self._units.get(key)
+            if unit is not None:
+                unit.complete = False
+                unit.done_sent = True  # not held any more: no renewal, no release, no done marker
+
     def confirm_done(self, keys: list[str]) -> None:
         with self._lock:
             for key in keys:

@@ -22,6 +22,8 @@ class PublishReceipt:
 
     published_ids: list[str] = field(default_factory=list)
     commit: str = ""
+    # Units whose lease another client took over (after expiry): stop renewing and never mark them done.
+    lost_units: list[str] = field(default_factory=list)
 
 
 @dataclass

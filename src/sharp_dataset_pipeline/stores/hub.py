@@ -269,14 +269,15 @@ class HubStore:
                 self._failures[:0], self._followups_done[:0] = failures, done
             raise
         self._note_lost(plan)
+        lost = list(plan.lost) if plan is not None else []
         if plan is None or not (plan.adds or plan.deletes):
-            return PublishReceipt(published_ids=[], commit="")
+            return PublishReceipt(published_ids=[], commit="", lost_units=lost)
         self._published_total += len(plan.published_ids)
         self._sync.count("published_items", len(plan.published_ids))
         if plan.skipped_ids:
             log.info("%d items were already published by another client", len(plan.skipped_ids))
         self._maybe_compact(state, client)
-        return PublishReceipt(published_ids=list(plan.published_ids), commit=state.sha)
+        return PublishReceipt(published_ids=list(plan.published_ids), commit=state.sha, lost_units=lost)
 
     def _note_lost(self, plan: Plan | None) -> None:
         if plan is not None and plan.lost:
