@@ -63,3 +63,16 @@ def test_valid_lease_is_respected_and_expired_lease_taken_over(tmp_path: Path) -
     second = run_cli(tmp_path, *args, "--run-id", "two", CLIENT_ID="me")
     assert second.returncode == 0, second.stderr
     assert len(check_consistent(store)) == 6, "an expired lease was not taken over"
+
+
+def test_a_run_cut_short_by_max_images_releases_its_unit_at_once(tmp_path: Path) -> None:
+    photos, store = tmp_path / "photos", tmp_path / "out"
+    make_photos(photos, 6, seed=13)
+    args = ("run", "--source", f"folder:{photos}", "--predictor", "planar", "--store", f"local:{store}")
+    small = run_cli(tmp_path, *args, "--run-id", "small", "--max-images", "2", CLIENT_ID="small")
+    assert small.returncode == 0, small.stderr
+    assert "MAX_IMAGES=2" in small.stdout
+    assert len(check_consistent(store)) == 2
+    other = run_cli(tmp_path, *args, "--run-id", "other", CLIENT_ID="other")
+    assert other.returncode == 0, other.stderr
+    assert len(check_consistent(store)) == 6, "the unit was left leased by the small run"
