@@ -189,12 +189,19 @@ def _delete_run_files(batch: Batch) -> None:
 
 
 class FollowupWorker:
-    """Completes followups (e.g. Unsplash download tracking) off the publish thread."""
+    """Completes followups (e.g. Unsplash download tracking) off the publish thread.
 
-    def __init__(self, store: Store, complete: Callable[[list[Followup]], list[Followup]], sink: EventSink):
-        self.store, self.complete, self.sink = store, complete, sink
+    Followups the source could not complete yet (its API quota is spent) are kept and tried again
+    with the next submission, every ``retry_s`` while idle, and once more before the run ends; what
+    is still left stays recorded in the store for the next run.
+    """
+
+    def __init__(self, store: Store, complete: Callable[[list[Followup]], list[Followup]], sink: EventSink,
+                 retry_s: float = 60.0):
+        self.store, self.complete, self.sink, self.retry_s = store, complete, sink, retry_s
         self.inbox: queue.Queue[object] = queue.Queue()
         self.thread = threading.Thread(target=self._run, name="followups", daemon=True)
+        self._waiting: list[Followup] = []
 
     def submit(self, followups: list[Followup]) -> None:
         if followups:
@@ -202,13 +209,22 @@ class FollowupWorker:
 
     def _run(self) -> None:
         while True:
-            msg = self.inbox.get()
+            try:
+                msg = self.inbox.get(timeout=self.retry_s if self._waiting else None)
+            except queue.Empty:
+                msg = []
             if msg is END:
+                if self._waiting:
+                    self._attempt([])
                 return
             assert isinstance(msg, list)
-            done = self.complete(msg)
-            if done:
-                self.store.complete_followups(done)
-                self.sink.count("followups", "done", len(done))
-            if len(done) < len(msg):
-                self.sink.count("followups", "pending", len(msg) - len(done))
+            self._attempt(msg)
+
+    def _attempt(self, new: list[Followup]) -> None:
+        todo = self._waiting + new
+        done = self.complete(todo)
+        if done:
+            self.store.complete_followups(done)
+            self.sink.count("followups", "done", len(done))
+        settled = {(f.kind, f.item_id) for f in done}
+        self._waiting = [f for f in todo if (f.kind, f.item_id) not in settled]

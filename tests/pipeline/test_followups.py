@@ -1,0 +1,46 @@
+"""Followups the source cannot complete yet are retried in the run, and what is left stays recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sharp_dataset_pipeline.observe.events import Metrics
+from sharp_dataset_pipeline.pipeline.publisher import END, FollowupWorker
+from sharp_dataset_pipeline.records import Batch, Followup, IndexRow, ProcessedItem, PublishedFile
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+
+def _publish_with_followups(store: LocalStore, tmp: Path, ids: list[str]) -> list[Followup]:
+    items, followups = [], []
+    for item_id in ids:
+        f = tmp / f"{item_id}.jpg"
+        f.write_bytes(item_id.encode())
+        import hashlib
+
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        row = IndexRow(id=item_id, source="t", unit="t/0", image_path=f"t/{item_id}/{item_id}.jpg",
+                       image_size=f.stat().st_size, image_sha256=digest)
+        items.append(ProcessedItem(row, [PublishedFile("image", row.image_path, f, row.image_size, digest)]))
+        followups.append(Followup("track", item_id, f"https://example.invalid/{item_id}"))
+    store.publish(Batch(client_id="c", items=items, followups=followups))
+    return followups
+
+
+def test_followups_retried_until_the_source_can_complete_them(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.open()
+    followups = _publish_with_followups(store, tmp_path, ["a", "b", "c"])
+    assert {f.item_id for f in store.pending_followups("track")} == {"a", "b", "c"}
+    calls: list[list[str]] = []
+
+    def complete(todo: list[Followup]) -> list[Followup]:
+        calls.append([f.item_id for f in todo])
+        return [] if len(calls) == 1 else [f for f in todo if f.item_id != "c"]  # quota back, "c" still failing
+
+    worker = FollowupWorker(store, complete, Metrics(), retry_s=0.05)
+    worker.thread.start()
+    worker.submit(followups)
+    worker.inbox.put(END)
+    worker.thread.join(timeout=10)
+    assert calls[0] == ["a", "b", "c"] and calls[1] == ["a", "b", "c"]
+    assert [f.item_id for f in store.pending_followups("track")] == ["c"]
