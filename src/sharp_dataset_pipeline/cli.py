@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .errors import ConfigError, SharpDatasetError
-from .settings import Settings, load_settings
+from .cli_support import common_options, guarded, load_cli_settings
 
 log = logging.getLogger(__name__)
+RENAMED = {"batch_size": "hf_upload_batch_size"}
 console = Console(stderr=True)
 
 SOURCE_HELP = (
@@ -33,15 +32,6 @@ SOURCE_HELP = (
 )
 
 
-def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")(fn)
-    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")(fn)
-    fn = click.option(
-        "--store", default=None,
-        help="Where the dataset lives [env STORE]: local:DIR or hf:USER/REPO. Default: hf:$HF_REPO_ID "
-        "when HF_REPO_ID is set (and HF_UPLOAD=1), else local:sharp-dataset-out.",
-    )(fn)
-    return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -55,7 +45,7 @@ def main() -> None:
 
 
 @main.command()
-@_common_options
+@common_options
 @click.option("--source", default=None, help=SOURCE_HELP)
 @click.option(
     "--predictor", default=None,
@@ -84,10 +74,10 @@ def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
     work in flight is published, unfinished units are released, and the next run resumes.
     A PAUSE file there pauses intake until it is removed.
     """
-    settings = _load(flags, env_file)
+    settings = load_cli_settings(flags, env_file, RENAMED)
     from .app import run_pipeline
 
-    summary = _guarded(lambda: run_pipeline(settings, console))
+    summary = guarded(lambda: run_pipeline(settings, console))
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n", encoding="utf-8")
@@ -97,10 +87,10 @@ def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
 
 
 @main.command()
-@_common_options
+@common_options
 def compact(env_file: str, **flags: Any) -> None:
     """Merge the index shards into the index file (HF_INDEX_REPO_PATH) in one atomic step."""
-    settings = _load(flags, env_file)
+    settings = load_cli_settings(flags, env_file, RENAMED)
     from .factories import make_store
 
     def _do() -> int:
@@ -111,12 +101,12 @@ def compact(env_file: str, **flags: Any) -> None:
         finally:
             store.close()
 
-    rows = _guarded(_do)
+    rows = guarded(_do)
     click.echo(f"compacted: {rows} rows in {settings.hf_index_repo_path} ({settings.resolved_store()})")
 
 
 @main.command()
-@_common_options
+@common_options
 @click.option("--missing", is_flag=True, required=True, help="Share every published item that has no share yet.")
 @click.option("--limit", type=int, default=None, help="Share at most this many items in this pass.")
 def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None:
@@ -124,37 +114,12 @@ def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None
 
     Uses GSPLAT_USE_SMALL_PLY / GSPLAT_FILTER_VISIBILITY like the pipeline. Local store only for now.
     """
-    settings = _load(flags, env_file)
+    settings = load_cli_settings(flags, env_file, RENAMED)
     from .app import share_missing_items
 
-    result = _guarded(lambda: share_missing_items(settings, limit))
+    result = guarded(lambda: share_missing_items(settings, limit))
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())) or "none"
     click.echo(f"shared {len(result.shared)}, already shared {result.already}, failed {len(result.failed)} ({failed})")
-
-
-def _load(flags: dict[str, Any], env_file: str) -> Settings:
-    renamed = {"batch_size": "hf_upload_batch_size"}
-    overrides = {renamed.get(k, k): v for k, v in flags.items() if v is not None}
-    try:
-        settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    from .observe.logs import setup_logging
-
-    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")])
-    return settings
-
-
-def _guarded(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except SharpDatasetError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
 
 
 def _print_summary(summary: Any) -> None:

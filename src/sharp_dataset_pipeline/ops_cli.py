@@ -15,50 +15,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from .cli_support import common_options, fail, guarded, load_cli_settings
 from .errors import ConfigError, RateLimited, SharpDatasetError
-from .settings import Settings, load_settings
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")(fn)
-    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")(fn)
-    fn = click.option("--store", default=None,
-                      help="The dataset [env STORE]: local:DIR or hf:USER/REPO (default as for run).")(fn)
-    return fn
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _settings(flags: dict[str, Any], env_file: str) -> Settings:
-    overrides = {k: v for k, v in flags.items() if v is not None}
-    try:
-        settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    from .observe.logs import setup_logging
-
-    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")])
-    return settings
-
-
-def _guarded(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    except SharpDatasetError as exc:
-        _fail(str(exc), 1)
 
 
 def _store(settings: Settings) -> Any:
@@ -100,12 +68,12 @@ def _units_total(settings: Settings) -> int | None:
 
 
 @click.command("status")
-@_options
+@common_options
 @click.option("--source", default=None, help="Source whose size gives the ETA [env SOURCE]; unset: no ETA.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
     """Show the whole dataset: items, failures, units, every client's leases and rates, ETA."""
-    settings = _settings(flags, env_file)
+    settings = load_cli_settings(flags, env_file)
     from .ledger.status import format_status
     from .ops.status import dataset_status
 
@@ -116,12 +84,12 @@ def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
         finally:
             _close(store)
 
-    report = _guarded(run)
+    report = guarded(run)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_status(report))
 
 
 @click.command("verify")
-@_options
+@common_options
 @click.option("--deep", is_flag=True, help="Also compare every file's SHA-256 with its row.")
 @click.option("--fix", is_flag=True, help="Repair what is safe (orphan files, expired leases, index files "
               "regenerated from the ledger) in one step.")
@@ -131,7 +99,7 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any
 
     Exits 0 only when the dataset is consistent (after --fix, when given).
     """
-    settings = _settings(flags, env_file)
+    settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
         from .ops.verify_local import fix_local, verify_local
@@ -152,13 +120,13 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any
         finally:
             _close(store)
 
-    report = _guarded(run)
+    report = guarded(run)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.text())
     sys.exit(0 if report.ok else 1)
 
 
 @click.command("remove")
-@_options
+@common_options
 @click.argument("item_ids", nargs=-1, required=True)
 @click.option("--reason", default="removal requested", show_default=True, help="Why (kept with the exclusion).")
 def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, **flags: Any) -> None:
@@ -167,7 +135,7 @@ def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, **flags: A
     Excluded ids are never published again by any client. This is how removal requests
     (see the dataset card) are carried out.
     """
-    settings = _settings(flags, env_file)
+    settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
         from .ops.remove import remove_local
@@ -184,14 +152,14 @@ def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, **flags: A
         finally:
             _close(store)
 
-    click.echo(_guarded(run).text())
+    click.echo(guarded(run).text())
 
 
 @click.command("gc")
-@_options
+@common_options
 def gc_cmd(env_file: str, **flags: Any) -> None:
     """Delete expired leases and leases on units already done."""
-    settings = _settings(flags, env_file)
+    settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
         from .ops.gc import gc_local
@@ -205,7 +173,7 @@ def gc_cmd(env_file: str, **flags: Any) -> None:
         finally:
             _close(store)
 
-    click.echo(_guarded(run).text())
+    click.echo(guarded(run).text())
 
 
 def _gallery_inputs(store: Any) -> tuple[Any, Any]:
@@ -224,7 +192,7 @@ def _gallery_inputs(store: Any) -> tuple[Any, Any]:
 
 
 @click.command("gallery")
-@_options
+@common_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("gallery"),
               show_default=True, help="Folder of the site (updated in place; unchanged items are reused).")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -236,7 +204,7 @@ def _gallery_inputs(store: Any) -> tuple[Any, Any]:
 def gallery_cmd(env_file: str, out_dir: Path, runs_dir: Path | None, title: str, per_page: int, serve: bool,
                 port: int, **flags: Any) -> None:
     """Build a static HTML gallery: thumbnails, item pages with a 3D viewer, a run report with plots."""
-    settings = _settings(flags, env_file)
+    settings = load_cli_settings(flags, env_file)
     from .ops.gallery.build import GalleryOptions, build_gallery
     from .ops.gallery.runs import read_runs
     from .ops.status import publish_events
@@ -251,7 +219,7 @@ def gallery_cmd(env_file: str, out_dir: Path, runs_dir: Path | None, title: str,
         finally:
             _close(store)
 
-    click.echo(_guarded(run).text())
+    click.echo(guarded(run).text())
     if serve:
         _serve(out_dir, port)
 
@@ -262,7 +230,7 @@ def _serve(site: Path, port: int) -> None:
     try:
         server = GalleryServer(site, port)
     except OSError as exc:
-        _fail(f"cannot serve on 127.0.0.1:{port}: {exc} (try --port 0)", 1)
+        fail(f"cannot serve on 127.0.0.1:{port}: {exc} (try --port 0)", 1)
     click.echo(f"serving the gallery at {server.url}  (Ctrl+C to stop)")
     try:
         server.serve_forever()
