@@ -69,12 +69,10 @@ def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int
     try:
         shutil.copyfile(src, staged)
         size, digest = _hash_file(staged)
-        decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
-        dest = images_dir / f"{item.id}.{decoded.format}"
-        os.replace(staged, dest)
-    finally:
+    except BaseException:
         staged.unlink(missing_ok=True)
-    return _fetched(item, dest, decoded, size, digest)
+        raise
+    return _decode_and_place(item, staged, images_dir, max_pixels, size, digest)
 
 
 def _fetch_url(
@@ -85,6 +83,12 @@ def _fetch_url(
     staged = images_dir / f"{item.id}.download"
     size, digest = download(item.url, staged, client, max_bytes=max_bytes, attempts=attempts,
                             base_s=retry_base_s, service="image", item_id=item.id)
+    return _decode_and_place(item, staged, images_dir, max_pixels, size, digest)
+
+
+def _decode_and_place(item: Item, staged: Path, images_dir: Path, max_pixels: int, size: int,
+                      digest: str) -> FetchedImage:
+    """Decode the staged original, then name it by its real format; the staged file never outlives this."""
     try:
         decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
         dest = images_dir / f"{item.id}.{decoded.format}"
