@@ -166,6 +166,10 @@ class Followup:
     kind: str
     item_id: str
     payload: str
+    # Filled in by the stores when read back: who recorded it and when (wall-clock seconds), so a
+    # client completes its own at once and adopts another's only once that client is presumed gone.
+    client: str = field(default="", compare=False)
+    recorded_at: float = field(default=0.0, compare=False)
 
 
 @dataclass

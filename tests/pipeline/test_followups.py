@@ -44,3 +44,14 @@ def test_followups_retried_until_the_source_can_complete_them(tmp_path: Path) ->
     worker.thread.join(timeout=10)
     assert calls[0] == ["a", "b", "c"] and calls[1] == ["a", "b", "c"]
     assert [f.item_id for f in store.pending_followups("track")] == ["c"]
+
+
+def test_pending_followups_say_who_recorded_them_and_when(tmp_path: Path) -> None:
+    import time
+
+    store = LocalStore(tmp_path / "store")
+    store.open()
+    before = time.time()
+    _publish_with_followups(store, tmp_path, ["x"])
+    (pending,) = store.pending_followups("track")
+    assert pending.client == "c" and before - 1 <= pending.recorded_at <= time.time() + 1

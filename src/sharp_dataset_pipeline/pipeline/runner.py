@@ -24,7 +24,7 @@ from ..errors import ConfigError, FatalDeviceError, PermanentError, RateLimited,
 from ..fetch.fetcher import fetch_item
 from ..observe.events import Metrics
 from ..predict.base import Predictor, RawSplat
-from ..records import Failure, FetchedImage, Item
+from ..records import Failure, FetchedImage, Followup, Item
 from ..sources.base import Source
 from ..splat.formats import FormatOptions
 from ..stores.base import Store
@@ -153,6 +153,17 @@ class Runner:
         if hasattr(source, "set_stop_requested"):
             source.set_stop_requested(lambda: self.control.stopping)
 
+    def _adoptable_followups(self) -> list[Followup]:
+        """Pending followups this run should complete: its own (a restart), and those of clients
+        silent for longer than a lease lives. Another live client completes its own, so taking
+        them now would repeat the call (e.g. a second Unsplash download tracking)."""
+        kind = getattr(self.source, "followup_kind", "")
+        now = time.time()
+        return [
+            f for f in self.store.pending_followups(kind)
+            if f.client in ("", self.opts.client_id) or now - f.recorded_at > self.opts.lease_ttl_s
+        ]
+
     def _release_items(self, item_ids: list[str]) -> None:
         release = getattr(self.source, "release_items", None)
         if release is not None and item_ids:
@@ -165,8 +176,7 @@ class Runner:
         started = self.clock()
         if self.followups:
             self.followups.thread.start()
-            kind = getattr(self.source, "followup_kind", "")
-            self.followups.submit(self.store.pending_followups(kind))
+            self.followups.submit(self._adoptable_followups())
         threads = [threading.Thread(target=self._guard(self._source_loop), name="source")]
         threads += [
             threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}")

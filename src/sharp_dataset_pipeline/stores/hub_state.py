@@ -137,7 +137,9 @@ def decode_ledger(data: bytes) -> LedgerDelta:
     try:
         obj = json.loads(data.decode("utf-8"))
         failures = tuple(dict(f) for f in obj.get("failures", []))
-        followups = tuple(Followup(f["kind"], f["item_id"], f.get("payload", "")) for f in obj.get("followups", []))
+        client, at = str(obj.get("client", "")), float(obj.get("at", 0.0) or 0.0)
+        followups = tuple(Followup(f["kind"], f["item_id"], f.get("payload", ""), client, at)
+                          for f in obj.get("followups", []))
         done = tuple((f["kind"], f["item_id"]) for f in obj.get("followups_done", []))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"malformed ledger file: {exc}") from exc

@@ -217,7 +217,8 @@ class LocalStore:
 
     def pending_followups(self, kind: str) -> list[Followup]:
         rows = self._conn().execute(
-            "SELECT kind, item_id, payload FROM followups WHERE kind = ? AND done = 0 ORDER BY seq", (kind,))
+            "SELECT kind, item_id, payload, client, created_at FROM followups WHERE kind = ? AND done = 0 "
+            "ORDER BY seq", (kind,))
         return [Followup(*row) for row in rows]
 
     def complete_followups(self, done: list[Followup]) -> None:
@@ -344,7 +345,7 @@ class LocalStore:
         sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
         sql.upsert_failures(conn, batch.failures, batch.client_id, now)
         sql.mark_units_done(conn, batch.units_done, batch.client_id, now)
-        sql.add_followups(conn, batch.followups, now)
+        sql.add_followups(conn, batch.followups, now, batch.client_id)
         sql.finish_followups(conn, batch.followups_done)
         if batch.renew_units and batch.lease_ttl_s > 0:
             sql.renew_leases(conn, batch.renew_units, batch.client_id, now + batch.lease_ttl_s)

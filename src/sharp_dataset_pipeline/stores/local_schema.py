@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE TABLE IF NOT EXISTS followups (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, item_id TEXT NOT NULL,
     payload TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
-    UNIQUE (kind, item_id, payload));
+    client TEXT NOT NULL DEFAULT '', UNIQUE (kind, item_id, payload));
 CREATE TABLE IF NOT EXISTS exclusions (
     item_id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS intents (
@@ -197,10 +197,10 @@ def upsert_failures(conn: sqlite3.Connection, failures: Iterable[Failure], clien
         )
 
 
-def add_followups(conn: sqlite3.Connection, followups: Iterable[Followup], now: float) -> None:
+def add_followups(conn: sqlite3.Connection, followups: Iterable[Followup], now: float, client: str = "") -> None:
     conn.executemany(
-        "INSERT OR IGNORE INTO followups (kind, item_id, payload, done, created_at) VALUES (?,?,?,0,?)",
-        [(f.kind, f.item_id, f.payload, now) for f in followups],
+        "INSERT OR IGNORE INTO followups (kind, item_id, payload, done, created_at, client) VALUES (?,?,?,0,?,?)",
+        [(f.kind, f.item_id, f.payload, now, client) for f in followups],
     )
 
 
