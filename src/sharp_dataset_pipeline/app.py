@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, PermanentError
 from .factories import default_subdir, make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCAL_BATCH_WAIT_S = 1.0
+HUB_SHARE_RECORD_EVERY = 50
 
 
 def batch_settings(settings: Settings, store_kind: str) -> tuple[int, float]:
@@ -171,17 +172,55 @@ def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
     from .stores.local import LocalStore
 
     store = make_store(settings)
-    if not isinstance(store, LocalStore):
-        raise ConfigError("share --missing works with a local store for now (--store local:DIR)")
     client = GsplatClient(_share_options(settings))
-    store.open()
-    try:
-        file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
-                                    keep=settings.gsplat_filter_visibility or 20000,
-                                    work_dir=settings.run_dir / "share")
-        def record(item_id: str, fields: dict[str, str]) -> None:
-            update_local_share_fields(store, item_id, fields)
+    work_dir = settings.run_dir / "share"
+    if isinstance(store, LocalStore):
+        store.open()
+        try:
+            file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
+                                        keep=settings.gsplat_filter_visibility or 20000, work_dir=work_dir)
 
-        return share_missing(store, client, file_for=file_for, record=record, limit=limit)
+            def record(item_id: str, fields: dict[str, str]) -> None:
+                update_local_share_fields(store, item_id, fields)
+
+            return share_missing(store, client, file_for=file_for, record=record, limit=limit)
+        finally:
+            store.close()
+    return _share_missing_hub(settings, store, client, limit, work_dir)
+
+
+def _share_missing_hub(settings: Settings, store: object, client: object, limit: int | None,
+                       work_dir: Path) -> ShareSummary:
+    """Hub store: files are downloaded at the head to share them; the fields found are recorded in
+    commits of up to HUB_SHARE_RECORD_EVERY rows (commits are the scarce resource)."""
+    from .publish.share import share_missing
+    from .splat.filter import top_visible
+    from .splat.ply import read_ply, write_ply
+
+    pending: dict[str, dict[str, str]] = {}
+
+    def flush() -> None:
+        if pending:
+            store.update_share_fields(dict(pending))  # type: ignore[attr-defined]
+            pending.clear()
+
+    def record(item_id: str, fields: dict[str, str]) -> None:
+        pending[item_id] = fields
+        if len(pending) >= HUB_SHARE_RECORD_EVERY:
+            flush()
+
+    def file_for(row: object) -> Path:
+        if not row.ply_path:  # type: ignore[attr-defined]
+            raise PermanentError(f"item {row.id}: no .ply was published to share", reason="gsplat_no_file")  # type: ignore[attr-defined]
+        ply = store.local_path(row.ply_path)  # type: ignore[attr-defined]
+        if not settings.gsplat_use_small_ply:
+            return ply
+        work_dir.mkdir(parents=True, exist_ok=True)
+        out = work_dir / f"{row.id}.small.ply"  # type: ignore[attr-defined]
+        write_ply(top_visible(read_ply(ply), settings.gsplat_filter_visibility or 20000), out)
+        return out
+
+    try:
+        return share_missing(store, client, file_for=file_for, record=record, limit=limit)  # type: ignore[arg-type]
     finally:
-        store.close()
+        flush()

@@ -112,7 +112,8 @@ def compact(env_file: str, **flags: Any) -> None:
 def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None:
     """Share published items on gsplat.org (GSPLAT_BASE) and record the viewer URLs in the index.
 
-    Uses GSPLAT_USE_SMALL_PLY / GSPLAT_FILTER_VISIBILITY like the pipeline. Local store only for now.
+    Uses GSPLAT_USE_SMALL_PLY / GSPLAT_FILTER_VISIBILITY like the pipeline. On the hub store the
+    files are downloaded to share them, and the new fields are recorded in one commit per 50 items.
     """
     settings = load_cli_settings(flags, env_file, RENAMED)
     from .app import share_missing_items

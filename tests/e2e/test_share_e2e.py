@@ -32,3 +32,28 @@ def test_failed_share_never_blocks_publish_and_share_missing_fills_it_in(tmp_pat
         rows = read_rows(store)
         assert len(rows) == 4 and all(r["gsplat_share_id"] and r["gsplat_url"] for r in rows)
         check_consistent(store)
+
+
+def test_share_missing_on_the_hub_store_records_fields_in_one_commit(tmp_path: Path) -> None:
+    from emulators.hub import HubEmulator, index_rows
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 3, seed=14)
+    repo = "someone/shared"
+    with HubEmulator() as hub, GsplatEmulator() as emu:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_sharecanary0123456789abcdef", "GSPLAT_BASE": emu.base_url,
+               "GSPLAT_ALLOW_PRIVATE_BASE": "1", "GSPLAT_FILTER_VISIBILITY": "500"}
+        first = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                        "--store", f"hf:{repo}", **env)
+        assert first.returncode == 0, first.stderr[-2000:]
+        rows = index_rows(hub.files(repo))
+        assert len(rows) == 3 and not any(r["gsplat_share_id"] for r in rows)
+        commits_before = len(hub.history(repo))
+        shared = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
+        assert shared.returncode == 0, shared.stderr[-2000:]
+        assert "shared 3" in shared.stdout
+        rows = index_rows(hub.files(repo))
+        assert len(rows) == 3 and all(r["gsplat_share_id"] and r["gsplat_url"] for r in rows)
+        assert len(hub.history(repo)) == commits_before + 1, "late shares are recorded in one commit"
+        again = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
+        assert again.returncode == 0 and "shared 0, already shared 3" in again.stdout

@@ -344,6 +344,10 @@ class HubStore:
         """Delete expired leases and leases on done units in one commit (``GcResult``)."""
         return self._admin().gc(now)
 
+    def update_share_fields(self, updates: dict[str, dict[str, str]]) -> list[str]:
+        """Record late gsplat shares (``share --missing``) on published rows, in one commit."""
+        return self._admin().update_fields(updates, self._clock())
+
     def rows(self) -> list[IndexRow]:
         """Every published row at the head (removed items left out)."""
         return self._admin().rows()

@@ -47,6 +47,7 @@ from ..ops.remove import RemoveResult
 from ..ops.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
+from ..publish.index_edit import drop_lines, update_lines
 from ..records import Batch, Failure, IndexRow, Lease
 from .hub_ops import Plan
 from .hub_state import (
@@ -110,20 +111,6 @@ def shard_time(path: str) -> float | None:
     except ValueError:
         return None
     return stamp.replace(tzinfo=timezone.utc).timestamp()
-
-
-def drop_lines(data: bytes, ids: set[str]) -> bytes:
-    """Index file bytes without the lines of ``ids`` (every other line kept byte for byte)."""
-    kept = []
-    for line in data.decode("utf-8").splitlines(keepends=True):
-        try:
-            obj = json.loads(line) if line.strip() else None
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and obj.get("id") in ids:
-            continue
-        kept.append(line)
-    return "".join(kept).encode("utf-8")
 
 
 def _activity(records: list[tuple[float | None, str, str]], done: list[tuple[str, float | None]],
@@ -520,3 +507,26 @@ class HubAdmin:
                               already_removed=sorted(i for i in ids & gone if i not in rows),
                               files_deleted=deleted, index_files_rewritten=rewritten)
         return plan, result
+
+    def update_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
+        """Merge ``updates[id]`` into published rows, rewriting the index files that hold them, in ONE
+        commit (``share --missing`` records late shares this way). Returns the ids updated."""
+        return self._commit(lambda state: self._plan_update(state, updates, now)) or []
+
+    def _plan_update(self, state: HubState, updates: dict[str, dict[str, str]],
+                     now: float) -> tuple[Plan, list[str]] | None:
+        plan = Plan(title=f"record fields of {len(updates)} items ({self.client_id})")
+        done: list[str] = []
+        for path in self._index_paths(state):
+            hit = set(updates) & state.parsed[path].ids
+            if not hit:
+                continue
+            data = update_lines(self._blob(state, path), {i: updates[i] for i in hit})
+            plan.adds[path] = data
+            plan.known[path] = (git_blob_oid(data), summarize_rows(decode_rows(data)))
+            self._blobs[git_blob_oid(data)] = data
+            done += sorted(hit)
+        if not done:
+            return None
+        self._mark(plan, "update", now, {"ids": done})
+        return plan, done
