@@ -9,6 +9,7 @@ so a read-then-write decision such as a lease acquisition is a compare-and-swap)
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -87,12 +88,28 @@ def connect(path: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, busy_timeout_s)
         # FULL: a transaction that returned is on disk, so "done" survives a power cut.
         conn.execute("PRAGMA synchronous = FULL")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open ledger {path}: {exc}") from exc
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch to WAL (persistent once set). Changing the journal mode takes an exclusive lock and
+    SQLite answers "database is locked" at once, without its busy handler, while another process
+    is opening the same new ledger: retry until the timeout."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
