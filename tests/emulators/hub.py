@@ -36,9 +36,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
+
+from .server import LoopbackServer
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 RESOLVE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -114,8 +116,8 @@ class _Drop(Exception):
     """Close the connection without an answer."""
 
 
-class HubEmulator:
-    """In-memory Hub behind a ``ThreadingHTTPServer`` on 127.0.0.1 (ephemeral port)."""
+class HubEmulator(LoopbackServer):
+    """In-memory Hub behind a loopback HTTP server on 127.0.0.1 (ephemeral port)."""
 
     def __init__(self, *, faults: HubFaults | None = None, clock: Callable[[], float] = time.monotonic,
                  tree_page_size: int = 1000) -> None:
@@ -129,37 +131,15 @@ class HubEmulator:
         self.token_hashes: set[str] = set()  # sha256 of bearer tokens seen (never the tokens)
         self._lock = threading.RLock()
         self._rng = random.Random(self.faults.seed)
-        self._server: ThreadingHTTPServer | None = None
-        self._url = ""
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> HubEmulator:
-        handler = type("Handler", (_Handler,), {"hub": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hub-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> HubEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("Handler", (_Handler,), {"hub": self})
 
     @property
     def url(self) -> str:
-        assert self._url, "start() first"
-        return self._url
+        return self.base_url
 
     def set_faults(self, faults: HubFaults) -> None:
         with self._lock:
