@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import mimetypes
-import socket
 import struct
 import threading
 import time
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .faults import Fault, FaultSchedule
-from .server import LoopbackServer
+from .server import LoopbackServer, drop_connection
 
 
 @dataclass(frozen=True)
@@ -117,11 +116,7 @@ def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:
                 self._drop()
 
         def _drop(self) -> None:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            drop_connection(self)
 
     return Handler
 

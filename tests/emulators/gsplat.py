@@ -22,7 +22,6 @@ import base64
 import binascii
 import json
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .faults import Fault, FaultSchedule
-from .server import LoopbackServer
+from .server import LoopbackServer, drop_connection
 
 _TYPES = {"ply", "spz", "splat"}
 
@@ -253,11 +252,7 @@ def _handler(owner: GsplatEmulator) -> type[BaseHTTPRequestHandler]:
             if fault.delay_s:
                 time.sleep(fault.delay_s)
             if fault.drop:
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                drop_connection(self)
                 return True
             if fault.status:
                 body = fault.body or _error_body(f"injected {fault.status}", fault.status, "INTERNAL_SERVER_ERROR")

@@ -3,6 +3,7 @@ daemon thread, and quiet handling of clients that hang up (expected when faults 
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,3 +48,12 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def drop_connection(handler: BaseHTTPRequestHandler) -> None:
+    """Hang up on the client without (further) answer: the "connection dropped" fault."""
+    handler.close_connection = True
+    try:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .faults import Fault, FaultSchedule
 from .files import jpeg_bytes
-from .server import LoopbackServer
+from .server import LoopbackServer, drop_connection
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 WORDS = ("mountain", "lake", "city", "street", "forest", "beach", "interior", "room", "bridge",
@@ -419,10 +418,6 @@ def _make_handler(owner: UnsplashEmulator) -> type[BaseHTTPRequestHandler]:
                 self._drop()
 
         def _drop(self) -> None:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            drop_connection(self)
 
     return Handler
