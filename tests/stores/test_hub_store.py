@@ -124,12 +124,19 @@ def test_leases_cas_takeover_and_own_lease_back(make_store, clock: ManualClock) 
     assert a.unit_status([unit.key])[unit.key].lease is None
 
 
+# Each racing process has its own manual clock, which its 409 back-off sleeps move forward at once:
+# under a long 409 storm one process's clock could pass an ordinary TTL and (rightly, by its clock)
+# take the others' leases over. This test is about exclusivity while leases are valid, so they
+# must stay valid for the whole race.
+RACE_TTL = 1e9
+
+
 def _race(url: str, units: list[str], client: str, start: float, out: multiprocessing.Queue) -> None:
     clock = ManualClock(start)
     store = HubStore(REPO, endpoint=url, token="hf_proc", clock=clock, sleep=clock.sleep, client_id=client,
                      retry_base_s=0.05)
     store.open()
-    won = [key for key in units if store.acquire(Unit(key, 0, 10), client, TTL) is not None]
+    won = [key for key in units if store.acquire(Unit(key, 0, 10), client, RACE_TTL) is not None]
     out.put((client, won))
 
 
