@@ -1,8 +1,8 @@
-"""HTTP plumbing shared by every client: session factory, the one retry helper, the status mapper, redaction.
+"""HTTP plumbing shared by every client: session factory, the one retry helper, the status mapper.
 
 Every outside HTTP call of the project goes through ``make_client`` and maps its response with
 ``raise_for_status``; every retry loop is ``call_with_retries``. Error messages built here never carry
-secrets: URLs and header values pass through ``redact`` first.
+secrets: URLs and header values pass through ``redact`` (``redact.py``, the project's one redactor) first.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import email.utils
 import logging
 import math
 import random
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import httpx
 
 from . import __version__
 from .errors import PermanentError, RateLimited, TransientError
+from .redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +28,6 @@ T = TypeVar("T")
 USER_AGENT = f"sharp-dataset/{__version__}"
 TRANSIENT_STATUSES = frozenset({408, 425})
 DEFAULT_RETRY_AFTER_S = 60.0
-MASK = "***"
-
-# Header-style secrets: "Authorization: Bearer x", "'Authorization': 'Client-ID x'", "Client-ID x".
-_AUTH_HEADER = re.compile(
-    r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic|token|client-id)\s+)?)([^\s'\",&;}]+)"
-)
-_CLIENT_ID_SCHEME = re.compile(r"(?i)(client-id\s+)([^\s'\",&;}]+)")
-# Query-style secrets: access_token=x, client_id=x (also token= and api_key=).
-_QUERY_SECRET = re.compile(r"(?i)\b(access_token|client_id|token|api_key|apikey)=([^&\s'\"#]+)")
-# Hugging Face user tokens have a recognisable shape; mask them even when nobody passed them in.
-_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
-
-
 def make_client(*, timeout_s: float = 30, headers: Mapping[str, str] | None = None) -> httpx.Client:
     """An ``httpx.Client`` that follows redirects and identifies itself as ``sharp-dataset/<version>``.
 
@@ -198,17 +185,3 @@ def _status_message(resp: httpx.Response, service: str, item_id: str) -> str:
         parts.append(f"item {item_id}")
     return ", ".join(parts)
 
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every given secret, auth header value and secret query value replaced by ``***``.
-
-    Secrets shorter than 4 characters are ignored (masking them would shred ordinary text).
-    """
-    out = text
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        out = out.replace(secret, MASK)
-    out = _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, out)
-    out = _CLIENT_ID_SCHEME.sub(lambda m: m.group(1) + MASK, out)
-    out = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", out)
-    out = _HF_TOKEN.sub(MASK, out)
-    return out

@@ -9,6 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from .redact import redact, strip_url
+
+# Row fields that hold URLs: stored and published, so credentials are stripped from them on construction.
+_URL_FIELDS = ("source_url", "page_url", "unsplash_url", "user_url", "gsplat_url")
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -56,7 +61,11 @@ class FetchedImage:
 
 @dataclass(frozen=True)
 class Failure:
-    """One item that did not make it, as data. ``reason`` is a short stable code, ``detail`` readable."""
+    """One item that did not make it, as data. ``reason`` is a short stable code, ``detail`` readable.
+
+    ``detail`` goes to the ledger, logs, metrics and (hub) ``.coord/batches``: it is redacted on construction,
+    so a URL or header quoted by an error can never carry a credential there.
+    """
 
     item_id: str
     unit: str
@@ -64,6 +73,9 @@ class Failure:
     reason: str
     detail: str
     transient: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", redact(self.detail))
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,13 @@ class IndexRow:
     gsplat_url: str = ""
     gsplat_share_id: str = ""
     gsplat_model_id: str = ""
+
+    def __post_init__(self) -> None:
+        # The item's URL may carry a signature or key that the download needed; the dataset must not.
+        for name in _URL_FIELDS:
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, strip_url(value))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

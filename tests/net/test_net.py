@@ -17,8 +17,8 @@ from sharp_dataset_pipeline.net import (
     make_client,
     parse_retry_after,
     raise_for_status,
-    redact,
 )
+from sharp_dataset_pipeline.redact import redact
 
 SECRET = "sk_live_9f8e7d6c5b4a"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 
 from ..errors import PermanentError
-from ..net import call_with_retries, raise_for_status, redact, transient, transport_error
+from ..net import call_with_retries, raise_for_status, transient, transport_error
+from ..redact import redact
 
 logger = logging.getLogger(__name__)
 

@@ -1,44 +1,33 @@
-"""Logging setup (called by the CLI only) with a filter that masks secrets in every record."""
+"""Logging setup (called by the CLI only) with a filter that masks secrets in every record.
+
+The filter is the last line of defence: it applies the project's one redactor (``redact.py``) to the
+formatted message and to any traceback, with the run's secrets added to the patterns.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
+import traceback
 from collections.abc import Iterable
 
-_PATTERNS = [
-    re.compile(r"(Client-ID\s+)[^\s'\"&]+", re.IGNORECASE),
-    re.compile(r"(Bearer\s+)[^\s'\"&]+", re.IGNORECASE),
-    re.compile(r"((?:client_id|access_token|token)=)[^\s'\"&]+", re.IGNORECASE),
-    re.compile(r"\b(hf_)[A-Za-z0-9]{20,}"),
-]
-
-
-def mask(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secrets and anything shaped like a credential from ``text``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "***", text)
-    return text
+from ..redact import redact
 
 
 class SecretFilter(logging.Filter):
+    """Rewrites each record so that its message and traceback carry no secret."""
+
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask(message, self.secrets)
+        masked = redact(message, self.secrets)
         if masked != message or record.exc_info:
             record.msg, record.args = masked, None
         if record.exc_info:
-            import traceback
-
             text = "".join(traceback.format_exception(*record.exc_info))
-            record.msg = f"{masked}\n{mask(text, self.secrets)}"
+            record.msg = f"{masked}\n{redact(text, self.secrets)}"
             record.exc_info = None
             record.exc_text = None
         return True

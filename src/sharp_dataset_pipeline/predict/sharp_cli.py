@@ -32,6 +32,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import Failure, FetchedImage
+from ..redact import env_secrets, is_secret_env_name
+from ..redact import redact as redact_text
 from ..splat.ply import InvalidSplat, read_ply
 from .base import RawSplat, ReadyGaussians
 
@@ -40,8 +42,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_VERSION = "sharp_2572gikvuh"  # the checkpoint `sharp predict` downloads by default
 _DIRECT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 _APPLIED_ORIENTATIONS = (1, 3, 6, 8)  # ml-sharp rotates for 3/6/8 and ignores mirrored ones
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.IGNORECASE)
-_SECRET_TEXT = re.compile(r"\bhf_[A-Za-z0-9]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{8,}")
 _TAIL_CHARS = 800
 _AFTER_KILL_S = 30.0
 
@@ -217,7 +217,7 @@ def _direct_extension(img: FetchedImage) -> str:
 
 def _child_env() -> dict[str, str]:
     """The environment minus anything secret: ``sharp`` needs no tokens or keys."""
-    return {k: v for k, v in os.environ.items() if not _SECRET_NAME.search(k)}
+    return {k: v for k, v in os.environ.items() if not is_secret_env_name(k)}
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -240,11 +240,8 @@ def _tail(err: bytes, out: bytes) -> str:
 
 
 def redact(text: str) -> str:
-    """Mask token-looking strings and the values of secret-named environment variables."""
-    for name, value in os.environ.items():
-        if _SECRET_NAME.search(name) and len(value) >= 6:
-            text = text.replace(value, "***")
-    return _SECRET_TEXT.sub("***", text)
+    """``text`` through the project's redactor, with the values of secret-named environment variables."""
+    return redact_text(text, env_secrets(os.environ))
 
 
 def _remove(folder: Path) -> None:

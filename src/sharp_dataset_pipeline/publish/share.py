@@ -40,8 +40,9 @@ import httpx
 
 from ..errors import ConfigError, LeaseConflict, PermanentError, RateLimited, SharpDatasetError, TransientError
 from ..fsio import atomic_write
-from ..net import call_with_retries, error_reason, make_client, raise_for_status, redact, transient
+from ..net import call_with_retries, error_reason, make_client, raise_for_status, transient
 from ..records import IndexRow
+from ..redact import redact
 from ..splat.filter import top_visible
 from ..splat.ply import read_ply, write_ply
 from ..stores import local_schema as sql

@@ -11,7 +11,7 @@ timeouts with backoff, and maps the answer:
 - 404 / 410: ``PermanentError`` (reasons ``not_found`` / ``gone``); other 4xx: ``PermanentError``;
 - 5xx and transport errors: ``TransientError`` once the retries are spent.
 
-The access key never appears in a message: everything shown passes through ``net.redact``.
+The access key never appears in a message: everything shown passes through ``redact.redact``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import ConfigError, PermanentError, RateLimited, TransientError
-from ..net import call_with_retries, parse_retry_after, raise_for_status, redact, transient
+from ..net import call_with_retries, parse_retry_after, raise_for_status, transient
+from ..redact import redact
 from .unsplash_quota import ORDINARY, TRACK, UnsplashQuota
 
 logger = logging.getLogger(__name__)
