@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import secrets
 from pathlib import Path
 
@@ -88,3 +89,38 @@ def hashlib_of(token: str) -> str:
     import hashlib
 
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_credentials_in_image_urls_never_reach_the_hub_repo(tmp_path: Path, file_server) -> None:
+    """Through the CLI onto the Hub emulator: a URL that downloads although it carries every credential kind
+    is published without them; no commit (index, .coord/batches, card) and no local file holds a canary."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from canary_utils import ENV_TOKEN, canary_manifest, leaks, tree_bytes
+    from e2e_utils import run_cli
+
+    from emulators.hub import index_rows
+
+    manifest, clean_url = canary_manifest(tmp_path, file_server)
+    work = tmp_path / "work"
+    work.mkdir()
+    with HubEmulator() as hub:
+        res = run_cli(work, "run", "--source", f"manifest:{manifest}", "--predictor", "planar", "--store",
+                      f"hf:{REPO}", "--log-level", "DEBUG", "--summary-json", str(work / "s.json"),
+                      "--run-id", "canary", HF_ENDPOINT=hub.url, HF_TOKEN=ENV_TOKEN, CLIENT_ID="canary",
+                      HF_HUB_DISABLE_PROGRESS_BARS="1", FETCH_RETRIES="1")
+        assert res.returncode == 0, res.stderr
+        files = hub.files(REPO)
+        every_blob = dict(hub.blobs)
+        titles = [c.title for r in hub.repos.values() for c in r.commits.values()]
+    summary = json.loads((work / "s.json").read_text())
+    assert summary["published"] == 1 and summary["failed"] == {"http_404": 1}, summary
+    assert [(r["id"], r["source_url"]) for r in index_rows(files)] == [("good", clean_url)]
+    batches = [json.loads(v) for p, v in files.items() if p.startswith(".coord/batches/")]
+    assert any("gone" in json.dumps(b) for b in batches), "the failure was not recorded in .coord/batches"
+    found = leaks({"stdout": res.stdout.encode(), "stderr": res.stderr.encode(),
+                   "commit titles": "\n".join(titles).encode(), **{f"hub blob {k}": v for k, v in every_blob.items()},
+                   **tree_bytes(work), **tree_bytes(Path(os.environ["HF_HOME"]))})
+    assert not found, found
