@@ -14,6 +14,7 @@ from .factories import default_subdir, make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
 from .observe.sinks import ProgressReporter
+from .ops.gallery.runs import store_identity
 from .pipeline.runner import Runner, RunOptions, RunSummary
 from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
@@ -153,6 +154,8 @@ def run_pipeline(settings: Settings, console: Console) -> RunSummary:
     summary: RunSummary | None = None
     try:
         summary = Runner(source, store, predictor, opts, metrics, control, http_client=client, share=share).run()
+        # Absolute, so the gallery's run report can tell this store's runs from another's.
+        summary.extra["store_id"] = store_identity(settings.resolved_store())
         if hasattr(store, "budget_report"):
             summary.extra["hub_budget"] = store.budget_report()
         return summary

@@ -196,7 +196,8 @@ def _gallery_inputs(store: Any) -> tuple[Any, Any]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("gallery"),
               show_default=True, help="Folder of the site (updated in place; unchanged items are reused).")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folders with metrics.jsonl / gpu_mem_log.csv for the report [env RUNS_DIR, runs].")
+              help="Folder of run folders (metrics.jsonl / gpu_mem_log.csv) for the report; only the runs that "
+              "published to this store are shown [default: where `run` puts them, RUNS_DIR].")
 @click.option("--title", default="SHARP Gaussian splats", show_default=True, help="Title of the site.")
 @click.option("--per-page", type=int, default=120, show_default=True, help="Items per index page.")
 @click.option("--serve", is_flag=True, help="Serve the site on 127.0.0.1 after building it (Ctrl+C stops).")
@@ -206,14 +207,16 @@ def gallery_cmd(env_file: str, out_dir: Path, runs_dir: Path | None, title: str,
     """Build a static HTML gallery: thumbnails, item pages with a 3D viewer, a run report with plots."""
     settings = load_cli_settings(flags, env_file)
     from .ops.gallery.build import GalleryOptions, build_gallery
-    from .ops.gallery.runs import read_runs
+    from .ops.gallery.runs import read_runs, store_identity
     from .ops.status import publish_events
 
     def run() -> Any:
         store = _store(settings)
         try:
             rows, files = _gallery_inputs(store)
-            return build_gallery(rows, files, out_dir, runs=read_runs(runs_dir or settings.runs_dir),
+            # The runs of THIS store only (a runs folder may be shared by several stores).
+            runs = read_runs(runs_dir or settings.run_dir.parent, store=store_identity(settings.resolved_store()))
+            return build_gallery(rows, files, out_dir, runs=runs,
                                  events=publish_events(store),
                                  options=GalleryOptions(title=title, per_page=per_page))
         finally:

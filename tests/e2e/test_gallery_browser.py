@@ -63,15 +63,20 @@ def served_gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 
 
 @pytest.fixture(scope="module")
-def browser_page(served_gallery: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def playwright(served_gallery: tuple[str, Path]) -> Iterator[object]:
+    with playwright_api.sync_playwright() as pw:  # one per module: the sync API does not nest
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser_page(playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     profile = tmp_path_factory.mktemp("chromium_profile")
-    with playwright_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
-                                                        args=FLAGS, viewport={"width": 1280, "height": 900})
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+    context = playwright.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
+                                                            args=FLAGS, viewport={"width": 1280, "height": 900})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def _watch(page: object) -> list[str]:
@@ -136,3 +141,35 @@ def test_report_page_shows_its_plots(served_gallery: tuple[str, Path], browser_p
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert errors == []
+
+
+def test_without_webgl_the_item_page_shows_the_preview_in_the_viewer_place(
+        served_gallery: tuple[str, Path], playwright, tmp_path: Path) -> None:
+    url, _ = served_gallery
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
+        args=[*FLAGS, "--disable-3d-apis", "--disable-webgl"], viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(url, wait_until="load")
+        assert page.evaluate("() => !document.createElement('canvas').getContext('webgl')")  # truly no WebGL
+        page.locator(".card a").first.click()
+        page.wait_for_load_state("load")
+        page.wait_for_function("() => document.getElementById('splat-viewer').dataset.state.startsWith('error')",
+                               timeout=60_000)
+        still = page.locator("#viewer-fallback")
+        page.wait_for_function("() => { const i = document.getElementById('viewer-fallback');"
+                               " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+        assert not page.locator("#splat-viewer").is_visible()  # no blank canvas left in the way
+        status = page.locator("#viewer-status")
+        assert "could not start" in status.inner_text() and "preview" in status.inner_text()
+        heading = page.locator("h2", has_text="3D view").bounding_box()
+        message, image = status.bounding_box(), still.bounding_box()
+        assert heading and message and image
+        # The message sits right under the heading, the preview right under the message.
+        assert 0 <= message["y"] - heading["y"] < 120 and 0 <= image["y"] - message["y"] < 120
+        assert image["height"] > 100
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "item-no-webgl.png"), full_page=True)
+    finally:
+        context.close()

@@ -53,7 +53,7 @@ def test_site_has_every_item_with_photo_and_rendered_preview(workspace: Path, tm
     assert plots == {"items-per-minute": "line", "stage-timings": "bar", "published-per-run": "line",
                      "gpu-memory": "line"}
     assert 'data-series="alpha"' in report and 'data-series="R1 GPU0 used"' in report
-    assert "6 items published in 2 publish steps by 1 clients" in report
+    assert "6 items published in 2 publish steps by 1 client" in report
 
 
 def test_rebuild_reuses_media_and_drops_removed_items(workspace: Path, tmp_path: Path) -> None:

@@ -229,11 +229,11 @@ def test_gallery_builds_from_the_hub_store(hub: HubEmulator, repo: str, template
     assert proc.returncode == 0, proc.stderr[-3000:]
     site = template / "site-hub"
     ids = {r["id"] for r in index_rows(hub.files(repo))}
-    assert f"gallery: {PHOTOS} items on 1 pages" in proc.stdout and "skipped" not in proc.stdout
+    assert f"gallery: {PHOTOS} items on 1 page" in proc.stdout and "skipped" not in proc.stdout
     assert {p.stem for p in (site / "items").glob("*.html")} == ids
     for item_id in ids:
         assert all((site / "media" / item_id / n).stat().st_size > 0 for n in ("photo.jpg", "preview.jpg", "splat.ply"))
-    assert f"{PHOTOS} items published in 2 publish steps by 1 clients" in (site / "report.html").read_text()
+    assert f"{PHOTOS} items published in 2 publish steps by 1 client" in (site / "report.html").read_text()
 
 
 @pytest.mark.parametrize("script", [[412], ["500-after"], ["drop-after", 409]])

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...errors import PermanentError, StoreError
+from ...fetch.image import to_rgb_array
 from ...ledger.status import PublishEvent
 from ...records import IndexRow
 from ...splat.gaussians import XYZ, Gaussians
@@ -83,7 +84,7 @@ class GalleryResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def text(self) -> str:
-        line = (f"gallery: {self.items} items on {self.pages} pages in {self.out} ({self.rendered} rendered, "
+        line = (f"gallery: {_count(self.items, 'item')} on {_count(self.pages, 'page')} in {self.out} ({self.rendered} rendered, "
                 f"{self.reused} reused); 3D viewer {'bundled' if self.viewer else 'NOT bundled'}")
         return line + "".join(f"\n  skipped {i}: {why}" for i, why in self.skipped)
 
@@ -100,7 +101,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _thumbnail(src: Path, dst: Path, long_side: int) -> None:
     with Image.open(src) as img:
-        img = ImageOps.exif_transpose(img).convert("RGB")
+        # Normalised as the fetch stage does: Pillow's convert("RGB") clips 16-bit samples to 255.
+        img = Image.fromarray(to_rgb_array(ImageOps.exif_transpose(img)))
         img.thumbnail((long_side, long_side))
         img.save(dst, "JPEG", quality=85)
 
@@ -196,6 +198,10 @@ def _items(rows: Iterable[IndexRow], files: FileAccess, out: Path, opts: Gallery
     return items, manifest
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _report(runs: list[RunData], events: list[PublishEvent], title: str) -> str:
     rate = items_per_minute(events)
     gpu, dashed = gpu_series(runs)
@@ -218,8 +224,9 @@ def _report(runs: list[RunData], events: list[PublishEvent], title: str) -> str:
          "From each run's gpu_mem_log.csv; dashed lines are each GPU's total memory."),
     ]
     total = sum(e.items for e in events)
-    facts = [f"{total} items published in {len(events)} publish steps by {len({e.client for e in events})} clients",
-             f"{len(runs)} runs with metrics or GPU logs"]
+    facts = [f"{_count(total, 'item')} published in {_count(len(events), 'publish step')} by "
+             f"{_count(len({e.client for e in events}), 'client')}",
+             f"{_count(len(runs), 'run')} with metrics or GPU logs"]
     return pages.report_page(title=title, sections=sections, facts=facts)
 
 

@@ -95,6 +95,18 @@ def attribution(row: IndexRow) -> str:
     return text
 
 
+def made_with_sharp(row: IndexRow) -> bool:
+    """Whether SHARP made the item's splat (``sharp``, ``sharp-cli``); ``planar`` is a stand-in."""
+    return row.predictor.startswith("sharp")
+
+
+def _not_sharp_badge(row: IndexRow) -> str:
+    if made_with_sharp(row):
+        return ""
+    name = row.predictor or "unknown predictor"
+    return f' <span class="badge not-sharp" title="made by the {escape(name)} predictor">{escape(name)}: not SHARP</span>'
+
+
 def index_page(items: list[GalleryItem], *, title: str, page: int, pages: int, total: int) -> str:
     """One page of the grid: each item's photo and rendered preview side by side."""
     cards = []
@@ -106,7 +118,7 @@ def index_page(items: list[GalleryItem], *, title: str, page: int, pages: int, t
             f'<img class="photo" src="{escape(it.photo)}" alt="photo {escape(row.id)}" loading="lazy">'
             f'<img class="preview" src="{escape(it.preview)}" alt="splat preview {escape(row.id)}" loading="lazy">'
             f'</div></a><div class="caption"><a href="{item_href(row.id)}">{escape(row.id)}</a> '
-            f'<span class="muted">{escape(who)}</span></div></div>')
+            f'<span class="muted">{escape(who)}</span>{_not_sharp_badge(row)}</div></div>')
     nav = []
     for p in range(1, pages + 1):
         nav.append(f"<span>{p}</span>" if p == page else f'<a href="{index_name(p)}">{p}</a>')
@@ -137,9 +149,11 @@ def item_page(it: GalleryItem, *, title: str, viewer: bool) -> str:
     if row.predictor == "planar":
         notes.append('<p class="note">Made by the planar stand-in predictor: a flat demo, not SHARP.</p>')
     if viewer and it.splat:
+        # data-preview: what viewer.js shows in the canvas's place when it cannot start (no WebGL).
         view = (f'<canvas id="splat-viewer" data-src="{up}{escape(it.splat)}" data-depth="{it.depth:.4g}" '
-                f'data-state="none"></canvas><p id="viewer-status" class="muted"></p>'
-                f'<p class="muted">Drag to orbit, scroll to zoom.</p>')
+                f'data-preview="{up}{escape(it.preview)}" data-state="none"></canvas>'
+                f'<p id="viewer-status" class="muted"></p>'
+                f'<p id="viewer-hint" class="muted">Drag to orbit, scroll to zoom.</p>')
         head = f'<script type="module" src="{up}{ASSETS}/viewer.js"></script>\n'
     else:
         view = '<p class="note">No 3D viewer in this build (its assets were not installed).</p>'

@@ -91,8 +91,50 @@ def parse_gpu_log(text: str) -> list[GpuSample]:
     return samples
 
 
-def read_runs(runs_dir: Path | None) -> list[RunData]:
-    """Every run folder under ``runs_dir`` that has a metrics file or a GPU log, by name."""
+def store_identity(spec: str, base: Path | None = None) -> str:
+    """A store named the same wherever a command runs: a local store's folder made absolute
+    (relative to ``base``, default the current folder), a hub store's ``hf:user/repo`` as is."""
+    kind, _, arg = spec.partition(":")
+    if kind == "local" and arg:
+        path = Path(arg).expanduser()
+        return "local:" + str(((base or Path.cwd()) / path).resolve() if not path.is_absolute() else path.resolve())
+    if kind == "hub":
+        return "hf:" + arg
+    return spec
+
+
+def _run_store(folder: Path, summary: dict[str, Any] | None) -> str | None:
+    """Which store a run published to, from its summary: the absolute ``store_id`` it recorded, or
+    (runs from before that field) its store spec resolved against the folder the run ran in, found
+    as the ancestor of ``folder`` from which the recorded ``run_dir`` leads to ``folder``."""
+    if not summary:
+        return None
+    extra = summary.get("extra")
+    if isinstance(extra, dict) and isinstance(extra.get("store_id"), str):
+        return extra["store_id"]
+    spec, run_dir = summary.get("store"), summary.get("run_dir")
+    if not isinstance(spec, str) or not isinstance(run_dir, str) or not run_dir:
+        return None
+    if not spec.startswith("local:"):
+        return store_identity(spec)
+    if Path(spec[len("local:"):]).expanduser().is_absolute():
+        return store_identity(spec)
+    if Path(run_dir).is_absolute():
+        return None
+    here = folder.resolve()
+    for base in here.parents:
+        if (base / run_dir).resolve() == here:
+            return store_identity(spec, base)
+    return None
+
+
+def read_runs(runs_dir: Path | None, store: str | None = None) -> list[RunData]:
+    """Every run folder under ``runs_dir`` that has a metrics file or a GPU log, by name.
+
+    With ``store`` (a ``store_identity``), only the runs whose summary says they published to
+    that store: a folder of runs shared by several stores shows each store its own runs. A run
+    that ended without a summary (killed) cannot say, and is left out with a log line.
+    """
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
     runs = []
@@ -103,6 +145,10 @@ def read_runs(runs_dir: Path | None) -> list[RunData]:
         run = RunData(folder.name)
         if metrics.is_file():
             run.progress, run.summary = parse_metrics(metrics.read_text(encoding="utf-8", errors="replace"))
+        if store is not None and _run_store(folder, run.summary) != store:
+            log.info("run report: %s left out (it did not publish to %s, or says nothing of its store)",
+                     folder, store)
+            continue
         if gpu_log.is_file():
             run.gpu = parse_gpu_log(gpu_log.read_text(encoding="utf-8", errors="replace"))
         runs.append(run)

@@ -14,7 +14,19 @@ function setState(state, message) {
 }
 
 function fail(message) {
-  setState('error: ' + message, 'The 3D viewer could not start: ' + message);
+  setState('error: ' + message, 'The 3D viewer could not start: ' + message + '. Showing the rendered preview instead.');
+  // A blank 520 px canvas would push the message off-screen: the still preview takes its place.
+  canvas.style.display = 'none';
+  const hint = document.getElementById('viewer-hint');
+  if (hint) hint.style.display = 'none';
+  if (canvas.dataset.preview && !document.getElementById('viewer-fallback')) {
+    const still = document.createElement('img');
+    still.id = 'viewer-fallback';
+    still.className = 'preview';
+    still.src = canvas.dataset.preview;
+    still.alt = 'rendered splat (the 3D viewer could not start)';
+    (status || canvas).after(still);
+  }
 }
 
 function orbitCamera(app, camera, target, distance) {
