@@ -42,6 +42,12 @@ class Item:
     focal_hint_mm35: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def origin(self) -> str:
+        """Where the item came from, as the user knows it: the folder-relative path, else the URL or
+        path. Unredacted: pass a URL through ``redact.strip_url`` before storing it."""
+        return str(self.meta.get("source_path") or self.url or self.path)
+
 
 @dataclass
 class FetchedImage:
@@ -65,6 +71,8 @@ class Failure:
 
     ``detail`` goes to the ledger, logs, metrics and (hub) ``.coord/batches``: it is redacted on construction,
     so a URL or header quoted by an error can never carry a credential there.
+    ``source`` names the input it came from (a folder-relative path or a URL without credentials),
+    so a failure can be traced back without the run's temp files.
     """
 
     item_id: str
@@ -73,9 +81,11 @@ class Failure:
     reason: str
     detail: str
     transient: bool
+    source: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detail", redact(self.detail))
+        object.__setattr__(self, "source", strip_url(self.source))
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,11 @@ class IndexRow:
     def from_dict(cls, data: dict[str, Any]) -> IndexRow:
         names = set(cls.field_names())
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def row_source(row: IndexRow) -> str:
+    """The input an index row came from, as a ``Failure.source`` (its URL is stored redacted)."""
+    return row.source_path or row.source_url
 
 
 @dataclass

@@ -103,3 +103,16 @@ def test_url_transient_failure_surfaces_after_attempts(file_server: FileServer, 
     with make_client(timeout_s=5) as client, pytest.raises(TransientError):
         fetch_item(_item("u3", url=url), tmp_path / "images", client, **dict(LIMITS, attempts=2))
     assert file_server.hits("/p.jpg") == 2
+
+
+def test_item_source_is_the_folder_path_or_the_url_without_credentials() -> None:
+    from sharp_dataset_pipeline.fetch.fetcher import item_source
+    from sharp_dataset_pipeline.records import Item
+
+    folder_item = Item(id="a", source="folder", unit="u", offset=0, path="/abs/photos/sub/a.jpg",
+                       meta={"source_path": "sub/a.jpg"})
+    assert item_source(folder_item) == "sub/a.jpg"
+    url = ("https://u:pw@cdn.example/p/a.jpg?w=400&client_id=K1&token=T1&sig=S1&X-Amz-Signature=S2"
+           "&X-Amz-Credential=C1&ixid=abc")
+    url_item = Item(id="b", source="manifest", unit="u", offset=1, url=url)
+    assert item_source(url_item) == "https://cdn.example/p/a.jpg?w=400&ixid=abc"

@@ -388,3 +388,30 @@ def test_files_on_other_filesystems_are_copied_and_staged_beside_destination(tmp
         store.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_failure_source_is_kept_and_an_old_ledger_gains_the_column(tmp_path: Path) -> None:
+    root = tmp_path / "old"
+    (root / ".coord").mkdir(parents=True)
+    old = sqlite3.connect(root / ".coord/ledger.sqlite3")
+    # The failures table as the first release wrote it (no ``source`` column).
+    old.execute("""CREATE TABLE failures (
+        item_id TEXT NOT NULL, unit TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
+        detail TEXT NOT NULL, transient INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        transient_attempts INTEGER NOT NULL, last_at REAL NOT NULL, client TEXT NOT NULL,
+        PRIMARY KEY (item_id, unit))""")
+    old.execute("INSERT INTO failures VALUES ('o', 'u', 'fetch', 'http_404', 'gone', 0, 1, 0, 1.0, 'c0')")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    store = LocalStore(root, clock=Clock())
+    store.open()
+    try:
+        store.record_failures([Failure("n", "u", "fetch", "empty_file", "empty", False, source="a/empty.jpg")], "c1")
+        # A retry that does not know its input keeps the recorded one.
+        store.record_failures([Failure("n", "u", "fetch", "empty_file", "empty", False)], "c1")
+        assert store.item_states(["o"])["o"] == ItemState(failed_permanently=True)
+    finally:
+        store.close()
+    rows = dict(sqlite3.connect(root / ".coord/ledger.sqlite3").execute("SELECT item_id, source FROM failures"))
+    assert rows == {"o": "", "n": "a/empty.jpg"}

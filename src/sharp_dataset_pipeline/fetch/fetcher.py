@@ -18,12 +18,18 @@ import httpx
 
 from ..errors import PermanentError
 from ..records import FetchedImage, Item
+from ..redact import strip_url
 from .download import download
 from .image import DecodedImage, decode_for_predictor
 
 logger = logging.getLogger(__name__)
 
 _HASH_CHUNK = 1 << 20
+
+
+def item_source(item: Item) -> str:
+    """The input ``item`` came from, fit to store and print (a ``Failure.source``): credentials removed."""
+    return strip_url(item.origin)
 
 
 def fetch_item(
@@ -90,7 +96,8 @@ def _decode_and_place(item: Item, staged: Path, images_dir: Path, max_pixels: in
                       digest: str) -> FetchedImage:
     """Decode the staged original, then name it by its real format; the staged file never outlives this."""
     try:
-        decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35)
+        decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35,
+                                       label=item_source(item))
         dest = images_dir / f"{item.id}.{decoded.format}"
         os.replace(staged, dest)
     finally:

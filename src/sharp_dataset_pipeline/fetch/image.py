@@ -63,12 +63,27 @@ class DecodedImage:
     format: str
 
 
-def decode_for_predictor(path: Path, *, max_pixels: int, focal_hint_mm35: float = 0.0) -> DecodedImage:
+def decode_for_predictor(
+    path: Path, *, max_pixels: int, focal_hint_mm35: float = 0.0, label: str = ""
+) -> DecodedImage:
     """Decode ``path`` into upright 8-bit RGB plus a focal length in pixels.
 
     Raises ``PermanentError`` (reasons in the module docstring) for anything that is not a usable image.
+    Messages name the file as ``label`` (the input the user knows, not a staged copy), else by its name.
     """
     path = Path(path)
+    try:
+        return _decode(path, max_pixels, focal_hint_mm35)
+    except PermanentError as exc:
+        if not label:
+            raise
+        text = str(exc)
+        if text.startswith(f"{path.name}: "):
+            text = text[len(path.name) + 2:]
+        raise PermanentError(f"{label}: {text}", reason=exc.reason) from exc
+
+
+def _decode(path: Path, max_pixels: int, focal_hint_mm35: float) -> DecodedImage:
     if path.stat().st_size == 0:
         raise PermanentError(f"{path.name}: empty file", reason="empty_file")
     fmt = _check_header(path, max_pixels)

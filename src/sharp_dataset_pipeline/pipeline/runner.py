@@ -30,7 +30,14 @@ from ..splat.formats import FormatOptions
 from ..stores.base import Store
 from .intake import Intake, IntakeOptions
 from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
-from .stages import PostprocessOptions, ShareSettings, failure_from_error, postprocess_item
+from .stages import (
+    PostprocessOptions,
+    ShareSettings,
+    failure_from_error,
+    failure_line,
+    postprocess_item,
+    with_source,
+)
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -317,7 +324,7 @@ class Runner:
         self.metrics.count("predict", "images", len(batch))
         for fetched, out in zip(batch, outputs, strict=True):
             if isinstance(out, Failure):
-                self._fail(out)
+                self._fail(with_source(out, fetched.item))
                 continue
             self._pp_slots.acquire()
             self._pp_pool.submit(self._postprocess, fetched, out)
@@ -347,7 +354,7 @@ class Runner:
     # ---- helpers -------------------------------------------------------------------------
     def _fail(self, failure: Failure) -> None:
         self._release_items([failure.item_id])
-        log.info("item %s failed at %s: %s (%s)", failure.item_id, failure.stage, failure.reason, failure.detail)
+        log.info("%s", failure_line(failure))
         self._put(self.results, failure, force=True)
 
     def _put(self, q: queue.Queue[object], msg: object, force: bool = False) -> bool:

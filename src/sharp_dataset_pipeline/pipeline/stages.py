@@ -6,11 +6,13 @@ a distributed engine later.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PermanentError, RateLimited, TransientError
+from ..fetch.fetcher import item_source
 from ..predict.base import RawSplat
 from ..publish.layout import item_path
 from ..publish.share import GsplatClient, share_fields, try_share
@@ -113,10 +115,28 @@ def _share(row: IndexRow, g: Gaussians, ply_local: Path, extras: list, opts: Pos
 
 
 def failure_from_error(item: Item, stage: str, exc: BaseException) -> Failure:
-    """A stable reason code and a readable detail; transient unless the error says permanent."""
+    """A stable reason code and a readable detail; transient unless the error says permanent.
+    The failure names the input it came from (``source``)."""
+    source = item_source(item)
     if isinstance(exc, PermanentError):
-        return Failure(item.id, item.unit, stage, exc.reason, str(exc)[:500], transient=False)
+        return Failure(item.id, item.unit, stage, exc.reason, str(exc)[:500], transient=False, source=source)
     if isinstance(exc, (TransientError, RateLimited)):
         reason = getattr(exc, "reason", "") or f"{stage}_transient"
-        return Failure(item.id, item.unit, stage, reason, str(exc)[:500], transient=True)
-    return Failure(item.id, item.unit, stage, f"{stage}_error", f"{type(exc).__name__}: {exc}"[:500], True)
+        return Failure(item.id, item.unit, stage, reason, str(exc)[:500], transient=True, source=source)
+    return Failure(item.id, item.unit, stage, f"{stage}_error", f"{type(exc).__name__}: {exc}"[:500], True,
+                   source=source)
+
+
+def with_source(failure: Failure, item: Item) -> Failure:
+    """``failure`` naming ``item``'s input (predictors build failures without it)."""
+    if failure.source:
+        return failure
+    return dataclasses.replace(failure, source=item_source(item))
+
+
+def failure_line(failure: Failure) -> str:
+    """``item X failed at fetch: empty_file (empty.jpg: empty file)``: the input is always named."""
+    detail = failure.detail
+    if failure.source and failure.source not in detail:
+        detail = f"{failure.source}: {detail}" if detail else failure.source
+    return f"item {failure.item_id} failed at {failure.stage}: {failure.reason} ({detail})"

@@ -173,5 +173,8 @@ class FolderSource:
                 break
             if self._digest(earlier) == digest:
                 self._duplicates.add(offset)
+                entries = self._listing()
+                logger.info("skipping %s: duplicate_content of %s (item %s)", entries[offset].rel,
+                            entries[earlier].rel, digest[:ID_HEX_CHARS])
                 return True
         return False

@@ -162,7 +162,7 @@ def _fanned(pi: ProcessedItem, holders: Mapping[str, int], threshold: int) -> Pr
 
 def _failure_dict(f: Failure) -> dict[str, Any]:
     return {"item_id": f.item_id, "unit": f.unit, "stage": f.stage, "reason": f.reason,
-            "detail": f.detail[:500], "transient": f.transient, "count": 1}
+            "detail": f.detail[:500], "transient": f.transient, "count": 1, "source": f.source}
 
 
 @dataclass
@@ -266,6 +266,7 @@ def merge_ledgers(deltas: Iterable[LedgerDelta], published: frozenset[str]) -> L
             if old is not None:
                 new["count"] = int(old.get("count", 1)) + int(f.get("count", 1))
                 new["transient"] = bool(old["transient"]) and bool(f["transient"])
+                new["source"] = f.get("source") or old.get("source", "")
             failures[f["item_id"]] = new
         for fu in delta.followups:
             recorded.setdefault((fu.kind, fu.item_id), fu)

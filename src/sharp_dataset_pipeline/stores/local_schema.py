@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS failures (
     item_id TEXT NOT NULL, unit TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
     detail TEXT NOT NULL, transient INTEGER NOT NULL, attempts INTEGER NOT NULL,
     transient_attempts INTEGER NOT NULL, last_at REAL NOT NULL, client TEXT NOT NULL,
-    PRIMARY KEY (item_id, unit));
+    source TEXT NOT NULL DEFAULT '', PRIMARY KEY (item_id, unit));
 CREATE TABLE IF NOT EXISTS shards (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('committed', 'compacting', 'compacted')),
@@ -121,7 +121,20 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        _add_missing_columns(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+# Columns added after a table first shipped: (table, column, declaration). Added with a default, so
+# a ledger written before them stays readable and older programs can still write to a newer one.
+_ADDED_COLUMNS = (("failures", "source", "TEXT NOT NULL DEFAULT ''"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 @contextmanager
@@ -202,15 +215,16 @@ def upsert_failures(conn: sqlite3.Connection, failures: Iterable[Failure], clien
         transient = 1 if f.transient else 0
         conn.execute(
             """INSERT INTO failures (item_id, unit, stage, reason, detail, transient, attempts,
-                                     transient_attempts, last_at, client)
-               VALUES (?,?,?,?,?,?,1,?,?,?)
+                                     transient_attempts, last_at, client, source)
+               VALUES (?,?,?,?,?,?,1,?,?,?,?)
                ON CONFLICT (item_id, unit) DO UPDATE SET
                  stage = excluded.stage, reason = excluded.reason, detail = excluded.detail,
+                 source = CASE WHEN excluded.source != '' THEN excluded.source ELSE failures.source END,
                  transient = MIN(failures.transient, excluded.transient),
                  attempts = failures.attempts + 1,
                  transient_attempts = failures.transient_attempts + excluded.transient_attempts,
                  last_at = excluded.last_at, client = excluded.client""",
-            (f.item_id, f.unit, f.stage, f.reason, f.detail, transient, transient, now, client),
+            (f.item_id, f.unit, f.stage, f.reason, f.detail, transient, transient, now, client, f.source),
         )
 
 
