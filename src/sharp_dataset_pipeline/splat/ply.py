@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sharp_dataset_pipeline.errors import PermanentError
+from sharp_dataset_pipeline.fsio import atomic_file
 from sharp_dataset_pipeline.splat.gaussians import VERTEX_PROPERTIES, Gaussians
 
 logger = logging.getLogger(__name__)
@@ -141,21 +141,11 @@ def write_ply(g: Gaussians, path: Path, *, fsync: bool = False) -> tuple[int, st
     parts = (ply_header(g.count), _vertex_view(g), _metadata_bytes(g))
     digest = hashlib.sha256()
     size = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for part in parts:
-                f.write(part)
-                digest.update(part)
-                size += len(part)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Leave no half-written temp file behind, whatever interrupted us; the error still propagates.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=fsync) as f:
+        for part in parts:
+            f.write(part)
+            digest.update(part)
+            size += len(part)
     logger.debug("wrote %s (%d Gaussians, %d bytes)", path, g.count, size)
     return size, digest.hexdigest()
 

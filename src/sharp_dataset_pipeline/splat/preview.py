@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from sharp_dataset_pipeline.fsio import atomic_file
 from sharp_dataset_pipeline.splat.gaussians import F_DC, OPACITY, SCALE, SH_C0, XYZ, Gaussians
 
 MIN_ALPHA = 1.0 / 255.0  # splats fainter than one grey level are skipped
@@ -243,13 +242,6 @@ def save_preview(img: np.ndarray, path: Path, quality: int = 90) -> tuple[int, s
     if fmt is None:
         raise ValueError(f"unsupported preview extension {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}")
     data = encode_preview(img, fmt, quality)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Leave no temp file behind, whatever interrupted us; the error still propagates.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(data)
     return len(data), hashlib.sha256(data).hexdigest()
