@@ -32,9 +32,11 @@ def test_followups_retried_until_the_source_can_complete_them(tmp_path: Path) ->
     followups = _publish_with_followups(store, tmp_path, ["a", "b", "c"])
     assert {f.item_id for f in store.pending_followups("track")} == {"a", "b", "c"}
     calls: list[list[str]] = []
+    pending_at_call: list[set[str]] = []
 
     def complete(todo: list[Followup]) -> list[Followup]:
         calls.append([f.item_id for f in todo])
+        pending_at_call.append({f.item_id for f in store.pending_followups("track")})
         return [] if len(calls) == 1 else [f for f in todo if f.item_id != "c"]  # quota back, "c" still failing
 
     worker = FollowupWorker(store, complete, Metrics(), retry_s=0.05)
@@ -42,7 +44,10 @@ def test_followups_retried_until_the_source_can_complete_them(tmp_path: Path) ->
     worker.submit(followups)
     worker.inbox.put(END)
     worker.thread.join(timeout=10)
-    assert calls[0] == ["a", "b", "c"] and calls[1] == ["a", "b", "c"]
+    # One call per followup; a refusal ends the pass, and the next pass starts where it stopped.
+    assert calls == [["a"], ["a"], ["b"], ["c"]]
+    # Each completion is in the store before the next call is made (a kill repeats one call at most).
+    assert pending_at_call == [{"a", "b", "c"}, {"a", "b", "c"}, {"b", "c"}, {"c"}]
     assert [f.item_id for f in store.pending_followups("track")] == ["c"]
 
 

@@ -221,10 +221,14 @@ class FollowupWorker:
             self._attempt(msg)
 
     def _attempt(self, new: list[Followup]) -> None:
+        """Complete one followup at a time and record each completion before the next call, so a
+        kill -9 repeats at most the one call in flight; the first one not settled ends the pass."""
         todo = self._waiting + new
-        done = self.complete(todo)
-        if done:
+        for n, followup in enumerate(todo):
+            done = self.complete([followup])
+            if not done:
+                self._waiting = todo[n:]
+                return
             self.store.complete_followups(done)
             self.sink.count("followups", "done", len(done))
-        settled = {(f.kind, f.item_id) for f in done}
-        self._waiting = [f for f in todo if (f.kind, f.item_id) not in settled]
+        self._waiting = []

@@ -7,6 +7,8 @@ Commit budget on the steady path: one commit per batch (files, index shard, ledg
 markers, lease renewals and this client's progress file together), one per unit lease, one per
 ``release``, and one compaction per ``auto_compact_shards`` batches; failures recorded with
 ``record_failures`` and completed followups ride on the next publish commit (or one at ``close``).
+Completed followups are also journaled on this client's disk as they happen (``hub_journal``), so
+a kill -9 before that commit repeats none of them.
 ``budget_report()`` gives commits last hour, API calls and both per published item.
 
 Repo shape: per-item files move under an id-prefix folder (``layout.item_path(fanout=True)``)
@@ -34,6 +36,7 @@ from ..publish.index import decode_rows
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
+from .hub_journal import FollowupJournal, journal_path
 from .hub_ops import (
     FANOUT_THRESHOLD,
     Plan,
@@ -83,6 +86,7 @@ class HubStore:
         client_id: str = "",
         cache_dir: Path | None = None,
         rng: random.Random | None = None,
+        journal_dir: Path | None = None,
     ) -> None:
         if api is None:
             from huggingface_hub import HfApi
@@ -110,6 +114,8 @@ class HubStore:
         self._followups_done: list[Followup] = []
         self._published_total = 0
         self._admin_ops: Any = None  # HubAdmin, made on first use
+        self._journal = (FollowupJournal(journal_path(journal_dir, repo_id, client_id))
+                         if journal_dir is not None and client_id else None)
 
     def _admin(self) -> Any:
         """The operation commands (``hub_admin``); also the exclusion set the publish path obeys."""
@@ -139,6 +145,22 @@ class HubStore:
         with self._sync.lock:
             state = self._sync.refresh()
             self._ensure_card(state)
+        self._load_journal(state)
+
+    def _load_journal(self, state: HubState) -> None:
+        """Completions a killed run made but never committed: known done before anything is
+        completed again, and carried by the next commit. Entries the repo already has are dropped."""
+        if self._journal is None:
+            return
+        pending = {(f.kind, f.item_id) for f in state.pending_followups}
+        entries = self._journal.read()
+        keep = [f for f in entries if (f.kind, f.item_id) in pending]
+        self._journal.forget([f for f in entries if (f.kind, f.item_id) not in pending])
+        if keep:
+            log.info("%d download completions from an earlier run of this client will be recorded", len(keep))
+        with self._buf_lock:
+            have = {(f.kind, f.item_id) for f in self._followups_done}
+            self._followups_done.extend(f for f in keep if (f.kind, f.item_id) not in have)
 
     def _ensure_card(self, state: HubState) -> None:
         from ..publish.card import render_card
@@ -235,7 +257,10 @@ class HubStore:
             self._failures.extend(failures)
 
     def complete_followups(self, done: list[Followup]) -> None:
-        """Completions ride on the next publish commit (or one commit at close)."""
+        """Completions are journaled on this client's disk at once, and ride on the next publish
+        commit (or one commit at close)."""
+        if self._journal is not None:
+            self._journal.append(done)
         with self._buf_lock:
             self._followups_done.extend(done)
 
@@ -269,6 +294,8 @@ class HubStore:
                 self._failures[:0], self._followups_done[:0] = failures, done
             raise
         self._note_lost(plan)
+        if self._journal is not None and done and plan is not None:
+            self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []
         if plan is None or not (plan.adds or plan.deletes):
             return PublishReceipt(published_ids=[], commit="", lost_units=lost)
@@ -370,4 +397,5 @@ def build_hub_store(settings: Any, repo_id: str) -> HubStore:
         commits_per_hour=settings.hf_commits_per_hour,
         auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
         client_id=settings.client_id,
+        journal_dir=Path(settings.runs_dir) / ".state",
     )
