@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import os
 import socket
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .redact import env_secrets, redact
 
 SECRET_FIELDS = frozenset({"unsplash_access_key", "hf_token"})
 
@@ -216,14 +218,15 @@ class Settings(BaseSettings):
         return self.predictor or self.sharp_backend
 
 
-def _describe_error(err: dict[str, Any]) -> str:
+def _describe_error(err: dict[str, Any], secrets: list[str]) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ())) or "settings"
     name = loc.upper()
     msg = err.get("msg", "invalid value")
     if loc.lower() in SECRET_FIELDS:
         return f"{name}: {msg}"
     value = err.get("input")
-    shown = f" (got {value!r})" if isinstance(value, (str, int, float)) else ""
+    # A key pasted into the wrong setting is still a key: the value shown goes through the redactor.
+    shown = f" (got {redact(repr(value), secrets)})" if isinstance(value, (str, int, float)) else ""
     return f"{name}: {msg}{shown}"
 
 
@@ -233,5 +236,19 @@ def load_settings(overrides: dict[str, Any] | None = None, env_file: str | None 
     try:
         return Settings(_env_file=env_file, **clean)  # type: ignore[call-arg]
     except ValidationError as exc:
-        lines = [_describe_error(dict(e)) for e in exc.errors()]
+        secrets = (env_secrets(os.environ) + env_secrets(_env_file_values(env_file))
+                   + [str(v) for k, v in clean.items() if k in SECRET_FIELDS])
+        lines = [_describe_error(dict(e), secrets) for e in exc.errors()]
         raise ConfigError("invalid setting: " + "; ".join(lines)) from None
+
+
+def _env_file_values(env_file: str | None) -> dict[str, str]:
+    """NAME -> value of a .env file's plain lines (enough to know which values are secrets)."""
+    if not env_file:
+        return {}
+    try:
+        text = Path(env_file).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    pairs = (line.removeprefix("export ").split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip().strip("'\"") for k, v in pairs}

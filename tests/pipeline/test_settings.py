@@ -42,16 +42,38 @@ def test_env_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  #
 
 
 def test_bad_values_name_the_setting_and_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "hf_SettingsCanary0123456789abcdef"
+    key = "unsplashSettingsCanaryKey42"
+    monkeypatch.setenv("UNSPLASH_ACCESS_KEY", key)
     monkeypatch.setenv("UPLOAD_WORKERS", "0")
     monkeypatch.setenv("HF_REPO_TYPE", "space")
+    monkeypatch.setenv("MAX_SCAN", key)  # the key pasted into the wrong line of a .env file
+    monkeypatch.setenv("MAX_IMAGES", token)  # likewise the token
     with pytest.raises(ConfigError) as err:
-        load_settings({}, env_file=None)
+        load_settings({"hf_token": 918273645546372819}, env_file=None)  # a secret that is itself bad
     text = str(err.value)
-    assert "UPLOAD_WORKERS" in text and "HF_REPO_TYPE" in text
+    for name in ("UPLOAD_WORKERS", "HF_REPO_TYPE", "MAX_SCAN", "MAX_IMAGES", "HF_TOKEN"):
+        assert name in text, (name, text)
+    assert "(got 0)" in text or "(got '0')" in text, text  # ordinary bad values are still shown
+    assert "'space'" in text, text
+    for secret in (token, key, "918273645546372819"):
+        assert secret not in text, (secret, text)
 
 
-def test_defaults_without_accounts_use_samples_and_local_store() -> None:
+def test_defaults_without_accounts_use_samples_and_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SOURCE", "STORE", "HF_REPO_ID", "HF_UPLOAD", "PREDICTOR", "SHARP_BACKEND", "LOCAL_STORE_DIR"):
+        monkeypatch.delenv(name, raising=False)
     s = load_settings({}, env_file=None)
+    assert s.unsplash_access_key is None and s.hf_token is None
+    # The README's promise, spelled out here rather than derived from the settings code.
     assert s.resolved_source() == "samples"
-    assert s.resolved_store().startswith("local:")
-    assert "secret" not in repr(s).lower() or s.unsplash_access_key is None
+    assert s.resolved_store() == "local:sharp-dataset-out"
+    assert s.resolved_predictor() == "auto"
+    # With an account the defaults change, and the key shows in no repr.
+    monkeypatch.setenv("UNSPLASH_ACCESS_KEY", "unsplashDefaultsCanary77")
+    monkeypatch.setenv("HF_REPO_ID", "me/splats")
+    with_accounts = load_settings({}, env_file=None)
+    assert with_accounts.resolved_source() == "search"
+    assert with_accounts.resolved_store() == "hf:me/splats"
+    assert with_accounts.secret("unsplash_access_key") == "unsplashDefaultsCanary77"
+    assert "unsplashDefaultsCanary77" not in repr(with_accounts) + str(with_accounts)
