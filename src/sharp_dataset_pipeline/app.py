@@ -124,8 +124,33 @@ def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
     return gpu_log
 
 
-def run_pipeline(settings: Settings, console: Console) -> RunSummary:
-    """Build source, store and predictor from ``settings``, run once, return the summary."""
+def check_random_weights(settings: Settings, timing_only: bool) -> None:
+    """Untrained weights never reach a dataset: only a timing run into a fresh local folder may use them.
+
+    ``sharp-dataset run`` calls with ``timing_only=False``, so SHARP_RANDOM_WEIGHTS=1 always stops it
+    (exit 2); only ``benchmarks/bench_gpu.py`` passes True, for a throwaway store it deletes.
+    """
+    if not settings.sharp_random_weights:
+        return
+    if not timing_only:
+        raise ConfigError(
+            "SHARP_RANDOM_WEIGHTS: untrained weights are for timing only (benchmarks/bench_gpu.py "
+            "--random-weights) and are never published by sharp-dataset run; unset it")
+    store = settings.resolved_store()
+    if settings.resolved_predictor() != "sharp" or not store.startswith("local:"):
+        raise ConfigError("SHARP_RANDOM_WEIGHTS: timing runs need --predictor sharp and a local store, "
+                          f"got {settings.resolved_predictor()} into {store}")
+    if Path(store.split(":", 1)[1]).expanduser().exists():
+        raise ConfigError(f"SHARP_RANDOM_WEIGHTS: timing runs write only into a new folder; {store} exists")
+
+
+def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = False) -> RunSummary:
+    """Build source, store and predictor from ``settings``, run once, return the summary.
+
+    ``timing_only`` is the benchmark's switch that admits SHARP_RANDOM_WEIGHTS (see
+    ``check_random_weights``); the CLI never sets it.
+    """
+    check_random_weights(settings, timing_only)
     opts = run_options(settings)
     control = StopControl(settings.control_path, settings.stop_file, settings.pause_file)
     if control.stop_path.exists():

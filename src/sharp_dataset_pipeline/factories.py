@@ -137,6 +137,7 @@ def _sharp_kwargs(settings: Settings) -> dict[str, Any]:
         "device": settings.sharp_device,
         "batch_size": settings.sharp_batch_size,
         "precision": settings.sharp_precision,
+        "random_weights": settings.sharp_random_weights,
     }
 
 

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     sharp_batch_size: int = Field(default=1, ge=1, le=64)
     sharp_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     sharp_timeout_secs: float = Field(default=1800.0, gt=0)
+    # Untrained weights, for benchmarks/bench_gpu.py only: `run` refuses it (see app.py).
+    sharp_random_weights: bool = False
     planar_resolution: int = Field(default=256, ge=8, le=4096)
 
     # Pause / stop control.

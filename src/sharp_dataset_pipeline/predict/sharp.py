@@ -20,6 +20,11 @@ Internal resolution: ml-sharp hard-codes 1536×1536. A package that defines
 Precision: ``fp32`` is upstream's behaviour. ``bf16``/``fp16`` run only the network trunk
 (``monodepth_model`` and ``feature_model``, as ml-sharp names them) under ``torch.autocast`` and
 hand its outputs back to the heads in float32; outputs change slightly.
+
+Random weights (``random_weights=True``): the same network with its untrained initial weights and
+no checkpoint, for timing only (``benchmarks/bench_gpu.py --random-weights``). Its
+``model_version`` is ``RANDOM_WEIGHTS_VERSION`` so every output says so; ``sharp-dataset run``
+refuses the setting (``SHARP_RANDOM_WEIGHTS``), only the benchmark's timing path accepts it.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ CHECKPOINT_SIZE_TEXT = "about 2.8 GB"
 UPSTREAM_INTERNAL_SIZE = 1536
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRUNK_MODULES = ("monodepth_model", "feature_model")
+RANDOM_WEIGHTS_VERSION = "random-weights-untrained"
 # Older torch raises a plain RuntimeError for device faults; these say the device is gone.
 _FATAL_MARKERS = ("CUDA error", "illegal memory access", "device-side assert", "CUBLAS_STATUS",
                   "cuDNN error", "unspecified launch failure", "ECC error")
@@ -81,7 +87,10 @@ class SharpPredictor:
 
     def __init__(self, *, checkpoint_path: str | None, device: str = "default", batch_size: int = 1,
                  precision: str = "fp32", log: logging.Logger | None = None,
-                 checkpoint_url: str = DEFAULT_MODEL_URL, unproject_on_device: bool | None = None) -> None:
+                 checkpoint_url: str = DEFAULT_MODEL_URL, unproject_on_device: bool | None = None,
+                 random_weights: bool = False) -> None:
+        if random_weights and checkpoint_path:
+            raise ConfigError("random weights and SHARP_CHECKPOINT_PATH exclude each other; choose one")
         if precision not in PRECISIONS:
             raise ConfigError(f"SHARP_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if batch_size < 1:
@@ -93,8 +102,9 @@ class SharpPredictor:
         self._log = log or logger
         self._url = checkpoint_url
         self._unproject_on_device = unproject_on_device  # None: on CUDA only (MPS lacks float64)
+        self._random_weights = random_weights
         source = self._checkpoint_path or checkpoint_url
-        self.model_version = Path(source.rsplit("/", 1)[-1]).stem
+        self.model_version = RANDOM_WEIGHTS_VERSION if random_weights else Path(source.rsplit("/", 1)[-1]).stem
         self._fit_batch = batch_size  # shrinks after an out-of-memory error
         self._torch: Any = None
         self._model: Any = None
@@ -119,11 +129,14 @@ class SharpPredictor:
         self._size = int(getattr(models, "INTERNAL_SIZE", UPSTREAM_INTERNAL_SIZE))
         self._log.info("building the SHARP network (model %s) on %s", self.model_version, self._device)
         model = models.create_predictor(models.PredictorParams())
-        state = self._state_dict(torch)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ConfigError(f"the checkpoint does not fit this ml-sharp version: {exc}") from exc
+        if self._random_weights:
+            self._log.warning("SHARP runs with RANDOM (untrained) weights: for timing only, not SHARP's output")
+        else:
+            state = self._state_dict(torch)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise ConfigError(f"the checkpoint does not fit this ml-sharp version: {exc}") from exc
         model.eval().to(self._device)
         if self._precision != "fp32":
             _autocast_trunk(torch, model, self._device.type, self._precision, self._log)
