@@ -88,3 +88,54 @@ def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
     stray = on_disk - referenced
     assert allow_stray or not stray, f"files published without a row: {sorted(stray)[:5]}"
     return rows
+
+
+def start_together(cwd: Path, runs: dict[str, tuple[list[str], dict[str, str]]], control: Path,
+                   timeout: float = 120) -> dict[str, subprocess.Popen[str]]:
+    """Start one CLI process per ``name: (command, env)`` behind a shared PAUSE file, wait until every one
+    holds its first unit and says it is paused, then remove PAUSE so that they run at the same time.
+
+    stderr goes to ``cwd/<name>.err`` (read it with ``err_text``); stdout is discarded.
+    """
+    import time
+
+    control.mkdir(parents=True, exist_ok=True)
+    pause = control / "PAUSE"
+    pause.write_text("", encoding="utf-8")
+    procs = {}
+    for name, (cmd, env) in runs.items():
+        with open(cwd / f"{name}.err", "w", encoding="utf-8") as err:
+            procs[name] = subprocess.Popen(cmd, cwd=cwd, env={**env, "CONTROL_DIR": str(control)},
+                                           stdout=subprocess.DEVNULL, stderr=err, text=True)
+    deadline = time.monotonic() + timeout
+    while not all("paused" in err_text(cwd, name) for name in runs):
+        for name, p in procs.items():
+            assert p.poll() is None, f"{name} exited before the start line: {err_text(cwd, name)[-2000:]}"
+        assert time.monotonic() < deadline, "the processes never reached the PAUSE file"
+        time.sleep(0.1)
+    pause.unlink()
+    return procs
+
+
+def err_text(cwd: Path, name: str) -> str:
+    path = cwd / f"{name}.err"
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def publish_times(store: Path) -> dict[str, list[float]]:
+    """client id -> the ledger's publish times of its items (local store)."""
+    import sqlite3
+
+    out: dict[str, list[float]] = {}
+    with sqlite3.connect(store / ".coord" / "ledger.sqlite3") as db:
+        for client, at in db.execute("SELECT client, published_at FROM items ORDER BY published_at"):
+            out.setdefault(client, []).append(at)
+    return out
+
+
+def assert_overlapping(times: dict[str, list[float]], names: tuple[str, str]) -> None:
+    """Both clients published, and each published while the other was still publishing."""
+    a, b = (times.get(n, []) for n in names)
+    assert a and b, {n: len(times.get(n, [])) for n in names}
+    assert min(a) < max(b) and min(b) < max(a), (
+        f"{names[0]} published {min(a):.2f}..{max(a):.2f}, {names[1]} {min(b):.2f}..{max(b):.2f}: one after the other")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from e2e_utils import check_consistent, cli_cmd, cli_env, make_photos, run_cli
+from e2e_utils import (
+    assert_overlapping,
+    check_consistent,
+    cli_cmd,
+    cli_env,
+    err_text,
+    make_photos,
+    publish_times,
+    run_cli,
+    start_together,
+)
 
 from sharp_dataset_pipeline.records import Unit
 from sharp_dataset_pipeline.sources.folder import FolderSource
@@ -20,20 +29,20 @@ def test_two_processes_split_the_work(tmp_path: Path) -> None:
     photos, store = tmp_path / "photos", tmp_path / "out"
     make_photos(photos, 40, seed=4, size=(200, 150))
     args = ("run", "--source", f"folder:{photos}", "--predictor", "planar", "--store", f"local:{store}",
-            "--range-size", "5", "--planar-resolution", "200")
-    procs = [
-        subprocess.Popen(cli_cmd(*args, "--run-id", name), cwd=tmp_path, env=cli_env(CLIENT_ID=name),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("alpha", "beta")
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+            "--range-size", "5", "--batch-size", "2", "--planar-resolution", "200")
+    # Both hold a unit behind a PAUSE file before either may work: they are sure to run at the same time.
+    procs = start_together(tmp_path, {name: (cli_cmd(*args, "--run-id", name), cli_env(CLIENT_ID=name))
+                                      for name in ("alpha", "beta")}, tmp_path / "control")
+    for name, p in procs.items():
+        assert p.wait(timeout=300) == 0, err_text(tmp_path, name)
     a, b = _processed(tmp_path / "runs" / "alpha"), _processed(tmp_path / "runs" / "beta")
+    assert a and b, (len(a), len(b))
     assert not (a & b), f"processed twice: {sorted(a & b)[:5]}"
     rows = check_consistent(store)
     assert len(rows) == 40
-    assert {r["client_id"] for r in rows} <= {"alpha", "beta"}
+    assert {r["client_id"] for r in rows} == {"alpha", "beta"}
+    assert {r["id"] for r in rows if r["client_id"] == "alpha"} == a
+    assert_overlapping(publish_times(store), ("alpha", "beta"))
 
 
 def test_valid_lease_is_respected_and_expired_lease_taken_over(tmp_path: Path) -> None:

@@ -11,7 +11,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from e2e_utils import check_consistent, cli_cmd, cli_env, read_rows, run_cli
+from e2e_utils import (
+    assert_overlapping,
+    check_consistent,
+    cli_cmd,
+    cli_env,
+    err_text,
+    publish_times,
+    read_rows,
+    run_cli,
+    start_together,
+)
 
 from emulators.faults import Fault
 from emulators.unsplash import UnsplashEmulator
@@ -123,22 +133,21 @@ def test_tracking_matches_publishing_across_kill_9(tmp_path: Path) -> None:
 def test_two_clients_on_one_store_split_the_list_units(tmp_path: Path) -> None:
     store = tmp_path / "out"
     with UnsplashEmulator(n_photos=120, access_key=KEY, leading_dash_ids=False) as emu:
-        procs = [
-            subprocess.Popen(cli_cmd(*run_args(store, range_size=15), "--run-id", name), cwd=tmp_path,
-                             env=cli_env(**unsplash_env(emu, CLIENT_ID=name)),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for name in ("alpha", "beta")
-        ]
-        for p in procs:
-            _, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err
+        # Both hold a unit behind a PAUSE file before either may work: they are sure to run at the same time.
+        procs = start_together(tmp_path, {
+            name: (cli_cmd(*run_args(store, range_size=15), "--run-id", name, "--batch-size", "4"),
+                   cli_env(**unsplash_env(emu, CLIENT_ID=name)))
+            for name in ("alpha", "beta")}, tmp_path / "control")
+        for name, p in procs.items():
+            assert p.wait(timeout=300) == 0, err_text(tmp_path, name)
         made = [{f.stem for f in (tmp_path / "runs" / n / "gaussians").glob("*.ply")} for n in ("alpha", "beta")]
+        assert made[0] and made[1], [len(m) for m in made]
         assert not (made[0] & made[1]), "a photo was processed by both clients"
         rows = check_consistent(store)
         assert {r["id"] for r in rows} == set(emu.feed) and len(rows) == 120
-        by_client = {r["client_id"] for r in rows}
-        assert by_client <= {"alpha", "beta"}
+        assert {r["client_id"] for r in rows} == {"alpha", "beta"}
         assert dict(emu.tracked) == {r["id"]: 1 for r in rows}
+        assert_overlapping(publish_times(store), ("alpha", "beta"))
 
 
 def test_photo_ids_starting_with_a_dash_are_published(tmp_path: Path) -> None:
