@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/sharp-dataset run --source samples --predictor planar --store local:sharp-dataset-out
 
 test: $(STAMP) $(NODE_STAMP) $(VIEWER_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

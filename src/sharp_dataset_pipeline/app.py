@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from . import __version__
-from .errors import ConfigError, PermanentError
+from .errors import ConfigError, PermanentError, SharpDatasetError
 from .factories import default_subdir, make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
@@ -124,6 +126,21 @@ def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
     return gpu_log
 
 
+@contextmanager
+def _run_dir_unless_rejected(run_dir: Path) -> Iterator[None]:
+    """Make the run folder; remove it again (when this made it and it is still empty) if the
+    settings are rejected inside, so a refused invocation leaves no empty ``runs/<RUN_ID>/``."""
+    existed = run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except SharpDatasetError:
+        if not existed:
+            with suppress(OSError):  # not empty (something was written): keep it
+                run_dir.rmdir()
+        raise
+
+
 def check_random_weights(settings: Settings, timing_only: bool) -> None:
     """Untrained weights never reach a dataset: only a timing run into a fresh local folder may use them.
 
@@ -161,19 +178,24 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
     _check_formats(opts.formats)
     share = share_settings(settings)
-    opts.run_dir.mkdir(parents=True, exist_ok=True)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
-    store = make_store(settings)
-    source = make_source(settings, client)
-    predictor = make_predictor(settings, opts.run_dir)
+    with _run_dir_unless_rejected(opts.run_dir):
+        store = make_store(settings)
+        source = make_source(settings, client)
+        predictor = make_predictor(settings, opts.run_dir)
+        log.info("run %s: %s → %s with %s (%s); stop with Ctrl+C or: touch %s", settings.run_id,
+                 settings.resolved_source(), store.description, predictor.name, predictor.model_version,
+                 control.stop_path)
+        try:
+            store.open()
+        except SharpDatasetError:
+            predictor.close()
+            client.close()
+            raise
     metrics = Metrics()
     reporter = ProgressReporter(metrics, settings.progress, settings.heartbeat_secs, opts.run_dir / "metrics.jsonl",
                                 console=console)
-    log.info("run %s: %s → %s with %s (%s); stop with Ctrl+C or: touch %s", settings.run_id,
-             settings.resolved_source(), store.description, predictor.name, predictor.model_version,
-             control.stop_path)
     gpu_log = _start_gpu_log(settings, opts.run_dir)
-    store.open()
     control.install_signal_handlers()
     reporter.start()
     summary: RunSummary | None = None

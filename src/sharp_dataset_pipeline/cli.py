@@ -1,7 +1,8 @@
 """The ``sharp-dataset`` command. Known errors become one readable line and an exit code.
 
-Exit codes: 0 success (also a clean stop or a rate-limit stop), 1 a run that ended on an
-internal or store error, 2 invalid settings.
+Exit codes of ``run`` (see EXIT_CODES_HELP): 0 the run did its work (item failures are data),
+1 it could not publish / processed nothing / hit a full disk / an error, 2 invalid settings or
+usage, 3 stopped by a rate limit with nothing to do until the window reopens.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -20,9 +21,20 @@ from rich.console import Console
 from . import __version__
 from .cli_support import common_options, guarded, load_cli_settings
 
+if TYPE_CHECKING:
+    from .pipeline.runner import RunSummary
+
 log = logging.getLogger(__name__)
 RENAMED = {"batch_size": "hf_upload_batch_size"}
-console = Console(stderr=True)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RATE_LIMITED = 0, 1, 2, 3
+EXIT_CODES_HELP = (
+    "\b\nExit codes:\n"
+    "  0  the run did its work: items published, or nothing left to do (failed items are data, see the summary)\n"
+    "  1  the store could not publish, no item was published and at least one failed, the disk is full,\n"
+    "     or an internal error\n"
+    "  2  invalid settings or usage (one line naming the setting)\n"
+    "  3  stopped by a rate limit: nothing to do until the window reopens (the summary says when)"
+)
 
 SOURCE_HELP = (
     "What to read [env SOURCE]: samples (the bundled photos), folder:PATH, manifest:PATH_OR_URL "
@@ -44,7 +56,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(epilog=EXIT_CODES_HELP)
 @common_options
 @click.option("--source", default=None, help=SOURCE_HELP)
 @click.option(
@@ -60,6 +72,9 @@ def main() -> None:
 @click.option("--client-id", default=None, help="Stable id of this machine [env CLIENT_ID, default host+user].")
 @click.option("--run-id", default=None, help="Name of the run folder runs/<RUN_ID> [env RUN_ID, default a timestamp].")
 @click.option("--batch-size", type=int, default=None, help="Items per publish step [env HF_UPLOAD_BATCH_SIZE, 32].")
+@click.option("--publish-formats", default=None,
+              help="What is published per item, comma-separated: ply, preview, spz, sog, compressed.ply, html, "
+              "small.ply [env PUBLISH_FORMATS, ply,preview].")
 @click.option("--planar-resolution", type=int, default=None,
               help="Long side in pixels of the planar predictor's grid [env PLANAR_RESOLUTION, 256].")
 @click.option("--public", "hf_public", is_flag=True, default=None, help="Create a missing Hub repo as public.")
@@ -74,7 +89,8 @@ def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
     work in flight is published, unfinished units are released, and the next run resumes.
     A PAUSE file there pauses intake until it is removed.
     """
-    settings = load_cli_settings(flags, env_file, RENAMED)
+    console = Console(stderr=True)
+    settings = load_cli_settings(flags, env_file, RENAMED, console=console)
     from .app import run_pipeline
 
     summary = guarded(lambda: run_pipeline(settings, console))
@@ -82,8 +98,18 @@ def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(asdict(summary), indent=2, default=str) + "\n", encoding="utf-8")
     _print_summary(summary)
-    if summary.stopped.startswith("error:"):
-        sys.exit(1)
+    sys.exit(exit_code(summary))
+
+
+def exit_code(summary: RunSummary) -> int:
+    """The documented exit code of a finished run (EXIT_CODES_HELP)."""
+    if summary.stop_cause in ("error", "store_failed", "disk_full"):
+        return EXIT_FAILED
+    if summary.failed_total and not (summary.published or summary.already_published):
+        return EXIT_FAILED
+    if summary.stop_cause == "rate_limit":
+        return EXIT_RATE_LIMITED
+    return EXIT_OK
 
 
 @main.command()
@@ -107,7 +133,8 @@ def compact(env_file: str, **flags: Any) -> None:
 
 @main.command()
 @common_options
-@click.option("--missing", is_flag=True, required=True, help="Share every published item that has no share yet.")
+@click.option("--missing", is_flag=True, help="Share every published item that has no share yet (today the only "
+              "mode, so it must be given).")
 @click.option("--limit", type=int, default=None, help="Share at most this many items in this pass.")
 def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None:
     """Share published items on gsplat.org (GSPLAT_BASE) and record the viewer URLs in the index.
@@ -115,6 +142,8 @@ def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None
     Uses GSPLAT_USE_SMALL_PLY / GSPLAT_FILTER_VISIBILITY like the pipeline. On the hub store the
     files are downloaded to share them, and the new fields are recorded in one commit per 50 items.
     """
+    if not missing:
+        raise click.UsageError("say what to share: --missing (every published item without a share yet)")
     settings = load_cli_settings(flags, env_file, RENAMED)
     from .app import share_missing_items
 
@@ -123,11 +152,17 @@ def share(env_file: str, missing: bool, limit: int | None, **flags: Any) -> None
     click.echo(f"shared {len(result.shared)}, already shared {result.already}, failed {len(result.failed)} ({failed})")
 
 
-def _print_summary(summary: Any) -> None:
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _print_summary(summary: RunSummary) -> None:
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failed.items())) or "none"
     skipped = sum(summary.skipped.values())
     skipped_why = ", ".join(f"{k}: {v}" for k, v in sorted(summary.skipped.items()))
     click.echo(f"dataset: {summary.store}")
+    click.echo(f"predictor: {summary.predictor} ({summary.model_version})")
+    click.echo(f"run: started {_clock(summary.started_at)}, ended {_clock(summary.ended_at)}; folder {summary.run_dir}")
     click.echo(
         f"published {summary.published}, failed {summary.failed_total} ({failed}), skipped {skipped}"
         + (f" ({skipped_why})" if skipped_why else "") + ", "
@@ -142,7 +177,7 @@ def _print_summary(summary: Any) -> None:
             f"{units.get('units_leased', 0)} worked on"
         )
     if summary.rate_limited_until:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary.rate_limited_until))
+        when = _clock(summary.rate_limited_until)
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")
 
 

@@ -3,15 +3,19 @@ errors into one line and an exit code (2 invalid settings, 1 other known errors)
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from rich.console import Console
 
 from .errors import ConfigError, SharpDatasetError
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, near_miss_names
+
+log = logging.getLogger(__name__)
 
 STORE_HELP = (
     "Where the dataset lives [env STORE]: local:DIR or hf:USER/REPO. Default: hf:$HF_REPO_ID when HF_REPO_ID "
@@ -32,17 +36,22 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def load_cli_settings(flags: dict[str, Any], env_file: str, renamed: dict[str, str] | None = None) -> Settings:
+def load_cli_settings(flags: dict[str, Any], env_file: str, renamed: dict[str, str] | None = None,
+                      console: Console | None = None) -> Settings:
     """Flags (renamed to setting names where they differ) over env over ``.env``; then logging with masks."""
     renamed = renamed or {}
     overrides = {renamed.get(k, k): v for k, v in flags.items() if v is not None}
+    env_path = env_file if Path(env_file).is_file() else None
     try:
-        settings = load_settings(overrides, env_file=env_file if Path(env_file).is_file() else None)
+        settings = load_settings(overrides, env_file=env_path)
     except ConfigError as exc:
         fail(str(exc), 2)
     from .observe.logs import setup_logging
 
-    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")])
+    setup_logging(settings.log_level, [settings.secret("unsplash_access_key"), settings.secret("hf_token")],
+                  console=console)
+    for name, likely in near_miss_names(env_path):
+        log.warning("%s in %s is not a setting and is ignored; did you mean %s?", name, env_file, likely)
     return settings
 
 

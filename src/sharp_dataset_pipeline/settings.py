@@ -7,6 +7,7 @@ Secrets are ``SecretStr``: they never appear in a repr, a log line or an error m
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import hashlib
 import os
@@ -93,7 +94,8 @@ class Settings(BaseSettings):
     hf_index_repo_path: str = "data/train.jsonl"
     hf_index_flush_every: int = Field(default=20, ge=1)
     hf_index_flush_secs: float = Field(default=30.0, gt=0)
-    hf_upload_batch_size: int = Field(default=0, ge=0, le=1000)
+    # Unset: HF_INDEX_FLUSH_EVERY when that is set, else 32 (see app.batch_settings).
+    hf_upload_batch_size: int | None = Field(default=None, ge=1, le=1000)
     hf_upload_batch_wait_ms: int = Field(default=0, ge=0)
     hf_commits_per_hour: int = Field(default=100, ge=1, le=10_000)
     hf_compact_every_shards: int = Field(default=256, ge=0)
@@ -144,7 +146,7 @@ class Settings(BaseSettings):
     gpu_mem_log_secs: float = Field(default=5.0, gt=0)
     heartbeat_secs: float = Field(default=30.0, gt=0)
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # gsplat.org sharing (off by default; see README).
     gsplat_upload: bool = False
@@ -168,6 +170,11 @@ class Settings(BaseSettings):
         if not value or any(c in value for c in "/\\\0") or value in {".", ".."}:
             raise ValueError("must be a non-empty name without slashes")
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("publish_formats")
     @classmethod
@@ -254,3 +261,33 @@ def _env_file_values(env_file: str | None) -> dict[str, str]:
         return {}
     pairs = (line.removeprefix("export ").split("=", 1) for line in text.splitlines() if "=" in line)
     return {k.strip(): v.strip().strip("'\"") for k, v in pairs}
+
+
+def _known_names() -> set[str]:
+    names = set(Settings.model_fields)
+    for info in Settings.model_fields.values():
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(str(c) for c in info.validation_alias.choices)
+    return names
+
+
+def near_miss_names(env_file: str | None) -> list[tuple[str, str]]:
+    """Names in ``env_file`` that are no setting but look like a misspelt one: (name, likely setting).
+
+    Settings ignore unknown names (a .env is often shared with other tools), so a typo such as
+    ``MAX_IMAGE=2`` would otherwise change nothing without a word.
+    """
+    if not env_file or not Path(env_file).is_file():
+        return []
+    from dotenv import dotenv_values
+
+    known = _known_names()
+    misses = []
+    for name in dotenv_values(env_file):
+        key = name.lower()
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            misses.append((name, close[0].upper()))
+    return misses

@@ -71,7 +71,7 @@ def test_list_run_publishes_every_photo_once_while_new_photos_arrive(tmp_path: P
 def test_a_demo_key_stops_before_the_limit_and_publishes_what_it_fetched(tmp_path: Path) -> None:
     with UnsplashEmulator(n_photos=200, access_key=KEY, limit=50, leading_dash_ids=False) as emu:
         done = run_cli(tmp_path, *run_args(tmp_path / "out"), **unsplash_env(emu, STOP_ON_RATE_LIMIT="1"))
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 3, done.stderr  # stopped by the rate limit (exit codes in README)
         assert "window reopens at" in done.stdout + done.stderr
         assert emu.limit_responses == 0 and emu.api_requests <= 50
         ids = published_ids(tmp_path / "out")
@@ -87,7 +87,7 @@ def test_an_injected_rate_limit_stops_intake_but_not_the_work_in_flight(tmp_path
         emu.faults.add(Fault(), Fault(), Fault(status=403, body=b"Rate Limit Exceeded",
                                               headers={"Retry-After": "2"}), path="/photos")
         first = run_cli(tmp_path, *run_args(store), "--run-id", "r1", **unsplash_env(emu, PER_PAGE="30"))
-        assert first.returncode == 0, first.stderr
+        assert first.returncode == 3, first.stderr  # stopped by the rate limit
         assert "rate limit" in (first.stdout + first.stderr).lower()
         assert emu.counts["/photos"] == 3  # no retry storm after the limit
         ids = published_ids(store)

@@ -10,6 +10,9 @@ import logging
 import traceback
 from collections.abc import Iterable
 
+from rich.console import Console
+from rich.text import Text
+
 from ..redact import redact
 
 
@@ -33,13 +36,32 @@ class SecretFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str, secrets: Iterable[str], log_file: str | None = None) -> None:
-    """Root handlers: stderr (and a run log file), every record through the secret filter."""
+class ConsoleHandler(logging.Handler):
+    """Prints each record as literal text (no markup, no highlighting, no wrapping) on a rich console."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(Text(self.format(record)), soft_wrap=True, highlight=False)
+        except (OSError, ValueError):  # a closed or broken stderr: logging must not take the run down
+            self.handleError(record)
+
+
+def setup_logging(
+    level: str, secrets: Iterable[str], log_file: str | None = None, console: Console | None = None
+) -> None:
+    """Root handlers: stderr (and a run log file), every record through the secret filter.
+
+    With ``console`` the stderr lines go through that rich console, so that while a live display
+    runs on it they print above the display instead of being drawn over."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(level.upper())
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [ConsoleHandler(console) if console is not None else logging.StreamHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     secret_filter = SecretFilter(list(secrets))

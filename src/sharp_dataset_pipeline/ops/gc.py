@@ -49,6 +49,6 @@ def gc_local(root: Path, now: float) -> GcResult:
                 conn.execute("DELETE FROM leases WHERE unit = ? AND nonce = ?", (lease.unit, lease.nonce))
     finally:
         conn.close()
-    log.info("gc: %d expired leases, %d leases on done units removed", len(result.expired),
+    log.debug("gc: %d expired leases, %d leases on done units removed", len(result.expired),
              len(result.on_done_units))
     return result

@@ -116,7 +116,7 @@ def remove_local(root: Path, index_path: str, item_ids: list[str], reason: str, 
                     conn.execute(f"DELETE FROM items WHERE id IN ({sql.marks(len(part))})", part)
     finally:
         conn.close()
-    log.info("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
+    log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
              root, reason)
     return result
 

@@ -84,7 +84,14 @@ class RunSummary:
     predictor_busy_fraction: float = 0.0
     units: dict[str, int] = field(default_factory=dict)
     stopped: str = ""
+    # Why the run ended early, for the exit code: "" (it ran out of work or reached a limit), "stop"
+    # (Ctrl+C, SIGTERM, STOP file), "rate_limit", "store_failed", "disk_full", "error".
+    stop_cause: str = ""
     rate_limited_until: float = 0.0
+    predictor: str = ""
+    model_version: str = ""
+    started_at: float = 0.0
+    ended_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -120,6 +127,8 @@ class Runner:
         self._pp_slots = threading.BoundedSemaphore(opts.upload_workers * 2)
         self._pp_pool = ThreadPoolExecutor(opts.upload_workers, thread_name_prefix="postprocess")
         self.fatal: BaseException | None = None
+        self.disk_full = False
+        self.started_at = 0.0
         kind = getattr(source, "followup_kind", "")
         self.followups = (
             FollowupWorker(store, source.complete_followups, metrics) if kind else None  # type: ignore[attr-defined]
@@ -181,6 +190,7 @@ class Runner:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.gaussians_dir.mkdir(parents=True, exist_ok=True)
         started = self.clock()
+        self.started_at = time.time()
         if self.followups:
             self.followups.thread.start()
             self.followups.submit(self._adoptable_followups())
@@ -272,6 +282,9 @@ class Runner:
                 max_bytes=self.opts.max_download_bytes, attempts=self.opts.fetch_retries,
             )
         except (TransientError, PermanentError, RateLimited, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                self.disk_full = True
+                self.control.request_stop("disk full")
             self._fail(failure_from_error(item, "fetch", exc))
             return
         except Exception as exc:  # stage boundary: one bad input fails alone
@@ -335,6 +348,7 @@ class Runner:
             processed = postprocess_item(fetched, raw, self.pp_opts)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
+                self.disk_full = True
                 self.control.request_stop("disk full")
             self._fail(failure_from_error(fetched.item, "postprocess", TransientError(str(exc))))
             return
@@ -384,7 +398,7 @@ class Runner:
         skipped.update({k: v for k, v in self.source.skipped_counts().items() if v})
         summary = RunSummary(
             store=self.store.description,
-            run_dir=str(self.opts.run_dir),
+            run_dir=str(self.opts.run_dir.resolve()),
             published=published,
             already_published=counts.get("publish", {}).get("already_published", 0),
             skipped=skipped,
@@ -394,16 +408,24 @@ class Runner:
             busy_s=busy,
             predictor_busy_fraction=round(self.metrics.busy_seconds("predict") / window, 4) if window else 0.0,
             units={k: v for k, v in counts.get("source", {}).items() if k.startswith("units")},
+            predictor=self.predictor.name,
+            model_version=self.predictor.model_version,
+            started_at=self.started_at,
+            ended_at=time.time(),
         )
         if self.intake.rate_limited is not None:
             summary.rate_limited_until = time.time() + self.intake.rate_limited.retry_after_s
-            summary.stopped = "rate limited"
+            summary.stopped, summary.stop_cause = "rate limited", "rate_limit"
         elif self.control.stopping:
-            summary.stopped = self.control.reason
+            summary.stopped, summary.stop_cause = self.control.reason, "stop"
         elif self.intake.limit_reached:
             summary.stopped = self.intake.limit_reached
+        if self.disk_full:
+            summary.stop_cause = "disk_full"
+        if self.publisher.failed_store:
+            summary.stop_cause = "store_failed"
         if self.intake.error is not None:
-            summary.stopped = f"error: source: {self.intake.error}"
+            summary.stopped, summary.stop_cause = f"error: source: {self.intake.error}", "error"
         if self.fatal is not None:
-            summary.stopped = f"error: {self.fatal}"
+            summary.stopped, summary.stop_cause = f"error: {self.fatal}", "error"
         return summary

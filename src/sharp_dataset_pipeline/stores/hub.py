@@ -341,7 +341,7 @@ class HubStore:
             plan, state = self._sync.run(build, max_age=0.0)
         if plan is None:
             return len(state.published)
-        log.info("compacted the index of %s: %d rows", self.repo_id, plan.rows)
+        log.debug("compacted the index of %s: %d rows", self.repo_id, plan.rows)
         return plan.rows
 
 

@@ -400,7 +400,7 @@ class HubAdmin:
             return plan, result
 
         result = self._commit(build) or GcResult()
-        log.info("gc: %d expired leases, %d leases on done units removed from %s", len(result.expired),
+        log.debug("gc: %d expired leases, %d leases on done units removed from %s", len(result.expired),
                  len(result.on_done_units), self.description)
         return result
 
@@ -461,7 +461,7 @@ class HubAdmin:
         result = self._commit(lambda state: self._plan_remove(state, set(ids), reason, now))
         if result is None:  # every id was excluded before and has no row left
             result = RemoveResult(already_removed=ids)
-        log.info("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
+        log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
                  self.description, reason)
         return result
 

@@ -251,7 +251,10 @@ class LocalStore:
         ids = [pi.row.id for pi in items]
         conn = self._conn()
         skip = sql.unavailable_ids(conn, ids)
-        plan = {pi.row.id: self._plan_item(pi) for pi in items if pi.row.id not in skip}
+        try:
+            plan = {pi.row.id: self._plan_item(pi) for pi in items if pi.row.id not in skip}
+        except OSError as exc:  # a folder that cannot be made (a file in the way, disk full): nothing staged yet
+            raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         if plan:
             # Journal the staging first: whatever a crash leaves behind, open() can find it.
             with sql.write_tx(conn):
@@ -431,7 +434,7 @@ class LocalStore:
         fsync_dir(self._data_dir)
         with sql.write_tx(conn):
             sql.set_shard_state(conn, merging, "compacted")
-        log.info("compacted %d shards; index has %d rows", len(merging), count)
+        log.debug("compacted %d shards; index has %d rows", len(merging), count)
         return count
 
     def _repair(self) -> None:
