@@ -11,6 +11,7 @@ store error, 2 invalid settings.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -51,17 +52,29 @@ def _close(store: Any) -> None:
         close()
 
 
-def _units_total(settings: Settings) -> int | None:
-    """Unit count of the configured source (SOURCE / --source), when it is set and finite."""
+def _source_units(settings: Settings, snap: Any) -> Any:
+    """The configured source (SOURCE / --source) against the ledger, cut into units with the range
+    size its runs used (read from the ledger's unit keys; RANGE_SIZE only for a source never run)."""
     if not settings.source:
         return None
     from .factories import make_source
     from .net import make_client
-    from .ops.status import count_units
+    from .ops.status import ledger_range_size, source_units, unit_prefix
 
+    keys = [*snap.done_unit_keys, *(le.unit for le in snap.leases)]
     try:
         with make_client() as client:
-            return count_units(make_source(settings, client).units())
+            units = make_source(settings, client).units()
+            first = next(units, None)
+            if first is None:
+                return source_units([], keys, settings.range_size)
+            size = ledger_range_size(keys, unit_prefix(first.key), settings.per_page)
+            if size is None or size == settings.range_size:
+                return source_units(itertools.chain([first], units), keys, settings.range_size)
+            log.info("status: the runs on %s used %d items per unit (RANGE_SIZE is %d); counting with %d",
+                     settings.source, size, settings.range_size, size)
+            ledger_settings = settings.model_copy(update={"range_size": size})
+            return source_units(make_source(ledger_settings, client).units(), keys, size)
     except (SharpDatasetError, RateLimited, OSError) as exc:
         log.warning("no ETA: could not enumerate the source %s (%s)", settings.source, exc)
         return None
@@ -72,15 +85,20 @@ def _units_total(settings: Settings) -> int | None:
 @click.option("--source", default=None, help="Source whose size gives the ETA [env SOURCE]; unset: no ETA.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
-    """Show the whole dataset: items, failures, units, every client's leases and rates, ETA."""
+    """Show the whole dataset: items, failures, units, every client's leases and rates, ETA.
+
+    Rates are items per hour over the window each client actually worked in (at most the last
+    hour / day); the ETA divides the items left in the source's unfinished units by that rate.
+    """
     settings = load_cli_settings(flags, env_file)
-    from .ledger.status import format_status
-    from .ops.status import dataset_status
+    from .ledger.status import build_status, format_status
+    from .ops.status import take_snapshot
 
     def run() -> Any:
         store = _store(settings)
         try:
-            return dataset_status(store, time.time(), _units_total(settings))
+            snap = take_snapshot(store, time.time())
+            return build_status(snap, source=_source_units(settings, snap))
         finally:
             _close(store)
 

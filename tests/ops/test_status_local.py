@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from e2e.e2e_utils import read_rows
 from sharp_dataset_pipeline.ops.status import count_units, dataset_status, publish_events
 from sharp_dataset_pipeline.records import Failure, Unit
@@ -25,7 +27,10 @@ def test_status_counts_come_from_the_ledger_not_the_files(workspace: Path) -> No
     report = dataset_status(LocalStore(store), now=time.time())
     assert report.published == 6
     assert [(c.client, c.published, c.units_done) for c in report.clients] == [("alpha", 6, 1)]
-    assert report.clients[0].rate_last_hour == 6.0
+    # Items per hour over the window since the run's first item (seconds ago), not 6 over an hour.
+    alpha = report.clients[0]
+    assert 0 < alpha.window_last_hour_s < 3600
+    assert alpha.rate_last_hour == pytest.approx(5 * 3600 / alpha.window_last_hour_s)
     assert report.units_done == 1 and report.leases == ()
 
 

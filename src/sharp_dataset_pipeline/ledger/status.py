@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from ..records import Lease
@@ -37,6 +38,22 @@ class ClientActivity:
     published_last_day: int = 0
     units_done: int = 0
     last_publish_at: float | None = None
+    # When the earliest item published in the window was made (epoch s, from its ``processed_at``):
+    # the start of the client's actual window, so a run 3 minutes old is rated over 3 minutes.
+    first_item_last_hour: float | None = None
+    first_item_last_day: float | None = None
+
+
+@dataclass(frozen=True)
+class SourceUnits:
+    """The configured source as the ledger sees it: its units (cut with the range size the runs
+    used, read from the ledger's unit keys), how many of them are done, and the items left in the
+    units not done (an upper bound: a partly published unit counts whole)."""
+
+    total: int
+    done: int
+    items_left: int
+    range_size: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,7 @@ class LedgerSnapshot:
     clients: tuple[ClientActivity, ...] = ()
     shards_pending: int = 0
     budgets: dict[str, float | int] = field(default_factory=dict)
+    done_unit_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,8 @@ class ClientRow:
     rate_last_hour: float
     rate_last_day: float
     last_publish_ago_s: float | None
+    window_last_hour_s: float = 0.0
+    window_last_day_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,10 @@ class StatusReport:
     leases: tuple[LeaseRow, ...]
     shards_pending: int
     budgets: dict[str, float | int]
+    window_last_hour_s: float = 0.0
+    window_last_day_s: float = 0.0
+    items_left: int | None = None
+    range_size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (stable keys; ``None`` where a value is unknown)."""
@@ -130,6 +154,43 @@ def eta_seconds(units_left: int | None, done_last_hour: int, done_last_day: int)
     return None, "no unit finished in the last day"
 
 
+def iso_epoch(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 time (``2026-01-02T03:04:05Z``; no zone means UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def window_rate(items: int, first_item_at: float | None, now: float, window_s: float) -> tuple[float, float]:
+    """Items per hour over the window the client was actually working in, and that window's length.
+
+    The window is the last ``window_s`` seconds, cut to start where the client's earliest item in
+    it was made: a run that began 3 minutes ago is rated over 3 minutes, not over an hour. From
+    the first item to now, ``items - 1`` more were made (the first one ends the span's start).
+    Without a known first item the whole window is used.
+    """
+    if items <= 0:
+        return 0.0, 0.0
+    if first_item_at is None:
+        return items * HOUR_S / window_s, window_s
+    span = max(1.0, min(window_s, now - first_item_at))  # processed_at has one-second resolution
+    made = items - 1 if items > 1 else 1
+    return made * HOUR_S / span, span
+
+
+def eta_from_items(items_left: int, rate_hour: float, rate_day: float) -> tuple[float | None, str]:
+    """Seconds until ``items_left`` items are published at the recent item rate, and its basis."""
+    if items_left <= 0:
+        return 0.0, "complete"
+    if rate_hour > 0:
+        return items_left * HOUR_S / rate_hour, f"{items_left} items left at the last hour's rate"
+    if rate_day > 0:
+        return items_left * HOUR_S / rate_day, f"{items_left} items left at the last day's rate"
+    return None, f"{items_left} items left; nothing published in the last day"
+
+
 def _lease_rows(leases: tuple[Lease, ...], now: float) -> tuple[LeaseRow, ...]:
     rows = [LeaseRow(unit=le.unit, owner=le.owner, age_s=now - le.acquired_at,
                      expires_in_s=le.expires_at - now, expired=le.expired(now)) for le in leases]
@@ -146,29 +207,46 @@ def _client_rows(snap: LedgerSnapshot, now: float) -> tuple[ClientRow, ...]:
     rows = []
     for client in sorted(set(activity) | set(active) | set(expired)):
         a = activity.get(client, ClientActivity(client))
+        hour, hour_s = window_rate(a.published_last_hour, a.first_item_last_hour, now, HOUR_S)
+        day, day_s = window_rate(a.published_last_day, a.first_item_last_day, now, DAY_S)
         rows.append(ClientRow(
             client=client,
             leases_active=active.get(client, 0),
             leases_expired=expired.get(client, 0),
             published=a.published,
             units_done=a.units_done,
-            rate_last_hour=float(a.published_last_hour),
-            rate_last_day=a.published_last_day * HOUR_S / DAY_S,
+            rate_last_hour=hour,
+            rate_last_day=day,
             last_publish_ago_s=None if a.last_publish_at is None else max(0.0, now - a.last_publish_at),
+            window_last_hour_s=hour_s,
+            window_last_day_s=day_s,
         ))
     return tuple(rows)
 
 
-def build_status(snap: LedgerSnapshot, units_total: int | None = None) -> StatusReport:
-    """The status report of ``snap``; ``units_total`` is the source's unit count when finite."""
+def build_status(snap: LedgerSnapshot, units_total: int | None = None, *,
+                 source: SourceUnits | None = None) -> StatusReport:
+    """The status report of ``snap``.
+
+    ``source`` (the configured source's units, see ``SourceUnits``) gives the units' progress and
+    an ETA from the items left and the recent item rate; a bare ``units_total`` (the source's unit
+    count) gives an ETA from the unit rate only.
+    """
     now = snap.taken_at
     leases = _lease_rows(snap.leases, now)
     expired = sum(1 for r in leases if r.expired)
     held = len(leases) - expired
-    free = None if units_total is None else max(0, units_total - snap.units_done - held)
-    left = None if units_total is None else max(0, units_total - snap.units_done)
-    eta, basis = eta_seconds(left, snap.units_done_last_hour, snap.units_done_last_day)
     clients = _client_rows(snap, now)
+    rate_hour = sum(c.rate_last_hour for c in clients)
+    rate_day = sum(c.rate_last_day for c in clients)
+    units_done = snap.units_done
+    if source is not None:
+        units_total, units_done = source.total, source.done
+        eta, basis = eta_from_items(source.items_left, rate_hour, rate_day)
+    else:
+        left = None if units_total is None else max(0, units_total - snap.units_done)
+        eta, basis = eta_seconds(left, snap.units_done_last_hour, snap.units_done_last_day)
+    free = None if units_total is None else max(0, units_total - units_done - held)
     return StatusReport(
         store=snap.store,
         taken_at=now,
@@ -177,18 +255,22 @@ def build_status(snap: LedgerSnapshot, units_total: int | None = None) -> Status
         failed=dict(sorted(snap.failed.items())),
         failed_total=sum(snap.failed.values()),
         units_total=units_total,
-        units_done=snap.units_done,
+        units_done=units_done,
         units_leased=held,
         units_expired_leases=expired,
         units_free=free,
-        rate_last_hour=sum(c.rate_last_hour for c in clients),
-        rate_last_day=sum(c.rate_last_day for c in clients),
+        rate_last_hour=rate_hour,
+        rate_last_day=rate_day,
         eta_s=eta,
         eta_basis=basis,
         clients=clients,
         leases=leases,
         shards_pending=snap.shards_pending,
         budgets=dict(snap.budgets),
+        window_last_hour_s=max((c.window_last_hour_s for c in clients), default=0.0),
+        window_last_day_s=max((c.window_last_day_s for c in clients), default=0.0),
+        items_left=None if source is None else source.items_left,
+        range_size=None if source is None else source.range_size,
     )
 
 
@@ -214,6 +296,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line.rstrip() for line in lines]
 
 
+def _rate_text(per_hour: float, window_s: float, name: str) -> str:
+    over = f"the last {name}" if window_s <= 0 or window_s >= (HOUR_S if name == "hour" else DAY_S) - 1 \
+        else f"the last {human_duration(window_s)}"
+    return f"{per_hour:.1f} items/h ({per_hour / HOUR_S:.2f} items/s) over {over}"
+
+
 def format_status(report: StatusReport, max_leases: int = 50) -> str:
     """The report as plain text: totals, units, the per-client table and the leases."""
     failed = ", ".join(f"{k}: {v}" for k, v in report.failed.items()) or "none"
@@ -224,9 +312,10 @@ def format_status(report: StatusReport, max_leases: int = 50) -> str:
         f"items: {report.published} published, {report.failed_total} failed ({failed}), "
         f"{report.excluded} removed",
         f"units: {report.units_done} done, {report.units_leased} leased, "
-        f"{report.units_expired_leases} expired leases, {free} free (of {total})",
-        f"rate: {report.rate_last_hour:.1f} items/h over the last hour, "
-        f"{report.rate_last_day:.1f} items/h over the last day",
+        f"{report.units_expired_leases} expired leases, {free} free (of {total})"
+        + ("" if report.range_size is None else f"; {report.range_size} items per unit"),
+        f"rate: {_rate_text(report.rate_last_hour, report.window_last_hour_s, 'hour')}, "
+        f"{_rate_text(report.rate_last_day, report.window_last_day_s, 'day')}",
         f"eta: {human_duration(report.eta_s)} ({report.eta_basis})",
     ]
     if report.shards_pending:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from ..ledger.status import (
     ClientActivity,
     LedgerSnapshot,
     PublishEvent,
+    SourceUnits,
     StatusReport,
     build_status,
+    iso_epoch,
 )
 from ..records import Lease, Unit
 from ..stores import local_schema as sql
@@ -44,6 +47,25 @@ def _client_activity(conn: Any, now: float) -> dict[str, dict[str, Any]]:
                        "published_last_day": int(day or 0), "last_publish_at": last}
     for client, done in conn.execute("SELECT client, COUNT(*) FROM units_done GROUP BY client"):
         out.setdefault(client, {})["units_done"] = int(done)
+    for key, window in (("first_item_last_hour", HOUR_S), ("first_item_last_day", DAY_S)):
+        for client, first in _first_items(conn, now - window).items():
+            out.setdefault(client, {})[key] = first
+    return out
+
+
+def _first_items(conn: Any, since: float) -> dict[str, float]:
+    """Per client, when the earliest item of its first publish step since ``since`` was made: one
+    lookup of a step's rows per client (the shard index), never a scan of the items."""
+    out: dict[str, float] = {}
+    # SQLite gives the bare ``name`` of the row holding MIN(committed_at).
+    for client, shard, _ in conn.execute(
+            "SELECT client, name, MIN(committed_at) FROM shards WHERE committed_at >= ? AND rows > 0 GROUP BY client",
+            (since,)).fetchall():
+        (first,) = conn.execute("SELECT MIN(json_extract(row, '$.processed_at')) FROM items WHERE shard = ?",
+                                (shard,)).fetchone()
+        when = iso_epoch(first) if isinstance(first, str) else None
+        if when is not None:
+            out[str(client)] = when
     return out
 
 
@@ -81,6 +103,7 @@ def local_snapshot(root: Path, description: str, now: float) -> LedgerSnapshot:
                 leases=leases,
                 clients=tuple(ClientActivity(client=c, **a) for c, a in sorted(activity.items())),
                 shards_pending=one("SELECT COUNT(*) FROM shards WHERE state != 'compacted'"),
+                done_unit_keys=tuple(r[0] for r in conn.execute("SELECT unit FROM units_done ORDER BY unit")),
             )
     finally:
         conn.close()
@@ -109,9 +132,53 @@ def count_units(units: Iterable[Unit], cap: int = UNIT_COUNT_CAP) -> int | None:
     return None if n > cap else n
 
 
-def dataset_status(store: Any, now: float, units_total: int | None = None) -> StatusReport:
-    """Status of ``store`` at ``now``; ``units_total`` (the source's unit count) enables the ETA."""
-    return build_status(take_snapshot(store, now), units_total)
+_RANGE_RE = re.compile(r"(p?)(\d+)-(p?)(\d+)$")
+
+
+def unit_prefix(key: str) -> str:
+    """The part of a unit key that names the source (``folder/<hash>`` of ``folder/<hash>/000000-000299``)."""
+    return key.rsplit("/", 1)[0]
+
+
+def ledger_range_size(keys: Iterable[str], prefix: str, per_page: int) -> int | None:
+    """The range size the runs used on the source ``prefix``, read from the ledger's unit keys.
+
+    A key ends in its inclusive offset range (``000010-000019``: 10 items) or, for a search, its
+    page range (``p011-p020``: 10 pages of ``per_page``). A source's last unit may be cut short,
+    so the largest range wins; ``None`` when the ledger has no unit of that source.
+    """
+    best = 0
+    for key in keys:
+        if unit_prefix(key) != prefix:
+            continue
+        match = _RANGE_RE.search(key)
+        if match is None:
+            continue
+        span = int(match.group(4)) - int(match.group(2)) + 1
+        best = max(best, span * per_page if match.group(1) == "p" else span)
+    return best or None
+
+
+def source_units(units: Iterable[Unit], done: Iterable[str], range_size: int,
+                 cap: int = UNIT_COUNT_CAP) -> SourceUnits | None:
+    """The source's units against the ledger's done set; ``None`` when it has more than ``cap``."""
+    done_keys = set(done)
+    total = finished = left = 0
+    for unit in itertools.islice(units, cap + 1):
+        total += 1
+        if unit.key in done_keys:
+            finished += 1
+        else:
+            left += max(0, unit.stop - unit.start)
+    if total > cap:
+        return None
+    return SourceUnits(total=total, done=finished, items_left=left, range_size=range_size)
+
+
+def dataset_status(store: Any, now: float, units_total: int | None = None, *,
+                   source: SourceUnits | None = None) -> StatusReport:
+    """Status of ``store`` at ``now``; ``source`` (or a bare ``units_total``) enables the ETA."""
+    return build_status(take_snapshot(store, now), units_total, source=source)
 
 
 def publish_events(store: Any) -> list[PublishEvent]:

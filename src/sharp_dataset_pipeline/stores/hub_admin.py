@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ..ledger.status import DAY_S, HOUR_S, ClientActivity, LedgerSnapshot, PublishEvent
+from ..ledger.status import DAY_S, HOUR_S, ClientActivity, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ops.gc import GcResult
 from ..ops.remove import RemoveResult
 from ..ops.verify import Problem, StoreView, VerifyReport, find_problems
@@ -94,15 +94,6 @@ def excluded_ids(state: HubState) -> frozenset[str]:
     return frozenset(out)
 
 
-def _utc(ts: str) -> float | None:
-    """Seconds since the epoch of an ISO 8601 time (UTC when it names no zone); None if unreadable."""
-    try:
-        parsed = datetime.fromisoformat(ts.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
-
-
 def shard_time(path: str) -> float | None:
     """When a shard was published, from its name (``<stem>-shard-<yyyymmddThhmmss>-...``)."""
     rest = posixpath.basename(path).split(layout.SHARD_MARK, 1)[-1]
@@ -113,21 +104,30 @@ def shard_time(path: str) -> float | None:
     return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
-def _activity(records: list[tuple[float | None, str, str]], done: list[tuple[str, float | None]],
+def _activity(records: list[tuple[float | None, str, str, float | None]], done: list[tuple[str, float | None]],
               now: float) -> tuple[ClientActivity, ...]:
-    """Per client: rows published (with times where known) and units marked done."""
+    """Per client: rows published (with times where known), when the first item of each window was
+    made (the start of the client's actual window, for its rates) and units marked done."""
     stats: dict[str, dict[str, Any]] = {}
-    for t, client, _ in records:
-        s = stats.setdefault(client, {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0})
+
+    def blank() -> dict[str, Any]:
+        return {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0, "first_hour": None, "first_day": None}
+
+    for t, client, _, made in records:
+        s = stats.setdefault(client, blank())
         s["published"] += 1
         if t is not None:
-            s["hour"] += t >= now - HOUR_S
-            s["day"] += t >= now - DAY_S
+            for window, count, first in ((HOUR_S, "hour", "first_hour"), (DAY_S, "day", "first_day")):
+                if t >= now - window:
+                    s[count] += 1
+                    if made is not None:
+                        s[first] = made if s[first] is None else min(s[first], made)
             s["last"] = t if s["last"] is None else max(s["last"], t)
     for client, _ in done:
-        stats.setdefault(client, {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0})["units"] += 1
+        stats.setdefault(client, blank())["units"] += 1
     return tuple(ClientActivity(client=c, published=s["published"], published_last_hour=s["hour"],
-                                published_last_day=s["day"], units_done=s["units"], last_publish_at=s["last"])
+                                published_last_day=s["day"], units_done=s["units"], last_publish_at=s["last"],
+                                first_item_last_hour=s["first_hour"], first_item_last_day=s["first_day"])
                  for c, s in sorted(stats.items()))
 
 
@@ -191,9 +191,9 @@ class HubAdmin:
             for row in decode_rows(self._blob(state, path)):
                 yield path, row
 
-    def _records(self, state: HubState) -> list[tuple[float | None, str, str]]:
-        """(publish time, client, publish step) per visible published item: a shard is one step with
-        its name's time; compacted rows keep no steps, so their ``processed_at`` stands in."""
+    def _records(self, state: HubState) -> list[tuple[float | None, str, str, float | None]]:
+        """(publish time, client, publish step, made at) per visible published item: a shard is one
+        step with its name's time; compacted rows keep no steps, so their ``processed_at`` stands in."""
         gone = self.excluded(state)
         seen: set[str] = set()
         out = []
@@ -202,8 +202,9 @@ class HubAdmin:
                 continue
             seen.add(row.id)
             shard = state.kind(path) == SHARD
-            t = shard_time(path) if shard else _utc(row.processed_at)
-            out.append((t, row.client_id or "unknown", path if shard else ""))
+            made = iso_epoch(row.processed_at)
+            t = shard_time(path) if shard else made
+            out.append((t, row.client_id or "unknown", path if shard else "", made))
         return out
 
     def _done_markers(self, state: HubState) -> list[tuple[str, float | None]]:
@@ -246,6 +247,7 @@ class HubAdmin:
             leases=tuple(sorted(state.leases.values(), key=lambda le: le.unit)),
             clients=_activity(self._records(state), done, now),
             shards_pending=len(state.paths_of(SHARD)),
+            done_unit_keys=tuple(sorted(state.done_units)),
             budgets={k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
                                             "resolver_calls")},
         )
@@ -253,7 +255,7 @@ class HubAdmin:
     def publish_events(self) -> list[PublishEvent]:
         """Publish steps at the head: one per shard, and per (client, second) for compacted rows."""
         groups: Counter[tuple[float, str, str]] = Counter()
-        for t, client, step in self._records(self.sync.refresh()):
+        for t, client, step, _ in self._records(self.sync.refresh()):
             if t is not None:
                 groups[(t, client, step)] += 1
         return [PublishEvent(t, c, n) for (t, c, _), n in sorted(groups.items())]
