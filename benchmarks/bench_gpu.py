@@ -266,7 +266,7 @@ def summary_line(report: dict[str, Any], best: dict[str, Any] | None, up_rate: f
 def print_table(report: dict[str, Any]) -> None:
     if report["random_weights"]:
         print(f"*** {RANDOM_LABEL} ***")
-    print(f"{report['images']} photos of {report['photo_size']}; device {report['device']}; "
+    print(f"{report['images']} photos, {report['photo_size']}; device {report['device']}; "
           f"GPU {report['host']['gpu_name'] or 'n/a'}; formats {report['formats']}")
     head = ("run", "batch", "prec", "img/s", "run img/s", "x upstream", "GPU busy all/active", "peak MiB",
             "predict s/img", "post s/img", "publish s/img", "predictor busy")
