@@ -218,6 +218,9 @@ class Batch:
     lease_ttl_s: float = 0.0
     followups: list[Followup] = field(default_factory=list)
     followups_done: list[Followup] = field(default_factory=list)
+    # ``run --redo``: "model-changed" replaces published items made by another predictor or model
+    # version, "all" replaces any published item; otherwise published ids are skipped.
+    redo: str = ""
 
     def empty(self) -> bool:
         return not (
@@ -234,3 +237,6 @@ class ItemState:
     excluded: bool = False
     failed_permanently: bool = False
     transient_failures: int = 0
+    # Which predictor and model made the published item: it counts as done only for that model.
+    predictor: str = ""
+    model_version: str = ""

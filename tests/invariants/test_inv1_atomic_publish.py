@@ -137,3 +137,89 @@ def test_files_are_in_place_before_the_item_counts_as_done(tmp_path: Path) -> No
     local.unlink()  # the work copy may go: the published file is its own link or copy
     assert (store.root / "p/a/a.ply").read_bytes() == b"ply bytes"
     assert os.listdir(store.root / "p/a") == ["a.ply"]
+
+
+KILL_AT = r'''
+import hashlib, os, signal, sys
+from pathlib import Path
+from sharp_dataset_pipeline.records import Batch, IndexRow, ProcessedItem, PublishedFile
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+root, work, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+work.mkdir(parents=True, exist_ok=True)
+store = LocalStore(root)
+store.open()
+calls = 0
+
+def counted(fn):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9 just before this file-system step
+        return fn(*args, **kwargs)
+    return wrapper
+
+for name in ("fsync", "replace", "link", "unlink", "rename"):
+    setattr(os, name, counted(getattr(os, name)))
+
+def item(item_id, unit):
+    row = IndexRow(id=item_id, source="folder", unit=unit)
+    files = []
+    for kind, ext in (("image", "jpg"), ("ply", "ply")):
+        data = hashlib.sha256(f"{item_id}{kind}".encode()).digest() * 100
+        local = work / f"{item_id}.{ext}"
+        local.write_bytes(data)
+        repo = f"photos/{item_id}/{item_id}.{ext}"
+        digest = hashlib.sha256(data).hexdigest()
+        files.append(PublishedFile(kind, repo, local, len(data), digest))
+        setattr(row, kind + "_path", repo)
+        setattr(row, kind + "_size", len(data))
+        setattr(row, kind + "_sha256", digest)
+    return ProcessedItem(row, files)
+
+tag = root.name
+store.publish(Batch(client_id="c", items=[item(f"{tag}a{j}", "u/a") for j in range(2)], units_done=["u/a"]))
+store.compact()
+store.publish(Batch(client_id="c", items=[item(f"{tag}b{j}", "u/b") for j in range(2)], units_done=["u/b"]))
+print(calls, flush=True)
+'''
+
+
+def _reader_view(root: Path) -> tuple[set[str], set[str]]:
+    """What a reader sees without opening the store: ids in the ledger, ids in the index files."""
+    db = sqlite3.connect(root / ".coord" / "ledger.sqlite3")
+    recorded = {i for (i,) in db.execute("SELECT id FROM items")}
+    db.close()
+    shown: set[str] = set()
+    for path in (root / "data").glob("*.jsonl"):
+        shown |= {row.id for row in decode_rows(path.read_bytes())}
+    return recorded, shown
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_after_kill9_at_any_step_readers_never_see_less_than_the_ledger(tmp_path: Path) -> None:
+    """kill -9 before every file-system step of two publishes and a compaction: a reader of the
+    index files (no open(), no repair) always sees at least every item the ledger records."""
+    script = tmp_path / "kill_at.py"
+    script.write_text(KILL_AT)
+
+    def run(n: int) -> subprocess.CompletedProcess[str]:
+        root = tmp_path / f"s{n:03d}"
+        return subprocess.run([sys.executable, str(script), str(root), str(tmp_path / f"w{n:03d}"), str(n)],
+                              capture_output=True, text=True, timeout=120)
+
+    full = run(0)  # never killed: how many steps there are
+    assert full.returncode == 0, full.stderr
+    steps = int(full.stdout.split()[-1])
+    assert steps > 20
+    recorded_seen = 0
+    for n in range(1, steps + 1):
+        done = run(n)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        root = tmp_path / f"s{n:03d}"
+        recorded, shown = _reader_view(root)
+        assert recorded <= shown, f"kill at step {n}: ledger has {sorted(recorded - shown)} the index lacks"
+        recorded_seen = max(recorded_seen, len(recorded))
+        check_store(root)  # and open() then restores exactly one row per item
+    assert recorded_seen == 4

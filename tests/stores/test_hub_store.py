@@ -7,6 +7,7 @@ exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 from collections import Counter
@@ -335,3 +336,32 @@ def test_a_repo_nearing_the_file_limit_is_reported(make_store, tmp_path: Path,
     with caplog.at_level("WARNING", logger="sharp_dataset_pipeline.stores.hub_sync"):
         store.publish(Batch("c1", items=make_items(tmp_path, [f"w{n}" for n in range(5)])))
     assert any("100k" in r.getMessage() for r in caplog.records)
+
+
+def test_one_bad_item_fails_alone_and_the_rest_is_one_commit(make_store, hub: HubEmulator, tmp_path: Path) -> None:
+    """Invariant 8 at publish time: a file changed after validation, a missing file and a repeated id
+    each fail their item alone (recorded in the same commit); the rest of the batch is published."""
+    store = make_store()
+    assert store.acquire(Unit("u1", 0, 9), "c1", TTL) is not None
+    assert store.acquire(Unit("u2", 0, 9), "c1", TTL) is not None
+    items = make_items(tmp_path / "a", ["a", "b", "c"], unit="u1") + make_items(tmp_path / "d", ["d"], unit="u2")
+    items[1].files[1].local_path.write_bytes(b"changed after validation")
+    items[2].files[0].local_path.unlink()
+    twin = make_items(tmp_path / "twin", ["a"], unit="u1")[0]  # same id, other bytes
+    twin.files[0].local_path.write_bytes(b"another photo with the same id")
+    twin.files[0] = type(twin.files[0])("image", twin.files[0].repo_path, twin.files[0].local_path, 30,
+                                        hashlib.sha256(b"another photo with the same id").hexdigest())
+    before = len(hub.history(REPO))
+    receipt = store.publish(Batch("c1", items=[*items, twin], units_done=["u1", "u2"], lease_ttl_s=TTL))
+    assert len(hub.history(REPO)) == before + 1
+    assert sorted(receipt.published_ids) == ["a", "d"]
+    assert sorted((f.item_id, f.reason) for f in receipt.failed) == [
+        ("a", "duplicate_id"), ("b", "file_changed"), ("c", "file_changed")]
+    assert receipt.units_held == ["u1"]  # b and c may be retried: u1 is not done, u2 is
+    _assert_exactly_once(hub, {"a", "d"})
+    assert hub.files(REPO)["photos/a/a.jpg"] == items[0].files[0].local_path.read_bytes()
+    reader = make_store("c2")
+    states = reader.item_states(["b", "c"])
+    assert states["b"].transient_failures == 1 and states["c"].transient_failures == 1
+    status = reader.unit_status(["u1", "u2"])
+    assert status["u2"].done and not status["u1"].done and status["u1"].lease is not None

@@ -106,23 +106,50 @@ def test_empty_item_batch_records_ledger_changes_without_a_shard(store: LocalSto
     assert store.acquire(Unit("u/1", 0, 10), "c2", 60) is None
 
 
-def test_failed_staging_publishes_nothing(store: LocalStore, tmp_path: Path) -> None:
-    good = make_item(tmp_path / "w", "good")
-    bad = make_item(tmp_path / "w", "bad")
+def test_a_missing_file_fails_that_item_alone(store: LocalStore, tmp_path: Path) -> None:
+    good = make_item(tmp_path / "w", "good", unit="u/0")
+    bad = make_item(tmp_path / "w", "bad", unit="u/1")
     bad.files[1].local_path.unlink()
-    with pytest.raises(StoreError, match="missing"):
-        store.publish(Batch(client_id="c1", items=[good, bad], units_done=["u/1"]))
-    assert store.item_states(["good", "bad"]) == {}
-    assert store.unit_status(["u/1"])["u/1"].done is False
-    assert list((store.root / "data").iterdir()) == []
-    assert not [p for p in store.root.rglob("*") if p.is_file() and "photos" in p.parts]
+    receipt = store.publish(Batch(client_id="c1", items=[good, bad], units_done=["u/0", "u/1"]))
+    assert receipt.published_ids == ["good"]
+    assert [(f.item_id, f.reason, f.transient) for f in receipt.failed] == [("bad", "file_changed", True)]
+    assert "missing" in receipt.failed[0].detail
+    assert receipt.units_held == ["u/1"]
+    states = store.item_states(["good", "bad"])
+    assert states["good"].published and states["bad"] == ItemState(transient_failures=1)
+    assert store.counts().failed == {"file_changed": 1}
+    status = store.unit_status(["u/0", "u/1"])
+    assert status["u/0"].done and not status["u/1"].done  # the failed item may be retried
+    assert index_ids(store.root) == ["good"]
+    assert sorted(p.parts[-2] for p in (store.root / "photos").rglob("*") if p.is_file()) == ["good", "good"]
+    assert not [p for p in store.root.rglob(".*.tmp-*")]
 
 
-def test_size_mismatch_is_refused(store: LocalStore, tmp_path: Path) -> None:
-    item = make_item(tmp_path / "w", "a")
-    item.files[0].local_path.write_bytes(b"short")
-    with pytest.raises(StoreError, match="bytes"):
-        store.publish(Batch(client_id="c1", items=[item]))
+@pytest.mark.parametrize("change", [b"short", None])
+def test_a_file_changed_after_validation_fails_that_item_alone(store: LocalStore, tmp_path: Path,
+                                                               change: bytes | None) -> None:
+    items = [make_item(tmp_path / "w", f"id{k}") for k in range(3)]
+    target = items[1].files[0].local_path
+    # A different length, or the same length with other bytes (only the hash can tell).
+    target.write_bytes(change if change is not None else bytes(len(target.read_bytes())))
+    receipt = store.publish(Batch(client_id="c1", items=items))
+    assert receipt.published_ids == ["id0", "id2"]
+    assert [(f.item_id, f.reason) for f in receipt.failed] == [("id1", "file_changed")]
+    assert ("bytes" if change else "SHA-256") in receipt.failed[0].detail
+    assert sorted(index_ids(store.root)) == ["id0", "id2"]
+    assert not (store.root / "photos/id1").exists() or not any((store.root / "photos/id1").iterdir())
+
+
+def test_two_items_with_one_id_publish_the_first_and_fail_the_second(store: LocalStore, tmp_path: Path) -> None:
+    first = make_item(tmp_path / "w1", "a", seed=1)
+    second = make_item(tmp_path / "w2", "a", seed=2)  # same id, other bytes (a repeated manifest id)
+    receipt = store.publish(Batch(client_id="c1", items=[first, second, make_item(tmp_path / "w", "b")]))
+    assert receipt.published_ids == ["a", "b"]
+    assert [(f.item_id, f.reason, f.transient) for f in receipt.failed] == [("a", "duplicate_id", False)]
+    assert sorted(index_ids(store.root)) == ["a", "b"]
+    assert (store.root / "photos/a/a.ply").read_bytes() == first.files[1].local_path.read_bytes()
+    db = sqlite3.connect(store.root / ".coord/ledger.sqlite3")
+    assert db.execute("SELECT reason FROM failures WHERE item_id = 'a'").fetchall() == [("duplicate_id",)]
 
 
 @pytest.mark.parametrize("repo_path", ["../escape.jpg", ".coord/ledger.sqlite3", "README.md",
@@ -131,9 +158,11 @@ def test_item_files_cannot_land_on_store_files(store: LocalStore, tmp_path: Path
     item = make_item(tmp_path / "w", "a")
     pf = item.files[0]
     item.files[0] = PublishedFile(pf.kind, repo_path, pf.local_path, pf.size, pf.sha256)
-    with pytest.raises(StoreError):
-        store.publish(Batch(client_id="c1", items=[item]))
-    assert store.item_states(["a"]) == {}
+    receipt = store.publish(Batch(client_id="c1", items=[item, make_item(tmp_path / "w", "b")]))
+    assert receipt.published_ids == ["b"]
+    assert [(f.item_id, f.reason) for f in receipt.failed] == [("a", "bad_path")]
+    assert store.item_states(["a"]) == {"a": ItemState(failed_permanently=True)}
+    assert not (store.root / "escape.jpg").exists() and (store.root / "README.md").read_text().startswith("---")
 
 
 def test_failures_then_publish_wins(store: LocalStore, tmp_path: Path) -> None:
@@ -153,7 +182,7 @@ def test_failures_then_publish_wins(store: LocalStore, tmp_path: Path) -> None:
     assert store.counts().failed == {"bad_image": 1, "http_404": 1}
     rows = sqlite3.connect(store.root / ".coord/ledger.sqlite3").execute(
         "SELECT attempts FROM failures WHERE item_id = 't'").fetchall()
-    assert rows == [(2,)]  # publishing cleared nothing
+    assert rows == []  # the item is published: its failures are history, not state
 
 
 def test_item_states_batches_many_ids(store: LocalStore) -> None:
@@ -415,3 +444,72 @@ def test_failure_source_is_kept_and_an_old_ledger_gains_the_column(tmp_path: Pat
         store.close()
     rows = dict(sqlite3.connect(root / ".coord/ledger.sqlite3").execute("SELECT item_id, source FROM failures"))
     assert rows == {"o": "", "n": "a/empty.jpg"}
+
+
+HOLDER = r'''
+import os, signal, sys
+from pathlib import Path
+from sharp_dataset_pipeline.records import Unit
+from sharp_dataset_pipeline.stores.local import LocalStore
+
+store = LocalStore(Path(sys.argv[1]))
+store.open()
+assert store.acquire(Unit(sys.argv[2], 0, 10), "holder", 1800.0) is not None
+print("held", flush=True)
+sys.stdin.readline()  # hold the lease until told, then die without releasing it
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def _holder(tmp_path: Path, root: Path, unit: str):
+    import subprocess
+    import sys
+
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    child = subprocess.Popen([sys.executable, str(script), str(root), unit], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(store: LocalStore, tmp_path: Path) -> None:
+    child = _holder(tmp_path, store.root, "u/1")
+    unit = Unit("u/1", 0, 10)
+    assert store.acquire(unit, "other", 60) is None  # the holder is alive: its lease stands
+    assert child.stdin is not None
+    child.stdin.write("die\n")
+    child.stdin.flush()
+    child.wait()
+    lease = store.acquire(unit, "other", 60)  # same clock: long before the 1800 s expiry
+    assert lease is not None and lease.owner == "other"
+    assert [(x.unit, x.owner) for x in store.leases()] == [("u/1", "other")]
+
+
+def test_a_lease_of_another_host_waits_for_its_expiry(store: LocalStore, tmp_path: Path) -> None:
+    child = _holder(tmp_path, store.root, "u/2")
+    assert child.stdin is not None
+    child.stdin.write("die\n")
+    child.stdin.flush()
+    child.wait()
+    db = sqlite3.connect(store.root / ".coord/ledger.sqlite3")
+    with db:
+        db.execute("UPDATE leases SET host = 'another-machine'")  # its pid says nothing here
+    db.close()
+    assert store.acquire(Unit("u/2", 0, 10), "other", 60) is None
+    import time
+
+    store._clock.now = time.time() + 1801  # type: ignore[attr-defined]  # the child's clock is real
+    assert store.acquire(Unit("u/2", 0, 10), "other", 60) is not None
+
+
+def test_failure_rows_are_cleared_when_the_item_is_published_later(store: LocalStore, tmp_path: Path) -> None:
+    # Disk full during post-processing: the item fails (transient); a rerun publishes it.
+    store.record_failures([Failure("a", "u", "postprocess", "disk_full", "No space left on device", True)], "c1")
+    assert store.counts().failed == {"disk_full": 1}
+    store.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", "a", unit="u")]))
+    db = sqlite3.connect(store.root / ".coord/ledger.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM failures").fetchone() == (0,)
+    db.close()
+    assert store.counts().failed == {}
+    assert store.item_states(["a"])["a"].published

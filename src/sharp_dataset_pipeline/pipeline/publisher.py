@@ -103,12 +103,28 @@ class BatchPublisher:
         renew_every = max(1.0, self.opts.lease_ttl_s / 3)
         return bool(self.tracker.held()) and now - self._last_flush >= renew_every
 
+    def _retry_later(self, f: Failure) -> bool:
+        before = self.tracker.prior_attempts.get(f.item_id, 0) + self.attempts.get(f.item_id, 0)
+        return f.transient and before + 1 < self.opts.max_item_attempts
+
     def _settling(self, pending: _Pending) -> list[tuple[str, bool]]:
         out = [(p.row.unit, False) for p in pending.items]
-        for f in pending.failures:
-            before = self.tracker.prior_attempts.get(f.item_id, 0) + self.attempts.get(f.item_id, 0)
-            retry_later = f.transient and before + 1 < self.opts.max_item_attempts
-            out.append((f.unit, retry_later))
+        out += [(f.unit, self._retry_later(f)) for f in pending.failures]
+        return out
+
+    def _settled(self, batch: Batch, failed: list[Failure]) -> list[tuple[str, bool]]:
+        """(unit, retry later) per item and failure of a landed batch, items that failed at publish
+        time settling as failures (invariant 8: they failed alone, the rest was published)."""
+        out = [(f.unit, self._retry_later(f)) for f in failed]
+        left: dict[str, int] = {}
+        for f in failed:
+            left[f.unit] = left.get(f.unit, 0) + 1
+        for p in batch.items:
+            if left.get(p.row.unit, 0) > 0:
+                left[p.row.unit] -= 1
+                continue
+            out.append((p.row.unit, False))
+        out += [(f.unit, self._retry_later(f)) for f in batch.failures]
         return out
 
     def _flush(self) -> None:
@@ -156,15 +172,21 @@ class BatchPublisher:
         self.sink.count("publish", "batches")
         published = set(receipt.published_ids)
         self.sink.count("publish", "published", len(published))
-        already = len(batch.items) - len(published & {p.row.id for p in batch.items})
-        if already:
+        if receipt.replaced_ids:
+            self.sink.count("publish", "replaced", len(receipt.replaced_ids))
+        already = len(batch.items) - len(published & {p.row.id for p in batch.items}) - len(receipt.failed)
+        if already > 0:
             self.sink.count("publish", "already_published", already)
-        for f in batch.failures:
+        for f in receipt.failed:
+            log.warning("item %s failed at publish, the rest of its batch was published: %s", f.item_id, f.detail)
+        settled = self._settled(batch, receipt.failed) if receipt.failed else settling
+        for f in [*batch.failures, *receipt.failed]:
             self.attempts[f.item_id] = self.attempts.get(f.item_id, 0) + 1
             self.sink.count("failed", f.reason)
-        for unit, retry_later in settling:
+        for unit, retry_later in settled:
             self.tracker.settle(unit, retry_later)
-        self.tracker.confirm_done([u for u in batch.units_done if u not in receipt.lost_units])
+        held = set(receipt.lost_units) | set(receipt.units_held)
+        self.tracker.confirm_done([u for u in batch.units_done if u not in held])
         for unit in receipt.lost_units:
             self.tracker.lose(unit)
         if receipt.lost_units:

@@ -87,3 +87,18 @@ def decode_rows(data: bytes) -> list[IndexRow]:
         except (ValueError, StoreError) as exc:
             raise StoreError(f"malformed index line {number}: {exc}") from exc
     return rows
+
+
+def row_files(row: IndexRow) -> list[str]:
+    """Repo paths an index row points at."""
+    paths = [p for p in (row.image_path, row.ply_path) if p]
+    try:
+        extra = json.loads(row.extra_files or "[]")
+    except ValueError:
+        extra = []
+    for entry in extra if isinstance(extra, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            paths.append(entry["path"])
+        elif isinstance(entry, str):
+            paths.append(entry)
+    return paths

@@ -24,6 +24,12 @@ class PublishReceipt:
     commit: str = ""
     # Units whose lease another client took over (after expiry): stop renewing and never mark them done.
     lost_units: list[str] = field(default_factory=list)
+    # Items that failed alone at publish time (invariant 8), recorded in this same step; the rest
+    # of the batch was published. Units of such items that may be retried were not marked done.
+    failed: list[Failure] = field(default_factory=list)
+    units_held: list[str] = field(default_factory=list)
+    # Published ids whose earlier row (and files) this step replaced (``Batch.redo``).
+    replaced_ids: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -19,6 +19,7 @@ repo passes ``warn_files`` (80k) files, well before the Hub's 100k.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -50,6 +51,7 @@ from .hub_ops import (
 )
 from .hub_state import BATCH, LEDGER, SHARD, HubState
 from .hub_sync import HubSync
+from .item_checks import check_files, screen_items, units_held_back
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +275,7 @@ class HubStore:
 
     def publish(self, batch: Batch) -> PublishReceipt:
         """One commit: the batch's files, its index shard, ledger delta, done markers, renewals."""
+        batch, failed, held = _screen(batch)
         with self._buf_lock:
             failures, self._failures = self._failures, []
             done, self._followups_done = self._followups_done, []
@@ -298,13 +301,14 @@ class HubStore:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []
         if plan is None or not (plan.adds or plan.deletes):
-            return PublishReceipt(published_ids=[], commit="", lost_units=lost)
+            return PublishReceipt(published_ids=[], commit="", lost_units=lost, failed=failed, units_held=held)
         self._published_total += len(plan.published_ids)
         self._sync.count("published_items", len(plan.published_ids))
         if plan.skipped_ids:
             log.info("%d items were already published by another client", len(plan.skipped_ids))
         self._maybe_compact(state, client)
-        return PublishReceipt(published_ids=list(plan.published_ids), commit=state.sha, lost_units=lost)
+        return PublishReceipt(published_ids=list(plan.published_ids), commit=state.sha, lost_units=lost,
+                              failed=failed, units_held=held, replaced_ids=list(plan.replaced_ids))
 
     def _note_lost(self, plan: Plan | None) -> None:
         if plan is not None and plan.lost:
@@ -382,6 +386,25 @@ class HubStore:
     def local_path(self, repo_path: str) -> Path:
         """A downloaded copy of a repo file, at the sha ``rows()`` read."""
         return self._admin().local_path(repo_path)
+
+
+def _screen(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:
+    """The batch without items that fail alone (invariant 8: repeated id, unsafe path, a file
+    missing or changed since validation), their failures riding in the same commit; units of
+    items that may be retried are renewed instead of marked done."""
+    items, failed = screen_items(batch.items)
+    ok = []
+    for pi in items:
+        problem = check_files(pi)
+        if problem is None:
+            ok.append(pi)
+        else:
+            failed.append(problem)
+    if not failed:
+        return batch, [], []
+    done, held = units_held_back(batch.units_done, failed)
+    return (dataclasses.replace(batch, items=ok, failures=[*batch.failures, *failed], units_done=done,
+                                renew_units=[*batch.renew_units, *held]), failed, held)
 
 
 def build_hub_store(settings: Any, repo_id: str) -> HubStore:

@@ -63,6 +63,7 @@ class Plan:
     marker: str = ""
     published_ids: list[str] = field(default_factory=list)
     skipped_ids: list[str] = field(default_factory=list)
+    replaced_ids: list[str] = field(default_factory=list)
     lease: Lease | None = None
     renewed: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)

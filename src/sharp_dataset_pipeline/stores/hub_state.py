@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import StoreError
 from ..ledger.leases import decode_lease
 from ..publish import layout
-from ..publish.index import decode_rows
+from ..publish.index import decode_rows, row_files
 from ..records import Followup, IndexRow, Lease
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,6 @@ class LedgerDelta:
     failures: tuple[dict[str, Any], ...] = ()
     followups: tuple[Followup, ...] = ()
     followups_done: tuple[tuple[str, str], ...] = ()
-
-
-def row_files(row: IndexRow) -> list[str]:
-    """Repo paths an index row points at."""
-    paths = [p for p in (row.image_path, row.ply_path) if p]
-    try:
-        extra = json.loads(row.extra_files or "[]")
-    except ValueError:
-        extra = []
-    for entry in extra if isinstance(extra, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            paths.append(entry["path"])
-        elif isinstance(entry, str):
-            paths.append(entry)
-    return paths
 
 
 def holder_of(path: str, item_id: str) -> str | None:

@@ -23,21 +23,23 @@ import posixpath
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
 from ..publish import layout
 from ..publish.card import render_card
-from ..publish.index import row_from_json, row_to_json
-from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
+from ..publish.index import row_files, row_from_json, row_to_json
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, PublishedFile, Unit
 from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
+from .item_checks import file_problem, publish_failure, screen_items, units_held_back
 from .local_schema import StoreCounts
 
 __all__ = ["LocalStore", "StoreCounts"]
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
 _MAINTENANCE = "maintenance"
+_BACKUP_PREFIX = "redo-"  # kept copies of files a --redo publish replaces (restored after a crash)
+_HOST = socket.gethostname()
 
 
 
@@ -55,26 +59,50 @@ _MAINTENANCE = "maintenance"
 @dataclass(frozen=True)
 class _Staged:
     item_id: str
-    source: Path
-    size: int
+    file: PublishedFile
     tmp: Path
     final: Path
+    backup: Path  # where an existing final is kept until the commit (``--redo`` replaces files)
 
 
-def _stage(entries: list[_Staged]) -> None:
-    """Link (or copy) each file to its temp name and fsync it: the slow part, outside any lock."""
+def _stage(entries: list[_Staged]) -> str:
+    """Link (or copy) each file to its temp name, check it and fsync it: the slow part, outside any
+    lock. Returns what is wrong with the item's files ("" when nothing is)."""
     for e in entries:
         try:
-            size = os.stat(e.source).st_size
-        except FileNotFoundError as exc:
-            raise StoreError(f"item {e.item_id}: file {e.source} is missing") from exc
-        if size != e.size:
-            raise StoreError(f"item {e.item_id}: {e.source} has {size} bytes, not {e.size}")
-        try:
-            os.link(e.source, e.tmp)
+            os.link(e.file.local_path, e.tmp)
+        except FileNotFoundError:
+            return f"{e.file.local_path} is missing"
         except OSError:  # another filesystem, or links unsupported: copy instead
-            shutil.copyfile(e.source, e.tmp)
+            try:
+                shutil.copyfile(e.file.local_path, e.tmp)
+            except FileNotFoundError:
+                return f"{e.file.local_path} is missing"
+        problem = file_problem(e.file, e.tmp)
+        if problem:
+            return problem
         fsync_path(e.tmp)
+    return ""
+
+
+@dataclass
+class _Recorded:
+    """What one publish step recorded (filled in inside its write transaction)."""
+
+    batch: Batch
+    items: list[ProcessedItem]
+    failures: list[Failure]
+    shard: str = ""
+    rows: list[tuple] = field(default_factory=list)
+    replaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (old shard, old row)
+    units_held: list[str] = field(default_factory=list)
+    shard_written: bool = False
+    committed: bool = False
+
+
+def _replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
+    """Whether a publish with ``redo`` replaces a published item made by ``old`` (predictor, model)."""
+    return redo == "all" or (redo == "model-changed" and old != new)
 
 
 class LocalStore:
@@ -152,18 +180,29 @@ class LocalStore:
             now = self._clock()
             if conn.execute("SELECT 1 FROM units_done WHERE unit = ?", (unit.key,)).fetchone():
                 return None
-            if not may_take(sql.get_lease(conn, unit.key), client_id, now):
+            current = sql.get_lease(conn, unit.key)
+            if not (may_take(current, client_id, now) or self._holder_dead(conn, unit.key)):
                 return None
+            if current is not None and current.owner != client_id and not current.expired(now):
+                log.info("taking over %s: its holder %s was a process of this host that is gone",
+                         unit.key, current.owner)
             lease = new_lease(unit.key, client_id, now, ttl_s, secrets.token_hex(8))
-            sql.put_lease(conn, lease)
+            sql.put_lease(conn, lease, os.getpid(), _HOST)
         return lease
+
+    @staticmethod
+    def _holder_dead(conn: sqlite3.Connection, unit: str) -> bool:
+        """Whether the lease was last taken or renewed by a process of this host that has exited:
+        its death is visible here, so waiting out the lease would only waste time."""
+        pid, host = sql.lease_holder(conn, unit)
+        return pid > 0 and host == _HOST and not pid_alive(pid)
 
     def renew(self, unit_keys: Iterable[str], client_id: str, ttl_s: float) -> None:
         """Extend the caller's own leases; leases now held by others are left alone."""
         keys = list(unit_keys)
         conn = self._conn()
         with sql.write_tx(conn):
-            touched = sql.renew_leases(conn, keys, client_id, self._clock() + ttl_s)
+            touched = sql.renew_leases(conn, keys, client_id, self._clock() + ttl_s, os.getpid(), _HOST)
         if touched < len(set(keys)):
             log.warning("renewed %d of %d leases for %s; the rest are no longer ours",
                         touched, len(set(keys)), client_id)
@@ -246,66 +285,73 @@ class LocalStore:
     # -- publish -----------------------------------------------------------------------------
 
     def publish(self, batch: Batch) -> PublishReceipt:
-        """One atomic step: files, then one transaction, then the batch's new index shard."""
-        items = self._dedupe(batch.items)
-        ids = [pi.row.id for pi in items]
+        """One atomic step: files staged, then one transaction that places them and writes the
+        batch's new index shard before it commits. An item with a problem fails alone."""
+        items, failed = screen_items(batch.items)
         conn = self._conn()
-        skip = sql.unavailable_ids(conn, ids)
-        try:
-            plan = {pi.row.id: self._plan_item(pi) for pi in items if pi.row.id not in skip}
-        except OSError as exc:  # a folder that cannot be made (a file in the way, disk full): nothing staged yet
-            raise StoreError(f"{self.description}: publish failed: {exc}") from exc
-        if plan:
+        with sql.read_tx(conn):
+            skip = self._skipped(conn, items, batch.redo)
+        plan: dict[str, list[_Staged]] = {}
+        for pi in items:
+            if pi.row.id in skip:
+                continue
+            try:
+                plan[pi.row.id] = self._plan_item(pi)
+            except StoreError as exc:
+                failed.append(publish_failure(pi, "bad_path", str(exc), transient=False))
+            except OSError as exc:  # a folder that cannot be made (a file in the way, disk full): nothing staged yet
+                raise StoreError(f"{self.description}: publish failed: {exc}") from exc
+        staged = [e for entries in plan.values() for e in entries]
+        if staged:
             # Journal the staging first: whatever a crash leaves behind, open() can find it.
             with sql.write_tx(conn):
-                sql.add_intents(conn, [(self._rel(e.tmp), self._rel(e.final), i, os.getpid(), self._clock())
-                                       for i, entries in plan.items() for e in entries])
-        recorded = False
+                sql.add_intents(conn, [(self._rel(t), self._rel(e.final), e.item_id, os.getpid(), self._clock())
+                                       for e in staged for t in (e.tmp, e.backup)])
+        by_id = {pi.row.id: pi for pi in items}
+        outcome: _Recorded | None = None
         try:
-            for entries in plan.values():
-                _stage(entries)
+            for item_id, entries in list(plan.items()):
+                problem = _stage(entries)
+                if problem:
+                    failed.append(publish_failure(by_id[item_id], "file_changed", f"item {item_id}: {problem}",
+                                                  transient=True))
+                    del plan[item_id]
+            outcome = _Recorded(batch, [pi for pi in items if pi.row.id in plan], failed)
             with sql.write_tx(conn):
-                shard, rows = self._record_batch(conn, batch, items, plan, self._clock())
-            recorded = True
+                self._record_batch(conn, outcome, plan, self._clock())
+            outcome.committed = True
         except OSError as exc:  # disk full, permissions, ...: the batch is not published
             raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         finally:
-            for entries in plan.values():
-                for e in entries:
-                    e.tmp.unlink(missing_ok=True)
-            if plan and not recorded:
-                self._settle_intents([self._rel(e.tmp) for entries in plan.values() for e in entries])
-        if rows:
-            try:
-                atomic_write(self._data_dir / shard, "".join(r[3] + "\n" for r in rows).encode("utf-8"))
-            except OSError as exc:
-                # The ledger already says done; open() rebuilds the file from it.
-                log.warning("index shard %s not written (%s); it is rebuilt on the next open", shard, exc)
-        new_ids = {r[0] for r in rows}
-        return PublishReceipt(published_ids=[i for i in ids if i in new_ids], commit=shard if rows else "")
+            for e in staged:
+                e.tmp.unlink(missing_ok=True)
+            if staged and not (outcome and outcome.committed):
+                if outcome and outcome.shard_written:
+                    (self._data_dir / outcome.shard).unlink(missing_ok=True)
+                self._settle_intents([self._rel(t) for e in staged for t in (e.tmp, e.backup)])
+        self._after_commit(outcome, staged)
+        new_ids = {r[0] for r in outcome.rows}
+        return PublishReceipt(published_ids=[pi.row.id for pi in items if pi.row.id in new_ids],
+                              commit=outcome.shard if outcome.rows else "", failed=failed,
+                              units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
+
+    def _skipped(self, conn: sqlite3.Connection, items: list[ProcessedItem], redo: str) -> set[str]:
+        """Ids this publish leaves alone: excluded ones, and published ones it does not replace."""
+        ids = [pi.row.id for pi in items]
+        models = sql.published_models(conn, ids)
+        skip = sql.excluded_ids(conn, ids)
+        for pi in items:
+            old = models.get(pi.row.id)
+            if old is not None and not _replaces(redo, old, (pi.row.predictor, pi.row.model_version)):
+                skip.add(pi.row.id)
+        return skip
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def _dedupe(self, items: list[ProcessedItem]) -> list[ProcessedItem]:
-        seen: set[str] = set()
-        paths: set[str] = set()
-        out = []
-        for pi in items:
-            layout.check_item_id(pi.row.id)
-            if pi.row.id in seen:
-                log.warning("item %s appears twice in one batch; publishing it once", pi.row.id)
-                continue
-            seen.add(pi.row.id)
-            for pf in pi.files:
-                if pf.repo_path in paths:
-                    raise StoreError(f"two files of one batch target {pf.repo_path}")
-                paths.add(pf.repo_path)
-            out.append(pi)
-        return out
-
     def _plan_item(self, pi: ProcessedItem) -> list[_Staged]:
-        """Where each file goes, and the temp name it is staged under first."""
+        """Where each file goes, the temp name it is staged under first, and where a file it
+        replaces is kept until the commit."""
         entries = []
         index_dir = posixpath.dirname(self.index_path)
         for pf in pi.files:
@@ -315,7 +361,8 @@ class LocalStore:
                 raise StoreError(f"item file {repo_path} would land among the store's own files")
             final = self.root / repo_path
             final.parent.mkdir(parents=True, exist_ok=True)
-            entries.append(_Staged(pi.row.id, pf.local_path, pf.size, self._tmp_for_item(final), final))
+            backup = self._tmp_for_item(final.with_name(_BACKUP_PREFIX + final.name))
+            entries.append(_Staged(pi.row.id, pf, self._tmp_for_item(final), final, backup))
         return entries
 
     def _tmp_for_item(self, final: Path) -> Path:
@@ -326,46 +373,83 @@ class LocalStore:
             return tmp_for(staging / final.name)
         return tmp_for(final)
 
-    def _record_batch(self, conn: sqlite3.Connection, batch: Batch, items: list[ProcessedItem],
-                      plan: dict[str, list[_Staged]], now: float) -> tuple[str, list[tuple]]:
-        """Inside the write transaction: place new items' files, then record everything."""
-        unavailable = sql.unavailable_ids(conn, [pi.row.id for pi in items])
-        new = [pi for pi in items if pi.row.id not in unavailable]
+    def _record_batch(self, conn: sqlite3.Connection, rec: _Recorded, plan: dict[str, list[_Staged]],
+                      now: float) -> None:
+        """Inside the write transaction: place new items' files, write the batch's index shard,
+        then record everything (files and shard are in place before the commit names them)."""
+        batch = rec.batch
+        skip = self._skipped(conn, rec.items, batch.redo)
+        new = [pi for pi in rec.items if pi.row.id not in skip]
+        old_rows = sql.published_rows(conn, [pi.row.id for pi in new])
         dirs: set[Path] = set()
         for pi in new:
             for e in plan[pi.row.id]:
+                if pi.row.id in old_rows and e.final.exists():
+                    os.link(e.final, e.backup)  # restored by open() if this transaction never commits
                 os.replace(e.tmp, e.final)
                 dirs.add(e.final.parent)
         for folder in sorted(dirs):
             fsync_dir(folder)
-        shard = posixpath.basename(layout.shard_path(self.index_path, batch.client_id, now, secrets.token_hex(6)))
-        rows = []
+        rec.shard = posixpath.basename(
+            layout.shard_path(self.index_path, batch.client_id, now, secrets.token_hex(6)))
         for pi in new:
             row = pi.row if pi.row.client_id else dataclasses.replace(pi.row, client_id=batch.client_id)
-            rows.append((row.id, row.unit, row.source, row_to_json(row), shard, now, batch.client_id))
-        rows.sort()
-        sql.insert_items(conn, rows, shard, batch.client_id, now)
-        sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
-        sql.upsert_failures(conn, batch.failures, batch.client_id, now)
-        sql.mark_units_done(conn, batch.units_done, batch.client_id, now)
-        sql.add_followups(conn, batch.followups, now, batch.client_id)
+            rec.rows.append((row.id, row.unit, row.source, row_to_json(row), rec.shard, now, batch.client_id,
+                             row.predictor, row.model_version))
+        rec.rows.sort()
+        if rec.rows:
+            # Written before the commit: a reader never sees fewer rows than the ledger has items.
+            atomic_write(self._data_dir / rec.shard, "".join(r[3] + "\n" for r in rec.rows).encode("utf-8"))
+            rec.shard_written = True
+        rec.replaced = {i: (shard, row) for i, (shard, row) in old_rows.items()}
+        sql.note_rewrites(conn, sorted({shard for shard, _ in old_rows.values()}))
+        sql.insert_items(conn, rec.rows, rec.shard, batch.client_id, now)
+        sql.drop_intents(conn, [self._rel(t) for entries in plan.values() for e in entries
+                                for t in (e.tmp, e.backup)])
+        sql.upsert_failures(conn, [*batch.failures, *rec.failures], batch.client_id, now)
+        units_done, rec.units_held = units_held_back(batch.units_done, rec.failures)
+        sql.mark_units_done(conn, units_done, batch.client_id, now)
+        sql.add_followups(conn, [f for f in batch.followups if f.item_id not in skip], now, batch.client_id)
         sql.finish_followups(conn, batch.followups_done)
-        if batch.renew_units and batch.lease_ttl_s > 0:
-            sql.renew_leases(conn, batch.renew_units, batch.client_id, now + batch.lease_ttl_s)
-        return shard, rows
+        renew = [*batch.renew_units, *rec.units_held]
+        if renew and batch.lease_ttl_s > 0:
+            sql.renew_leases(conn, renew, batch.client_id, now + batch.lease_ttl_s, os.getpid(), _HOST)
+
+    def _after_commit(self, rec: _Recorded, staged: list[_Staged]) -> None:
+        """Drop the kept copies of replaced files, files the new rows no longer name, and the
+        replaced rows from the index files that held them."""
+        for e in staged:
+            e.backup.unlink(missing_ok=True)
+        if not rec.replaced:
+            return
+        keep = {self._rel(e.final) for e in staged}
+        for _, line in rec.replaced.values():
+            for path in row_files(row_from_json(line)):
+                if path not in keep:
+                    (self.root / path).unlink(missing_ok=True)
+        try:
+            self._apply_rewrites()
+        except (OSError, StoreError, LeaseConflict) as exc:
+            log.warning("replaced rows stay in their old index files for now (%s); open() removes them", exc)
 
     def _settle_intents(self, tmps: list[str] | None = None) -> None:
-        """Undo staging that never got recorded: temps go, and so do files placed for ids that
-        are still unrecorded. Runs under the write lock, so no publisher is placing files."""
+        """Undo staging that never got recorded: temps go, files placed for ids that are still
+        unrecorded go, and files a ``--redo`` step replaced get their kept copy back. Runs under
+        the write lock, so no publisher is placing files."""
         conn = self._conn()
         try:
             with sql.write_tx(conn):
                 for tmp, final, item_id, pid in sql.intents(conn, tmps):
                     if tmps is None and pid_alive(pid):
                         continue  # another live process is mid-publish
-                    (self.root / tmp).unlink(missing_ok=True)
-                    if not sql.unavailable_ids(conn, [item_id]):
-                        (self.root / final).unlink(missing_ok=True)
+                    kept = self.root / tmp
+                    if posixpath.basename(tmp).startswith("." + _BACKUP_PREFIX):
+                        if kept.exists():
+                            os.replace(kept, self.root / final)
+                    else:
+                        kept.unlink(missing_ok=True)
+                        if not sql.unavailable_ids(conn, [item_id]):
+                            (self.root / final).unlink(missing_ok=True)
                     sql.drop_intents(conn, [tmp])
         except (StoreError, OSError) as exc:
             log.warning("could not clean up after a failed publish (%s); open() will", exc)
@@ -391,10 +475,10 @@ class LocalStore:
     def compact(self) -> int:
         """Merge every committed shard into the index file; returns the rows in it.
 
-        Only shards whose file is already written are taken (a publisher writes its shard
-        after its commit; that shard stays for the next compaction). Their files are deleted
-        before the new index replaces the old one, so a reader may briefly miss rows but never
-        sees one twice; a crash in between is finished by the next ``open()``.
+        A publisher writes its shard inside its transaction, so every committed shard has its
+        file. The new index replaces the old one before the merged shards are deleted, so a
+        reader may briefly see a row twice but never misses one; a crash in between is finished
+        by the next ``open()``.
         """
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         if not self._take_maintenance(owner):
@@ -426,9 +510,12 @@ class LocalStore:
                     count += 1
                 fh.flush()
                 os.fsync(fh.fileno())
+            # The new index first, then the merged shards go: a reader (or a kill -9 in between)
+            # may see a row twice for a moment, never miss one.
+            os.replace(tmp, self._index_file)
+            fsync_dir(self._data_dir)
             for name in merging:
                 (self._data_dir / name).unlink(missing_ok=True)
-            os.replace(tmp, self._index_file)
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(self._data_dir)
@@ -449,21 +536,49 @@ class LocalStore:
             conn = self._conn()
             if sql.shards_in(conn, "compacting"):
                 self._finish_compaction()
-            # List files before reading the ledger: a shard file is only ever written after
-            # its commit, so any file listed here is already recorded if it is legitimate.
-            on_disk = {p.name for p in self._data_dir.iterdir()
-                       if layout.is_shard_name(self.index_path, p.name)}
-            with sql.read_tx(conn):
+            # Under the write lock: a publisher writes its shard inside its own write transaction,
+            # so no shard file seen here belongs to a publish that may still commit.
+            with sql.write_tx(conn):
+                on_disk = {p.name for p in self._data_dir.iterdir()
+                           if layout.is_shard_name(self.index_path, p.name)}
                 committed = set(sql.shards_in(conn, "committed"))
-                missing = {name: sql.shard_lines(conn, name) for name in sorted(committed - on_disk)}
-            for name in sorted(on_disk - committed):
-                log.warning("removing index shard %s: not recorded as committed", name)
-                (self._data_dir / name).unlink(missing_ok=True)
-            for name, lines in missing.items():
-                log.warning("rebuilding index shard %s from the ledger", name)
-                atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
+                for name in sorted(on_disk - committed):
+                    log.warning("removing index shard %s: not recorded as committed", name)
+                    (self._data_dir / name).unlink(missing_ok=True)
+                for name in sorted(committed - on_disk):
+                    log.warning("rebuilding index shard %s from the ledger", name)
+                    self._write_shard(name, sql.shard_lines(conn, name))
+            self._apply_rewrites(owner)
         finally:
             self._drop_maintenance(owner)
+
+    def _write_shard(self, name: str, lines: list[str]) -> None:
+        atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
+
+    def _apply_rewrites(self, owner: str | None = None) -> None:
+        """Rewrite, from the ledger, the index files that still show rows a ``--redo`` publish
+        replaced: a shard file, or the compacted index (by finishing a compaction)."""
+        conn = self._conn()
+        if not sql.pending_rewrites(conn):
+            return
+        mine = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
+        if owner is None and not self._take_maintenance(mine):
+            return  # the maintainer, or the next open(), does it
+        try:
+            with sql.write_tx(conn):  # no publisher changes these shards meanwhile
+                names = sql.pending_rewrites(conn)
+                compacted = [n for n in names if sql.shard_state(conn, n) in ("compacting", "compacted")]
+                for name in names:
+                    if sql.shard_state(conn, name) == "committed":
+                        self._write_shard(name, sql.shard_lines(conn, name))
+                sql.drop_rewrites(conn, [n for n in names if n not in compacted])
+            if compacted:
+                self._finish_compaction()
+                with sql.write_tx(conn):
+                    sql.drop_rewrites(conn, compacted)
+        finally:
+            if owner is None:
+                self._drop_maintenance(mine)
 
     def _remove_dead_temps(self) -> None:
         # Temps live only in three places: staging, the index folder and the root (README);

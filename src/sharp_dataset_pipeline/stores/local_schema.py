@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS exclusions (
 CREATE TABLE IF NOT EXISTS intents (
     tmp TEXT PRIMARY KEY, final TEXT NOT NULL, item_id TEXT NOT NULL, pid INTEGER NOT NULL,
     at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rewrites (
+    shard TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS maintenance (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL);
 """
@@ -113,7 +115,7 @@ def _use_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing; refuse a ledger written by a newer version."""
+    """Create the tables if missing, add newer columns; refuse a ledger written by a newer version."""
     with write_tx(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -127,14 +129,25 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 # Columns added after a table first shipped: (table, column, declaration). Added with a default, so
 # a ledger written before them stays readable and older programs can still write to a newer one.
-_ADDED_COLUMNS = (("failures", "source", "TEXT NOT NULL DEFAULT ''"),)
+# The optional fourth entry fills the new column of existing rows.
+_ADDED_COLUMNS = (
+    ("failures", "source", "TEXT NOT NULL DEFAULT ''"),
+    ("leases", "pid", "INTEGER NOT NULL DEFAULT 0"),
+    ("leases", "host", "TEXT NOT NULL DEFAULT ''"),
+    ("items", "predictor", "TEXT NOT NULL DEFAULT ''",
+     "UPDATE items SET predictor = COALESCE(json_extract(row, '$.predictor'), '')"),
+    ("items", "model_version", "TEXT NOT NULL DEFAULT ''",
+     "UPDATE items SET model_version = COALESCE(json_extract(row, '$.model_version'), '')"),
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    for table, column, declaration in _ADDED_COLUMNS:
+    for table, column, declaration, *backfill in _ADDED_COLUMNS:
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            for statement in backfill:
+                conn.execute(statement)
 
 
 @contextmanager
@@ -173,21 +186,32 @@ def get_lease(conn: sqlite3.Connection, unit: str) -> Lease | None:
     return Lease(*row) if row else None
 
 
-def put_lease(conn: sqlite3.Connection, lease: Lease) -> None:
+def lease_holder(conn: sqlite3.Connection, unit: str) -> tuple[int, str]:
+    """(pid, host) of the process that took or last renewed the lease of ``unit`` ((0, "") if unknown)."""
+    row = conn.execute("SELECT pid, host FROM leases WHERE unit = ?", (unit,)).fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, "")
+
+
+def put_lease(conn: sqlite3.Connection, lease: Lease, pid: int = 0, host: str = "") -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO leases (unit, owner, nonce, acquired_at, expires_at) VALUES (?,?,?,?,?)",
-        (lease.unit, lease.owner, lease.nonce, lease.acquired_at, lease.expires_at),
+        "INSERT OR REPLACE INTO leases (unit, owner, nonce, acquired_at, expires_at, pid, host) "
+        "VALUES (?,?,?,?,?,?,?)",
+        (lease.unit, lease.owner, lease.nonce, lease.acquired_at, lease.expires_at, pid, host),
     )
 
 
-def renew_leases(conn: sqlite3.Connection, units: Iterable[str], owner: str, expires_at: float) -> int:
-    """Extend the caller's own leases (never shorten them); returns how many were touched."""
+def renew_leases(conn: sqlite3.Connection, units: Iterable[str], owner: str, expires_at: float,
+                 pid: int = 0, host: str = "") -> int:
+    """Extend the caller's own leases (never shorten them); returns how many were touched.
+
+    The renewing process (``pid`` on ``host``) becomes the one whose death frees the lease."""
     touched = 0
     for part in chunks(sorted(set(units))):
         cur = conn.execute(
-            "UPDATE leases SET expires_at = MAX(expires_at, ?) "
+            "UPDATE leases SET expires_at = MAX(expires_at, ?), "
+            "pid = CASE WHEN ? > 0 THEN ? ELSE pid END, host = CASE WHEN ? > 0 THEN ? ELSE host END "
             f"WHERE owner = ? AND unit IN ({marks(len(part))})",
-            (expires_at, owner, *part),
+            (expires_at, pid, pid, pid, host, owner, *part),
         )
         touched += cur.rowcount
     return touched
@@ -253,6 +277,53 @@ def unavailable_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
     return found
 
 
+def excluded_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Ids with a removal request: never published again."""
+    found: set[str] = set()
+    for part in chunks(ids):
+        found.update(r[0] for r in conn.execute(
+            f"SELECT item_id FROM exclusions WHERE item_id IN ({marks(len(part))})", part))
+    return found
+
+
+def published_models(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """id -> (predictor, model version) of each published id."""
+    found: dict[str, tuple[str, str]] = {}
+    for part in chunks(ids):
+        for i, predictor, model in conn.execute(
+                f"SELECT id, predictor, model_version FROM items WHERE id IN ({marks(len(part))})", part):
+            found[i] = (predictor, model)
+    return found
+
+
+def published_rows(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """id -> (shard, row json) of each published id."""
+    found: dict[str, tuple[str, str]] = {}
+    for part in chunks(ids):
+        for i, shard, row in conn.execute(
+                f"SELECT id, shard, row FROM items WHERE id IN ({marks(len(part))})", part):
+            found[i] = (shard, row)
+    return found
+
+
+def note_rewrites(conn: sqlite3.Connection, shards: Sequence[str]) -> None:
+    """Journal index files that still show rows replaced by a newer publish (rewritten after it)."""
+    conn.executemany("INSERT OR IGNORE INTO rewrites (shard) VALUES (?)", [(name,) for name in shards])
+
+
+def pending_rewrites(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT shard FROM rewrites ORDER BY shard")]
+
+
+def drop_rewrites(conn: sqlite3.Connection, shards: Sequence[str]) -> None:
+    conn.executemany("DELETE FROM rewrites WHERE shard = ?", [(name,) for name in shards])
+
+
+def shard_state(conn: sqlite3.Connection, shard: str) -> str:
+    row = conn.execute("SELECT state FROM shards WHERE name = ?", (shard,)).fetchone()
+    return str(row[0]) if row else ""
+
+
 def shard_lines(conn: sqlite3.Connection, shard: str) -> list[str]:
     """The rows of one shard, as written into its file (excluded items left out)."""
     return [r[0] for r in conn.execute(
@@ -270,10 +341,27 @@ def set_shard_state(conn: sqlite3.Connection, names: Sequence[str], state: str) 
         conn.execute(f"UPDATE shards SET state = ? WHERE name IN ({marks(len(part))})", (state, *part))
 
 
+def replaced_shards(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """id -> shard of the published row for each of ``ids`` that has one."""
+    found: dict[str, str] = {}
+    for part in chunks(ids):
+        found.update(conn.execute(f"SELECT id, shard FROM items WHERE id IN ({marks(len(part))})", part))
+    return found
+
+
 def insert_items(conn: sqlite3.Connection, rows: list[tuple], shard: str, client: str, now: float) -> None:
-    """``rows``: (id, unit, source, row json, shard, published_at, client), all of one new shard."""
+    """``rows``: (id, unit, source, row json, shard, published_at, client, predictor, model_version),
+    all of one new shard. A published row of the same id is replaced (``--redo``), and failures
+    recorded for these ids before are cleared: the item is published now."""
+    ids = [r[0] for r in rows]
+    for item_id, old in replaced_shards(conn, ids).items():
+        conn.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        conn.execute("UPDATE shards SET rows = rows - 1 WHERE name = ?", (old,))
+    for part in chunks(ids):
+        conn.execute(f"DELETE FROM failures WHERE item_id IN ({marks(len(part))})", tuple(part))
     conn.executemany(
-        "INSERT INTO items (id, unit, source, row, shard, published_at, client) VALUES (?,?,?,?,?,?,?)", rows)
+        "INSERT INTO items (id, unit, source, row, shard, published_at, client, predictor, model_version) "
+        "VALUES (?,?,?,?,?,?,?,?,?)", rows)
     if rows:
         conn.execute("INSERT INTO shards (name, state, rows, committed_at, client) VALUES (?,?,?,?,?)",
                      (shard, "committed", len(rows), now, client))
@@ -317,8 +405,9 @@ def item_states(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, ItemS
     found: dict[str, dict] = {}
     for part in chunks(ids):
         q = marks(len(part))
-        for (i,) in conn.execute(f"SELECT id FROM items WHERE id IN ({q})", part):
-            found.setdefault(i, {})["published"] = True
+        for i, predictor, model in conn.execute(
+                f"SELECT id, predictor, model_version FROM items WHERE id IN ({q})", part):
+            found.setdefault(i, {}).update(published=True, predictor=predictor, model_version=model)
         for (i,) in conn.execute(f"SELECT item_id FROM exclusions WHERE item_id IN ({q})", part):
             found.setdefault(i, {})["excluded"] = True
         for i, transient, t_attempts in conn.execute(
