@@ -7,7 +7,7 @@ NODE_STAMP := node_modules/.package-lock.json
 VIEWER_DIR := src/sharp_dataset_pipeline/ops/gallery/viewer
 VIEWER_STAMP := $(VIEWER_DIR)/node_modules/.package-lock.json
 
-.PHONY: demo test setup setup-node lint bench clean
+.PHONY: demo test setup setup-node setup-spz-reference lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,13 @@ $(VIEWER_STAMP): $(VIEWER_DIR)/package.json $(VIEWER_DIR)/package-lock.json
 
 setup: $(STAMP)
 setup-node: $(NODE_STAMP) $(VIEWER_STAMP)
+
+# Optional: Niantic's reference SPZ library (PyPI alspz, built from source against the system's libzstd-dev),
+# the second independent decoder of tests/splat/test_spz_readers.py. scripts/cmake/ maps Debian's zstd CMake
+# targets onto the name alspz's build looks for.
+setup-spz-reference: $(STAMP)
+	SKBUILD_CMAKE_ARGS="-Dzstd_DIR=$(CURDIR)/scripts/cmake;-DCMAKE_POSITION_INDEPENDENT_CODE=ON" \
+		$(BIN)/pip install --quiet -e ".[spz-reference]"
 
 # The main job on the embedded default: bundled sample photos -> planar predictor -> local store.
 demo: $(STAMP)

@@ -82,6 +82,7 @@ def format_options(settings: Settings) -> FormatOptions:
         small_ply_keep=settings.gsplat_filter_visibility or 20000,
         timeout_s=settings.format_timeout_secs,
         splat_transform_bin=settings.splat_transform_bin,
+        spz_version=settings.spz_version,
     )
 
 

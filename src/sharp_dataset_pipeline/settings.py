@@ -161,6 +161,9 @@ class Settings(BaseSettings):
 
     # What is published per item (see README: formats and sizes).
     publish_formats: str = "ply,preview"
+    # SPZ container: 4 (zstd streams; what Niantic's library and splat-transform write) or 3 (one gzip
+    # stream, for viewers that predate version 4). Written in process; see README: formats.
+    spz_version: int = Field(default=4, ge=3, le=4)
     preview_long_side: int = Field(default=512, ge=16, le=4096)
     format_timeout_secs: float = Field(default=600.0, gt=0)
 

@@ -298,12 +298,12 @@ def test_a_preview_of_the_wrong_size_or_type_is_invalid(tmp_path):
 # -- failures: reasons and clean-up (stand-in tools, real subprocesses) ---------------------------
 
 
-def _fake_spz(count: int) -> bytes:
-    """A container with a correct NGSP v4 header and table (its streams are only zstd magic and padding)."""
-    sizes = [9 * count, count, 3 * count, 3 * count, 4 * count]
-    body = b"".join(b"\x28\xb5\x2f\xfd" + b"\0" * 12 for _ in sizes)
-    header = b"NGSP" + struct.pack("<IIBBBBI", 4, count, 0, 12, 0, 5, 32) + b"\0" * 12
-    return header + b"".join(struct.pack("<QQ", 16, s) for s in sizes) + body
+def _fake_compressed_ply(count: int) -> bytes:
+    """A compressed PLY whose header and size agree (one float per chunk, one uint per Gaussian, all zero)."""
+    chunks = -(-count // 256)
+    head = (f"ply\nformat binary_little_endian 1.0\nelement chunk {chunks}\nproperty float min_x\n"
+            f"element vertex {count}\nproperty uint packed_position\nend_header\n").encode()
+    return head + bytes(4 * chunks + 4 * count)
 
 
 def _stand_in(tmp: Path, body: str) -> str:
@@ -323,31 +323,31 @@ def test_a_file_that_fails_its_check_is_a_permanent_failure_and_nothing_is_left(
     g = _planar()
     tool = _stand_in(tmp_path, 'printf "garbage" > "$last_path"')
     with pytest.raises(PermanentError) as info:
-        _run(tmp_path, g, ("ply", "spz", "preview"), tool)
-    assert info.value.reason == "invalid_spz"
-    assert list((tmp_path / "out").iterdir()) == []
+        _run(tmp_path, g, ("ply", "spz", "compressed.ply", "preview"), tool)
+    assert info.value.reason == "invalid_compressed_ply"
+    assert list((tmp_path / "out").iterdir()) == []  # the .spz made before it is gone too
 
 
 def test_files_made_before_a_failing_conversion_are_removed(tmp_path):
     g = _planar()
-    (tmp_path / "good.spz").write_bytes(_fake_spz(g.count))
-    tool = _stand_in(tmp_path, f'case "$last_path" in *.spz) cp {tmp_path}/good.spz "$last_path";; '
-                               '*) echo "Error: out of cheese" >&2; exit 1;; esac')
+    (tmp_path / "good.compressed.ply").write_bytes(_fake_compressed_ply(g.count))
+    tool = _stand_in(tmp_path, f'case "$last_path" in *.compressed.ply) cp {tmp_path}/good.compressed.ply '
+                               '"$last_path";; *) echo "Error: out of cheese" >&2; exit 1;; esac')
     with pytest.raises(PermanentError, match="out of cheese") as info:
-        _run(tmp_path, g, ("spz", "sog"), tool)
+        _run(tmp_path, g, ("spz", "sog", "compressed.ply"), tool)
     assert info.value.reason == "splat_transform_failed"
     assert list((tmp_path / "out").iterdir()) == []
-    made = _run(tmp_path, g, ("spz",), tool)  # the same stand-in makes a passing .spz alone
-    assert [f.kind for f in made] == ["spz"] and made[0].count == g.count
+    made = _run(tmp_path, g, ("spz", "compressed.ply"), tool)  # the same stand-in makes a passing file alone
+    assert [f.kind for f in made] == ["spz", "compressed_ply"] and made[1].count == g.count
 
 
 def test_a_wrong_count_is_caught(tmp_path):
     g = _planar()
-    (tmp_path / "short.spz").write_bytes(_fake_spz(g.count - 1))
-    tool = _stand_in(tmp_path, f'cp {tmp_path}/short.spz "$last_path"')
+    (tmp_path / "short.ply").write_bytes(_fake_compressed_ply(g.count - 1))
+    tool = _stand_in(tmp_path, f'cp {tmp_path}/short.ply "$last_path"')
     with pytest.raises(PermanentError, match="source has 49152") as info:
-        _run(tmp_path, g, ("spz",), tool)
-    assert info.value.reason == "invalid_spz"
+        _run(tmp_path, g, ("compressed.ply",), tool)
+    assert info.value.reason == "invalid_compressed_ply"
 
 
 def test_a_conversion_timeout_is_transient(tmp_path):
@@ -364,8 +364,11 @@ def test_splat_transform_is_only_needed_for_the_formats_it_makes(tmp_path):
     made = _run(tmp_path, g, ("ply", "small.ply", "preview"), missing, small_ply_keep=100, preview_ext="png")
     assert [(f.kind, f.ext) for f in made] == [("small_ply", "small.ply"), ("preview", "preview.png")]
     with pytest.raises(ConfigError, match="not a file"):
-        _run(tmp_path, g, ("ply", "spz"), missing)
+        _run(tmp_path, g, ("ply", "sog"), missing)
     assert _run(tmp_path, g, ("ply",), missing) == []
+    made = _run(tmp_path, g, ("ply", "spz"), missing)  # written in process: no splat-transform needed
+    assert [(f.kind, f.count) for f in made] == [("spz", g.count)]
+    assert fm.check_spz(made[0].local_path) == g.count
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -12,7 +12,11 @@ Formats (``PUBLISH_FORMATS`` names):
   only format that keeps SHARP's metadata elements (camera intrinsics, image size, disparity, ...);
   the index row keeps the camera too (width, height, focal length), so a dataset without ``ply``
   still knows each splat's camera.
-- ``spz``, ``sog``, ``compressed.ply``, ``html``: made by splat-transform from the SHARP ``.ply``
+- ``spz``: written in process from the Gaussians (``spz.py``; no Node needed), version
+  ``spz_version`` (``SPZ_VERSION``: 4, zstd streams, the default; 3, one gzip stream, for older
+  viewers). A scene SPZ cannot hold (non-finite values, coordinates beyond its fixed-point range)
+  fails the item with ``PermanentError(reason="spz_unencodable")``.
+- ``sog``, ``compressed.ply``, ``html``: made by splat-transform from the SHARP ``.ply``
   (see ``convert.py``). ``html`` is the self-contained SuperSplat viewer page, its camera placed at
   the photo's own viewpoint.
 - ``small.ply``: the ``small_ply_keep`` most visible Gaussians (``filter.top_visible``), SHARP
@@ -22,7 +26,8 @@ Formats (``PUBLISH_FORMATS`` names):
 Checks (cheap, pure Python, no decoding of the splat data): the container's magic bytes, every
 size and count its header promises against the file size, and the Gaussian count against the
 source's. ``deep_check=True`` also reads each splat-transform output back through
-``splat-transform --info json`` (0.3 to 2 s per 1.2M-Gaussian file).
+``splat-transform --info json`` (0.3 to 2 s per 1.2M-Gaussian file), and decodes the ``.spz`` with
+our own reader.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import struct
@@ -53,6 +59,7 @@ from .filter import top_visible
 from .gaussians import XYZ, Gaussians
 from .ply import InvalidSplat, validate_ply, write_ply
 from .preview import choose_camera, render_preview, save_preview
+from .spz import SpzError, decode_spz, encode_gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ FORMAT_NAMES: tuple[str, ...] = ("ply", "spz", "sog", "compressed.ply", "html", 
 # Cheap by default (well under a second of CPU per SHARP item). The converted formats cost 2 to 20 s
 # of CPU per item each (benchmarks/bench_formats.py): opt in where cores keep up with the predictor.
 DEFAULT_FORMATS: tuple[str, ...] = ("ply", "preview")
-CONVERTED = frozenset({"spz", "sog", "compressed.ply", "html"})  # made by splat-transform
+CONVERTED = frozenset({"sog", "compressed.ply", "html"})  # made by splat-transform; spz is made in process
 _ALIASES = {"compressed": "compressed.ply", "compressed_ply": "compressed.ply", "small": "small.ply",
             "small_ply": "small.ply", "thumbnail": "preview"}
 KINDS = {"spz": "spz", "sog": "sog", "compressed.ply": "compressed_ply", "html": "html",
@@ -379,8 +386,6 @@ def render_item_preview(g: Gaussians, long_side: int) -> np.ndarray:
 def _convert_one(fmt: str, g: Gaussians, src: Path, dst: Path, opts: FormatOptions, tool: SplatTransform,
                  what: str) -> None:
     options: list[str] = []
-    if fmt == "spz":
-        options += ["--spz-version", str(opts.spz_version)]
     if fmt in ("sog", "html") and opts.sog_workers > 0:
         options += ["--max-workers", str(opts.sog_workers)]
     settings_path = None
@@ -398,6 +403,28 @@ def _convert_one(fmt: str, g: Gaussians, src: Path, dst: Path, opts: FormatOptio
 def _check_count(kind: str, path: Path, got: int, expected: int, how: str) -> None:
     if got != expected:
         raise _invalid(kind, path, f"{how} says {got} Gaussians, the source has {expected}")
+
+
+def _make_spz(g: Gaussians, dst: Path, opts: FormatOptions) -> int:
+    try:
+        data = encode_gaussians(g, version=opts.spz_version)
+    except SpzError as exc:
+        raise PermanentError(f"{dst.name}: the scene cannot be stored as SPZ: {exc}", reason="spz_unencodable") from exc
+    tmp = dst.with_name(f".tmp-{secrets.token_hex(4)}-{dst.name}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    count = check_spz(dst)
+    _check_count("spz", dst, count, g.count, "its header")
+    if opts.deep_check:
+        try:
+            decoded = decode_spz(dst.read_bytes()).scene.count
+        except SpzError as exc:
+            raise _invalid("spz", dst, str(exc)) from exc
+        _check_count("spz", dst, decoded, g.count, "its decoded streams")
+    return count
 
 
 def _make_one(fmt: str, g: Gaussians, ply_path: Path, item_id: str, out_dir: Path, opts: FormatOptions,
@@ -418,6 +445,8 @@ def _make_one(fmt: str, g: Gaussians, ply_path: Path, item_id: str, out_dir: Pat
         except InvalidSplat as exc:
             raise _invalid(kind, dst, str(exc)) from exc
         _check_count(kind, dst, count, min(opts.small_ply_keep, g.count), "the file")
+    elif fmt == "spz":
+        count = _make_spz(g, dst, opts)
     else:
         assert tool is not None  # make_extra_files locates it for converted formats
         _convert_one(fmt, g, ply_path, dst, opts, tool, what=f"item {item_id}: .{ext}")
