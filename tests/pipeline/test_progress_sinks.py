@@ -19,9 +19,20 @@ def test_heartbeat_has_counts_rate_and_eta() -> None:
     assert eta_seconds(_snap(admitted=11, published=10, elapsed=5.0)) is None
 
 
-def test_live_table_shows_every_stage_and_eta() -> None:
+def _render(snap: dict) -> list[str]:
     console = Console(record=True, width=100)
-    console.print(_table(_snap(admitted=21, published=10, elapsed=5.0)))
-    text = console.export_text()
-    for stage in ("source", "fetch", "predict", "postprocess", "publish", "failed", "ETA"):
-        assert stage in text, stage
+    console.print(_table(snap))
+    return [" ".join(line.replace("│", " ").split()) for line in console.export_text().splitlines()]
+
+
+def test_live_table_shows_every_stage_and_eta() -> None:
+    lines = _render(_snap(admitted=21, published=10, elapsed=5.0))
+    # 21 admitted, 10 published + 1 failed in 5 s: 10 to go at 2 items/s.
+    assert "ETA for admitted items: 5s" in lines, lines
+    assert "source 21 4.20/s" in lines, lines
+    for stage in ("fetch", "predict", "postprocess", "publish"):
+        assert any(line.startswith(f"{stage} 10 2.00/s") for line in lines), (stage, lines)
+    assert "failed 1 not_an_image:1" in lines, lines
+    # Without anything left to wait for there is no ETA value, only the placeholder.
+    done = _render(_snap(admitted=11, published=10, elapsed=5.0))
+    assert "ETA: -" in done and not any("ETA for" in line for line in done), done
