@@ -23,6 +23,7 @@ from sharp_dataset_pipeline.predict.base import ReadyGaussians
 from sharp_dataset_pipeline.predict.sharp import SharpPredictor, describe_install_help, sharp_available
 from sharp_dataset_pipeline.records import Failure, FetchedImage, Item
 from sharp_dataset_pipeline.splat.ply import validate_ply, write_ply
+from sharp_dataset_pipeline.splat.unproject import NdcSplat
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 _spec = importlib.util.spec_from_file_location("standin_sharp_gaussians_p", STANDINS / "sharp/utils/gaussians.py")
@@ -146,10 +147,37 @@ def test_model_built_and_loaded_once(standin, checkpoint: Path) -> None:
     assert model.batch_sizes == [2, 1, 2]
 
 
+def raw_network_output(models, ckpt: Path, img: FetchedImage) -> list[np.ndarray]:
+    """The stand-in network's own NDC output for one image (means, scales, quats, colors, opacities)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = models.RGBGaussianPredictor(models.PredictorParams())
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    size = models.INTERNAL_SIZE
+    x = torch.from_numpy(img.rgb).permute(2, 0, 1)[None].float() / 255.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=True)
+    with torch.no_grad():
+        g = model.eval()(x, torch.tensor([img.focal_px / img.width]))
+    return [t[0].float().numpy() for t in (g.mean_vectors, g.singular_values, g.quaternions, g.colors, g.opacities)]
+
+
 def test_cpu_results_are_ndc_and_pickle_for_the_worker_pool(standin, checkpoint: Path) -> None:
-    res = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu").predict([fetched(0, SHAPES[0])])[0]
+    img = fetched(0, SHAPES[0])
+    res = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu").predict([img])[0]
+    # Still in NDC: exactly the network's output arrays, not yet unprojected (that runs in the worker pool).
+    assert isinstance(res, NdcSplat), type(res)
+    raw = raw_network_output(standin, checkpoint, img)
+    got = [res.means, res.scales, res.quats, res.colors, res.opacities]
+    for name, a, b in zip(("means", "scales", "quats", "colors", "opacities"), got, raw, strict=True):
+        assert a.dtype == np.float32, name
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert (res.focal_px, res.width, res.height) == (img.focal_px, img.width, img.height)
+    metric = expected_attributes(standin, checkpoint, img)
+    assert not np.allclose(res.means, metric[:, :3], atol=1e-3), "the means are already unprojected"
     copy = pickle.loads(pickle.dumps(res))
-    np.testing.assert_array_equal(copy.to_gaussians().vertices, res.to_gaussians().vertices)
+    assert isinstance(copy, NdcSplat)
+    assert_matches(copy.to_gaussians().vertices, metric)
 
 
 def test_out_of_memory_halves_the_batch_and_remembers(standin, checkpoint: Path, monkeypatch,
