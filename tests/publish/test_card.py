@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import datasets
@@ -9,7 +10,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from sharp_dataset_pipeline.publish.card import APPLE_NOTICE, render_card
-from sharp_dataset_pipeline.publish.index import encode_rows, index_features
+from sharp_dataset_pipeline.publish.index import encode_rows
 from sharp_dataset_pipeline.records import IndexRow
 
 
@@ -22,7 +23,14 @@ def test_front_matter_parses_with_configs_and_features() -> None:
         {"config_name": "default", "default": True, "data_files": [{"split": "train", "path": "data/train*.jsonl"}]}
     ]
     feats = {f["name"]: f["dtype"] for f in data["dataset_info"]["features"]}
-    assert feats == index_features()
+    # Expected from the record's own annotations and the `datasets` dtype names, not from the card code.
+    expected = {f.name: {"str": "string", "int": "int64", "float": "float64"}[str(f.type)]
+                for f in dataclasses.fields(IndexRow)}
+    assert feats == expected
+    assert list(feats) == IndexRow.field_names()  # the row's column order
+    parsed = datasets.Features._from_yaml_list(data["dataset_info"]["features"])
+    assert parsed["id"] == datasets.Value("string") and parsed["width"] == datasets.Value("int64")
+    assert parsed["focal_px"] == datasets.Value("float64")
 
 
 def test_licences_follow_sources() -> None:
