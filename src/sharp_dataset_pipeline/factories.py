@@ -127,6 +127,7 @@ def _make_sharp(settings: Settings, choice: str, work_dir: Path) -> Predictor:
             device=settings.sharp_device, verbose=settings.sharp_verbose,
             input_dir=settings.sharp_input_dir or None, work_dir=work_dir / "sharp-cli",
             timeout_s=settings.sharp_timeout_secs, batch_size=settings.sharp_batch_size,
+            checkpoint_path=settings.sharp_checkpoint_path or None,
         )
     raise ConfigError(sharp_backend.describe_install_help())
 

@@ -181,3 +181,25 @@ def test_redact_masks_tokens_and_secret_env_values(monkeypatch) -> None:
     text = f"token {FAKE_TOKEN} key unsplash-secret-value Authorization: Bearer abc.def-123456"
     out = redact(text)
     assert FAKE_TOKEN not in out and "unsplash-secret-value" not in out and "abc.def-123456" not in out
+
+
+def test_the_cli_passes_sharp_checkpoint_path_to_sharp_predict(env: Path, tmp_path: Path) -> None:
+    """Through the real CLI: ``SHARP_CHECKPOINT_PATH`` reaches ``sharp predict -c`` and names the model."""
+    from e2e.e2e_utils import make_photos, read_rows, run_cli
+
+    make_photos(tmp_path / "photos", 2, seed=5)
+    ckpt = tmp_path / "models" / "my_finetune.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not a real checkpoint; the stand-in does not read it")
+    done = run_cli(tmp_path, "run", "--source", "folder:photos", "--predictor", "sharp-cli", "--store", "local:out",
+                   "--run-id", "r1", SHARP_CHECKPOINT_PATH=str(ckpt), SHARP_DEVICE="cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    argvs = [c["argv"] for c in calls(env)]
+    assert argvs and all(a[a.index("-c") + 1] == str(ckpt) for a in argvs if "predict" in a), argvs
+    rows = read_rows(tmp_path / "out")
+    assert len(rows) == 2 and {r["model_version"] for r in rows} == {"my_finetune"}
+
+
+def test_a_missing_checkpoint_is_a_config_error(env: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SHARP_CHECKPOINT_PATH"):
+        predictor(tmp_path, checkpoint_path=str(tmp_path / "nowhere.pt"))

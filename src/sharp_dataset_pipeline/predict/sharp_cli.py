@@ -63,6 +63,9 @@ class SharpCliPredictor:
             raise ConfigError(f"SHARP_BATCH_SIZE must be at least 1, got {batch_size}")
         if timeout_s <= 0:
             raise ConfigError(f"the sharp predict timeout must be positive, got {timeout_s}")
+        if checkpoint_path and not Path(checkpoint_path).is_file():
+            raise ConfigError(f"SHARP_CHECKPOINT_PATH: {checkpoint_path} is not a file (a local ml-sharp .pt "
+                              "checkpoint; leave it unset to use the one sharp predict downloads)")
         self.batch_size = batch_size
         self.model_version = Path(checkpoint_path).stem if checkpoint_path else DEFAULT_MODEL_VERSION
         self._log = log or logger
@@ -70,7 +73,8 @@ class SharpCliPredictor:
         self._cwd = _existing_dir(ml_sharp_dir, "ML_SHARP_DIR")
         self._device = device or "default"
         self._verbose = verbose
-        self._checkpoint = checkpoint_path or None
+        # Absolute: the command runs in ML_SHARP_DIR, where a relative path would name another file.
+        self._checkpoint = os.path.abspath(checkpoint_path) if checkpoint_path else None
         self._work_dir = Path(work_dir)
         self._input_root = Path(input_dir) if input_dir else self._work_dir
         self._timeout_s = timeout_s
@@ -95,7 +99,7 @@ class SharpCliPredictor:
         cmd = [*self._prefix, "predict", "-i", str(in_dir), "-o", str(out_dir), "--device", self._device]
         if self._verbose:
             cmd.append("-v")
-        if self._checkpoint:
+        if self._checkpoint:  # ml-sharp's -c/--checkpoint-path; without it the default is downloaded
             cmd += ["-c", self._checkpoint]
         return cmd
 
