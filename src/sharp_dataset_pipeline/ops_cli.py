@@ -111,13 +111,18 @@ def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
 @click.option("--deep", is_flag=True, help="Also compare every file's SHA-256 with its row.")
 @click.option("--fix", is_flag=True, help="Repair what is safe (orphan files, expired leases, index files "
               "regenerated from the ledger) in one step.")
+@click.option("--dry-run", is_flag=True, help="With --fix: list what it would delete or repair, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any) -> None:
+def verify_cmd(env_file: str, deep: bool, fix: bool, dry_run: bool, as_json: bool, **flags: Any) -> None:
     """Check the dataset: files exist with their sizes (and hashes), no orphans or duplicates, sane leases.
 
-    Exits 0 only when the dataset is consistent (after --fix, when given).
+    Every problem --fix cannot repair says what it needs. Exits 0 only when the dataset is
+    consistent (after --fix, when given; --dry-run changes nothing).
     """
     settings = load_cli_settings(flags, env_file)
+    if dry_run and not fix:
+        fail("verify: --dry-run goes with --fix (it lists what --fix would do)", 2)
+    fix = fix and not dry_run
 
     def run() -> Any:
         from .ops.verify_local import fix_local, verify_local
@@ -133,7 +138,7 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any
                 report = verify_local(root, index_path, store.description, time.time(), deep)
                 fixed = fix_local(root, index_path, report, time.time()) if fix else []
                 again = verify_local(root, index_path, store.description, time.time(), deep) if fixed else report
-            again.fixed = fixed
+            again.fixed, again.dry_run = fixed, dry_run
             return again
         finally:
             _close(store)
@@ -147,22 +152,35 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, as_json: bool, **flags: Any
 @common_options
 @click.argument("item_ids", nargs=-1, required=True)
 @click.option("--reason", default="removal requested", show_default=True, help="Why (kept with the exclusion).")
-def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, **flags: Any) -> None:
+@click.option("--force", is_flag=True, help="Also exclude ids that were never published (else they are an error).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted and excluded; change nothing.")
+def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, force: bool, dry_run: bool,
+               **flags: Any) -> None:
     """Take items down: delete their files and index rows, and exclude their ids for good.
 
     Excluded ids are never published again by any client. This is how removal requests
-    (see the dataset card) are carried out.
+    (see the dataset card) are carried out. An id that was never published is refused
+    (exit 2, nothing changed) unless --force: a typo would otherwise be excluded for ever.
     """
     settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
-        from .ops.remove import remove_local
+        from .ops.remove import preview_remove_local, remove_local
 
         store = _store(settings)
         try:
-            if callable(getattr(store, "remove", None)):
+            hub = callable(getattr(store, "remove", None))
+            if hub:
+                preview = store.preview_remove(list(item_ids), time.time())
+            else:
+                root, index_path = _local_root(store, "remove")
+                preview = preview_remove_local(root, index_path, list(item_ids))
+            if preview.blocked and not force:
+                raise ConfigError(preview.unknown_ids_error())
+            if dry_run:
+                return preview
+            if hub:
                 return store.remove(list(item_ids), reason, time.time())
-            root, index_path = _local_root(store, "remove")
             result = remove_local(root, index_path, list(item_ids), reason, time.time())
             store.open()  # refreshes the dataset card (it documents how to request a removal)
             store.write_card()

@@ -163,6 +163,8 @@ def test_verify_finds_a_deleted_file_and_an_orphan_and_fix_repairs_the_orphan(
     after = json.loads(fixed.stdout)
     assert sorted(p["kind"] for p in after["fixed"]) == ["expired_lease", "orphan_file"]
     assert after["counts"] == {"missing_file": 1}
+    (left,) = after["problems"]
+    assert left["needs"].startswith(f"restore {victim}") and not left["fixable"]
     assert len(hub.history(repo)) == commits + 1, "the repairs are one commit"
     files = hub.files(repo)
     assert orphan not in files and victim not in files and "notes/notes.txt" in files
@@ -174,8 +176,18 @@ def test_remove_takes_an_item_down_everywhere_and_nothing_brings_it_back(
     rows = index_rows(hub.files(repo))
     target = rows[0]["id"]
     commits = len(hub.history(repo))
+    # An id that was never published is refused without --force (a typo would be excluded for ever).
+    refused = _cli(template, hub, "remove", target, "neverpublished1", "--store", f"hf:{repo}")
+    assert refused.returncode == 2 and "never published: neverpublished1" in refused.stderr
+    assert "--force" in refused.stderr
+    # --dry-run says what would happen and commits nothing.
+    dry = _cli(template, hub, "remove", target, "neverpublished1", "--store", f"hf:{repo}", "--force", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "dry run: remove would take down 1 items, delete 3 files and rewrite 1 index files" in dry.stdout
+    assert f"delete {rows[0]['ply_path']}" in dry.stdout and "would exclude 1 ids" in dry.stdout
+    assert len(hub.history(repo)) == commits and target in {r["id"] for r in index_rows(hub.files(repo))}
     proc = _cli(template, hub, "remove", target, "neverpublished1", "--store", f"hf:{repo}",
-                "--reason", "takedown request")
+                "--reason", "takedown request", "--force")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "removed 1 items (3 files deleted, 1 index files rewritten)" in proc.stdout
     assert "excluded 1 ids that were not published" in proc.stdout

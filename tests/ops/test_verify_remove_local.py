@@ -123,6 +123,34 @@ def test_verify_cli_exit_codes_and_fix(workspace: Path, run_ops) -> None:
     assert missing.returncode == 1 and "no local store" in missing.stderr
 
 
+def test_verify_fix_dry_run_lists_what_fix_would_do_and_changes_nothing(workspace: Path, run_ops) -> None:
+    store = workspace / "store"
+    ids = _damage(store)
+    before = _kinds(_verify(store))
+    dry = run_ops(workspace, "verify", "--store", "local:store", "--fix", "--dry-run")
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    out = dry.stdout
+    assert "--fix would delete folder/zz0000orphan0000/zz0000orphan0000.ply" in out
+    assert "--fix would delete the lease on unit folder/ghost/000000-000005" in out
+    assert "--fix would regenerate index file" in out
+    assert "dry run: --fix would repair 5 of them; nothing was changed" in out
+    # Each problem --fix cannot repair says what it needs.
+    missing = read_rows(store)[0]["ply_path"]
+    assert f"needs: restore {missing}" in out and f"`sharp-dataset remove {ids['missing']}`" in out
+    assert out.count("needs: ") == 2  # missing_file, size_mismatch
+    # Nothing changed.
+    assert (store / "folder" / "zz0000orphan0000" / "zz0000orphan0000.ply").is_file()
+    assert _lease_units(store) == {"folder/ghost/000000-000005"}
+    assert _kinds(_verify(store)) == before
+    doc = json.loads(run_ops(workspace, "verify", "--store", "local:store", "--fix", "--dry-run", "--json").stdout)
+    assert doc["dry_run"] and not doc["fixed"]
+    by_kind = {p["kind"]: p for p in doc["problems"]}
+    assert by_kind["orphan_file"]["fix"].startswith("delete ") and not by_kind["orphan_file"]["needs"]
+    assert by_kind["size_mismatch"]["needs"] and not by_kind["size_mismatch"]["fix"]
+    alone = run_ops(workspace, "verify", "--store", "local:store", "--dry-run")
+    assert alone.returncode == 2 and "--dry-run goes with --fix" in alone.stderr
+
+
 def test_interrupted_takedown_is_finished_by_fix(workspace: Path) -> None:
     """An exclusion recorded without the rest (rows, files) is reported, and --fix completes it."""
     store = workspace / "store"
@@ -166,6 +194,30 @@ def test_remove_takes_an_item_down_everywhere_and_a_rerun_does_not_bring_it_back
     assert victim["id"] not in {r["id"] for r in rows} and len(rows) == 5
     again = run_ops(workspace, "remove", victim["id"], "--store", "local:store")
     assert again.returncode == 0 and "removed before" in again.stdout
+
+
+def test_remove_refuses_unknown_ids_without_force_and_dry_run_changes_nothing(workspace: Path, run_ops) -> None:
+    store = workspace / "store"
+    rows = read_rows(store)
+    victim = rows[1]
+    refused = run_ops(workspace, "remove", victim["id"], "typo0000id", "--store", "local:store")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "never published: typo0000id" in refused.stderr and "--force" in refused.stderr
+    assert exclusions(store) == [] and len(read_rows(store)) == 6  # nothing changed, not even the real id
+
+    dry = run_ops(workspace, "remove", victim["id"], "--store", "local:store", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: remove would take down 1 items, delete 3 files and rewrite 1 index files" in dry.stdout
+    for kind in ("image", "ply"):
+        assert f"delete {victim[f'{kind}_path']}" in dry.stdout
+        assert (store / victim[f"{kind}_path"]).is_file()
+    assert exclusions(store) == [] and len(read_rows(store)) == 6
+
+    forced = run_ops(workspace, "remove", victim["id"], "typo0000id", "--store", "local:store", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "removed 1 items" in forced.stdout and "excluded 1 ids that were not published" in forced.stdout
+    assert sorted(i for i, _, _ in exclusions(store)) == sorted([victim["id"], "typo0000id"])
+    assert not (store / victim["ply_path"]).exists() and len(check_consistent(store)) == 5
 
 
 def test_remove_from_the_compacted_index(workspace: Path) -> None:

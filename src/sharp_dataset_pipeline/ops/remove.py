@@ -39,8 +39,12 @@ class RemoveResult:
     already_removed: list[str] = field(default_factory=list)
     files_deleted: list[str] = field(default_factory=list)
     index_files_rewritten: list[str] = field(default_factory=list)
+    # A preview (``remove --dry-run``): what the removal would do; nothing was changed.
+    dry_run: bool = False
 
     def text(self) -> str:
+        if self.dry_run:
+            return self._preview_text()
         lines = [f"removed {len(self.removed)} items ({len(self.files_deleted)} files deleted, "
                  f"{len(self.index_files_rewritten)} index files rewritten)"]
         if self.removed:
@@ -51,6 +55,27 @@ class RemoveResult:
             lines.append(f"excluded {len(self.blocked)} ids that were not published (they never will be):")
             lines.append("  " + " ".join(self.blocked))
         return "\n".join(lines)
+
+    def _preview_text(self) -> str:
+        lines = [f"dry run: remove would take down {len(self.removed)} items, delete "
+                 f"{len(self.files_deleted)} files and rewrite {len(self.index_files_rewritten)} index files; "
+                 "nothing was changed"]
+        if self.removed:
+            lines.append("  items: " + " ".join(self.removed))
+        lines += [f"  delete {path}" for path in self.files_deleted]
+        lines += [f"  rewrite {name}" for name in self.index_files_rewritten]
+        if self.already_removed:
+            lines.append(f"{len(self.already_removed)} ids were removed before: " + " ".join(self.already_removed))
+        if self.blocked:
+            lines.append(f"would exclude {len(self.blocked)} ids that were never published (needs --force):")
+            lines.append("  " + " ".join(self.blocked))
+        return "\n".join(lines)
+
+    def unknown_ids_error(self) -> str:
+        """The message when ids that were never published are given without ``--force``."""
+        return (f"remove: {len(self.blocked)} of the ids were never published: {' '.join(self.blocked)}. "
+                "Nothing was changed. Check them for typos; to exclude them anyway, so that no client ever "
+                "publishes them, add --force")
 
 
 def _shard_of(conn, ids: list[str]) -> dict[str, tuple[str, str, list[FileRef]]]:
@@ -81,6 +106,36 @@ def _delete_files(root: Path, refs: list[FileRef]) -> list[str]:
                 break
             folder = folder.parent
     return deleted
+
+
+def _existing_files(root: Path, refs: list[FileRef]) -> list[str]:
+    return sorted({ref.path for ref in refs if (root / layout.check_repo_path(ref.path)).is_file()})
+
+
+def preview_remove_local(root: Path, index_path: str, item_ids: list[str]) -> RemoveResult:
+    """What ``remove_local`` would do with these ids now (``dry_run``): reads only."""
+    root = Path(root)
+    ids = sorted({layout.check_item_id(i) for i in item_ids})
+    if not ids:
+        raise StoreError("remove: no item id given")
+    conn = connect_ledger(root)
+    try:
+        with sql.read_tx(conn):
+            before = {r[0] for part in sql.chunks(ids) for r in conn.execute(
+                f"SELECT item_id FROM exclusions WHERE item_id IN ({sql.marks(len(part))})", part)}
+            found = _shard_of(conn, ids)
+    finally:
+        conn.close()
+    index_name = posixpath.basename(index_path)
+    return RemoveResult(
+        removed=[i for i in ids if i in found],
+        already_removed=[i for i in ids if i not in found and i in before],
+        blocked=[i for i in ids if i not in found and i not in before],
+        files_deleted=_existing_files(root, [ref for *_, refs in found.values() for ref in refs]),
+        index_files_rewritten=sorted({index_name if state != "committed" else shard
+                                      for shard, state, _ in found.values()}),
+        dry_run=True,
+    )
 
 
 def remove_local(root: Path, index_path: str, item_ids: list[str], reason: str, now: float) -> RemoveResult:

@@ -39,6 +39,29 @@ KINDS: dict[str, tuple[bool, str]] = {
 }
 
 
+_REGENERATE = "regenerate index file {target} from the ledger"
+_LEASE = "delete the lease on unit {target}"
+# What ``--fix`` does about each fixable kind (``--fix --dry-run`` lists these).
+FIX_ACTIONS: dict[str, str] = {
+    "orphan_file": "delete {target}",
+    "duplicate_row": _REGENERATE, "bad_row": _REGENERATE, "unrecorded_row": _REGENERATE,
+    "missing_row": _REGENERATE, "unrecorded_index_file": _REGENERATE, "missing_index_file": _REGENERATE,
+    "shard_count": "recount the rows of publish step {target} in the ledger",
+    "expired_lease": _LEASE, "bad_lease": _LEASE, "lease_on_done_unit": _LEASE,
+}
+_TAKE_DOWN = "or take the item down with `sharp-dataset remove {subject}` (its id is then excluded for good)"
+# What a problem ``--fix`` cannot repair needs from a person.
+NEEDS: dict[str, str] = {
+    "missing_file": "restore {target} (e.g. from a backup or the run folder that made it), " + _TAKE_DOWN,
+    "size_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
+    "hash_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
+    # Where a store's --fix does not regenerate index files (the hub store):
+    "duplicate_row": "`sharp-dataset compact` (it keeps the first row of each id)",
+    "bad_row": "a person to correct or delete that line of {target} (this store cannot regenerate index files)",
+}
+_NEEDS_DEFAULT = "a person to look at it: this store's --fix does not repair {kind}"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One inconsistency. ``target`` is what a fix acts on: a path, an index file name or a unit."""
@@ -54,6 +77,15 @@ class Problem:
 
     def line(self) -> str:
         return f"{self.kind}: {self.subject}: {self.detail}" + ("" if self.fixable else " (not fixable)")
+
+    def fix_action(self) -> str:
+        """What ``--fix`` does about it ("" for a kind it never repairs)."""
+        return FIX_ACTIONS.get(self.kind, "").format(target=self.target, subject=self.subject)
+
+    def needs(self) -> str:
+        """What it takes to repair when ``--fix`` cannot."""
+        return NEEDS.get(self.kind, _NEEDS_DEFAULT).format(target=self.target, subject=self.subject,
+                                                           kind=self.kind)
 
 
 @dataclass
@@ -88,10 +120,27 @@ class VerifyReport:
     leases: int = 0
     problems: list[Problem] = field(default_factory=list)
     fixed: list[Problem] = field(default_factory=list)
+    # Kinds this store's --fix repairs (None: every fixable kind); the hub store repairs fewer.
+    repairs: frozenset[str] | None = None
+    # ``verify --fix --dry-run``: list what --fix would do, change nothing.
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def repairable(self, p: Problem) -> bool:
+        """Whether this store's ``--fix`` repairs ``p``."""
+        return p.fixable and (self.repairs is None or p.kind in self.repairs)
+
+    def _lines(self, p: Problem) -> list[str]:
+        mark = "" if self.repairable(p) else " (not fixable)"
+        out = [f"  {p.kind}: {p.subject}: {p.detail}{mark}"]
+        if not self.repairable(p):
+            out.append(f"    needs: {p.needs()}")
+        elif self.dry_run:
+            out.append(f"    --fix would {p.fix_action()}")
+        return out
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -102,8 +151,11 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "deep": self.deep, "rows": self.rows, "files": self.files,
                 "leases": self.leases, "counts": self.counts(),
-                "problems": [asdict(p) | {"fixable": p.fixable} for p in self.problems],
-                "fixed": [asdict(p) for p in self.fixed]}
+                "problems": [asdict(p) | {"fixable": self.repairable(p),
+                                          "fix": p.fix_action() if self.repairable(p) else "",
+                                          "needs": "" if self.repairable(p) else p.needs()}
+                             for p in self.problems],
+                "fixed": [asdict(p) for p in self.fixed], "dry_run": self.dry_run}
 
     def text(self, limit: int = 200) -> str:
         head = (f"{self.store}: {self.rows} rows, {self.files} files, {self.leases} leases checked"
@@ -117,11 +169,15 @@ class VerifyReport:
             return "\n".join(lines)
         counts = ", ".join(f"{k} {v}" for k, v in self.counts().items())
         lines.append(f"{len(self.problems)} problems ({counts}):")
-        lines += [f"  {p.line()}" for p in self.problems[:limit]]
+        for p in self.problems[:limit]:
+            lines += self._lines(p)
         if len(self.problems) > limit:
             lines.append(f"  ... and {len(self.problems) - limit} more (use --json for all)")
-        if any(p.fixable for p in self.problems):
-            lines.append("run with --fix to repair the fixable ones")
+        todo = sum(self.repairable(p) for p in self.problems)
+        if self.dry_run:
+            lines.append(f"dry run: --fix would repair {todo} of them; nothing was changed")
+        elif todo:
+            lines.append("run with --fix to repair the fixable ones (--fix --dry-run lists what it would do)")
         return "\n".join(lines)
 
 

@@ -371,6 +371,10 @@ class HubStore:
         """Take items down (files, index rows) and exclude their ids, in one commit (``RemoveResult``)."""
         return self._admin().remove(item_ids, reason, now)
 
+    def preview_remove(self, item_ids: list[str], now: float) -> Any:
+        """What ``remove`` would do at the head now (``RemoveResult`` with ``dry_run``); no commit."""
+        return self._admin().preview_remove(item_ids, now)
+
     def gc(self, now: float) -> Any:
         """Delete expired leases and leases on done units in one commit (``GcResult``)."""
         return self._admin().gc(now)

@@ -78,6 +78,7 @@ REMOVED_REASON = "removed"
 REMOVAL_PREFIX = "zz-removal-"
 PATHS_INFO_CHUNK = 100
 LEASE_FIXES = frozenset({"expired_lease", "lease_on_done_unit", "bad_lease"})
+FIXES = LEASE_FIXES | {"orphan_file"}  # what ``fix`` repairs here (it never regenerates index files)
 
 
 def _nonce() -> str:
@@ -351,7 +352,9 @@ class HubAdmin:
                     h.update(block)
             return h.hexdigest()
 
-        return find_problems(view, now, sha256 if deep else None)
+        report = find_problems(view, now, sha256 if deep else None)
+        report.repairs = FIXES
+        return report
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -465,6 +468,16 @@ class HubAdmin:
             result = RemoveResult(already_removed=ids)
         log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
                  self.description, reason)
+        return result
+
+    def preview_remove(self, item_ids: list[str], now: float) -> RemoveResult:
+        """What ``remove`` would do at the head now (``dry_run``); commits nothing."""
+        ids = sorted({layout.check_item_id(i) for i in item_ids})
+        if not ids:
+            raise StoreError("remove: no item id given")
+        out = self._plan_remove(self.sync.refresh(), set(ids), "preview", now)
+        result = out[1] if out is not None else RemoveResult(already_removed=ids)
+        result.dry_run = True
         return result
 
     def _plan_remove(self, state: HubState, ids: set[str], reason: str,
