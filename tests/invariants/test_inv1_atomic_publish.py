@@ -122,7 +122,7 @@ def test_sigkill_at_random_moments_never_breaks_invariant_1(tmp_path: Path) -> N
     assert totals[-1] > totals[0] > 0
 
 
-def test_files_are_in_place_before_the_item_counts_as_done(tmp_path: Path) -> None:
+def test_files_are_in_place_before_the_item_counts_as_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = LocalStore(tmp_path / "repo")
     store.open()
     work = tmp_path / "w"
@@ -131,8 +131,40 @@ def test_files_are_in_place_before_the_item_counts_as_done(tmp_path: Path) -> No
     local.write_bytes(b"ply bytes")
     row = IndexRow(id="a", source="folder", unit="u", ply_path="p/a/a.ply", ply_size=9)
     pf = PublishedFile("ply", "p/a/a.ply", local, 9, hashlib.sha256(b"ply bytes").hexdigest())
+    root = store.root
+    ledger = root / ".coord" / "ledger.sqlite3"
+
+    def done() -> bool:  # what any other reader of the ledger sees (committed state only)
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5) as db:
+            return bool(db.execute("SELECT 1 FROM items WHERE id = 'a'").fetchall())
+
+    def shard_has_row() -> bool:
+        return any(b'"id": "a"' in p.read_bytes() or b'"id":"a"' in p.read_bytes()
+                   for p in (root / "data").glob("*.jsonl"))
+
+    # Watch every placement (the stdlib calls, passed through unchanged) and the state readers see after it.
+    events: list[tuple[str, bool, bool, bool]] = []
+    for name in ("replace", "link", "rename"):
+        real = getattr(os, name)
+
+        def watched(src, dst, *args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            out = _real(src, dst, *args, **kwargs)
+            target = Path(dst)
+            if root in target.parents:
+                events.append((f"{_name} {target.relative_to(root).as_posix()}", (root / "p/a/a.ply").is_file(),
+                               shard_has_row(), done()))
+            return out
+
+        monkeypatch.setattr(os, name, watched)
     receipt = store.publish(Batch(client_id="c", items=[ProcessedItem(row, [pf])]))
-    assert receipt.published_ids == ["a"]
+    monkeypatch.undo()
+    assert receipt.published_ids == ["a"] and done()
+    placed = [i for i, e in enumerate(events) if e[0] == "replace p/a/a.ply"]
+    indexed = [i for i, e in enumerate(events) if e[2]]
+    assert placed and indexed, events
+    assert placed[0] < indexed[0], f"the index named the item before its file was placed: {events}"
+    assert not any(is_done for *_, is_done in events[: indexed[0] + 1]), f"done before it was indexed: {events}"
+    assert all(ply_there for _, ply_there, _, is_done in events if is_done), events
     assert (store.root / "p/a/a.ply").read_bytes() == b"ply bytes"
     local.unlink()  # the work copy may go: the published file is its own link or copy
     assert (store.root / "p/a/a.ply").read_bytes() == b"ply bytes"
