@@ -105,15 +105,30 @@ def test_no_gpu_is_one_warning_and_no_file(tmp_path: Path, caplog: pytest.LogCap
     assert len(warnings) == 1 and "Driver Not Loaded" in warnings[0].getMessage()
 
 
+def nvidia_devices(dev: Path = Path("/dev")) -> list[Path]:
+    """The NVIDIA GPUs this machine exposes, seen by the kernel's device nodes, not by NVML."""
+    return sorted(p for p in dev.glob("nvidia[0-9]*") if p.name[len("nvidia"):].isdigit())
+
+
 def test_real_nvml_on_this_machine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """With the real pynvml: rows on a GPU machine, else the single warning and no file."""
-    pytest.importorskip("pynvml")
+    """With the real pynvml, the branch this machine must take: one row per GPU where the kernel exposes
+    NVIDIA devices, else the single warning and no file. (NVML failing on a GPU machine fails the test.)"""
+    import pynvml  # a pinned dependency: never skipped
+
+    assert pynvml.nvmlInit  # the real module, not a stand-in
+    gpus = nvidia_devices()
     path = tmp_path / "gpu_mem_log.csv"
     gpu_log = GpuMemoryLogger(path, interval_s=3600)
     with caplog.at_level(logging.WARNING):
         started = gpu_log.start()
     gpu_log.stop()
-    if started:
-        assert rows(path) and all(int(r["mem_total_mib"]) > 0 for r in rows(path))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if gpus:
+        assert started, f"{len(gpus)} NVIDIA device(s) here but NVML could not be read: {warnings}"
+        start_rows = [r for r in rows(path) if r["event"] == "start"]
+        assert len(start_rows) == len(gpus), start_rows
+        assert sorted(int(r["gpu_index"]) for r in start_rows) == list(range(len(gpus)))
+        assert all(int(r["mem_total_mib"]) > 0 for r in start_rows)
     else:
-        assert not path.exists() and "no NVIDIA GPU" in caplog.text
+        assert not started and not path.exists()
+        assert len(warnings) == 1 and "no NVIDIA GPU" in warnings[0], warnings
