@@ -37,7 +37,7 @@ IO_MODULES = frozenset({
 IO_SUBMODULES = frozenset({"urllib.request", "xml.etree.ElementTree.parse"})
 LOWER = frozenset({"records", "errors", "fsio", "redact", "splat", "sources", "fetch", "predict", "net", "observe",
                    "ledger"})
-UPPER = frozenset({"stores", "pipeline", "ops", "app", "cli", "ops_cli", "factories", "cli_support"})
+UPPER = frozenset({"stores", "pipeline", "ops", "app", "cli", "ops_cli", "convert_cli", "factories", "cli_support"})
 # Cycles that exist today (issue 12 removes them). The set may only shrink: a new cycle fails, and a removed
 # one fails too until it is taken off this list, so it cannot come back unnoticed.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({frozenset({"ops", "publish", "stores"})})
@@ -192,7 +192,8 @@ def test_no_import_cycles_between_parts_beyond_the_known_ones() -> None:
 
 def test_only_the_cli_layer_imports_the_cli() -> None:
     modules = _modules()
-    cli = {f"{PKG_NAME}.cli", f"{PKG_NAME}.ops_cli", f"{PKG_NAME}.cli_support", f"{PKG_NAME}.__main__"}
+    cli = {f"{PKG_NAME}.cli", f"{PKG_NAME}.ops_cli", f"{PKG_NAME}.convert_cli", f"{PKG_NAME}.cli_support",
+           f"{PKG_NAME}.__main__"}
     bad = [f"{name} imports {other}" for name, path in modules.items() if name not in cli
            for other in _ours(_imports(path, name), modules) if other in cli]
     assert not bad, bad

@@ -186,6 +186,9 @@ def _register_operations() -> None:
 
     for command in (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd):
         main.add_command(command)
+    from .convert_cli import convert_cmd
+
+    main.add_command(convert_cmd)
 
 
 _register_operations()
