@@ -83,7 +83,8 @@ def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
     on_disk = {
         p.relative_to(store).as_posix()
         for p in store.rglob("*")
-        if p.is_file() and not p.relative_to(store).as_posix().startswith((".coord/", "data/", "README.md"))
+        if p.is_file() and not p.relative_to(store).as_posix().startswith(
+            (".coord/", "data/", "README.md", ".huggingface.yaml"))
     }
     stray = on_disk - referenced
     assert allow_stray or not stray, f"files published without a row: {sorted(stray)[:5]}"

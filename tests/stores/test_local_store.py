@@ -13,7 +13,8 @@ import datasets
 import pytest
 
 from sharp_dataset_pipeline.errors import LeaseConflict, StoreError
-from sharp_dataset_pipeline.publish.index import decode_rows
+from sharp_dataset_pipeline.publish.card import render_card, render_snapshot_yaml
+from sharp_dataset_pipeline.publish.index import decode_rows, encode_rows
 from sharp_dataset_pipeline.records import (
     Batch,
     Failure,
@@ -513,3 +514,41 @@ def test_failure_rows_are_cleared_when_the_item_is_published_later(store: LocalS
     db.close()
     assert store.counts().failed == {}
     assert store.item_states(["a"])["a"].published
+
+
+def _load_ids(root: Path, cache: Path) -> list[str]:
+    return sorted(datasets.load_dataset(str(root), cache_dir=str(cache))["train"]["id"])
+
+
+def test_datasets_fingerprints_a_card_with_configs_by_patterns_only(tmp_path: Path) -> None:
+    """The upstream behaviour our fix works around: ``datasets`` hashes a local folder whose card has
+    ``configs`` by the card and the unresolved patterns, so new files alone never change its cache."""
+    root = tmp_path / "plain" / "my-splats"
+    (root / "data").mkdir(parents=True)
+    (root / "README.md").write_text(render_card(title="t", sources=["folder"], index_glob="data/train*.jsonl"))
+    (root / "data" / "train-a.jsonl").write_bytes(encode_rows([IndexRow(id="a", source="folder", unit="u")]))
+    cache = tmp_path / "cache"
+    assert _load_ids(root, cache) == ["a"]
+    (root / "data" / "train-b.jsonl").write_bytes(encode_rows([IndexRow(id="b", source="folder", unit="u")]))
+    assert _load_ids(root, cache) == ["a"]  # stale: the new file is not seen
+    (root / ".huggingface.yaml").write_text(render_snapshot_yaml("after-b"))
+    assert _load_ids(root, cache) == ["a", "b"]  # a changed snapshot name is a new cache entry
+
+
+def test_a_load_after_a_publish_sees_that_publish(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"  # one cache for every load, as a user's default cache is
+    first = LocalStore(tmp_path / "one" / "my-splats", clock=Clock())
+    first.open()
+    first.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", f"a{k}") for k in range(3)]))
+    assert _load_ids(first.root, cache) == ["a0", "a1", "a2"]
+    first.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w", f"b{k}") for k in range(4)]))
+    assert len(_load_ids(first.root, cache)) == 7
+    first.compact()
+    assert len(_load_ids(first.root, cache)) == 7
+    # Another store with the same folder name has its own data, not the first one's cache.
+    second = LocalStore(tmp_path / "two" / "my-splats", clock=Clock())
+    second.open()
+    second.publish(Batch(client_id="c1", items=[make_item(tmp_path / "w2", f"z{k}") for k in range(2)]))
+    assert _load_ids(second.root, cache) == ["z0", "z1"]
+    first.close()
+    second.close()

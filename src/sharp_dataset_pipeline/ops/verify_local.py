@@ -80,7 +80,7 @@ def _list_item_files(root: Path, index_path: str) -> dict[str, int]:
         dirs.sort()
         for name in files:
             rel = posixpath.join(rel_dir, name) if rel_dir else name
-            if rel == layout.README_PATH or _is_live_temp(name):
+            if rel in (layout.README_PATH, layout.DATASETS_YAML_PATH) or _is_live_temp(name):
                 continue
             if rel_dir == index_dir and (name == posixpath.basename(index_path)
                                          or layout.is_shard_name(index_path, name)):

@@ -79,14 +79,35 @@ def _front_matter(title: str, index_glob: str, features: dict[str, str]) -> list
         "  data_files:",
         "  - split: train",
         f"    path: {_q(index_glob)}",
-        "dataset_info:",
-        "  config_name: default",
-        "  features:",
+        *_dataset_info(features),
+        "---",
     ]
+    return lines
+
+
+def _dataset_info(features: dict[str, str], description: str = "") -> list[str]:
+    lines = ["dataset_info:", "  config_name: default"]
+    if description:
+        lines.append(f"  description: {_q(description)}")
+    lines.append("  features:")
     for name, dtype in features.items():
         lines += [f"  - name: {_q(name)}", f"    dtype: {dtype}"]
-    lines.append("---")
     return lines
+
+
+def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None) -> str:
+    """``.huggingface.yaml`` of a local store: the card's ``dataset_info`` plus the name of the
+    latest index snapshot, rewritten by every publish step.
+
+    ``datasets`` (5.x) fingerprints a local folder whose card has ``configs`` by the card's YAML and
+    the *unresolved* ``data_files`` patterns only, never by the files they match: without a value
+    that changes per publish, a second load returns the rows cached by the first, and two stores
+    with the same folder name share one cache entry. It merges this file's top-level keys over the
+    card's, so this ``dataset_info`` (same features, a description naming the snapshot) is hashed.
+    """
+    feats = features if features is not None else index_features()
+    description = f"Index snapshot {snapshot} (changes with every publish step; caches follow it)."
+    return "\n".join(_dataset_info(feats, description)) + "\n"
 
 
 def _licence_section(sources: list[str], licence_notes: list[str]) -> list[str]:

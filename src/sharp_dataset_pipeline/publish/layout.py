@@ -23,6 +23,7 @@ from ..errors import PermanentError, StoreError
 
 COORD_DIR = ".coord"
 README_PATH = "README.md"
+DATASETS_YAML_PATH = ".huggingface.yaml"  # local store: per-publish snapshot name for `datasets`
 SHARD_MARK = "-shard-"
 
 # A leading "-" is allowed: real Unsplash ids start with one (e.g. "-2vD8lIhdnw").

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
 from ..publish import layout
-from ..publish.card import render_card
+from ..publish.card import render_card, render_snapshot_yaml
 from ..publish.index import row_files, row_from_json, row_to_json
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, PublishedFile, Unit
 from . import local_schema as sql
@@ -52,6 +52,7 @@ _TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
 _MAINTENANCE = "maintenance"
 _BACKUP_PREFIX = "redo-"  # kept copies of files a --redo publish replaces (restored after a crash)
 _HOST = socket.gethostname()
+SNAPSHOT_YAML = layout.DATASETS_YAML_PATH  # read by ``datasets`` over the card: see ``render_snapshot_yaml``
 
 
 
@@ -162,6 +163,8 @@ class LocalStore:
         self._repair()
         if not (self.root / layout.README_PATH).exists():
             self.write_card()
+        elif not (self.root / SNAPSHOT_YAML).exists():
+            self._write_snapshot(f"opened-{secrets.token_hex(6)}")
 
     def close(self) -> None:
         with self._conns_lock:
@@ -401,6 +404,7 @@ class LocalStore:
             # Written before the commit: a reader never sees fewer rows than the ledger has items.
             atomic_write(self._data_dir / rec.shard, "".join(r[3] + "\n" for r in rec.rows).encode("utf-8"))
             rec.shard_written = True
+            self._write_snapshot(rec.shard)
         rec.replaced = {i: (shard, row) for i, (shard, row) in old_rows.items()}
         sql.note_rewrites(conn, sorted({shard for shard, _ in old_rows.values()}))
         sql.insert_items(conn, rec.rows, rec.shard, batch.client_id, now)
@@ -576,6 +580,7 @@ class LocalStore:
                 self._finish_compaction()
                 with sql.write_tx(conn):
                     sql.drop_rewrites(conn, compacted)
+            self._write_snapshot(f"rewritten-{secrets.token_hex(6)}")
         finally:
             if owner is None:
                 self._drop_maintenance(mine)
@@ -590,6 +595,10 @@ class LocalStore:
                     log.info("removing leftover temp file %s", path)
                     path.unlink(missing_ok=True)
 
+    def _write_snapshot(self, name: str) -> None:
+        """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
+        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name).encode("utf-8"))
+
     def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
         """(Re)write README.md: the dataset card, listing the sources seen so far."""
         seen = [r[0] for r in self._conn().execute("SELECT DISTINCT source FROM items")]
@@ -599,3 +608,5 @@ class LocalStore:
             index_glob=layout.index_glob(self.index_path),
         )
         atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))
+        # Called after maintenance that changes rows (``remove``): readers' caches must not outlive it.
+        self._write_snapshot(f"card-{secrets.token_hex(6)}")
