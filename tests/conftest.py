@@ -2,6 +2,7 @@
 
 - Every test runs without tokens or keys in the environment and with a private ``HF_HOME``, so no test
   can reach a real account or read a developer's cache by accident.
+- Under ``CI=true`` every skip must be on ``ci_skip_guard.ALLOWED_SKIPS`` or the run fails.
 - ``bad_inputs`` builds a folder of awkward image files, each paired with the outcome the decoder must
   give (``"ok"`` or a ``PermanentError`` reason); ``file_server`` is a started loopback file server.
 
@@ -19,6 +20,9 @@ import pytest
 from emulators.files import FileServer, bad_input_files
 
 SECRET_ENV = ("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN", "UNSPLASH_ACCESS_KEY")
+
+# Under CI=true a skip not on its explicit allow-list fails the run (see ci_skip_guard.py).
+pytest_plugins = ["ci_skip_guard"]
 
 
 @pytest.fixture(autouse=True)
@@ -51,24 +55,3 @@ def file_server() -> Iterator[FileServer]:
     """A started loopback ``FileServer`` (see ``emulators/files.py``), stopped after the test."""
     with FileServer() as server:
         yield server
-
-
-# In CI every optional tool is installed by .ci/run, so a test skipped for a missing tool means the
-# install step broke: fail the run instead of passing with less coverage than it claims.
-_MISSING_TOOL_MARKERS = ("not installed", "could not import 'torch'", "chromium")
-_missing_tool_skips: list[str] = []
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and isinstance(report.longrepr, tuple):
-        reason = str(report.longrepr[2])
-        if any(marker in reason.lower() for marker in _MISSING_TOOL_MARKERS):
-            _missing_tool_skips.append(f"{report.nodeid}: {reason}")
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    import os
-
-    if os.environ.get("CI") == "true" and _missing_tool_skips:
-        print("\nCI: tests were skipped because a tool is missing:\n  " + "\n  ".join(_missing_tool_skips[:10]))
-        session.exitstatus = 1
