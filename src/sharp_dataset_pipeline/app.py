@@ -219,7 +219,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
 
 def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
     """``sharp-dataset share --missing``: share what a run did not (off, or a failed share)."""
-    from .publish.share import GsplatClient, local_share_file, share_missing, update_local_share_fields
+    from .publish.share import GsplatClient, LocalShareRecorder, local_share_file, share_missing
     from .stores.local import LocalStore
 
     store = make_store(settings)
@@ -230,11 +230,12 @@ def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
         try:
             file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
                                         keep=settings.gsplat_filter_visibility or 20000, work_dir=work_dir)
-
-            def record(item_id: str, fields: dict[str, str]) -> None:
-                update_local_share_fields(store, item_id, fields)
-
-            return share_missing(store, client, file_for=file_for, record=record, limit=limit)
+            # Each share lands in the ledger at once; index files are rewritten once per batch.
+            recorder = LocalShareRecorder(store, every=HUB_SHARE_RECORD_EVERY)
+            try:
+                return share_missing(store, client, file_for=file_for, record=recorder.record, limit=limit)
+            finally:
+                recorder.flush()
         finally:
             store.close()
     return _share_missing_hub(settings, store, client, limit, work_dir)

@@ -38,8 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import ConfigError, LeaseConflict, PermanentError, RateLimited, SharpDatasetError, TransientError
-from ..fsio import atomic_write
+from ..errors import ConfigError, PermanentError, RateLimited, SharpDatasetError, TransientError
 from ..net import call_with_retries, error_reason, make_client, raise_for_status, transient
 from ..records import IndexRow
 from ..redact import redact
@@ -441,41 +440,65 @@ def local_share_file(
     return pick
 
 
-def update_local_share_fields(store: LocalStore, item_id: str, fields: dict[str, str]) -> bool:
-    """Record share fields on a published row of an open ``LocalStore``; False if the id is not published.
-
-    The ledger is the authority, so the row is changed there first, in one write transaction. The
-    index file that shows the row is then made to match from the ledger, as the store's own crash
-    repair does: a shard not yet compacted is rewritten (atomically, while the write lock keeps a
-    compaction from taking it), and a compacted row is carried by a compaction run right after. If
-    another process is compacting at that moment, the row reaches the index file at the next
-    compaction; ``rows()`` shows it at once either way.
+def record_local_share_fields(store: LocalStore, updates: dict[str, dict[str, str]]) -> list[str]:
+    """Record share fields on published rows of an open ``LocalStore``, in ONE write transaction of
+    the ledger (the authority); returns the ids found. The index files showing those rows are noted
+    for a rewrite in the same transaction and brought in line by ``store.apply_index_rewrites()``
+    (or, after a crash, by the next ``open()``), so many updates cost one rewrite of each file.
     """
-    unknown = set(fields) - set(_SHARE_FIELDS)
-    if unknown:
-        raise ValueError(f"only share fields may be updated this way, not {sorted(unknown)}")
+    for fields in updates.values():
+        unknown = set(fields) - set(_SHARE_FIELDS)
+        if unknown:
+            raise ValueError(f"only share fields may be updated this way, not {sorted(unknown)}")
+    found_ids: list[str] = []
+    shards: set[str] = set()
     conn = sql.connect(Path(store.root) / layout.ledger_path())
     try:
         with sql.write_tx(conn):
-            found = conn.execute("SELECT row, shard FROM items WHERE id = ?", (item_id,)).fetchone()
-            if found is None:
-                return False
-            row = row_from_json(found[0])
-            for name, value in fields.items():
-                setattr(row, name, str(value))
-            conn.execute("UPDATE items SET row = ? WHERE id = ?", (row_to_json(row), item_id))
-            shard = found[1]
-            state = conn.execute("SELECT state FROM shards WHERE name = ?", (shard,)).fetchone()
-            committed = state is not None and state[0] == "committed"
-            if committed:
-                lines = sql.shard_lines(conn, shard)
-                index_dir = (Path(store.root) / store.index_path).parent
-                atomic_write(index_dir / shard, "".join(line + "\n" for line in lines).encode("utf-8"))
+            for item_id, fields in updates.items():
+                found = conn.execute("SELECT row, shard FROM items WHERE id = ?", (item_id,)).fetchone()
+                if found is None:
+                    continue
+                row = row_from_json(found[0])
+                for name, value in fields.items():
+                    setattr(row, name, str(value))
+                conn.execute("UPDATE items SET row = ? WHERE id = ?", (row_to_json(row), item_id))
+                found_ids.append(item_id)
+                shards.add(found[1])
+            sql.note_rewrites(conn, sorted(shards))
     finally:
         conn.close()
-    if not committed:
-        try:
-            store.compact()
-        except LeaseConflict:
-            logger.info("another process is compacting; item %s's share reaches the index file next time", item_id)
-    return True
+    return found_ids
+
+
+def update_local_share_fields(store: LocalStore, item_id: str, fields: dict[str, str]) -> bool:
+    """Record one row's share fields and rewrite its index file now; False if the id is not published.
+    (``LocalShareRecorder`` does the same for many rows with one rewrite per index file.)"""
+    found = record_local_share_fields(store, {item_id: fields})
+    store.apply_index_rewrites()
+    return bool(found)
+
+
+class LocalShareRecorder:
+    """``record`` for ``share_missing`` on the local store.
+
+    Each share is recorded in the ledger at once (its own small transaction: a crash loses no share
+    already made, so none is repeated), and the index files are rewritten once per ``every``
+    shares and at ``flush``: one index rewrite per batch, never a full compaction per item.
+    """
+
+    def __init__(self, store: LocalStore, every: int = 50) -> None:
+        self.store, self.every = store, max(1, every)
+        self._since_flush = 0
+
+    def record(self, item_id: str, fields: dict[str, str]) -> None:
+        if record_local_share_fields(self.store, {item_id: fields}):
+            self._since_flush += 1
+        if self._since_flush >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Bring the index files in line with the ledger (a no-op when nothing changed)."""
+        if self._since_flush:
+            self.store.apply_index_rewrites()
+            self._since_flush = 0

@@ -559,6 +559,12 @@ class LocalStore:
     def _write_shard(self, name: str, lines: list[str]) -> None:
         atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
 
+    def apply_index_rewrites(self) -> None:
+        """Rewrite the index files noted for a rewrite (``local_schema.note_rewrites``) from the
+        ledger: each shard file once, the compacted index once for all its rows. If another process
+        holds the maintenance claim, that process or the next ``open()`` does it."""
+        self._apply_rewrites()
+
     def _apply_rewrites(self, owner: str | None = None) -> None:
         """Rewrite, from the ledger, the index files that still show rows a ``--redo`` publish
         replaced: a shard file, or the compacted index (by finishing a compaction)."""
