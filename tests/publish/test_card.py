@@ -9,7 +9,7 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
-from sharp_dataset_pipeline.publish.card import APPLE_NOTICE, render_card
+from sharp_dataset_pipeline.publish.card import APPLE_NOTICE, CardFacts, card_facts, card_is_stale, render_card
 from sharp_dataset_pipeline.publish.index import encode_rows
 from sharp_dataset_pipeline.records import IndexRow
 
@@ -34,8 +34,9 @@ def test_front_matter_parses_with_configs_and_features() -> None:
 
 
 def test_licences_follow_sources() -> None:
-    unsplash = render_card(title="t", sources=["unsplash"])
-    folder = render_card(title="t", sources=["folder"], licence_notes=["My photos are CC-BY-4.0."])
+    unsplash = render_card(title="t", sources=["unsplash"], predictors=["sharp"])
+    folder = render_card(title="t", sources=["folder"], predictors=["sharp-cli"],
+                         licence_notes=["My photos are CC-BY-4.0."])
     assert "https://unsplash.com/license" in unsplash and "User-provided photos" not in unsplash
     assert "User-provided photos" in folder and "Unsplash License" not in folder
     assert "My photos are CC-BY-4.0." in folder
@@ -72,3 +73,28 @@ def test_load_dataset_reads_only_the_index(tmp_path: Path) -> None:
 @pytest.mark.parametrize("title", ["plain", "colon: here", "quote \" and 'single'", "ünïcode"])
 def test_titles_survive_yaml(title: str) -> None:
     assert DatasetCard(render_card(title=title, sources=[])).data.to_dict()["pretty_name"] == title
+
+
+def test_predictors_decide_the_model_text_and_licence() -> None:
+    planar = render_card(title="t", sources=["folder"], predictors=["planar"])
+    assert APPLE_NOTICE not in planar and "research use only" not in planar
+    assert "predicted from single photos with Apple's SHARP model" not in planar
+    assert "Made with: planar" in planar and "**These splats were not made with SHARP**" in planar
+    assert "- sharp" not in DatasetCard(planar).content.split("---")[1]  # no sharp tag either
+    assert "sharp" not in DatasetCard(planar).data.to_dict()["tags"]
+    mixed = render_card(title="t", sources=["folder"], predictors=["planar", "sharp"])
+    assert APPLE_NOTICE in mixed and "Splats made by the `planar` predictor" in mixed
+    assert "sharp" in DatasetCard(mixed).data.to_dict()["tags"]
+    empty = render_card(title="t", sources=[])
+    assert "Nothing is published yet." in empty and APPLE_NOTICE not in empty
+
+
+def test_card_facts_tell_generated_cards_from_hand_written_ones() -> None:
+    card = render_card(title="t", sources=["folder"], predictors=["planar"])
+    facts = card_facts(card)
+    assert facts == CardFacts(frozenset({"folder"}), frozenset({"planar"}))
+    assert not card_is_stale(facts, [IndexRow(id="a", source="folder", unit="u", predictor="planar")])
+    assert card_is_stale(facts, [IndexRow(id="a", source="folder", unit="u", predictor="sharp")])
+    assert card_is_stale(facts, None)  # compaction: always brought up to date
+    assert card_facts("# my own card") is None
+    assert not card_is_stale(None, None)

@@ -9,7 +9,11 @@ pins the column types so every shard reads the same way.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+from ..records import IndexRow
 from .index import index_features
 
 APPLE_NOTICE = (
@@ -58,12 +62,64 @@ _COLUMNS = {
 }
 
 
+SHARP_PREDICTORS = frozenset({"sharp", "sharp-cli"})
+_PREDICTOR_TEXT = {
+    "sharp": "SHARP (Apple's ml-sharp, in process)",
+    "sharp-cli": "SHARP (Apple's ml-sharp, through its `sharp predict` command)",
+    "planar": "planar (a CPU stand-in that lifts each pixel onto a flat plane: NOT SHARP, a demo)",
+}
+# The card says what it was made from in one machine-readable line, so a store can tell whether a
+# publish brings something new (and rewrite the card) without reading every row. A card without
+# it (and without the old generated card's removal sentence) is the maintainer's own: kept as is.
+_FACTS_RE = re.compile(r"<!-- sharp-dataset card: sources=(.*?); predictors=(.*?) -->")
+_OLD_GENERATED = "Maintainers carry out a request with `sharp-dataset remove ID"
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a generated card lists: the photo sources and the predictors of the published items."""
+
+    sources: frozenset[str] = frozenset()
+    predictors: frozenset[str] = frozenset()
+
+    def covers(self, sources: set[str] | frozenset[str], predictors: set[str] | frozenset[str]) -> bool:
+        return set(sources) <= self.sources and set(predictors) <= self.predictors
+
+    def union(self, sources: set[str] | frozenset[str], predictors: set[str] | frozenset[str]) -> CardFacts:
+        return CardFacts(self.sources | set(sources), self.predictors | set(predictors))
+
+
+def card_facts(text: str) -> CardFacts | None:
+    """The facts of a card this project generated (older generated cards: no facts yet); ``None``
+    for a card somebody wrote by hand, which is never rewritten."""
+    match = _FACTS_RE.search(text)
+    if match is not None:
+        def split(part: str) -> frozenset[str]:
+            return frozenset(x for x in part.split(",") if x)
+
+        return CardFacts(split(match.group(1)), split(match.group(2)))
+    return CardFacts() if _OLD_GENERATED in text else None
+
+
+def card_is_stale(facts: CardFacts | None, rows: Iterable[IndexRow] | None) -> bool:
+    """Whether a generated card (``facts``; ``None``: hand-written, never rewritten) should be
+    rewritten: always when ``rows`` is None (a compaction), else when the published ``rows``
+    bring a source or predictor that it does not list yet."""
+    if facts is None:
+        return False
+    if rows is None:
+        return True
+    rows = list(rows)
+    return bool(rows) and not facts.covers({r.source for r in rows if r.source},
+                                           {r.predictor for r in rows if r.predictor})
+
+
 def _q(text: str) -> str:
     # A JSON string is a valid YAML double-quoted scalar: safe for colons, quotes, unicode.
     return json.dumps(text, ensure_ascii=False)
 
 
-def _front_matter(title: str, index_glob: str, features: dict[str, str]) -> list[str]:
+def _front_matter(title: str, index_glob: str, features: dict[str, str], sharp: bool) -> list[str]:
     lines = [
         "---",
         f"pretty_name: {_q(title)}",
@@ -72,7 +128,7 @@ def _front_matter(title: str, index_glob: str, features: dict[str, str]) -> list
         "tags:",
         "- gaussian-splatting",
         "- 3d",
-        "- sharp",
+        *(["- sharp"] if sharp else []),
         "configs:",
         "- config_name: default",
         "  default: true",
@@ -110,7 +166,7 @@ def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None) 
     return "\n".join(_dataset_info(feats, description)) + "\n"
 
 
-def _licence_section(sources: list[str], licence_notes: list[str]) -> list[str]:
+def _licence_section(sources: list[str], predictors: list[str], licence_notes: list[str]) -> list[str]:
     lines = ["## Licences", ""]
     if any(s.lower().startswith("unsplash") for s in sources):
         lines += [
@@ -129,16 +185,41 @@ def _licence_section(sources: list[str], licence_notes: list[str]) -> list[str]:
             "responsible for having the right to share them.",
             "",
         ]
-    lines += [
-        "**Generated splats** (the PLY files and formats derived from them) were made with Apple's",
-        "SHARP model and are subject to the Apple Machine Learning Research Model License",
-        "(research use only; https://github.com/apple/ml-sharp).",
-        "",
-        APPLE_NOTICE,
-        "",
-    ]
+    if any(p in SHARP_PREDICTORS for p in predictors):
+        lines += [
+            "**Splats made with SHARP** (rows whose `predictor` is `sharp` or `sharp-cli`: the PLY files",
+            "and formats derived from them) were made with Apple's SHARP model and are subject to the",
+            "Apple Machine Learning Research Model License (research use only;",
+            "https://github.com/apple/ml-sharp).",
+            "",
+            APPLE_NOTICE,
+            "",
+        ]
+    if "planar" in predictors:
+        lines += [
+            "**Splats made by the `planar` predictor** are not SHARP output: sharp-dataset's own CPU",
+            "stand-in (MIT licensed code) lifts each pixel of the photo onto a flat plane. They carry no",
+            "model licence; the photo's own licence applies to what they show.",
+            "",
+        ]
     for note in licence_notes:
         lines += [note, ""]
+    return lines
+
+
+def _made_with(predictors: list[str]) -> list[str]:
+    if not predictors:
+        return ["3D Gaussian splats predicted from single photos, one splat per photo, with the original",
+                "photo and its attribution. Nothing is published yet.", ""]
+    sharp = [p for p in predictors if p in SHARP_PREDICTORS]
+    intro = ("3D Gaussian splats predicted from single photos with Apple's SHARP model, one splat per"
+             if sharp and len(sharp) == len(predictors) else
+             "3D Gaussian splats made from single photos, one splat per")
+    made = "; ".join(_PREDICTOR_TEXT.get(p, f"`{p}`") for p in predictors)
+    lines = [intro, "photo, with the original photo and its attribution.", "", f"Made with: {made}.", ""]
+    if not sharp:
+        lines += ["**These splats were not made with SHARP**: the `predictor` column of every row says what",
+                  "made it.", ""]
     return lines
 
 
@@ -146,6 +227,7 @@ def render_card(
     *,
     title: str,
     sources: list[str],
+    predictors: list[str] | None = None,
     licence_notes: list[str] | None = None,
     index_glob: str = "data/*.jsonl",
     features: dict[str, str] | None = None,
@@ -153,18 +235,20 @@ def render_card(
     """The dataset card: YAML front matter (configs, features) plus a human-readable body.
 
     ``features`` defaults to the ``IndexRow`` column types; ``sources`` names where photos
-    come from (decides which licence paragraphs appear); ``licence_notes`` are extra paragraphs.
+    come from and ``predictors`` what made the splats (both decide which licence paragraphs
+    appear: SHARP's licence only when SHARP made some); ``licence_notes`` are extra paragraphs.
     """
     feats = features if features is not None else index_features()
     source_list = sorted(set(sources))
-    lines = _front_matter(title, index_glob, feats)
+    predictor_list = sorted(set(predictors or []))
+    sharp = any(p in SHARP_PREDICTORS for p in predictor_list)
+    lines = _front_matter(title, index_glob, feats, sharp)
     lines += [
         "",
+        f"<!-- sharp-dataset card: sources={','.join(source_list)}; predictors={','.join(predictor_list)} -->",
         f"# {title}",
         "",
-        "3D Gaussian splats predicted from single photos with Apple's SHARP model, one splat per",
-        "photo, with the original photo and its attribution.",
-        "",
+        *_made_with(predictor_list),
         f"Sources: {', '.join(source_list) if source_list else 'none yet'}.",
         "",
         "## Layout",
@@ -184,7 +268,7 @@ def render_card(
     for name, dtype in feats.items():
         lines.append(f"| `{name}` | {dtype} | {_COLUMNS.get(name, '')} |")
     lines.append("")
-    lines += _licence_section(source_list, licence_notes or [])
+    lines += _licence_section(source_list, predictor_list, licence_notes or [])
     lines += [
         "## Removal requests",
         "",

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..publish import layout
+from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishReceipt, UnitStatus
@@ -110,6 +111,7 @@ class HubStore:
         self._fanout_threshold = fanout_threshold
         self._max_age = state_max_age_s
         self._card_title, self._card_sources = card_title, list(card_sources or [])
+        self._card: CardFacts | None = None  # what the repo's generated card lists (None: hand-written)
         self._client_id = client_id
         self._buf_lock = threading.Lock()
         self._failures: list[Failure] = []
@@ -165,20 +167,36 @@ class HubStore:
             self._followups_done.extend(f for f in keep if (f.kind, f.item_id) not in have)
 
     def _ensure_card(self, state: HubState) -> None:
-        from ..publish.card import render_card
-
         found = self._sync.api_call(lambda: self.api.get_paths_info(
             self.repo_id, [layout.README_PATH], revision=state.sha, repo_type=self.repo_type))
         if found:
+            try:  # what the card lists, so a publish that brings more can refresh it in its commit
+                self._card = card_facts(self._sync.download(layout.README_PATH, state.sha).decode("utf-8"))
+            except (StoreError, UnicodeDecodeError) as exc:
+                log.warning("dataset card unreadable (%s): it is left as it is", exc)
             return
-        card = render_card(title=self._card_title, sources=self._card_sources,
-                           index_glob=layout.index_glob(self.index_path))
+        card = self._render_card(CardFacts(frozenset(self._card_sources)))
+        self._card = card_facts(card)
         client = self._client_id or "hub-store"
 
         def build(st: HubState) -> Plan | None:
             return plan_card(card, client, self._clock(), _nonce())
 
         self._sync.run(build, max_age=math.inf)
+
+    def _render_card(self, facts: CardFacts) -> str:
+        return render_card(title=self._card_title, sources=sorted(facts.sources),
+                           predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path))
+
+    def _card_update(self, rows: list[IndexRow], everything: bool = False) -> CardFacts | None:
+        """The facts of a refreshed card when ``rows`` (a batch; or, ``everything``, every row of a
+        compaction) make the generated card out of date; ``None`` to leave it (or a hand-written one)."""
+        if not card_is_stale(self._card, None if everything else rows) or self._card is None:
+            return None
+        sources, predictors = {r.source for r in rows if r.source}, {r.predictor for r in rows if r.predictor}
+        facts = CardFacts(frozenset(sources), frozenset(predictors)) if everything else self._card.union(
+            sources, predictors)
+        return None if facts == self._card else facts
 
     def close(self) -> None:
         """Commit what is still buffered (failures, completed followups), then drop the read cache."""
@@ -287,7 +305,14 @@ class HubStore:
                                    nonce=_nonce(), extra_failures=fails, followups_done=done,
                                    published_total=self._published_total,
                                    fanout_threshold=self._fanout_threshold)
-            return plan_publish(state, todo, inputs)
+            plan = plan_publish(state, todo, inputs)
+            card = self._card_update([pi.row for pi in todo.items])
+            if plan is not None and card is not None and plan.published_ids:  # rides on this commit
+                plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
+                refreshed.append(card)
+            return plan
+
+        refreshed: list[CardFacts] = []
 
         try:
             with self._sync.lock:
@@ -297,6 +322,8 @@ class HubStore:
                 self._failures[:0], self._followups_done[:0] = failures, done
             raise
         self._note_lost(plan)
+        if plan is not None and refreshed and layout.README_PATH in plan.adds:
+            self._card = refreshed[-1]
         if self._journal is not None and done and plan is not None:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []
@@ -339,10 +366,18 @@ class HubStore:
                 index_rows = decode_rows(self._sync.download(self.index_path, state.sha))
             shards = {p: decode_rows(self._sync.download(p, state.sha)) for p in state.paths_of(SHARD)}
             ledgers = {p: state.parsed[p] for p in state.paths_of(LEDGER, BATCH)}
-            return plan_compact(state, index_rows, shards, ledgers, self.index_path)
+            plan = plan_compact(state, index_rows, shards, ledgers, self.index_path)
+            card = self._card_update([*index_rows, *(r for rows in shards.values() for r in rows)], everything=True)
+            if plan is not None and card is not None:
+                plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
+                refreshed.append(card)
+            return plan
 
+        refreshed: list[CardFacts] = []
         with self._sync.lock:
             plan, state = self._sync.run(build, max_age=0.0)
+        if plan is not None and refreshed:
+            self._card = refreshed[-1]
         if plan is None:
             return len(state.published)
         log.debug("compacted the index of %s: %d rows", self.repo_id, plan.rows)

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..errors import LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
 from ..publish import layout
-from ..publish.card import render_card, render_snapshot_yaml
+from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, render_snapshot_yaml
 from ..publish.index import row_files, row_from_json, row_to_json
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, PublishedFile, Unit
 from . import local_schema as sql
@@ -131,6 +131,7 @@ class LocalStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._opened = False
+        self._card: CardFacts | None = None
 
     # -- connections and paths ---------------------------------------------------------------
 
@@ -165,6 +166,7 @@ class LocalStore:
             self.write_card()
         elif not (self.root / SNAPSHOT_YAML).exists():
             self._write_snapshot(f"opened-{secrets.token_hex(6)}")
+        self._card = self._read_card_facts()
 
     def close(self) -> None:
         with self._conns_lock:
@@ -334,6 +336,7 @@ class LocalStore:
                 self._settle_intents([self._rel(t) for e in staged for t in (e.tmp, e.backup)])
         self._after_commit(outcome, staged)
         new_ids = {r[0] for r in outcome.rows}
+        self._refresh_card([pi.row for pi in items if pi.row.id in new_ids])
         return PublishReceipt(published_ids=[pi.row.id for pi in items if pi.row.id in new_ids],
                               commit=outcome.shard if outcome.rows else "", failed=failed,
                               units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
@@ -492,9 +495,11 @@ class LocalStore:
             with sql.write_tx(conn):
                 ready = [n for n in sql.shards_in(conn, "committed") if (self._data_dir / n).exists()]
                 sql.set_shard_state(conn, ready, "compacting")
-            return self._finish_compaction()
+            count = self._finish_compaction()
         finally:
             self._drop_maintenance(owner)
+        self._refresh_card()
+        return count
 
     def _finish_compaction(self) -> int:
         """Write the index from every compacting/compacted shard's rows, then retire the shards."""
@@ -606,13 +611,35 @@ class LocalStore:
         atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name).encode("utf-8"))
 
     def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
-        """(Re)write README.md: the dataset card, listing the sources seen so far."""
-        seen = [r[0] for r in self._conn().execute("SELECT DISTINCT source FROM items")]
+        """(Re)write README.md: the dataset card, listing the sources and predictors seen so far."""
+        conn = self._conn()
+        seen = [r[0] for r in conn.execute("SELECT DISTINCT source FROM items")]
+        predictors = [r[0] for r in conn.execute("SELECT DISTINCT json_extract(row, '$.predictor') FROM items")
+                      if isinstance(r[0], str) and r[0]]
         card = render_card(
             title=title or self._card_title,
             sources=sorted(set(seen) | set(sources or self._card_sources)),
+            predictors=predictors,
             index_glob=layout.index_glob(self.index_path),
         )
         atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))
         # Called after maintenance that changes rows (``remove``): readers' caches must not outlive it.
         self._write_snapshot(f"card-{secrets.token_hex(6)}")
+        self._card = card_facts(card)
+
+    def _read_card_facts(self) -> CardFacts | None:
+        try:
+            return card_facts((self.root / layout.README_PATH).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _refresh_card(self, rows: list[IndexRow] | None = None) -> None:
+        """Rewrite a generated card after compaction (``rows`` None) or when published ``rows`` bring
+        a source or predictor it does not list; a failed write is retried by the next one."""
+        facts = self._read_card_facts() if rows is None else self._card
+        if not card_is_stale(facts, rows):
+            return
+        try:
+            self.write_card()
+        except OSError as exc:
+            log.warning("dataset card not refreshed (%s); the next publish or compaction retries", exc)
