@@ -17,7 +17,7 @@ def test_every_published_file_has_the_umask_mode(tmp_path: Path, umask: int, mod
     done = subprocess.run(
         cli_cmd("run", "--source", "folder:photos", "--predictor", "planar", "--store", "local:out",
                 "--run-id", "r1", "--planar-resolution", "32"),
-        cwd=tmp_path, env=cli_env(PUBLISH_FORMATS="ply,preview,small.ply"), capture_output=True, text=True,
+        cwd=tmp_path, env=cli_env(PUBLISH_FORMATS="ply,preview,small.ply,spz"), capture_output=True, text=True,
         timeout=300, umask=umask,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -26,6 +26,6 @@ def test_every_published_file_has_the_umask_mode(tmp_path: Path, umask: int, mod
     assert len(rows) == 3
     published = {p for p in store.rglob("*") if p.is_file() and not p.relative_to(store).parts[0] == ".coord"}
     suffixes = {p.name.split(".", 1)[1] for p in published if p.parent.parent.name == "folder"}
-    assert {"jpg", "ply", "preview.webp", "small.ply"} <= suffixes, suffixes
+    assert {"jpg", "ply", "preview.webp", "small.ply", "spz"} <= suffixes, suffixes
     modes = {p.relative_to(store).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in published}
     assert modes and set(modes.values()) == {mode}, {k: oct(v) for k, v in modes.items() if v != mode}
