@@ -17,6 +17,7 @@ from .net import make_client
 from .observe.events import Metrics
 from .observe.sinks import ProgressReporter
 from .ops.gallery.runs import store_identity
+from .pipeline.base import StageExecutor
 from .pipeline.runner import Runner, RunOptions, RunSummary
 from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
@@ -114,6 +115,19 @@ def share_settings(settings: Settings) -> ShareSettings | None:
                          keep=settings.gsplat_filter_visibility or 20000)
 
 
+def make_executor(settings: Settings) -> StageExecutor | None:
+    """EXECUTOR=ray: the Ray Data executor (needs the ``ray`` extra); thread: None (the runner's threads)."""
+    if settings.executor != "ray":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("EXECUTOR=ray needs Ray: pip install 'sharp-dataset[ray]'")
+    from .pipeline.ray_executor import RayExecutor, RayOptions
+
+    return RayExecutor(RayOptions(address=settings.ray_address, num_gpus=settings.ray_num_gpus))
+
+
 def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
     if not settings.log_gpu_mem:
         return None
@@ -179,6 +193,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
     _check_formats(opts.formats)
     share = share_settings(settings)
+    executor = make_executor(settings)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
     with _run_dir_unless_rejected(opts.run_dir):
         store = make_store(settings)
@@ -201,7 +216,8 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     reporter.start()
     summary: RunSummary | None = None
     try:
-        summary = Runner(source, store, predictor, opts, metrics, control, http_client=client, share=share).run()
+        summary = Runner(source, store, predictor, opts, metrics, control, http_client=client, share=share,
+                         executor=executor).run()
         # Absolute, so the gallery's run report can tell this store's runs from another's.
         summary.extra["store_id"] = store_identity(settings.resolved_store())
         if hasattr(store, "budget_report"):

@@ -75,6 +75,11 @@ def main() -> None:
 @click.option("--publish-formats", default=None,
               help="What is published per item, comma-separated: ply, preview, spz, sog, compressed.ply, html, "
               "small.ply [env PUBLISH_FORMATS, ply,preview].")
+@click.option("--executor", type=click.Choice(["thread", "ray"]), default=None,
+              help="thread (this machine) or ray (Ray Data: a GPU actor pool, needs the [ray] extra) "
+              "[env EXECUTOR, thread].")
+@click.option("--ray-address", default=None, help="Join this Ray cluster (auto, ray://HOST:10001); empty: start "
+              "a local Ray sized to this machine [env RAY_ADDRESS].")
 @click.option("--planar-resolution", type=int, default=None,
               help="Long side in pixels of the planar predictor's grid [env PLANAR_RESOLUTION, 256].")
 @click.option("--public", "hf_public", is_flag=True, default=None, help="Create a missing Hub repo as public.")

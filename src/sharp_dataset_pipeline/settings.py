@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     store: str = ""
     predictor: str = ""
     sharp_backend: Literal["auto", "sharp", "sharp-cli", "planar"] = "auto"
+    # How the stages run: threads on this machine, or Ray Data (a local Ray, or RAY_ADDRESS's cluster).
+    executor: Literal["thread", "ray"] = "thread"
+    ray_address: str = ""
+    ray_num_gpus: float | None = Field(default=None, ge=0, le=1024)
     client_id: str = Field(default_factory=default_client_id)
     run_id: str = Field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
     runs_dir: Path = Path("runs")

@@ -28,6 +28,7 @@ from ..records import Failure, FetchedImage, Followup, Item
 from ..sources.base import Source
 from ..splat.formats import FormatOptions
 from ..stores.base import Store
+from .base import StageExecutor
 from .intake import Intake, IntakeOptions
 from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
 from .stages import (
@@ -113,8 +114,11 @@ class Runner:
         http_client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
         share: ShareSettings | None = None,
+        executor: StageExecutor | None = None,
     ) -> None:
+        """``executor`` runs fetch/predict/post-process elsewhere (Ray); None: this process's threads."""
         self.source, self.store, self.predictor, self.opts = source, store, predictor, opts
+        self.executor = executor
         self.metrics, self.control, self.http, self.clock = metrics, control, http_client, clock
         self.tracker = UnitTracker()
         self.images_dir = opts.run_dir / "images"
@@ -195,20 +199,26 @@ class Runner:
             self.followups.thread.start()
             self.followups.submit(self._adoptable_followups())
         threads = [threading.Thread(target=self._guard(self._source_loop), name="source")]
-        threads += [
-            threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}")
-            for i in range(self.opts.download_workers)
-        ]
-        threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict"))
+        if self.executor is None:
+            threads += [
+                threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}")
+                for i in range(self.opts.download_workers)
+            ]
+            threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict"))
         publisher = threading.Thread(target=self._guard(self.publisher.run), name="publish")
         for t in [*threads, publisher]:
             t.start()
+        if self.executor is not None:
+            threads += self.executor.start(self)
         self._wait_with_deadline(threads)
         publisher.join()
         self._finish()
         if isinstance(self.intake.error, ConfigError):
             raise self.intake.error
-        return self._summary(self.clock() - started)
+        summary = self._summary(self.clock() - started)
+        if self.executor is not None:
+            self.executor.finish(summary)
+        return summary
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
         """A crash in one stage stops the run cleanly instead of hanging the others."""
@@ -366,6 +376,22 @@ class Runner:
         self._put(self.results, processed, force=True)
 
     # ---- helpers -------------------------------------------------------------------------
+    def fail(self, failure: Failure) -> None:
+        """Record ``failure`` (for an executor's stages): released at the source, sent to the publisher."""
+        self._fail(failure)
+
+    def send_result(self, msg: object) -> None:
+        """Hand a finished item (or ``END``) to the publisher; never dropped."""
+        self._put(self.results, msg, force=True)
+
+    def release_items(self, item_ids: list[str]) -> None:
+        """Give items back to the source (an executor's unfinished work)."""
+        self._release_items(item_ids)
+
+    def write_stop_file(self, why: str) -> None:
+        """The STOP file that keeps the next run from starting on a failed device."""
+        self._write_stop_file(why)
+
     def _fail(self, failure: Failure) -> None:
         self._release_items([failure.item_id])
         log.info("%s", failure_line(failure))

@@ -1,0 +1,70 @@
+"""--executor ray on a real local Ray (2 CPUs, one logical GPU): same results as the thread runner,
+exactly once, with a bad photo and with the prediction actor killed in the middle of a batch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pipeline_utils import make_photos
+from ray_utils import MarkingPredictor, failures, kill_first_busy_actor, run_once, start_local_ray
+
+from e2e.e2e_utils import check_consistent, read_rows
+from sharp_dataset_pipeline.pipeline.ray_executor import RayOptions
+from sharp_dataset_pipeline.predict.planar import PlanarPredictor
+
+ray = pytest.importorskip("ray")  # CI installs the [ray] extra, so nothing here is skipped there
+
+# Fields that say when and by whom, not what: they differ between any two runs.
+RUN_FIELDS = {"processed_at", "client_id"}
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    start_local_ray(num_gpus=1)
+    yield
+    ray.shutdown()
+
+
+def _comparable(store: Path) -> dict[str, dict]:
+    return {r["id"]: {k: v for k, v in r.items() if k not in RUN_FIELDS} for r in read_rows(store)}
+
+
+def test_folder_run_matches_thread_runner_and_bad_photo_fails_alone(local_ray: None, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    make_photos(photos, 9)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    threaded = run_once(tmp_path, photos, tmp_path / "threads", PlanarPredictor(resolution=32), None)
+    on_ray = run_once(tmp_path, photos, tmp_path / "ray", PlanarPredictor(resolution=32, batch_size=2),
+                      RayOptions())
+    assert threaded.published == on_ray.published == 9
+    rows = check_consistent(tmp_path / "ray")
+    assert len(rows) == len({r["id"] for r in rows}) == 9
+    assert _comparable(tmp_path / "ray") == _comparable(tmp_path / "threads")
+    # The broken file failed alone, for the same recorded reason as with threads.
+    assert failures(tmp_path / "ray") == failures(tmp_path / "threads")
+    assert list(failures(tmp_path / "ray")) == ["broken.jpg"]
+    assert on_ray.failed == threaded.failed and on_ray.failed_total == 1
+    # The summary accounts for the actor that predicted all of them.
+    actors = on_ray.extra["ray"]["actors"]
+    assert sum(a["images"] for a in actors.values()) == 9
+    assert 0 < on_ray.predictor_busy_fraction <= 1
+    assert {"fetch", "predict", "postprocess", "publish"} <= set(on_ray.busy_s)
+
+
+def test_actor_killed_mid_batch_loses_and_repeats_nothing(local_ray: None, tmp_path: Path) -> None:
+    photos, marks = tmp_path / "photos", tmp_path / "marks"
+    make_photos(photos, 12)
+    marks.mkdir()
+    killed: list[int] = []
+    killer = threading.Thread(target=lambda: killed.append(kill_first_busy_actor(marks)))
+    killer.start()
+    summary = run_once(tmp_path, photos, tmp_path / "out", MarkingPredictor(marks, per_image_s=0.3), RayOptions())
+    killer.join()
+    pids = {int(m.name.split("-")[1]) for m in marks.iterdir()}
+    assert killed and killed[0] in pids and len(pids) == 2, (killed, pids)  # killed, then a restarted actor
+    rows = check_consistent(tmp_path / "out")
+    assert summary.published == len(rows) == len({r["id"] for r in rows}) == 12
+    assert summary.failed_total == 0
