@@ -119,7 +119,9 @@ def test_credentials_in_image_urls_never_reach_the_hub_repo(tmp_path: Path, file
     assert summary["published"] == 1 and summary["failed"] == {"http_404": 1}, summary
     assert [(r["id"], r["source_url"]) for r in index_rows(files)] == [("good", clean_url)]
     batches = [json.loads(v) for p, v in files.items() if p.startswith(".coord/batches/")]
-    assert any("gone" in json.dumps(b) for b in batches), "the failure was not recorded in .coord/batches"
+    recorded = [text for text in map(json.dumps, batches) if "gone.jpg?" in text]
+    assert recorded, "the failure (with its URL) was not recorded in .coord/batches"
+    assert all("***" in text and "w=640" in text for text in recorded), recorded
     found = leaks({"stdout": res.stdout.encode(), "stderr": res.stderr.encode(),
                    "commit titles": "\n".join(titles).encode(), **{f"hub blob {k}": v for k, v in every_blob.items()},
                    **tree_bytes(work), **tree_bytes(Path(os.environ["HF_HOME"]))})
