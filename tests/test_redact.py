@@ -36,6 +36,9 @@ def test_userinfo_and_only_secret_params() -> None:
     assert strip_url(f"https://bob:{V}@h.example/a.jpg") == "https://h.example/a.jpg"
     assert strip_url(f"https://h.example/a.jpg?sig={V}#frag") == "https://h.example/a.jpg#frag"
     assert strip_url("not a url at all") == "not a url at all"
+    assert strip_url("https://unsplash.com/@ann?utm_source=x") == "https://unsplash.com/@ann?utm_source=x"
+    assert strip_url("https://h.example/p#x?token=1") == "https://h.example/p#x?token=1"  # a fragment, not a query
+    assert strip_url(f"https://h.example/p?a=1;sig={V};b=2") == "https://h.example/p?a=1&b=2"
 
 
 @pytest.mark.parametrize("text", [

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote, urlsplit, urlunsplit
+from functools import lru_cache
+from urllib.parse import unquote
 
 MASK = "***"
 
@@ -41,14 +42,17 @@ _AUTH_SCHEME = re.compile(r"(?i)\b(bearer\s+|client-id\s+)([^\s'\",&;}]+)")
 # Hugging Face tokens have a recognisable shape (short ones too; a digit or capital tells them from
 # names like hf_transfer); mask them even when nobody passed them in.
 _HF_TOKEN = re.compile(r"\bhf_(?=[a-z]*[A-Z0-9])[A-Za-z0-9]{6,}\b")
-# user:password@ in a URL.
+# user:password@ in a URL (in free text, and at the start of a URL's authority).
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://)[^/\s@:]+:[^/\s@]+@")
+_URL_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://)[^/?#]*@")
+_QUERY_SEP = re.compile(r"[&;]")
 # Environment variable names whose values are secrets ("auth" alone would catch XAUTHORITY).
 _SECRET_ENV_NAME = re.compile(r"(?i)token|secret|passw|credential|api_?key|access_key|private_key")
 
 _MIN_SECRET_LEN = 4
 
 
+@lru_cache(maxsize=4096)  # a pure memo: the same few parameter names come back in every row
 def is_secret_param(name: str) -> bool:
     """True when a query parameter or field called ``name`` carries a credential."""
     low = unquote(name).strip().lower()
@@ -63,18 +67,20 @@ def strip_url(url: str) -> str:
     """``url`` without credential-bearing query parameters or userinfo; other parameters kept verbatim.
 
     ``https://h/p.jpg?ixid=a&w=1080&X-Amz-Signature=s&client_id=k`` becomes ``https://h/p.jpg?ixid=a&w=1080``.
-    Text that is not a URL with a query is returned unchanged.
+    Text that is not a URL with a query is returned unchanged. (Plain string work, no URL parsing: every
+    index row read passes through here.)
     """
     if not url or ("?" not in url and "@" not in url):
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # not parseable as a URL: mask what looks secret instead
-        return redact(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
-    kept = [piece for piece in re.split(r"[&;]", parts.query)
-            if piece and not is_secret_param(piece.split("=", 1)[0])]
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), parts.fragment))
+    head, hash_, fragment = url.partition("#")
+    base, question, query = head.partition("?")
+    if "@" in base:
+        base = _URL_USERINFO.sub(r"\1", base, count=1)
+    pieces = _QUERY_SEP.split(query) if question else []
+    kept = [piece for piece in pieces if piece and not is_secret_param(piece.split("=", 1)[0])]
+    if len(kept) == len(pieces) and base == head.partition("?")[0]:
+        return url
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
