@@ -57,6 +57,7 @@ FLAG_ANTIALIASED = 0x01
 FLAG_EXTENSIONS = 0x02
 _SQRT1_2 = np.float32(0.7071067811865476)
 _MAG_MASK = (1 << 9) - 1
+_OTHERS = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])  # component indices other than the largest
 _FIXED_MIN, _FIXED_MAX = -(1 << 23), (1 << 23) - 1
 _SH_DIMS = {0: 0, 3: 1, 8: 2, 15: 3}  # coefficients per channel → degree
 _LEGACY_HEADER = struct.Struct("<4sIIBBBB")  # 16 bytes
@@ -200,15 +201,12 @@ def _pack_rotations(wxyz: np.ndarray) -> np.ndarray:
     q = q / norm[:, None]
     aq = np.abs(q)
     largest = np.argmax(aq, axis=1)  # first of equal maxima, as the reference's strict '>' scan
-    negate = q[np.arange(q.shape[0]), largest] < 0
-    comp = largest.astype(np.uint32) << np.uint32(30)
+    negate = np.take_along_axis(q, largest[:, None], 1)[:, 0] < 0
     mags = (np.float32(_MAG_MASK) * (aq / _SQRT1_2) + np.float32(0.5)).astype(np.uint32)
-    for i in range(4):
-        sign = ((q[:, i] < 0) ^ negate).astype(np.uint32)
-        value = (sign << np.uint32(9)) | mags[:, i]
-        rank = i - (i > largest).astype(np.int64)  # position among the three stored components
-        shift = (10 * (2 - rank)).astype(np.uint32)
-        comp |= np.where(largest != i, value << shift, np.uint32(0)).astype(np.uint32)
+    values = (((q < 0) ^ negate[:, None]).astype(np.uint32) << np.uint32(9)) | mags
+    kept = np.take_along_axis(values, _OTHERS[largest], 1)  # the three smaller components, in index order
+    comp = (largest.astype(np.uint32) << np.uint32(30)) | (kept[:, 0] << np.uint32(20)) | (kept[:, 1] << np.uint32(10))
+    comp |= kept[:, 2]
     return comp.astype("<u4").view(np.uint8)
 
 
