@@ -1,10 +1,10 @@
 """Run PlayCanvas ``splat-transform`` (npm, pinned in the repo's ``package.json``) as a subprocess.
 
 Why a subprocess: splat-transform is the reference writer of ``.sog``, ``.compressed.ply`` and the
-self-contained ``.html`` viewer, and the only maintained ``.spz`` v4 writer that reads SHARP's files
-as they are. Short flags changed meaning between its versions (``-F`` was a visibility filter in 1.x
-and is a floater filter in 3.x), so this module only ever passes long options, and the version is
-pinned exactly.
+self-contained ``.html`` viewer (``.spz`` is written in process by ``spz.py``; the tests still use
+splat-transform as an independent SPZ reader and writer). Short flags changed meaning between its
+versions (``-F`` was a visibility filter in 1.x and is a floater filter in 3.x), so this module only
+ever passes long options, and the version is pinned exactly.
 
 Locating the tool (``locate_splat_transform``): an explicit path (``SPLAT_TRANSFORM_BIN``) wins; the
 bare default name ``splat-transform`` means "this project's ``node_modules/.bin`` (next to the
