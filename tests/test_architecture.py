@@ -46,22 +46,22 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({frozenset({"ops", "publish"
 KNOWN_IMPURE = frozenset({("stores/hub_ops.py", "huggingface_hub")})
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
+def _module_name(path: Path, pkg: Path = PKG) -> str:
+    rel = path.relative_to(pkg.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PKG.rglob("*.py")}
+def _modules(pkg: Path = PKG) -> dict[str, Path]:
+    return {_module_name(p, pkg): p for p in pkg.rglob("*.py")}
 
 
-def _imports(path: Path, name: str = "") -> frozenset[str]:
-    """Every module named by an import anywhere in ``path`` (relative imports resolved; ``from a import b``
-    yields ``a`` and ``a.b``, since ``b`` may be a module)."""
-    return _parse_imports(path, name or _module_name(path))
+def _imports(path: Path, name: str) -> frozenset[str]:
+    """Every module named by an import anywhere in ``path`` (module ``name``; relative imports resolved;
+    ``from a import b`` yields ``a`` and ``a.b``, since ``b`` may be a module)."""
+    return _parse_imports(path, name)
 
 
 @cache
@@ -123,12 +123,13 @@ def _part(module: str) -> str:
     return bits[1] if len(bits) > 1 else ""
 
 
-def pure_violations(modules: dict[str, Path], known: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
+def pure_violations(modules: dict[str, Path], known: frozenset[tuple[str, str]] = frozenset(),
+                    pkg: Path = PKG) -> list[str]:
     bad = []
     for rel in PURE:
-        path = PKG / rel
+        path = pkg / rel
         assert path.is_file(), rel
-        start = _module_name(path)
+        start = _module_name(path, pkg)
         via = _closure(start, modules)
         bad += [_chain(start, name, via) for name in sorted(via)
                 if _is_io(name) and (rel, name.split(".")[0]) not in known]
@@ -210,30 +211,17 @@ def test_only_the_cli_layer_imports_the_cli() -> None:
 def test_the_checks_catch_a_planted_import(tmp_path: Path, target: str, line: str, check) -> None:
     import shutil
 
-    global PKG
     copy = tmp_path / PKG_NAME
     shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("node_modules", "static", "samples", "viewer"))
     with (copy / target).open("a", encoding="utf-8") as f:
         f.write("\n" + line)
-    saved, PKG = PKG, copy
-    try:
-        modules = _modules()
-        if check is None:
-            assert not pure_violations(modules, KNOWN_IMPURE) and not upward_violations(modules)
-        else:
-            assert check(modules) != check(_modules_of(saved)), f"planting {line.strip()!r} in {target} went unnoticed"
-    finally:
-        PKG = saved
-        _parse_imports.cache_clear()
-
-
-def _modules_of(pkg: Path) -> dict[str, Path]:
-    global PKG
-    saved, PKG = PKG, pkg
-    try:
-        return _modules()
-    finally:
-        PKG = saved
+    modules = _modules(copy)
+    if check is None:
+        assert not pure_violations(modules, KNOWN_IMPURE, copy) and not upward_violations(modules)
+    elif check is pure_violations:
+        assert pure_violations(modules, pkg=copy) != pure_violations(_modules()), f"{line!r} in {target} unnoticed"
+    else:
+        assert check(modules) != check(_modules()), f"planting {line.strip()!r} in {target} went unnoticed"
 
 
 def test_a_new_cycle_is_caught(tmp_path: Path) -> None:
