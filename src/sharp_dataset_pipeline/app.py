@@ -16,6 +16,7 @@ from .factories import default_subdir, make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
 from .observe.sinks import ProgressReporter
+from .ops.failures import write_run_stats
 from .ops.gallery.runs import store_identity
 from .pipeline.base import StageExecutor
 from .pipeline.runner import Runner, RunOptions, RunSummary
@@ -222,6 +223,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         summary.extra["store_id"] = store_identity(settings.resolved_store())
         if hasattr(store, "budget_report"):
             summary.extra["hub_budget"] = store.budget_report()
+        _write_stats(opts.run_dir, summary)
         return summary
     finally:
         control.restore_signal_handlers()
@@ -231,6 +233,14 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         predictor.close()
         store.close()
         client.close()
+
+
+def _write_stats(run_dir: Path, summary: RunSummary) -> None:
+    """``<run folder>/stats.json``: the run's counts by status and reason (img2dataset's stats file)."""
+    try:
+        write_run_stats(run_dir, summary.__dict__)
+    except OSError as exc:  # a full disk must not turn a finished run into an error
+        log.warning("stats.json not written in %s: %s", run_dir, exc)
 
 
 def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:

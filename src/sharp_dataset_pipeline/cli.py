@@ -187,9 +187,9 @@ def _print_summary(summary: RunSummary) -> None:
 
 
 def _register_operations() -> None:
-    from .ops_cli import gallery_cmd, gc_cmd, remove_cmd, status_cmd, verify_cmd
+    from .ops_cli import failures_cmd, gallery_cmd, gc_cmd, remove_cmd, status_cmd, verify_cmd
 
-    for command in (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd):
+    for command in (status_cmd, failures_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd):
         main.add_command(command)
     from .convert_cli import convert_cmd
 

@@ -1,4 +1,4 @@
-"""Commands that operate a dataset: ``status``, ``verify``, ``remove``, ``gc`` and ``gallery``.
+"""Commands that operate a dataset: ``status``, ``failures``, ``verify``, ``remove``, ``gc`` and ``gallery``.
 
 Registered on the main group by ``cli.py`` (``main.add_command(status_cmd)`` and so on). They
 work on the local store directly; another store takes part by providing the same operations
@@ -279,7 +279,37 @@ def _serve(site: Path, port: int) -> None:
         server.stop()
 
 
-COMMANDS = (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd)
+@click.command("failures")
+@common_options
+@click.option("--reason", default=None, help="Only the items that failed for this reason (e.g. http_404, empty_file).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (full details, every field).")
+def failures_cmd(env_file: str, reason: str | None, as_json: bool, **flags: Any) -> None:
+    """List every item that failed and was never published: id, source path or URL (credentials
+    removed), stage, reason, attempts, last time, detail; one tab-separated line each.
+
+    Each run also writes <run folder>/stats.json: its counts by status and by reason.
+    """
+    settings = load_cli_settings(flags, env_file)
+    from .ops.failures import failure_json, format_failures, local_failed_items, select
+    from .stores.hub import HubStore
+    from .stores.local import LocalStore
+
+    def run() -> Any:
+        store = _store(settings)
+        try:
+            if isinstance(store, HubStore):
+                return store.failed_items()
+            if isinstance(store, LocalStore):
+                return local_failed_items(store.root)
+            raise ConfigError(f"failures: {store.description} does not support this command yet")
+        finally:
+            _close(store)
+
+    items = select(guarded(run), reason)
+    click.echo(json.dumps([failure_json(f) for f in items], indent=2) if as_json else format_failures(items))
+
+
+COMMANDS = (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd, failures_cmd)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -82,6 +82,27 @@ class LedgerSnapshot:
 
 
 @dataclass(frozen=True)
+class FailedItem:
+    """One item that failed and was never published, as ``sharp-dataset failures`` lists it.
+
+    ``source`` is the input it came from (a folder-relative path, or a URL without credentials);
+    ``attempts`` counts the runs that tried it; ``last_at`` is when the last failure was recorded
+    (epoch s; ``None`` when an older ledger did not keep it).
+    """
+
+    item_id: str
+    source: str
+    unit: str
+    stage: str
+    reason: str
+    detail: str
+    transient: bool
+    attempts: int
+    last_at: float | None
+    client: str
+
+
+@dataclass(frozen=True)
 class LeaseRow:
     unit: str
     owner: str

@@ -390,6 +390,10 @@ class HubStore:
         """``LedgerSnapshot`` of the whole dataset at the head, for ``status``."""
         return self._admin().snapshot(now)
 
+    def failed_items(self) -> list[Any]:
+        """Items that failed and were never published (``FailedItem``s), for ``failures``."""
+        return self._admin().failed_items()
+
     def publish_events(self) -> list[Any]:
         """Every publish step still visible in the index (``PublishEvent``s), for the gallery report."""
         return self._admin().publish_events()

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from ..ledger.status import DAY_S, HOUR_S, ClientActivity, LedgerSnapshot, PublishEvent, iso_epoch
+from ..ledger.status import DAY_S, HOUR_S, ClientActivity, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ops.gc import GcResult
 from ..ops.remove import RemoveResult
 from ..ops.verify import Problem, StoreView, VerifyReport, find_problems
@@ -93,6 +93,15 @@ def excluded_ids(state: HubState) -> frozenset[str]:
             if f.get("stage") == REMOVE_STAGE and f.get("reason") == REMOVED_REASON:
                 out.add(str(f["item_id"]))
     return frozenset(out)
+
+
+def _batch_time(path: str) -> float | None:
+    """When a publish step's ledger batch was written, from its name (``<yyyymmddThhmmss>-...``)."""
+    try:
+        stamp = datetime.strptime(posixpath.basename(path).split("-", 1)[0], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
 def shard_time(path: str) -> float | None:
@@ -226,6 +235,27 @@ class HubAdmin:
                 last[str(f["item_id"])] = str(f.get("reason", ""))
         counts = Counter(r for i, r in last.items() if i not in skip)
         return dict(sorted(counts.items()))
+
+    def failed_items(self) -> list[FailedItem]:
+        """Items that failed and were never published (removed ones left out), the compacted ledger
+        first, then the publish steps' batches in time order: the last failure's text, attempts summed."""
+        state = self.sync.refresh()
+        skip = state.published | self.excluded(state)
+        last: dict[str, FailedItem] = {}
+        for path in state.paths_of(LEDGER) + state.paths_of(BATCH):
+            stamped = _batch_time(path)
+            for f in state.parsed[path].failures:
+                item_id = str(f["item_id"])
+                old = last.get(item_id)
+                at = f.get("at")
+                last[item_id] = FailedItem(
+                    item_id=item_id, source=str(f.get("source") or (old.source if old else "")),
+                    unit=str(f.get("unit", "")), stage=str(f.get("stage", "")), reason=str(f.get("reason", "")),
+                    detail=str(f.get("detail", "")), transient=bool(f.get("transient")),
+                    attempts=int(f.get("count", 1)) + (old.attempts if old else 0),
+                    last_at=float(at) if isinstance(at, (int, float)) else stamped,
+                    client=str(f.get("client", "")))
+        return [last[i] for i in sorted(last) if i not in skip]
 
     def snapshot(self, now: float) -> LedgerSnapshot:
         """Status aggregates at the head (cost: see the module docstring). Per-client counts parse the

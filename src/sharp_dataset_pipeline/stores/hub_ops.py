@@ -213,7 +213,9 @@ def plan_publish(state: HubState, batch: Batch, inp: PublishInputs) -> Plan | No
         plan.rows = len(rows)
     published = set(plan.published_ids)
     delta = LedgerDelta(
-        failures=tuple(_failure_dict(f) for f in [*batch.failures, *inp.extra_failures]),
+        # When and by whom it was recorded, kept through compaction (``failures`` lists them).
+        failures=tuple({**_failure_dict(f), "at": inp.now, "client": inp.client_id}
+                       for f in [*batch.failures, *inp.extra_failures]),
         followups=tuple(f for f in batch.followups if f.item_id in published),
         followups_done=tuple((f.kind, f.item_id) for f in [*batch.followups_done, *inp.followups_done]),
     )
