@@ -20,7 +20,8 @@ from sharp_dataset_pipeline.errors import ConfigError
 from sharp_dataset_pipeline.splat import formats as fm
 from sharp_dataset_pipeline.splat.convert import locate_splat_transform
 from sharp_dataset_pipeline.splat.gaussians import Gaussians
-from sharp_dataset_pipeline.splat.ply import read_ply, write_ply
+from sharp_dataset_pipeline.splat.ply import InvalidSplat, read_ply, write_ply
+from sharp_dataset_pipeline.splat.ply_any import REQUIRED as _REQ
 from sharp_dataset_pipeline.splat.ply_any import read_splat_ply
 from sharp_dataset_pipeline.splat.spz import arrays_from_gaussians, decode_spz
 
@@ -140,3 +141,19 @@ def test_many_files_show_a_progress_bar(tmp_path):
     assert convert_cli.run_conversions(paths, plans, opts, False, console) == 0
     assert "converting" in buf.getvalue() and "3/3" in buf.getvalue()
     assert [read_splat_ply(p).sharp_layout for p in paths] == [True] * 3
+
+
+@pytest.mark.parametrize("header, body, message", [
+    (b"format ascii 1.0\nelement vertex 1\nproperty float x\n", b"0\n", "only binary little-endian"),
+    (b"format binary_little_endian 1.0\nelement chunk 1\nproperty float min_x\nelement vertex 1\n"
+     b"property uint packed_position\nproperty uint packed_rotation\n", bytes(8), "PlayCanvas compressed PLY"),
+    (b"format binary_little_endian 1.0\nelement vertex 1\n" + b"".join(
+        f"property float {n}\n".encode() for n in (*_REQ, "f_rest_0")), bytes(4 * 15), r"1 f_rest_\* properties"),
+    (b"format binary_little_endian 1.0\nelement vertex 2\n" + b"".join(
+        f"property float {n}\n".encode() for n in _REQ), bytes(4 * 14), "truncated: the vertices end at byte"),
+], ids=["ascii", "compressed-ply", "odd-sh-count", "truncated"])
+def test_read_splat_ply_says_why_a_file_is_refused(tmp_path, header, body, message):
+    path = tmp_path / "x.ply"
+    path.write_bytes(b"ply\n" + header + b"end_header\n" + body)
+    with pytest.raises(InvalidSplat, match=message):
+        read_splat_ply(path)
