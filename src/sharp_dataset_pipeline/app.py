@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from .pipeline.runner import Runner, RunOptions, RunSummary
 from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
 from .settings import Settings
+from .sources.base import Source
 from .splat.formats import FormatOptions, needs_splat_transform, parse_formats
 
 if TYPE_CHECKING:
@@ -142,6 +143,34 @@ def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
     return gpu_log
 
 
+def _display_total(source: Source, max_images: int) -> Callable[[], int | None]:
+    """The live display's N: the source's item count once known, capped by MAX_IMAGES."""
+
+    def total() -> int | None:
+        n = source.total_items()
+        if n is not None and max_images:
+            return min(n, max_images)
+        return n
+
+    return total
+
+
+def _control_status(control: StopControl, drain_s: float) -> Callable[[], str]:
+    """What the display says besides the counts: a received stop, what it waits for, a pause."""
+
+    def status() -> str:
+        if control.aborting:
+            return f"aborting ({control.reason}): publishing finished items only, then exiting"
+        if control.stopping:
+            return (f"stopping ({control.reason}): taking no new work, publishing work in flight "
+                    f"(at most {drain_s:.0f}s); Ctrl+C again to abort")
+        if control.paused:
+            return f"paused: remove {control.pause_path} to continue"
+        return ""
+
+    return status
+
+
 @contextmanager
 def _run_dir_unless_rejected(run_dir: Path) -> Iterator[None]:
     """Make the run folder; remove it again (when this made it and it is still empty) if the
@@ -211,7 +240,8 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
             raise
     metrics = Metrics()
     reporter = ProgressReporter(metrics, settings.progress, settings.heartbeat_secs, opts.run_dir / "metrics.jsonl",
-                                console=console)
+                                console=console, total=_display_total(source, settings.max_images),
+                                status=_control_status(control, opts.stop_drain_secs))
     gpu_log = _start_gpu_log(settings, opts.run_dir)
     control.install_signal_handlers()
     reporter.start()

@@ -212,6 +212,7 @@ class Runner:
             threads += self.executor.start(self)
         self._wait_with_deadline(threads)
         publisher.join()
+        self.control.announce()
         self._finish()
         if isinstance(self.intake.error, ConfigError):
             raise self.intake.error
@@ -240,6 +241,7 @@ class Runner:
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.2)
+                self.control.announce()
             if self.control.stopping and stop_seen_at is None:
                 stop_seen_at = self.clock()
             if stop_seen_at is not None and not self.control.aborting:

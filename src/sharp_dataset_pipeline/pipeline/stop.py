@@ -28,19 +28,33 @@ class StopControl:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self.reason = ""
+        self._unsaid: list[str] = []
         self._previous: dict[int, Callable[..., object] | int | None] = {}
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, *, quiet: bool = False) -> None:
+        """Stop taking work. ``quiet``: record the message for ``announce()`` instead of logging it
+        (a signal handler must not write: it can interrupt a thread in the middle of a write)."""
         if not self._stop.is_set():
             self.reason = reason
-            log.warning("stopping: %s; draining work in flight", reason)
+            self._say(f"stopping: {reason}; draining work in flight", quiet)
         self._stop.set()
 
-    def request_abort(self, reason: str) -> None:
-        self.request_stop(reason)
+    def request_abort(self, reason: str, *, quiet: bool = False) -> None:
+        self.request_stop(reason, quiet=quiet)
         if not self._abort.is_set():
-            log.warning("aborting: %s; publishing only finished items", reason)
+            self._say(f"aborting: {reason}; publishing only finished items", quiet)
         self._abort.set()
+
+    def _say(self, message: str, quiet: bool) -> None:
+        if quiet:
+            self._unsaid.append(message)
+        else:
+            log.warning("%s", message)
+
+    def announce(self) -> None:
+        """Log what a signal handler recorded; called often by the run's main loop."""
+        while self._unsaid:
+            log.warning("%s", self._unsaid.pop(0))
 
     @property
     def stopping(self) -> bool:
@@ -84,9 +98,9 @@ class StopControl:
                 log.error("third %s: exiting immediately", name)
                 os._exit(130)
             if self._stop.is_set() and signum == signal.SIGINT:
-                self.request_abort(f"second {name}")
+                self.request_abort(f"second {name}", quiet=True)
             else:
-                self.request_stop(name)
+                self.request_stop(name, quiet=True)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.getsignal(sig)

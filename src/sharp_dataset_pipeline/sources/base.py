@@ -27,6 +27,11 @@ class Source(Protocol):
         """Inputs the source itself skipped (e.g. non-image files), by reason."""
         ...
 
+    def total_items(self) -> int | None:
+        """How many items the source enumerates, once known without reading them (a folder's
+        listing, a manifest's rows, a feed's ``X-Total``); None while or when unknown. For display."""
+        ...
+
 
 def unit_bounds(index: int, range_size: int) -> tuple[int, int]:
     """The ``[start, stop)`` offsets of unit number ``index``."""

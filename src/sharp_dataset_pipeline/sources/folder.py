@@ -105,6 +105,11 @@ class FolderSource:
                 meta={"source_path": entry.rel, "license": self.license},
             )
 
+    def total_items(self) -> int | None:
+        """The photos in the listing, once ``units()`` has listed the folder (read from any thread)."""
+        entries = self._entries
+        return len(entries) if entries is not None else None
+
     def skipped_counts(self) -> dict[str, int]:
         """Skipped inputs by reason: ``not_an_image_extension``, ``duplicate_content``, ``unreadable``."""
         self._listing()

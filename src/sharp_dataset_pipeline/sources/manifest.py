@@ -129,6 +129,10 @@ class ManifestSource:
                         yield item
                 offset += 1
 
+    def total_items(self) -> int | None:
+        """The manifest's rows, once ``units()`` has scanned it (read from any thread)."""
+        return self._count if self._count >= 0 else None
+
     def skipped_counts(self) -> dict[str, int]:
         """Rows skipped by reason (``no_url``, ``bad_row``), counted over the whole manifest."""
         self._scan()

@@ -150,6 +150,7 @@ class UnsplashSource:
         self._cache: OrderedDict[tuple[str, int], ApiResponse] = OrderedDict()
         self._skipped: dict[str, int] = {}
         self.tracked = 0
+        self._feed_total: int | None = None
 
     # ---- Source protocol -----------------------------------------------------------------
     def units(self) -> Iterator[Unit]:
@@ -171,6 +172,10 @@ class UnsplashSource:
             yield from self._latest_first_items(unit, plan)
         else:
             yield from self._oldest_first_items(unit, plan)
+
+    def total_items(self) -> int | None:
+        """The feed's ``X-Total`` once ``units()`` has read it; None for search (query by query)."""
+        return self._feed_total
 
     def skipped_counts(self) -> dict[str, int]:
         return dict(self._skipped)
@@ -266,6 +271,7 @@ class UnsplashSource:
     def _feed_units(self, feed: _Feed) -> Iterator[Unit]:
         first = self._get_page(feed, 1, fresh=True)
         total = self._total(first, feed)
+        self._feed_total = total
         for start, stop in paging.unit_ranges(total, self.range_size):
             key = paging.offset_unit_key(feed.prefix, start, stop)
             self._plans[key] = _Plan(feed, total_hint=total)
