@@ -32,7 +32,9 @@ def test_live_table_shows_every_stage_and_eta() -> None:
     assert "source 21 4.20/s" in lines, lines
     for stage in ("fetch", "predict", "postprocess", "publish"):
         assert any(line.startswith(f"{stage} 10 2.00/s") for line in lines), (stage, lines)
-    assert "failed 1 not_an_image:1" in lines, lines
+    # The failed row has a rate like every other row; the reasons get a line of their own.
+    assert "failed 1 0.20/s" in lines, lines
+    assert "failed: not_an_image: 1" in lines, lines
     # Without anything left to wait for there is no ETA value, only the placeholder.
     done = _render(_snap(admitted=11, published=10, elapsed=5.0))
     assert "ETA: -" in done and not any("ETA for" in line for line in done), done
