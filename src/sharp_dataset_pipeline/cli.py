@@ -181,6 +181,11 @@ def _print_summary(summary: RunSummary) -> None:
             f"{units.get('units_leased_elsewhere', 0)} leased by other clients, "
             f"{units.get('units_leased', 0)} worked on"
         )
+    ray_info = summary.extra.get("ray")
+    if ray_info:
+        busy = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in sorted(summary.busy_s.items()))
+        click.echo(f"ray: {len(ray_info['actors'])} predictor actor(s) on {ray_info['gpus']:g} GPU(s), busy "
+                   f"{100 * ray_info['gpu_busy_fraction']:.1f}% of their time; stage busy time: {busy}")
     if summary.rate_limited_until:
         when = _clock(summary.rate_limited_until)
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")
