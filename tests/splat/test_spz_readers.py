@@ -56,6 +56,7 @@ def test_splat_transforms_writer_makes_our_attribute_bytes(tmp_path, degree):
     theirs = (tmp_path / "theirs.spz").read_bytes()
     assert _streams(spz.encode_spz(src)) == _streams(theirs)
     assert theirs[:32] == spz.encode_spz(src)[:32]  # same header: version, count, degree, 12 bits, 5 or 6 streams
+    assert spz.encode_spz(src, zstd_level=spz.REFERENCE_ZSTD_LEVEL) == theirs  # at the reference's zstd level
 
 
 # -- Niantic's reference implementation (C++) ------------------------------------------------------
