@@ -74,8 +74,34 @@ def run_options(settings: Settings) -> RunOptions:
         batch_wait_s=wait,
         stop_drain_secs=settings.stop_drain_secs,
         formats=format_options(settings),
-        keep_run_files=settings.keep_run_files if settings.keep_run_files is not None else store_kind == "local",
+        keep_run_files=keep_run_files(settings),
     )
+
+
+def keep_run_files(settings: Settings) -> bool:
+    """KEEP_RUN_FILES, or by default: keep them when the store hard-links them (a local store on the
+    run folder's filesystem), so keeping costs no disk; drop them once published otherwise."""
+    if settings.keep_run_files is not None:
+        return settings.keep_run_files
+    root = settings.local_store_root()
+    if root is None:
+        return False
+    if _filesystem(root) == _filesystem(settings.run_dir):
+        return True
+    log.info("the run folder %s is on another filesystem than the store %s: run files are deleted once "
+             "published (KEEP_RUN_FILES=1 keeps them, at twice the disk)", settings.run_dir, root)
+    return False
+
+
+def _filesystem(path: Path) -> int:
+    """The device of ``path`` or of its nearest existing parent (the folder may not exist yet)."""
+    path = path.absolute()
+    for candidate in (path, *path.parents):
+        try:
+            return candidate.stat().st_dev
+        except OSError:
+            continue
+    return -1
 
 
 def format_options(settings: Settings) -> FormatOptions:

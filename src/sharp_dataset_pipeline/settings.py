@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     ray_num_gpus: float | None = Field(default=None, ge=0, le=1024)
     client_id: str = Field(default_factory=default_client_id)
     run_id: str = Field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    # Unset: ``runs`` beside a local store's folder (one filesystem, so its hard links of the run
+    # files cost nothing), ``runs`` in the current folder for the hub store.
     runs_dir: Path = Path("runs")
     save_dir: Path | None = None
     local_store_dir: Path = Path("sharp-dataset-out")
@@ -200,7 +202,20 @@ class Settings(BaseSettings):
             raise ValueError("must be a relative path ending in .jsonl, e.g. data/train.jsonl")
         return value
 
+    @model_validator(mode="after")
+    def _runs_beside_the_store(self) -> Settings:
+        if "runs_dir" not in self.model_fields_set:
+            local = self.local_store_root()
+            if local is not None:
+                self.runs_dir = local.parent / "runs"
+        return self
+
     # Derived values: one place decides them.
+    def local_store_root(self) -> Path | None:
+        """The folder of a ``local:`` store, None for the hub store."""
+        kind, _, arg = self.resolved_store().partition(":")
+        return Path(arg).expanduser() if kind == "local" and arg else None
+
     @property
     def run_dir(self) -> Path:
         return self.save_dir if self.save_dir is not None else self.runs_dir / self.run_id
