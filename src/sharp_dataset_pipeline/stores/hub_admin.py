@@ -49,6 +49,7 @@ from ..publish import layout
 from ..publish.index import decode_rows
 from ..publish.index_edit import drop_lines, update_lines
 from ..records import Batch, Failure, IndexRow, Lease
+from .hub_failures import fold_failures
 from .hub_ops import Plan
 from .hub_state import (
     BATCH,
@@ -93,15 +94,6 @@ def excluded_ids(state: HubState) -> frozenset[str]:
             if f.get("stage") == REMOVE_STAGE and f.get("reason") == REMOVED_REASON:
                 out.add(str(f["item_id"]))
     return frozenset(out)
-
-
-def _batch_time(path: str) -> float | None:
-    """When a publish step's ledger batch was written, from its name (``<yyyymmddThhmmss>-...``)."""
-    try:
-        stamp = datetime.strptime(posixpath.basename(path).split("-", 1)[0], "%Y%m%dT%H%M%S")
-    except ValueError:
-        return None
-    return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
 def shard_time(path: str) -> float | None:
@@ -237,25 +229,10 @@ class HubAdmin:
         return dict(sorted(counts.items()))
 
     def failed_items(self) -> list[FailedItem]:
-        """Items that failed and were never published (removed ones left out), the compacted ledger
-        first, then the publish steps' batches in time order: the last failure's text, attempts summed."""
+        """Items that failed and were never published (removed ones left out): see ``hub_failures``."""
         state = self.sync.refresh()
-        skip = state.published | self.excluded(state)
-        last: dict[str, FailedItem] = {}
-        for path in state.paths_of(LEDGER) + state.paths_of(BATCH):
-            stamped = _batch_time(path)
-            for f in state.parsed[path].failures:
-                item_id = str(f["item_id"])
-                old = last.get(item_id)
-                at = f.get("at")
-                last[item_id] = FailedItem(
-                    item_id=item_id, source=str(f.get("source") or (old.source if old else "")),
-                    unit=str(f.get("unit", "")), stage=str(f.get("stage", "")), reason=str(f.get("reason", "")),
-                    detail=str(f.get("detail", "")), transient=bool(f.get("transient")),
-                    attempts=int(f.get("count", 1)) + (old.attempts if old else 0),
-                    last_at=float(at) if isinstance(at, (int, float)) else stamped,
-                    client=str(f.get("client", "")))
-        return [last[i] for i in sorted(last) if i not in skip]
+        paths = state.paths_of(LEDGER) + state.paths_of(BATCH)
+        return fold_failures(((p, state.parsed[p]) for p in paths), state.published | self.excluded(state))
 
     def snapshot(self, now: float) -> LedgerSnapshot:
         """Status aggregates at the head (cost: see the module docstring). Per-client counts parse the
