@@ -125,3 +125,20 @@ def test_heartbeat_lines_keep_their_progress_prefix_and_show_x_of_n(tmp_path: Pa
     assert beats, done.stderr
     assert all(line.startswith("[progress] fetch=") for line in beats), beats
     assert all(" done=" in line and line.split(" done=")[1].split()[0].endswith("/120") for line in beats), beats
+
+
+def test_an_unsplash_feed_reports_x_of_its_x_total(tmp_path: Path) -> None:
+    from emulators.unsplash import UnsplashEmulator
+
+    key = "test-access-key-0123"
+    with UnsplashEmulator(n_photos=95, access_key=key, leading_dash_ids=False) as emu:
+        done = subprocess.run(
+            cli_cmd("run", "--source", "unsplash-list", "--predictor", "planar", "--store",
+                    f"local:{tmp_path / 'out'}", "--range-size", "30"),
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env=cli_env(HEARTBEAT_SECS="0.3", UNSPLASH_ACCESS_KEY=key, UNSPLASH_API_BASE=emu.base_url,
+                        UNSPLASH_DETAILS="never", UNSPLASH_APP_NAME="e2e_app", PLANAR_RESOLUTION="160",
+                        PER_PAGE="10", DOWNLOAD_WORKERS="1"))
+    assert done.returncode == 0, done.stderr
+    beats = [line for line in done.stderr.splitlines() if line.startswith("[progress] ") and " done=" in line]
+    assert beats and all(line.split(" done=")[1].split()[0].endswith("/95") for line in beats), done.stderr
