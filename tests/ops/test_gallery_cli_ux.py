@@ -75,8 +75,26 @@ def test_report_shows_only_the_runs_of_its_own_store(tmp_path: Path,
     assert 'data-series="RUN-A' in report and "RUN-B" not in report
     assert "2 items published in 1 publish step by 1 client" in report
     assert "1 run with metrics or GPU logs" in report
-    # Default run folder, from the folder the runs were made in: store B sees only its run.
-    proc = run_ops(tmp_path, "gallery", "--store", "local:store-b", "--out", "site-b")
+    # Default run folder (beside the store, where `run` put them), from another folder: store B
+    # finds its runs and sees only its own.
+    proc = run_ops(elsewhere, "gallery", "--store", f"local:{tmp_path / 'store-b'}", "--out", "site-b")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = (tmp_path / "site-b" / "report.html").read_text(encoding="utf-8")
+    report = (elsewhere / "site-b" / "report.html").read_text(encoding="utf-8")
     assert 'data-series="RUN-B' in report and "RUN-A" not in report
+
+
+def test_runs_from_before_the_store_id_are_matched_by_their_store_and_folder(tmp_path: Path) -> None:
+    import json
+
+    from sharp_dataset_pipeline.ops.gallery.runs import read_runs, store_identity
+
+    for run_id, store in (("OLD-A", "local:store-a"), ("OLD-B", "local:store-b")):
+        folder = tmp_path / "runs" / run_id
+        folder.mkdir(parents=True)
+        summary = {"type": "summary", "t": 1.0, "store": store, "run_dir": f"runs/{run_id}", "published": 1}
+        (folder / "metrics.jsonl").write_text(json.dumps(summary) + "\n", encoding="utf-8")
+    (tmp_path / "runs" / "KILLED").mkdir()
+    (tmp_path / "runs" / "KILLED" / "metrics.jsonl").write_text('{"type": "progress", "t": 1.0}\n')
+    found = read_runs(tmp_path / "runs", store=store_identity(f"local:{tmp_path / 'store-a'}"))
+    assert [r.run_id for r in found] == ["OLD-A"]
+    assert len(read_runs(tmp_path / "runs")) == 3  # without a store: every run, as before
