@@ -81,3 +81,27 @@ def test_long_lease_lists_are_cut_in_text_only() -> None:
                                                 (90000, "1d 1h"), (-30, "-30s")])
 def test_human_duration(seconds: float | None, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+def test_rates_follow_each_clients_actual_window_and_the_eta_the_items_left() -> None:
+    from sharp_dataset_pipeline.ledger.status import SourceUnits, eta_from_items, window_rate
+
+    fresh = ClientActivity("fresh", 85, 85, 85, 0, NOW - 1, first_item_last_hour=NOW - 60, first_item_last_day=NOW - 60)
+    steady = ClientActivity("steady", 900, 300, 900, 3, NOW - 2, first_item_last_hour=NOW - 5000,
+                            first_item_last_day=NOW - 20000)
+    report = build_status(LedgerSnapshot(store="s", taken_at=NOW, clients=(fresh, steady)),
+                          source=SourceUnits(total=10, done=3, items_left=700, range_size=100))
+    by = {c.client: c for c in report.clients}
+    assert by["fresh"].rate_last_hour == pytest.approx(84 * 3600 / 60)  # a minute old: rated over a minute
+    assert by["fresh"].window_last_hour_s == 60
+    assert by["steady"].rate_last_hour == pytest.approx(299.0)  # busy all hour: the whole hour
+    assert by["steady"].rate_last_day == pytest.approx(899 * 3600 / 20000)
+    assert report.eta_s == pytest.approx(700 * 3600 / (84 * 60 + 299))
+    assert report.eta_basis == "700 items left at the last hour's rate"
+    assert (report.units_total, report.units_done, report.units_free) == (10, 3, 7)
+    assert "; 100 items per unit" in format_status(report)
+    assert window_rate(0, None, NOW, 3600) == (0.0, 0.0)
+    assert window_rate(10, None, NOW, 3600) == (10.0, 3600)  # start unknown: the whole window, as before
+    assert eta_from_items(0, 0, 0) == (0.0, "complete")
+    assert eta_from_items(5, 0, 10)[0] == pytest.approx(1800)
+    assert eta_from_items(5, 0, 0)[0] is None

@@ -335,8 +335,10 @@ def format_status(report: StatusReport, max_leases: int = 50) -> str:
         f"units: {report.units_done} done, {report.units_leased} leased, "
         f"{report.units_expired_leases} expired leases, {free} free (of {total})"
         + ("" if report.range_size is None else f"; {report.range_size} items per unit"),
-        f"rate: {_rate_text(report.rate_last_hour, report.window_last_hour_s, 'hour')}, "
-        f"{_rate_text(report.rate_last_day, report.window_last_day_s, 'day')}",
+        "rate: " + (_rate_text(report.rate_last_hour, report.window_last_hour_s, "hour")
+                    if report.window_last_day_s == report.window_last_hour_s < HOUR_S  # one window: no repeat
+                    else f"{_rate_text(report.rate_last_hour, report.window_last_hour_s, 'hour')}, "
+                         f"{_rate_text(report.rate_last_day, report.window_last_day_s, 'day')}"),
         f"eta: {human_duration(report.eta_s)} ({report.eta_basis})",
     ]
     if report.shards_pending:
