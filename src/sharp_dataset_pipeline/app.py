@@ -63,6 +63,7 @@ def run_options(settings: Settings) -> RunOptions:
         max_images=settings.max_images,
         max_scan=settings.max_scan,
         max_item_attempts=settings.max_item_attempts,
+        redo=settings.redo,
         download_queue_max=settings.download_queue_max,
         upload_queue_max=settings.upload_queue_max,
         upload_workers=settings.upload_workers,

@@ -82,6 +82,9 @@ def main() -> None:
               "a local Ray sized to this machine [env RAY_ADDRESS].")
 @click.option("--planar-resolution", type=int, default=None,
               help="Long side in pixels of the planar predictor's grid [env PLANAR_RESOLUTION, 256].")
+@click.option("--redo", type=click.Choice(["failed", "model-changed", "all"]), default=None,
+              help="Reprocess on purpose: failed items, items published by another predictor or model version, "
+              "or all; their files and rows are replaced in the same atomic publish step [env REDO].")
 @click.option("--public", "hf_public", is_flag=True, default=None, help="Create a missing Hub repo as public.")
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default=None,
               help="Live display on a terminal, heartbeat lines elsewhere [env PROGRESS, auto].")
@@ -186,6 +189,8 @@ def _print_summary(summary: RunSummary) -> None:
         busy = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in sorted(summary.busy_s.items()))
         click.echo(f"ray: {len(ray_info['actors'])} predictor actor(s) on {ray_info['gpus']:g} GPU(s), busy "
                    f"{100 * ray_info['gpu_busy_fraction']:.1f}% of their time; stage busy time: {busy}")
+    for note in summary.notes:
+        click.echo(note)
     if summary.rate_limited_until:
         when = _clock(summary.rate_limited_until)
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")

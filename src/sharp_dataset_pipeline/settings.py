@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     range_lock_stale_secs: float = Field(default=1800.0, gt=0)
     range_lock_min_images: int = Field(default=30, ge=0)
     max_item_attempts: int = Field(default=3, ge=1)
+    # Reprocess on purpose: "failed" items, items "model-changed" (made by another predictor or model
+    # version than this run's), or "all"; "" (default) skips every item already done for this model.
+    redo: Literal["", "failed", "model-changed", "all"] = ""
 
     # Queues / concurrency.
     download_queue_max: int = Field(default=8, ge=1)

@@ -365,3 +365,32 @@ def test_one_bad_item_fails_alone_and_the_rest_is_one_commit(make_store, hub: Hu
     assert states["b"].transient_failures == 1 and states["c"].transient_failures == 1
     status = reader.unit_status(["u1", "u2"])
     assert status["u2"].done and not status["u1"].done and status["u1"].lease is not None
+
+
+def test_redo_model_changed_replaces_rows_and_files_in_one_commit(make_store, hub: HubEmulator,
+                                                                  tmp_path: Path) -> None:
+    store = make_store()
+    planar = make_items(tmp_path / "p", ["a", "b"])
+    for pi in planar:
+        pi.row.predictor, pi.row.model_version = "planar", "planar-1"
+    store.publish(Batch("c1", items=planar))
+    store.compact()
+    sharp = make_items(tmp_path / "s", ["a", "c"])
+    for pi in sharp:
+        pi.row.predictor, pi.row.model_version = "sharp", "sharp-2"
+        pi.files[1].local_path.write_bytes(b"sharp splat " + pi.row.id.encode())
+        pi.files[1] = type(pi.files[1])("ply", pi.files[1].repo_path, pi.files[1].local_path,
+                                        len(pi.files[1].local_path.read_bytes()),
+                                        hashlib.sha256(pi.files[1].local_path.read_bytes()).hexdigest())
+        pi.row.ply_size, pi.row.ply_sha256 = pi.files[1].size, pi.files[1].sha256
+    assert store.publish(Batch("c1", items=sharp[:1])).published_ids == []  # no --redo: planar stays
+    before = len(hub.history(REPO))
+    receipt = store.publish(Batch("c1", items=sharp, redo="model-changed"))
+    assert len(hub.history(REPO)) == before + 1
+    assert sorted(receipt.published_ids) == ["a", "c"] and receipt.replaced_ids == ["a"]
+    _assert_exactly_once(hub, {"a", "b", "c"})
+    rows = {r["id"]: r for r in _rows(hub)}
+    assert rows["a"]["predictor"] == "sharp" and rows["b"]["predictor"] == "planar"
+    assert hub.files(REPO)["photos/a/a.ply"] == b"sharp splat a"
+    reader = make_store("c2")
+    assert reader.item_states(["a"])["a"].model_version == "sharp-2"

@@ -552,3 +552,44 @@ def test_a_load_after_a_publish_sees_that_publish(tmp_path: Path) -> None:
     assert _load_ids(second.root, cache) == ["z0", "z1"]
     first.close()
     second.close()
+
+
+def _made_by(pi: ProcessedItem, predictor: str, model: str) -> ProcessedItem:
+    pi.row.predictor, pi.row.model_version = predictor, model
+    return pi
+
+
+def test_redo_model_changed_replaces_rows_and_files_in_one_step(store: LocalStore, tmp_path: Path) -> None:
+    planar = [_made_by(make_item(tmp_path / "p", f"id{k}", seed=1), "planar", "planar-1") for k in range(3)]
+    extra = tmp_path / "p" / "id0.webp"
+    extra.write_bytes(b"old preview")
+    planar[0].files.append(PublishedFile("preview", "photos/id0/id0.webp", extra, 11,
+                                         hashlib.sha256(b"old preview").hexdigest()))
+    planar[0].row.extra_files = '[{"path": "photos/id0/id0.webp", "size": 11}]'
+    store.publish(Batch(client_id="c1", items=planar))
+    store.compact()  # id0..id2 now live in the compacted index
+    store.publish(Batch(client_id="c1", items=[_made_by(make_item(tmp_path / "p", "id3", seed=1), "planar", "p1")]))
+    assert store.item_states(["id0"])["id0"] == ItemState(published=True, predictor="planar", model_version="planar-1")
+
+    def sharp(k: int) -> ProcessedItem:
+        return _made_by(make_item(tmp_path / "s", f"id{k}", seed=2), "sharp", "sharp-2")
+
+    # Without --redo a SHARP item never replaces a planar one.
+    assert store.publish(Batch(client_id="c1", items=[sharp(0)])).published_ids == []
+    receipt = store.publish(Batch(client_id="c1", items=[sharp(0), sharp(3), sharp(5)], redo="model-changed"))
+    assert receipt.published_ids == ["id0", "id3", "id5"] and receipt.replaced_ids == ["id0", "id3"]
+    ids = index_ids(store.root)
+    assert sorted(ids) == ["id0", "id1", "id2", "id3", "id5"]  # exactly one row per id
+    rows = {r.id: r for p in (store.root / "data").glob("train*.jsonl") for r in decode_rows(p.read_bytes())}
+    assert rows["id0"].predictor == "sharp" and rows["id1"].predictor == "planar"
+    assert (store.root / "photos/id0/id0.ply").read_bytes() == sharp(0).files[1].local_path.read_bytes()
+    assert not (store.root / "photos/id0/id0.webp").exists()  # the new row does not name it
+    assert store.counts().published == 5
+    # The same model again is not a change: nothing is replaced.
+    again = store.publish(Batch(client_id="c1", items=[sharp(0)], redo="model-changed"))
+    assert again.published_ids == [] and again.replaced_ids == []
+    store.close()
+    check = LocalStore(store.root, clock=Clock())
+    check.open()  # repair finds nothing to change
+    assert sorted(index_ids(store.root)) == ["id0", "id1", "id2", "id3", "id5"]
+    check.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import Counter
 from dataclasses import dataclass
 
 from ..errors import LeaseConflict, PermanentError, RateLimited, SharpDatasetError, StoreError, TransientError
 from ..observe.events import EventSink
-from ..records import Item, Unit
+from ..records import Item, ItemState, Unit
 from ..sources.base import Source
-from ..stores.base import Store
+from ..stores.base import Store, UnitStatus
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -30,6 +31,9 @@ class IntakeOptions:
     max_images: int
     max_scan: int
     max_item_attempts: int
+    # The (predictor, model version) of this run: an item is done only for the model that made it.
+    model: tuple[str, str] = ("", "")
+    redo: str = ""  # ``run --redo``: "", "failed", "model-changed" or "all"
 
 
 class Intake:
@@ -53,6 +57,7 @@ class Intake:
         self.rate_limited: RateLimited | None = None
         self.error: SharpDatasetError | None = None
         self.limit_reached = ""
+        self.other_models: Counter[str] = Counter()  # made by: items left alone that another model made
 
     def run(self) -> None:
         try:
@@ -88,10 +93,12 @@ class Intake:
 
     def _take(self, unit: Unit) -> bool:
         status = self.store.unit_status([unit.key]).get(unit.key)
-        if status is not None and status.done:
+        reopen = status is not None and status.done
+        if reopen and not self._reopens(status):
+            self._note_other_models(status.models)
             self.sink.count("source", "units_already_done")
             return False
-        lease = self.store.acquire(unit, self.opts.client_id, self.opts.lease_ttl_s)
+        lease = self.store.acquire(unit, self.opts.client_id, self.opts.lease_ttl_s, reopen=reopen)
         if lease is None:
             self.sink.count("source", "units_leased_elsewhere")
             return False
@@ -121,9 +128,11 @@ class Intake:
         states = self.store.item_states(item.id for item in chunk)
         for item in chunk:
             state = states.get(item.id)
-            skip = self._skip_reason(state)
+            skip = self.skip_reason(state)
             if skip:
                 self.sink.count("skipped", skip)
+                if state is not None and skip == "published_by_other_model":
+                    self._note_other_models({(state.predictor, state.model_version): 1})
                 continue
             if self.opts.max_images and self.admitted >= self.opts.max_images:
                 self.limit_reached = f"MAX_IMAGES={self.opts.max_images}"
@@ -137,16 +146,47 @@ class Intake:
             self.sink.count("source", "admitted")
         return True
 
-    def _skip_reason(self, state: object) -> str:
+    def _reopens(self, status: UnitStatus) -> bool:
+        """Whether ``run --redo`` reopens a done unit: it holds items to redo."""
+        redo = self.opts.redo
+        if redo == "all":
+            return True
+        if redo == "model-changed":
+            return any(model != self.opts.model for model in status.models)
+        return redo == "failed" and status.failed > 0
+
+    def _note_other_models(self, models: dict[tuple[str, str], int]) -> None:
+        for (predictor, version), n in models.items():
+            if (predictor, version) != self.opts.model:
+                label = predictor if predictor != self.opts.model[0] else f"{predictor} {version}"
+                self.other_models[label or "an unknown predictor"] += n
+
+    def notes(self) -> list[str]:
+        """What the user should know about items this run left alone on purpose."""
+        if not self.other_models:
+            return []
+        total = sum(self.other_models.values())
+        made_by = ", ".join(f"{n} by {label}" if len(self.other_models) > 1 else label
+                            for label, n in sorted(self.other_models.items()))
+        return [f"{total} item{'s were' if total != 1 else ' was'} published by {made_by}, not by this run's "
+                f"{self.opts.model[0]} ({self.opts.model[1]}); pass --redo model-changed to replace them"]
+
+    def skip_reason(self, state: ItemState | None) -> str:
+        """Why an item is not admitted ("" when it is): done for this model, removed, failed for good."""
         if state is None:
             return ""
-        if getattr(state, "published", False):
-            return "already_published"
-        if getattr(state, "excluded", False):
+        redo = self.opts.redo
+        if state.published:
+            if (state.predictor, state.model_version) == self.opts.model:
+                return "" if redo == "all" else "already_published"
+            return "" if redo in ("model-changed", "all") else "published_by_other_model"
+        if state.excluded:
             return "removed"
-        if getattr(state, "failed_permanently", False):
+        if redo in ("failed", "all"):
+            return ""
+        if state.failed_permanently:
             return "failed_before"
-        if getattr(state, "transient_failures", 0) >= self.opts.max_item_attempts:
+        if state.transient_failures >= self.opts.max_item_attempts:
             return "too_many_attempts"
         return ""
 

@@ -33,6 +33,7 @@ class PublishOptions:
     max_item_attempts: int
     followup_kind: str = ""
     delete_published_run_files: bool = False
+    redo: str = ""
 
 
 @dataclass
@@ -143,6 +144,7 @@ class BatchPublisher:
             renew_units=[u for u in self.tracker.held() if u not in units_done],
             lease_ttl_s=self.opts.lease_ttl_s,
             followups=followups,
+            redo=self.opts.redo,
         )
         if batch.empty():
             return

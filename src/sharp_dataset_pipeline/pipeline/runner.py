@@ -67,6 +67,7 @@ class RunOptions:
     fanout: bool = False
     formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
     keep_run_files: bool = True
+    redo: str = ""  # ``run --redo``: "", "failed", "model-changed" or "all"
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RunSummary:
     started_at: float = 0.0
     ended_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # things the user should know (printed after the summary)
 
     @property
     def failed_total(self) -> int:
@@ -139,14 +141,15 @@ class Runner:
         )
         self.intake = Intake(
             source, store, self.tracker,
-            IntakeOptions(opts.client_id, opts.lease_ttl_s, opts.max_images, opts.max_scan, opts.max_item_attempts),
+            IntakeOptions(opts.client_id, opts.lease_ttl_s, opts.max_images, opts.max_scan, opts.max_item_attempts,
+                          model=(predictor.name, predictor.model_version), redo=opts.redo),
             metrics, control, self.todo,
         )
         self.publisher = BatchPublisher(
             store, self.tracker,
             PublishOptions(opts.client_id, opts.batch_size, opts.batch_wait_s, opts.lease_ttl_s,
                            opts.max_item_attempts, followup_kind=kind,
-                           delete_published_run_files=not opts.keep_run_files),
+                           delete_published_run_files=not opts.keep_run_files, redo=opts.redo),
             metrics, control, self.results,
             on_published=self.followups.submit if self.followups else None,
         )
@@ -160,14 +163,9 @@ class Runner:
         """Optional source hooks (the Unsplash source budgets API calls per photo with them)."""
         source = self.source
         if hasattr(source, "set_known_ids"):
-            max_attempts = self.opts.max_item_attempts
-
             def known(ids: list[str]) -> set[str]:
                 states = self.store.item_states(ids)
-                return {
-                    i for i, s in states.items()
-                    if s.published or s.excluded or s.failed_permanently or s.transient_failures >= max_attempts
-                }
+                return {i for i, s in states.items() if self.intake.skip_reason(s)}
 
             source.set_known_ids(known)
         if hasattr(source, "set_stop_requested"):
@@ -440,6 +438,7 @@ class Runner:
             model_version=self.predictor.model_version,
             started_at=self.started_at,
             ended_at=time.time(),
+            notes=self.intake.notes(),
         )
         if self.intake.rate_limited is not None:
             summary.rate_limited_until = time.time() + self.intake.rate_limited.retry_after_s

@@ -36,6 +36,10 @@ class PublishReceipt:
 class UnitStatus:
     done: bool = False
     lease: Lease | None = None
+    # (predictor, model version) -> items of the unit published by it: a done unit is done only for
+    # the models that made its items (``run --redo model-changed`` reopens it for another one).
+    models: dict[tuple[str, str], int] = field(default_factory=dict)
+    failed: int = 0  # items of the unit that failed and are not published (``run --redo failed``)
 
 
 class Store(Protocol):
@@ -47,7 +51,9 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
-    def acquire(self, unit: Unit, client_id: str, ttl_s: float) -> Lease | None: ...
+    def acquire(self, unit: Unit, client_id: str, ttl_s: float, reopen: bool = False) -> Lease | None:
+        """A lease on ``unit``, or None; a done unit only when ``reopen`` (``run --redo``)."""
+        ...
 
     def renew(self, unit_keys: Iterable[str], client_id: str, ttl_s: float) -> None: ...
 

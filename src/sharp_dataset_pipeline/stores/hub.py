@@ -49,6 +49,7 @@ from .hub_ops import (
     plan_publish,
     plan_release,
     plan_renew,
+    to_replace,
 )
 from .hub_state import BATCH, LEDGER, SHARD, HubState
 from .hub_sync import HubSync
@@ -208,16 +209,17 @@ class HubStore:
 
     # -- Store protocol --------------------------------------------------------------------------
 
-    def acquire(self, unit: Unit, client_id: str, ttl_s: float) -> Lease | None:
-        """Take a unit by compare-and-swap. A recent state that shows it done or validly held by
-        another client answers no without a request (a unit seen held is not retried at once)."""
+    def acquire(self, unit: Unit, client_id: str, ttl_s: float, reopen: bool = False) -> Lease | None:
+        """Take a unit by compare-and-swap. A recent state that shows it done (unless ``reopen``) or
+        validly held by another client answers no without a request (a unit seen held is not retried
+        at once)."""
         cached = self._sync.state
         if (cached is not None and self._sync.age() <= self._max_age
-                and plan_acquire(cached, unit, client_id, ttl_s, self._clock(), "probe") is None):
+                and plan_acquire(cached, unit, client_id, ttl_s, self._clock(), "probe", reopen) is None):
             return None
         with self._sync.lock:
             plan, _ = self._sync.run(
-                lambda st: plan_acquire(st, unit, client_id, ttl_s, self._clock(), _nonce()), max_age=0.0)
+                lambda st: plan_acquire(st, unit, client_id, ttl_s, self._clock(), _nonce(), reopen), max_age=0.0)
         return plan.lease if plan is not None and plan.lease is not None else None
 
     def renew(self, unit_keys: Iterable[str], client_id: str, ttl_s: float) -> None:
@@ -242,7 +244,8 @@ class HubStore:
         for key in unit_keys:
             lease = state.leases.get(key)
             out[key] = UnitStatus(done=key in state.done_units,
-                                  lease=lease if lease is not None and not lease.expired(now) else None)
+                                  lease=lease if lease is not None and not lease.expired(now) else None,
+                                  models=dict(state.unit_models.get(key, {})), failed=state.unit_failed.get(key, 0))
         return out
 
     def item_states(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
@@ -264,10 +267,12 @@ class HubStore:
             mine = extra.get(item_id, [])
             if item_id not in state.published and tally is None and not mine:
                 continue
+            made = state.made_by.get(item_id, ("", "", ""))
             out[item_id] = ItemState(
                 published=item_id in state.published,
                 failed_permanently=bool(tally and tally.permanent) or any(not f.transient for f in mine),
                 transient_failures=(tally.transient if tally else 0) + sum(f.transient for f in mine),
+                predictor=made[1], model_version=made[2],
             )
         return out
 
@@ -301,10 +306,13 @@ class HubStore:
 
         def build(state: HubState) -> Plan | None:
             todo, fails = self._admin().without_excluded(state, batch, failures)
+            # ``run --redo``: the index files holding rows this commit replaces, read at the parent.
+            rows = {p: decode_rows(self._sync.download(p, state.sha))
+                    for p in state.index_files_of(to_replace(state, todo))}
             inputs = PublishInputs(client_id=client, index_path=self.index_path, now=self._clock(),
                                    nonce=_nonce(), extra_failures=fails, followups_done=done,
                                    published_total=self._published_total,
-                                   fanout_threshold=self._fanout_threshold)
+                                   fanout_threshold=self._fanout_threshold, index_rows=rows)
             plan = plan_publish(state, todo, inputs)
             card = self._card_update([pi.row for pi in todo.items])
             if plan is not None and card is not None and plan.published_ids:  # rides on this commit

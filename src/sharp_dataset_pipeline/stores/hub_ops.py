@@ -28,12 +28,13 @@ from typing import Any
 
 from ..ledger.leases import encode_lease, may_take, new_lease, renewed
 from ..publish import layout
-from ..publish.index import encode_rows
+from ..publish.index import encode_rows, row_files
 from ..records import Batch, Failure, Followup, IndexRow, Lease, ProcessedItem, Unit
 from .hub_state import (
     BATCH,
     BATCH_DIR,
     DONE,
+    INDEX,
     LEASE,
     LEDGER,
     LEDGER_PATH,
@@ -85,9 +86,10 @@ def _lease_bytes(lease: Lease) -> bytes:
 
 
 def plan_acquire(state: HubState, unit: Unit, client_id: str, ttl_s: float, now: float,
-                 nonce: str) -> Plan | None:
-    """Take ``unit`` if it is not done and free, expired, or ours already; None otherwise."""
-    if unit.key in state.done_units:
+                 nonce: str, reopen: bool = False) -> Plan | None:
+    """Take ``unit`` if it is not done (or ``reopen``: ``run --redo``) and free, expired, or ours
+    already; None otherwise."""
+    if unit.key in state.done_units and not reopen:
         return None
     if not may_take(state.leases.get(unit.key), client_id, now):
         return None
@@ -178,20 +180,39 @@ class PublishInputs:
     followups_done: list[Followup] = field(default_factory=list)
     published_total: int = 0
     fanout_threshold: int = FANOUT_THRESHOLD
+    # Rows of the index files that hold ids this publish may replace (``Batch.redo``), read at the parent.
+    index_rows: Mapping[str, list[IndexRow]] = field(default_factory=dict)
 
 
-def _item_files(plan: Plan, batch_items: list[ProcessedItem], state: HubState,
-                inp: PublishInputs) -> list[IndexRow]:
+def replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
+    """Whether a publish with ``redo`` replaces a published item made by ``old`` (predictor, model)."""
+    return redo == "all" or (redo == "model-changed" and old != new)
+
+
+def to_replace(state: HubState, batch: Batch) -> list[str]:
+    """Published ids of ``batch`` that its ``redo`` mode replaces (decided at ``state``)."""
+    out = []
+    for pi in batch.items:
+        made = state.made_by.get(pi.row.id)
+        if made is not None and replaces(batch.redo, made[1:], (pi.row.predictor, pi.row.model_version)):
+            out.append(pi.row.id)
+    return out
+
+
+def _item_files(plan: Plan, batch: Batch, state: HubState, inp: PublishInputs) -> list[IndexRow]:
     rows: list[IndexRow] = []
     seen: set[str] = set()
-    for pi in batch_items:
+    replacing = set(to_replace(state, batch))
+    for pi in batch.items:
         item_id = pi.row.id
         if item_id in seen:
             continue
         seen.add(item_id)
-        if item_id in state.published:
+        if item_id in state.published and item_id not in replacing:
             plan.skipped_ids.append(item_id)
             continue
+        if item_id in replacing:
+            plan.replaced_ids.append(item_id)
         pi = _fanned(pi, state.holders, inp.fanout_threshold)
         for f in pi.files:
             layout.check_repo_path(f.repo_path)
@@ -204,7 +225,9 @@ def _item_files(plan: Plan, batch_items: list[ProcessedItem], state: HubState,
 def plan_publish(state: HubState, batch: Batch, inp: PublishInputs) -> Plan | None:
     """One commit for a batch: item files, a new index shard, ledger delta, done markers, renewals."""
     plan = Plan(title=f"publish {len(batch.items)} items ({inp.client_id})")
-    rows = _item_files(plan, batch.items, state, inp)
+    rows = _item_files(plan, batch, state, inp)
+    if plan.replaced_ids:
+        _drop_replaced(plan, state, inp)
     if rows:
         shard = layout.shard_path(inp.index_path, inp.client_id, inp.now, inp.nonce)
         data = encode_rows(rows)
@@ -233,6 +256,24 @@ def plan_publish(state: HubState, batch: Batch, inp: PublishInputs) -> Plan | No
                 "units_held": sorted(set(batch.renew_units) - set(plan.lost))}
     _progress(plan, progress, inp.client_id)
     return plan
+
+
+def _drop_replaced(plan: Plan, state: HubState, inp: PublishInputs) -> None:
+    """In the same commit: the index files that held the replaced rows lose them (rewritten, or
+    deleted when empty), and old item files the new rows no longer name are deleted."""
+    gone = set(plan.replaced_ids)
+    for path in state.index_files_of(gone):
+        old_rows = inp.index_rows[path]
+        for row in old_rows:
+            if row.id in gone:
+                plan.deletes += [p for p in row_files(row) if p not in plan.adds and p not in plan.deletes]
+        kept = [row for row in old_rows if row.id not in gone]
+        if kept or state.kind(path) == INDEX:
+            data = encode_rows(kept)
+            plan.adds[path] = data
+            plan.known[path] = (git_blob_oid(data), summarize_rows(kept))
+        else:
+            plan.deletes.append(path)
 
 
 def _mark_done(plan: Plan, state: HubState, units: Iterable[str], inp: PublishInputs) -> set[str]:

@@ -75,6 +75,7 @@ class IndexSummary:
     ids: frozenset[str]
     files: int
     holders: Mapping[str, int]  # folder holding item folders -> item folders in it (from this file)
+    made_by: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (unit, predictor, model)
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,16 @@ def summarize_rows(rows: Iterable[IndexRow]) -> IndexSummary:
     ids: set[str] = set()
     files = 0
     holders: Counter[str] = Counter()
+    made_by: dict[str, tuple[str, str, str]] = {}
     for row in rows:
         ids.add(row.id)
+        made_by[row.id] = (row.unit, row.predictor, row.model_version)
         paths = row_files(row)
         files += len(paths)
         found = {h for h in (holder_of(p, row.id) for p in paths) if h is not None}
         for h in found:
             holders[h] += 1
-    return IndexSummary(frozenset(ids), files, dict(holders))
+    return IndexSummary(frozenset(ids), files, dict(holders), made_by)
 
 
 def encode_ledger(delta: LedgerDelta, **extra: Any) -> bytes:
@@ -184,6 +187,38 @@ class HubState:
         for path in self.paths_of(INDEX, SHARD):
             out |= self.parsed[path].ids
         return frozenset(out)
+
+    @cached_property
+    def made_by(self) -> dict[str, tuple[str, str, str]]:
+        """id -> (unit, predictor, model version) of every published row."""
+        out: dict[str, tuple[str, str, str]] = {}
+        for path in self.paths_of(INDEX, SHARD):
+            out.update(self.parsed[path].made_by)
+        return out
+
+    def index_files_of(self, ids: Iterable[str]) -> list[str]:
+        """The index files (compacted index, shards) that hold a row of any of ``ids``."""
+        wanted = set(ids)
+        return [p for p in self.paths_of(INDEX, SHARD) if wanted & self.parsed[p].ids]
+
+    @cached_property
+    def unit_models(self) -> dict[str, dict[tuple[str, str], int]]:
+        """unit -> {(predictor, model version): published items of the unit}."""
+        out: dict[str, dict[tuple[str, str], int]] = {}
+        for unit, predictor, model in self.made_by.values():
+            found = out.setdefault(unit, {})
+            found[(predictor, model)] = found.get((predictor, model), 0) + 1
+        return out
+
+    @cached_property
+    def unit_failed(self) -> dict[str, int]:
+        """unit -> items that failed and are not published."""
+        ids: dict[str, set[str]] = {}
+        for path in self.paths_of(LEDGER, BATCH):
+            for f in self.parsed[path].failures:
+                if f["item_id"] not in self.published:
+                    ids.setdefault(str(f.get("unit", "")), set()).add(f["item_id"])
+        return {unit: len(found) for unit, found in ids.items()}
 
     @cached_property
     def leases(self) -> dict[str, Lease]:

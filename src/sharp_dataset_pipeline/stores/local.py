@@ -178,12 +178,13 @@ class LocalStore:
 
     # -- leases ------------------------------------------------------------------------------
 
-    def acquire(self, unit: Unit, client_id: str, ttl_s: float) -> Lease | None:
-        """Compare-and-swap in one write transaction: free, expired or own lease → a new lease."""
+    def acquire(self, unit: Unit, client_id: str, ttl_s: float, reopen: bool = False) -> Lease | None:
+        """Compare-and-swap in one write transaction: free, expired or own lease → a new lease.
+        A done unit is leased only when ``reopen`` (``run --redo``)."""
         conn = self._conn()
         with sql.write_tx(conn):
             now = self._clock()
-            if conn.execute("SELECT 1 FROM units_done WHERE unit = ?", (unit.key,)).fetchone():
+            if not reopen and conn.execute("SELECT 1 FROM units_done WHERE unit = ?", (unit.key,)).fetchone():
                 return None
             current = sql.get_lease(conn, unit.key)
             if not (may_take(current, client_id, now) or self._holder_dead(conn, unit.key)):
@@ -228,6 +229,11 @@ class LocalStore:
                     out[unit].done = True
                 for lease in sql.leases_of(conn, part):
                     out[lease.unit].lease = lease
+                models, failed = sql.unit_contents(conn, part)
+                for unit, found in models.items():
+                    out[unit].models = found
+                for unit, n in failed.items():
+                    out[unit].failed = n
         return out
 
     def leases(self) -> list[Lease]:

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS exclusions (
 CREATE TABLE IF NOT EXISTS intents (
     tmp TEXT PRIMARY KEY, final TEXT NOT NULL, item_id TEXT NOT NULL, pid INTEGER NOT NULL,
     at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS items_by_unit ON items(unit);
 CREATE TABLE IF NOT EXISTS rewrites (
     shard TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS maintenance (
@@ -322,6 +323,22 @@ def drop_rewrites(conn: sqlite3.Connection, shards: Sequence[str]) -> None:
 def shard_state(conn: sqlite3.Connection, shard: str) -> str:
     row = conn.execute("SELECT state FROM shards WHERE name = ?", (shard,)).fetchone()
     return str(row[0]) if row else ""
+
+
+def unit_contents(conn: sqlite3.Connection, units: Sequence[str]) -> tuple[dict, dict]:
+    """Per unit: {(predictor, model version): published items}, and unpublished failed items."""
+    models: dict[str, dict[tuple[str, str], int]] = {}
+    failed: dict[str, int] = {}
+    q = marks(len(units))
+    for unit, predictor, model, n in conn.execute(
+            f"""SELECT unit, predictor, model_version, COUNT(*) FROM items WHERE unit IN ({q})
+                GROUP BY unit, predictor, model_version""", tuple(units)):
+        models.setdefault(unit, {})[(predictor, model)] = int(n)
+    for unit, n in conn.execute(
+            f"""SELECT unit, COUNT(DISTINCT item_id) FROM failures WHERE unit IN ({q})
+                AND item_id NOT IN (SELECT id FROM items) GROUP BY unit""", tuple(units)):
+        failed[unit] = int(n)
+    return models, failed
 
 
 def shard_lines(conn: sqlite3.Connection, shard: str) -> list[str]:
