@@ -93,7 +93,7 @@ def test_ctrl_c_shows_at_once_and_log_lines_stay_above_one_table(tmp_path: Path)
     term.proc.send_signal(signal.SIGINT)
     seen_after = term.wait_for(lambda t: "stopping: SIGINT; draining work in flight" in t
                                and "stopping (SIGINT): taking no new work" in t, timeout=10)
-    assert seen_after < 2.0  # "at once": the next refresh shows it
+    assert seen_after < 3.0  # "at once": the next refresh shows it (refreshes are 0.25 s apart; slack for load)
     code = term.finish(timeout=120)
     text = term.text()
     assert code == 0, text
