@@ -628,7 +628,10 @@ class LocalStore:
             predictors=predictors,
             index_glob=layout.index_glob(self.index_path),
         )
-        atomic_write(self.root / layout.README_PATH, card.encode("utf-8"))
+        path = self.root / layout.README_PATH
+        # Same bytes: leave the file (and its inode) alone, so readers and invariant 2 see no rewrite.
+        if not path.is_file() or path.read_bytes() != card.encode("utf-8"):
+            atomic_write(path, card.encode("utf-8"))
         # Called after maintenance that changes rows (``remove``): readers' caches must not outlive it.
         self._write_snapshot(f"card-{secrets.token_hex(6)}")
         self._card = card_facts(card)
@@ -643,6 +646,9 @@ class LocalStore:
         """Rewrite a generated card after compaction (``rows`` None) or when published ``rows`` bring
         a source or predictor it does not list; a failed write is retried by the next one."""
         facts = self._read_card_facts() if rows is None else self._card
+        if rows is not None and card_is_stale(facts, rows):
+            # Another process sharing the store may have listed them already: trust the card on disk.
+            facts = self._card = self._read_card_facts()
         if not card_is_stale(facts, rows):
             return
         try:
