@@ -185,3 +185,18 @@ def test_bad_or_repeated_keys_are_refused(bad_key: str) -> None:
         tar_shard.write_shard([ShardItem(bad_key, {"spz": b"1"})], io.BytesIO())
     with pytest.raises(ShardError, match="twice"):
         tar_shard.write_shard([ShardItem("k", {"spz": b"1"}), ShardItem("k", {"spz": b"2"})], io.BytesIO())
+
+
+@pytest.mark.parametrize("key_len", [1, 95, 96, 97, 130])
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 10_239, 10_240])
+def test_tar_size_matches_written_bytes(key_len: int, size: int) -> None:
+    """Around the ustar name limit (100 chars incl. '.spz') and the block/record boundaries."""
+    key = "k" * key_len
+    out = io.BytesIO()
+    res = tar_shard.write_shard([ShardItem(key, {"spz": b"\x01" * size})], out)
+    assert len(out.getvalue()) == res.size == tar_shard.tar_size([(f"{key}.spz", size)])
+    # Below the record rounding: the header bytes before the data, plus the data padded to a block.
+    padded = -(-size // 512) * 512
+    assert tar_shard.member_tar_bytes(f"{key}.spz", size) == res.members[0].offset + padded
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getmembers()[0].offset_data == res.members[0].offset

@@ -33,6 +33,8 @@ _FIELD_RE = re.compile(r"^[a-z0-9]+(?:\.[a-z0-9]+)*$")  # webdataset lowercases 
 _FORMAT = tarfile.PAX_FORMAT
 _ENCODING = "utf-8"
 _CHUNK = 1 << 20
+_USTAR_NAME = 100  # tarfile.LENGTH_NAME
+_USTAR_MAX_SIZE = 8**11  # 11 octal digits in the ustar size field
 
 
 class ShardError(StoreError):
@@ -101,6 +103,10 @@ def _padded(size: int) -> int:
 
 def member_tar_bytes(name: str, size: int) -> int:
     """Bytes one member takes in a shard: its header (plus a pax header for a long name) and padded data."""
+    if len(name) <= _USTAR_NAME and name.isascii() and size < _USTAR_MAX_SIZE:
+        # What tarfile does for a name and size that fit ustar: one header block, no pax header. Planning a
+        # million items calls this millions of times, and building the header costs ~10x more.
+        return tarfile.BLOCKSIZE + _padded(size)
     return len(_header(name, size)) + _padded(size)
 
 
