@@ -26,18 +26,11 @@ class Metrics:
         self._busy: dict[str, float] = defaultdict(float)
         self._first: dict[str, float] = {}
         self._last: dict[str, float] = {}
-        self.events: list[dict[str, Any]] = []
         self.started = clock()
-        self._listeners: list[EventSink] = []
-
-    def add_listener(self, sink: EventSink) -> None:
-        self._listeners.append(sink)
 
     def count(self, stage: str, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[(stage, name)] += n
-        for sink in self._listeners:
-            sink.count(stage, name, n)
 
     def busy(self, stage: str, seconds: float) -> None:
         now = self._clock()
@@ -45,14 +38,9 @@ class Metrics:
             self._busy[stage] += seconds
             self._first.setdefault(stage, now - seconds)
             self._last[stage] = now
-        for sink in self._listeners:
-            sink.busy(stage, seconds)
 
     def event(self, kind: str, **fields: Any) -> None:
-        with self._lock:
-            self.events.append({"kind": kind, **fields})
-        for sink in self._listeners:
-            sink.event(kind, **fields)
+        """Metrics keeps totals only; a one-off event is not a total (the logs carry it)."""
 
     def get(self, stage: str, name: str) -> int:
         with self._lock:

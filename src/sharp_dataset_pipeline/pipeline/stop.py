@@ -81,10 +81,6 @@ class StopControl:
         if announced:
             log.warning("resumed")
 
-    def sleep(self, seconds: float) -> bool:
-        """Sleep unless a stop arrives first; returns True when stopping."""
-        return self._stop.wait(seconds)
-
     def install_signal_handlers(self) -> None:
         """First Ctrl+C / SIGTERM: stop and drain. Second Ctrl+C: abort. Third: exit at once."""
         if threading.current_thread() is not threading.main_thread():

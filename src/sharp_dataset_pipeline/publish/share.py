@@ -30,7 +30,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -362,11 +362,6 @@ class ShareSummary:
     shared: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # item id → reason
     already: int = 0
-
-
-def rows_missing_share(rows: Iterable[IndexRow]) -> Iterator[IndexRow]:
-    """Published rows that have no gsplat share recorded."""
-    return (row for row in rows if not row.gsplat_share_id)
 
 
 def share_missing(

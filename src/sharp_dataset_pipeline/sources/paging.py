@@ -135,7 +135,6 @@ class LatestFirstCursor:
         self.need = min(stop, total_hint) - 1
         self.max_rereads = max_rereads
         self.rereads = 0
-        self.pages_read = 0
 
     @property
     def done(self) -> bool:
@@ -152,7 +151,6 @@ class LatestFirstCursor:
 
     def accept(self, page: int, total: int, count: int) -> PageRead:
         """Record page ``page`` as served with feed size ``total`` and ``count`` photos on it."""
-        self.pages_read += 1
         self.total = total
         if count <= 0:
             # Past the oldest end: nothing at or below ``need`` exists any more.

@@ -103,7 +103,6 @@ class UnsplashApi:
         self._headers = {"Authorization": f"Client-ID {access_key}", "Accept-Version": "v1"}
         if app_name:
             self._headers["User-Agent"] = f"{app_name} (sharp-dataset)"
-        self.requests_sent = 0
 
     def url(self, path: str) -> str:
         """An absolute API URL for ``path`` (absolute URLs are returned as they are)."""
@@ -166,7 +165,6 @@ class UnsplashApi:
         except httpx.TransportError:
             self.governor.record_no_answer()
             raise
-        self.requests_sent += 1
         return self._handle(resp, item_id)
 
     def _admit(self, kind: str) -> None:

@@ -93,16 +93,6 @@ class Gaussians:
         return cls(vertices=v, focal_px=float(focal_px), width=int(width), height=int(height))
 
 
-def srgb_from_linear(x: np.ndarray) -> np.ndarray:
-    """SHARP's linear→sRGB transfer (piecewise, threshold 0.0031308)."""
-    x = np.asarray(x, dtype=np.float32)
-    low = x * np.float32(12.92)
-    high = np.float32(1.055) * np.power(np.maximum(x, np.float32(0.0031308)), np.float32(1 / 2.4)) - np.float32(
-        0.055
-    )
-    return np.where(x <= 0.0031308, low, high).astype(np.float32)
-
-
 def f_dc_from_srgb(srgb: np.ndarray) -> np.ndarray:
     return ((np.asarray(srgb, dtype=np.float32) - np.float32(0.5)) / np.float32(SH_C0)).astype(np.float32)
 

@@ -338,7 +338,7 @@ class StateReader:
             self._count("api", 1 + seen // 1000)  # the Hub pages trees at 1000 entries
         return out
 
-    def read(self, sha: str, previous: HubState | None = None) -> HubState:
+    def read(self, sha: str) -> HubState:
         """The state at ``sha``: list, then fetch only contents not seen before."""
         listed = self.list_files(sha)
         parsed: dict[str, Any] = {}
@@ -362,13 +362,3 @@ class StateReader:
         local = self.api.hf_hub_download(self.repo_id, path, repo_type=self.repo_type, revision=sha,
                                          cache_dir=self.cache_dir, tqdm_class=_quiet_tqdm())
         return Path(local).read_bytes()
-
-    def progress(self, state: HubState) -> list[dict[str, Any]]:
-        """Every client's progress file at ``state.sha`` (for a status display)."""
-        out = []
-        for path in state.paths_of(PROGRESS):
-            key = (PROGRESS, state.entries[path])
-            if key not in self._cache:
-                self._cache[key] = parse_content(PROGRESS, self.download(path, state.sha))
-            out.append(self._cache[key])
-        return out
