@@ -20,14 +20,15 @@ from .ops.failures import write_run_stats
 from .ops.gallery.runs import store_identity
 from .pipeline.base import StageExecutor
 from .pipeline.runner import Runner, RunOptions, RunSummary
-from .pipeline.stages import ShareSettings
 from .pipeline.stop import StopControl
 from .settings import Settings
 from .sources.base import Source
 from .splat.formats import FormatOptions, needs_splat_transform, parse_formats
 
 if TYPE_CHECKING:
-    from .publish.share import ShareOptions, ShareSummary
+    from .pipeline.share_stage import ShareRecorder, ShareSettings
+    from .publish.share import GsplatClient, ShareOptions, ShareSummary
+    from .stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,36 @@ def _share_options(settings: Settings) -> ShareOptions:
                         allow_private_base=settings.gsplat_allow_private_base)
 
 
-def share_settings(settings: Settings) -> ShareSettings | None:
+def share_client(settings: Settings) -> GsplatClient | None:
     """GSPLAT_UPLOAD=1 only: a gsplat.org client (GSPLAT_BASE is checked against the allow-list)."""
     if not settings.gsplat_upload:
         return None
     from .publish.share import GsplatClient
 
-    client = GsplatClient(_share_options(settings))
+    return GsplatClient(_share_options(settings))
+
+
+def share_recorder(store: Store) -> ShareRecorder:
+    """Where late share fields go, for the share stage and ``share --missing`` alike: the local
+    ledger at once with one index rewrite per HUB_SHARE_RECORD_EVERY shares, or one Hub commit per
+    HUB_SHARE_RECORD_EVERY shares."""
+    from .pipeline.share_stage import BatchedRecorder
+    from .publish.share import LocalShareRecorder
+    from .stores.local import LocalStore
+
+    if isinstance(store, LocalStore):
+        return LocalShareRecorder(store, every=HUB_SHARE_RECORD_EVERY)
+    return BatchedRecorder(store.update_share_fields, every=HUB_SHARE_RECORD_EVERY)  # type: ignore[attr-defined]
+
+
+def share_settings(settings: Settings, client: GsplatClient | None, store: Store) -> ShareSettings | None:
+    """The share stage of a run (None without GSPLAT_UPLOAD=1)."""
+    if client is None:
+        return None
+    from .pipeline.share_stage import ShareSettings
+
     return ShareSettings(client=client, use_small_ply=settings.gsplat_use_small_ply,
-                         keep=settings.gsplat_filter_visibility or 20000)
+                         keep=settings.gsplat_filter_visibility or 20000, recorder=share_recorder(store))
 
 
 def make_executor(settings: Settings) -> StageExecutor | None:
@@ -249,7 +271,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     elif settings.resolved_store().startswith("local:") and not settings.store:
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
     _check_formats(opts.formats)
-    share = share_settings(settings)
+    sharer = share_client(settings)
     executor = make_executor(settings)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
     with _run_dir_unless_rejected(opts.run_dir):
@@ -274,6 +296,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     reporter.start()
     summary: RunSummary | None = None
     try:
+        share = share_settings(settings, sharer, store)
         summary = Runner(source, store, predictor, opts, metrics, control, http_client=client, share=share,
                          executor=executor).run()
         # Absolute, so the gallery's run report can tell this store's runs from another's.
@@ -301,8 +324,8 @@ def _write_stats(run_dir: Path, summary: RunSummary) -> None:
 
 
 def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
-    """``sharp-dataset share --missing``: share what a run did not (off, or a failed share)."""
-    from .publish.share import GsplatClient, LocalShareRecorder, local_share_file, share_missing
+    """``sharp-dataset share --missing``: share what a run did not (off, failed, or left pending)."""
+    from .publish.share import GsplatClient, local_share_file, share_missing
     from .stores.local import LocalStore
 
     store = make_store(settings)
@@ -313,8 +336,8 @@ def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
         try:
             file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
                                         keep=settings.gsplat_filter_visibility or 20000, work_dir=work_dir)
-            # Each share lands in the ledger at once; index files are rewritten once per batch.
-            recorder = LocalShareRecorder(store, every=HUB_SHARE_RECORD_EVERY)
+            # The run's share stage records through the same recorder (share_recorder).
+            recorder = share_recorder(store)
             try:
                 return share_missing(store, client, file_for=file_for, record=recorder.record, limit=limit)
             finally:
@@ -332,17 +355,7 @@ def _share_missing_hub(settings: Settings, store: object, client: object, limit:
     from .splat.filter import top_visible
     from .splat.ply import read_ply, write_ply
 
-    pending: dict[str, dict[str, str]] = {}
-
-    def flush() -> None:
-        if pending:
-            store.update_share_fields(dict(pending))  # type: ignore[attr-defined]
-            pending.clear()
-
-    def record(item_id: str, fields: dict[str, str]) -> None:
-        pending[item_id] = fields
-        if len(pending) >= HUB_SHARE_RECORD_EVERY:
-            flush()
+    recorder = share_recorder(store)  # type: ignore[arg-type]
 
     def file_for(row: object) -> Path:
         if not row.ply_path:  # type: ignore[attr-defined]
@@ -356,6 +369,6 @@ def _share_missing_hub(settings: Settings, store: object, client: object, limit:
         return out
 
     try:
-        return share_missing(store, client, file_for=file_for, record=record, limit=limit)  # type: ignore[arg-type]
+        return share_missing(store, client, file_for=file_for, record=recorder.record, limit=limit)  # type: ignore[arg-type]
     finally:
-        flush()
+        recorder.flush()

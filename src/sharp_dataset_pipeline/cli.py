@@ -191,6 +191,10 @@ def _print_summary(summary: RunSummary) -> None:
                    f"{100 * ray_info['gpu_busy_fraction']:.1f}% of their time; stage busy time: {busy}")
     for note in summary.notes:
         click.echo(note)
+    if summary.shares:
+        left = summary.shares.get("left_for_share_missing", 0)
+        click.echo(f"gsplat shares: {summary.shares.get('shared', 0)} made, {left} left for "
+                   "sharp-dataset share --missing" + (f" ({summary.shares.get('failed', 0)} failed)" if left else ""))
     if summary.rate_limited_until:
         when = _clock(summary.rate_limited_until)
         click.echo(f"rate limit reached after {summary.published} items; the window reopens at {when}")

@@ -173,6 +173,8 @@ class ProcessedItem:
     row: IndexRow
     files: list[PublishedFile]
     followup_payload: str = ""
+    # GSPLAT_UPLOAD=1: the file the share stage uploads after publish (kept until it has).
+    share_file: Path | None = None
 
 
 @dataclass(frozen=True)

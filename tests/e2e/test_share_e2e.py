@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from e2e_utils import check_consistent, make_photos, publish_times, read_rows, run_cli
 
 from emulators.faults import Fault
@@ -38,13 +37,11 @@ def test_failed_share_never_blocks_publish_and_share_missing_fills_it_in(tmp_pat
 SHARE_DELAY_S = 4.0
 
 
-@pytest.mark.xfail(strict=True, reason="sharing still runs inside post-processing (pipeline/stages.py), so each "
-                   "publish waits for its share; issue 12 makes sharing its own stage after publish. Strict: "
-                   "this fails (XPASS) the day it is fixed, so the mark cannot outlive the bug.")
 def test_a_slow_share_endpoint_never_delays_publish(tmp_path: Path) -> None:
     """Measured: 4 photos, every share answered after SHARE_DELAY_S. Publishing that waits for shares
-    spreads the 4 publishes over >= 3 * SHARE_DELAY_S (seen: 14.7, 26.8, 40.3, 52.5 s with failing shares);
-    publishing that does not wait puts them all within one share delay."""
+    spreads the 4 publishes over >= 3 * SHARE_DELAY_S (seen: 14.7, 26.8, 40.3, 52.5 s with failing shares,
+    when sharing ran inside post-processing); publishing that does not wait (the share stage after
+    publish) puts them all within one share delay, and the run still records every share."""
     photos, store = tmp_path / "photos", tmp_path / "out"
     make_photos(photos, 4, seed=15)
     with GsplatEmulator() as emu:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import StoreError
 from ..observe.events import EventSink
@@ -59,10 +60,14 @@ class BatchPublisher:
         inbox: queue.Queue[object],
         on_published: Callable[[list[Followup]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_items_published: Callable[[list[ProcessedItem]], None] | None = None,
     ) -> None:
+        """``on_published`` gets the followups and ``on_items_published`` the items of each landed
+        batch (the share stage's feed); both must return at once."""
         self.store, self.tracker, self.opts, self.sink = store, tracker, opts, sink
         self.control, self.inbox, self.clock = control, inbox, clock
         self.on_published = on_published
+        self.on_items_published = on_items_published
         self.attempts: dict[str, int] = {}
         self.failed_store = False
         self._last_flush = clock()
@@ -196,20 +201,29 @@ class BatchPublisher:
         if batch.units_done:
             self.sink.count("publish", "units_done", len(batch.units_done))
         self.sink.event("batch", items=len(published), failures=len(batch.failures), commit=receipt.commit)
+        landed = [p for p in batch.items if p.row.id in published]
+        if self.on_items_published and landed:
+            self.on_items_published(landed)
         if self.opts.delete_published_run_files:
-            _delete_run_files(batch)
+            _delete_run_files(batch, keep={p.share_file for p in landed if self.on_items_published})
         if self.on_published and batch.followups:
             self.on_published([f for f in batch.followups if f.item_id in published])
 
 
-def _delete_run_files(batch: Batch) -> None:
-    """The store holds its own copy now; drop the run folder's (the hub store's 66 MB per item)."""
+def _delete_run_files(batch: Batch, keep: set[Path | None]) -> None:
+    """The store holds its own copy now; drop the run folder's (the hub store's 66 MB per item).
+    Files in ``keep`` wait for the share stage, which deletes them once it has shared them."""
     for item in batch.items:
-        for f in item.files:
+        paths = [f.local_path for f in item.files]
+        if item.share_file is not None and item.share_file not in paths:
+            paths.append(item.share_file)  # a share file of its own (never published)
+        for path in paths:
+            if path in keep:
+                continue
             try:
-                f.local_path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             except OSError as exc:
-                log.warning("could not delete %s after publishing: %s", f.local_path, exc)
+                log.warning("could not delete %s after publishing: %s", path, exc)
 
 
 class FollowupWorker:

@@ -178,10 +178,9 @@ class RayExecutor:
         gpu_args = {"num_gpus": 1} if self._gpus >= 1 else {}
         fetch_opts = FetchOptions(runner.images_dir.resolve(), ro.max_image_pixels, ro.max_download_bytes,
                                   ro.fetch_retries)
+        # GSPLAT_UPLOAD: post-process tasks only write the file to share; the driver's publisher
+        # feeds the runner's share stage, as in the thread executor.
         pp_opts = runner.pp_opts
-        if pp_opts.share is not None:
-            raise ConfigError("GSPLAT_UPLOAD: sharing from Ray workers is not supported yet; run "
-                              "sharp-dataset share --missing after the run")
         pp_opts = type(pp_opts)(**{**pp_opts.__dict__, "gaussians_dir": pp_opts.gaussians_dir.resolve()})
         seeds = ray.data.from_items([{"feeder": i} for i in range(opts.feeders)], override_num_blocks=opts.feeders)
         return (

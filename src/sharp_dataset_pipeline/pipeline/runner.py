@@ -1,4 +1,4 @@
-"""Wiring: source → fetch pool → predictor → post-process pool → publisher, on bounded queues.
+"""Wiring: source → fetch pool → predictor → post-process pool → publisher (→ share), on bounded queues.
 
 The predictor thread never touches the network or the store: it only takes fetched images
 from a queue and hands raw splats to the post-process pool (invariant 6). Stop drains in-flight
@@ -31,9 +31,10 @@ from ..stores.base import Store
 from .base import StageExecutor
 from .intake import Intake, IntakeOptions
 from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
+from .share_stage import ShareSettings, ShareStage
 from .stages import (
     PostprocessOptions,
-    ShareSettings,
+    ShareFileOptions,
     failure_from_error,
     failure_line,
     postprocess_item,
@@ -94,6 +95,8 @@ class RunSummary:
     model_version: str = ""
     started_at: float = 0.0
     ended_at: float = 0.0
+    # GSPLAT_UPLOAD=1: shares made, failed, and left for ``sharp-dataset share --missing``.
+    shares: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # things the user should know (printed after the summary)
 
@@ -145,6 +148,9 @@ class Runner:
                           model=(predictor.name, predictor.model_version), redo=opts.redo),
             metrics, control, self.todo,
         )
+        self.share = (ShareStage(share, metrics, delete_after=not opts.keep_run_files,
+                                 aborting=lambda: self.control.aborting) if share is not None else None)
+        self._stop_seen_at: float | None = None
         self.publisher = BatchPublisher(
             store, self.tracker,
             PublishOptions(opts.client_id, opts.batch_size, opts.batch_wait_s, opts.lease_ttl_s,
@@ -152,11 +158,13 @@ class Runner:
                            delete_published_run_files=not opts.keep_run_files, redo=opts.redo),
             metrics, control, self.results,
             on_published=self.followups.submit if self.followups else None,
+            on_items_published=self.share.submit if self.share else None,
         )
         self._wire_source_hooks()
         self.pp_opts = PostprocessOptions(
             self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id,
-            formats=opts.formats, share=share,
+            formats=opts.formats,
+            share=ShareFileOptions(share.use_small_ply, share.keep) if share is not None else None,
         )
 
     def _wire_source_hooks(self) -> None:
@@ -196,6 +204,8 @@ class Runner:
         if self.followups:
             self.followups.thread.start()
             self.followups.submit(self._adoptable_followups())
+        if self.share:
+            self.share.start()
         threads = [threading.Thread(target=self._guard(self._source_loop), name="source")]
         if self.executor is None:
             threads += [
@@ -211,10 +221,12 @@ class Runner:
         self._wait_with_deadline(threads)
         publisher.join()
         self.control.announce()
+        shares = self.share.finish(self._drain_left()).as_dict() if self.share else {}
         self._finish()
         if isinstance(self.intake.error, ConfigError):
             raise self.intake.error
         summary = self._summary(self.clock() - started)
+        summary.shares = shares
         if self.executor is not None:
             self.executor.finish(summary)
         return summary
@@ -235,16 +247,26 @@ class Runner:
         return wrapped
 
     def _wait_with_deadline(self, threads: list[threading.Thread]) -> None:
-        stop_seen_at: float | None = None
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.2)
                 self.control.announce()
-            if self.control.stopping and stop_seen_at is None:
-                stop_seen_at = self.clock()
-            if stop_seen_at is not None and not self.control.aborting:
-                if self.clock() - stop_seen_at > self.opts.stop_drain_secs:
+            if self.control.stopping and self._stop_seen_at is None:
+                self._stop_seen_at = self.clock()
+            if self._stop_seen_at is not None and not self.control.aborting:
+                if self.clock() - self._stop_seen_at > self.opts.stop_drain_secs:
                     self.control.request_abort(f"drain deadline of {self.opts.stop_drain_secs:.0f}s passed")
+
+    def _drain_left(self) -> float:
+        """Seconds the share stage may still take once publishing is over: the drain deadline
+        (STOP_DRAIN_SECS), counted from a stop when there was one; none after an abort."""
+        if self.control.aborting:
+            return 0.0
+        if self.control.stopping and self._stop_seen_at is None:
+            self._stop_seen_at = self.clock()
+        if self._stop_seen_at is None:
+            return self.opts.stop_drain_secs
+        return max(0.0, self._stop_seen_at + self.opts.stop_drain_secs - self.clock())
 
     def _finish(self) -> None:
         self._pp_pool.shutdown(wait=True)

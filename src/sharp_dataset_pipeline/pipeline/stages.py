@@ -1,7 +1,8 @@
 """Stage functions: one item in, one result out. No threads, no global state.
 
-They run unchanged inside the thread pools of ``runner.py`` and could run inside the workers of
-a distributed engine later.
+They run unchanged inside the thread pools of ``runner.py`` and inside the Ray workers of
+``ray_executor.py``, so they do no network I/O: sharing on gsplat.org is its own stage after
+publish (``share_stage.py``); post-processing only prepares the file it shares.
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PermanentError, RateLimited, TransientError
-from ..fetch.fetcher import item_source
 from ..predict.base import RawSplat
 from ..publish.layout import item_path
-from ..publish.share import GsplatClient, share_fields, try_share
 from ..records import Failure, FetchedImage, IndexRow, Item, ProcessedItem, PublishedFile
-from ..splat.formats import FormatOptions, extra_files_json, make_extra_files
+from ..redact import strip_url
+from ..splat.formats import ExtraFile, FormatOptions, extra_files_json, make_extra_files
 from ..splat.gaussians import Gaussians
 from ..splat.ply import validate_ply, write_ply
 
 
 @dataclass(frozen=True)
-class ShareSettings:
-    """Optional gsplat.org sharing of each item (off unless GSPLAT_UPLOAD=1)."""
+class ShareFileOptions:
+    """The file post-processing prepares for the share stage (GSPLAT_UPLOAD=1): with
+    ``use_small_ply`` the ``keep`` most visible Gaussians, else the SHARP PLY."""
 
-    client: GsplatClient
     use_small_ply: bool
     keep: int
 
@@ -40,7 +40,7 @@ class PostprocessOptions:
     model_version: str
     client_id: str
     formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
-    share: ShareSettings | None = None
+    share: ShareFileOptions | None = None
 
 
 def utc_now_iso(clock: float | None = None) -> str:
@@ -58,7 +58,7 @@ def _row_from_item(item: Item) -> IndexRow:
 
 
 def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOptions) -> ProcessedItem:
-    """Raw prediction → SHARP-layout PLY on disk (validated) → other formats, preview, optional
+    """Raw prediction → SHARP-layout PLY on disk (validated) → other formats, preview, the file to
     share → index row + the files to publish (every one checked before it is published)."""
     gaussians = raw.to_gaussians()
     item = fetched.item
@@ -80,8 +80,7 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
         files.append(PublishedFile(extra.kind, repo, extra.local_path, extra.size, extra.sha256))
         entries.append((extra, repo))
     row.extra_files = extra_files_json(entries)
-    if opts.share is not None:
-        _share(row, gaussians, ply_local, extras, opts)
+    share_file = _share_file(item.id, gaussians, ply_local, extras, opts) if opts.share is not None else None
     row.width, row.height = fetched.width, fetched.height
     row.focal_px, row.focal_source = float(fetched.focal_px), fetched.focal_source
     if gaussians.focal_px > 0 and abs(gaussians.focal_px - fetched.focal_px) > 1e-3 * fetched.focal_px:
@@ -93,31 +92,27 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
     row.processed_at = utc_now_iso()
     row.client_id = opts.client_id
     payload = str(item.meta.get("download_location", ""))
-    return ProcessedItem(row=row, files=files, followup_payload=payload)
+    return ProcessedItem(row=row, files=files, followup_payload=payload, share_file=share_file)
 
 
-def _share(row: IndexRow, g: Gaussians, ply_local: Path, extras: list, opts: PostprocessOptions) -> None:
-    """Share on gsplat.org; a failed share leaves the row without share fields (``share --missing``)."""
+def _share_file(item_id: str, g: Gaussians, ply_local: Path, extras: list[ExtraFile],
+                opts: PostprocessOptions) -> Path:
+    """The file the share stage uploads after publish: the published small PLY when there is one,
+    else one made here (``<id>.share.small.ply``, never published), or the SHARP PLY."""
     assert opts.share is not None
-    path = ply_local
-    if opts.share.use_small_ply:
-        small = [e for e in extras if e.kind == "small_ply"]
-        if small:
-            path = small[0].local_path
-        else:
-            small_opts = FormatOptions(formats=("small.ply",), small_ply_keep=opts.share.keep)
-            made = make_extra_files(g, ply_local, f"{row.id}.share", opts.gaussians_dir, small_opts)
-            path = made[0].local_path
-    result = try_share(opts.share.client, path, title=row.id)
-    if result is not None:
-        for key, value in share_fields(result).items():
-            setattr(row, key, value)
+    if not opts.share.use_small_ply:
+        return ply_local
+    small = [e for e in extras if e.kind == "small_ply"]
+    if small:
+        return small[0].local_path
+    small_opts = FormatOptions(formats=("small.ply",), small_ply_keep=opts.share.keep)
+    return make_extra_files(g, ply_local, f"{item_id}.share", opts.gaussians_dir, small_opts)[0].local_path
 
 
 def failure_from_error(item: Item, stage: str, exc: BaseException) -> Failure:
     """A stable reason code and a readable detail; transient unless the error says permanent.
     The failure names the input it came from (``source``)."""
-    source = item_source(item)
+    source = strip_url(item.origin)
     if isinstance(exc, PermanentError):
         return Failure(item.id, item.unit, stage, exc.reason, str(exc)[:500], transient=False, source=source)
     if isinstance(exc, (TransientError, RateLimited)):
@@ -131,7 +126,7 @@ def with_source(failure: Failure, item: Item) -> Failure:
     """``failure`` naming ``item``'s input (predictors build failures without it)."""
     if failure.source:
         return failure
-    return dataclasses.replace(failure, source=item_source(item))
+    return dataclasses.replace(failure, source=strip_url(item.origin))
 
 
 def failure_line(failure: Failure) -> str:
