@@ -81,3 +81,55 @@ def test_planar_output_never_satisfies_a_sharp_run_until_redo_replaces_it(tmp_pa
     status = run_cli(tmp_path, "status", "--store", f"local:{store}", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["published"] == 4
+
+
+def test_redo_failed_and_all_reprocess_on_purpose(tmp_path: Path) -> None:
+    photos, store = tmp_path / "photos", tmp_path / "out"
+    make_photos(photos, 3, seed=9, size=(64, 48))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    common = ("--source", f"folder:{photos}", "--store", f"local:{store}", "--predictor", "planar")
+    summary = tmp_path / "s.json"
+
+    def run(*extra: str) -> dict:
+        res = run_cli(tmp_path, "run", *common, "--summary-json", str(summary), *extra)
+        assert res.returncode in (0, 1), res.stderr + res.stdout
+        return json.loads(summary.read_text())
+
+    first = run()
+    assert first["published"] == 3 and sum(first["failed"].values()) == 1
+    plain = run()
+    assert plain["published"] == 0 and not plain["failed"] and plain["units"]["units_already_done"] == 1
+    failed = run("--redo", "failed")  # the broken photo is tried again (and fails again); the rest stay
+    assert failed["published"] == 0 and sum(failed["failed"].values()) == 1
+    assert "failed_before" not in failed["skipped"] and failed["skipped"].get("already_published") == 3
+    everything = run("--redo", "all")
+    assert everything["published"] == 3  # replaced in place
+    assert _index_ids(store) == Counter({r["id"]: 1 for r in check_consistent(store)})
+    assert len(_index_ids(store)) == 3
+
+
+def test_redo_model_changed_on_the_hub_store(tmp_path: Path) -> None:
+    from emulators.hub import HubEmulator, index_rows
+
+    ckpt = _checkpoint(tmp_path)
+    photos = tmp_path / "photos"
+    make_photos(photos, 3, seed=5, size=(96, 64))
+    with HubEmulator() as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_redotesttoken0123456789", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        common = ("--source", f"folder:{photos}", "--store", "hf:me/splats")
+        sharp_env = {**env, "PYTHONPATH": os.pathsep.join([str(STANDINS), os.environ.get("PYTHONPATH", "")]),
+                     "SHARP_CHECKPOINT_PATH": str(ckpt), "SHARP_DEVICE": "cpu"}
+        demo = run_cli(tmp_path, "run", *common, "--predictor", "planar", **env)
+        assert demo.returncode == 0, demo.stderr + demo.stdout
+        plain = run_cli(tmp_path, "run", *common, "--predictor", "sharp", **sharp_env)
+        assert plain.returncode == 0, plain.stderr + plain.stdout
+        assert "3 items were published by planar" in plain.stdout, plain.stdout
+        assert {r["predictor"] for r in index_rows(hub.files("me/splats"))} == {"planar"}
+        redo = run_cli(tmp_path, "run", *common, "--predictor", "sharp", "--redo", "model-changed", **sharp_env)
+        assert redo.returncode == 0, redo.stderr + redo.stdout
+        files = hub.files("me/splats")
+        rows = index_rows(files)
+        assert Counter(r["id"] for r in rows) == Counter({r["id"]: 1 for r in rows}) and len(rows) == 3
+        assert {r["predictor"] for r in rows} == {"sharp"}
+        for row in rows:
+            assert len(files[row["ply_path"]]) == row["ply_size"]
