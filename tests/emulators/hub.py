@@ -3,8 +3,10 @@ repo create / info, preupload, the NDJSON commit endpoint (with ``parentCommit``
 tree listing, paths-info, refs, commits and ``resolve/`` downloads, driven by the real client through
 ``HfApi(endpoint=...)`` / ``HF_ENDPOINT``.
 
-Preupload answers "regular" for every file, so the client sends contents inline and never starts
-LFS or Xet transfers. Faults are switchable at run time through ``HubEmulator.faults``:
+Preupload answers "regular" for small files, so the client sends them inline; files over 10 MiB (or
+marked ``filter=lfs`` by the repo's ``.gitattributes``, by default only ``*.bin``) get "lfs" and go
+through the git-LFS batch API and a separate storage host: see ``hub_lfs.py``. Never Xet: clients
+must run with ``HF_HUB_DISABLE_XET=1``. Faults are switchable at run time through ``HubEmulator.faults``:
 
 - ``overlap_409``: a commit arriving while another is being applied gets 409 (the Hub's per-repo
   commit lock); ``commit_hold_s`` is how long applying takes, ``random_409_rate`` adds more 409s;
@@ -17,10 +19,12 @@ LFS or Xet transfers. Faults are switchable at run time through ``HubEmulator.fa
   gets an answer;
 - ``script``: explicit outcomes for the next commits: a status (409, 429, 412, 500, 403...) refuses
   the commit without applying it, ``"500-after"`` / ``"drop-after"`` apply it and then fail, ``None``
-  lets it through (e.g. ``[409, None, "500-after"]``).
+  lets it through (e.g. ``[409, None, "500-after"]``);
+- ``lfs_script``: outcomes for the next LFS storage uploads (``hub_lfs.py``).
 
 The quota window runs on the emulator's ``clock``, so a test can share a fake clock with the client.
-Counters (``stats``) split requests into the Hub's API and resolver buckets.
+Counters (``stats``) split requests into the Hub's API and resolver buckets (and ``storage`` for the
+LFS host); ``lfs_bytes_received`` counts the bytes that reached the storage host.
 """
 
 from __future__ import annotations
@@ -40,10 +44,18 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-from .server import LoopbackServer
+from . import hub_lfs
+from .hub_helpers import ManualClock, index_rows, make_items, paths_info, tree_entries
+from .hub_http import Drop as _Drop
+from .hub_http import HubError, HubHandlerBase
+from .hub_lfs import serve_bytes
+from .server import LoopbackServer, QuietServer
+
+__all__ = ["Commit", "HubEmulator", "HubError", "HubFaults", "ManualClock", "Repo", "git_blob_oid", "index_rows",
+           "make_items"]
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-RESOLVE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+RESOLVE_PREFIX = hub_lfs.RESOLVE_PREFIX
 MSG_412 = "The branch was updated since you opened this page. Please refresh and try again."
 MSG_409 = "Another commit operation is in progress for this repository. Please try again later."
 
@@ -67,6 +79,7 @@ class HubFaults:
     delay_s: float = 0.0
     down: bool = False  # every request: connection closed without an answer
     script: list[Any] = field(default_factory=list)
+    lfs_script: list[Any] = field(default_factory=list)  # next storage PUTs: status, "truncate", "drop", None
 
 
 @dataclass
@@ -78,6 +91,7 @@ class Commit:
     at: float
     added: list[str]
     deleted: list[str]
+    lfs_added: list[str] = field(default_factory=list)  # the added paths that came as ``lfsFile`` lines
 
 
 @dataclass
@@ -92,6 +106,7 @@ class Repo:
     lag_left: int = 0
     applied_at: list[float] = field(default_factory=list)
     commit_lock: threading.Lock = field(default_factory=threading.Lock)
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> bytes: LFS storage is per repo
 
     def resolve(self, rev: str) -> Commit | None:
         if rev in ("main", "refs/heads/main"):
@@ -105,27 +120,27 @@ class Repo:
         return None
 
 
-class HubError(Exception):
-    def __init__(self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.headers = headers or {}
-
-
-class _Drop(Exception):
-    """Close the connection without an answer."""
-
-
 class HubEmulator(LoopbackServer):
-    """In-memory Hub behind a loopback HTTP server on 127.0.0.1 (ephemeral port)."""
+    """In-memory Hub behind a loopback HTTP server on 127.0.0.1 (ephemeral port), plus its LFS storage host.
+
+    ``gitattributes``: the ``.gitattributes`` of the initial commit of new repos (its ``filter=lfs``
+    patterns make preupload answer "lfs"; ``hub_lfs.HUB_DATASET_GITATTRIBUTES`` is the Hub's choice).
+    ``lfs_chunk_size``: when set, LFS objects bigger than that are uploaded in parts of that size.
+    """
 
     def __init__(self, *, faults: HubFaults | None = None, clock: Callable[[], float] = time.monotonic,
-                 tree_page_size: int = 1000) -> None:
+                 tree_page_size: int = 1000, gitattributes: bytes = b"*.bin filter=lfs\n",
+                 lfs_chunk_size: int = 0) -> None:
         self.faults = faults or HubFaults()
         self.clock = clock
         self.tree_page_size = tree_page_size
+        self.gitattributes = gitattributes
+        self.lfs_chunk_size = lfs_chunk_size
         self.repos: dict[tuple[str, str], Repo] = {}
-        self.blobs: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}  # blob oid -> content (LFS files: the pointer's oid -> the bytes)
+        self.lfs_keys: dict[str, str] = {}  # blob oid of an LFS pointer -> the object's sha256
+        self.lfs_parts: dict[tuple[str, str, str], dict[int, bytes]] = {}  # multipart uploads under way
+        self._storage: QuietServer | None = None
         self.stats: Counter[str] = Counter()
         self.auth_headers_seen = 0
         self.token_hashes: set[str] = set()  # sha256 of bearer tokens seen (never the tokens)
@@ -140,6 +155,26 @@ class HubEmulator(LoopbackServer):
     @property
     def url(self) -> str:
         return self.base_url
+
+    @property
+    def storage_url(self) -> str:
+        """The LFS storage host: another origin, so the client sends it no token (like signed S3 URLs)."""
+        assert self._storage is not None, "emulator not started"
+        host, port = self._storage.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HubEmulator:
+        super().start()
+        self._storage = QuietServer(("127.0.0.1", 0), type("StorageHandler", (hub_lfs.StorageHandler,), {"hub": self}))
+        threading.Thread(target=self._storage.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self._storage is not None:
+            self._storage.shutdown()
+            self._storage.server_close()
+            self._storage = None
 
     def set_faults(self, faults: HubFaults) -> None:
         with self._lock:
@@ -170,13 +205,13 @@ class HubEmulator(LoopbackServer):
                 raise HubError(409, "You already created this dataset repo", "RepoExists")
             repo = Repo(repo_type, repo_id, private)
             self.repos[key] = repo
-            self._apply(repo, "", "initial commit", {".gitattributes": b"*.bin filter=lfs\n"}, [], [])
+            self._apply(repo, "", "initial commit", {".gitattributes": self.gitattributes}, [], [])
             return repo
 
     # -- commits ------------------------------------------------------------------------------
 
     def _apply(self, repo: Repo, parent: str, title: str, adds: dict[str, bytes],
-               del_files: list[str], del_folders: list[str]) -> Commit:
+               del_files: list[str], del_folders: list[str], lfs_adds: dict[str, str] | None = None) -> Commit:
         files = dict(repo.commits[parent].files) if parent else {}
         for path in del_files:
             if path not in files:
@@ -193,8 +228,14 @@ class HubEmulator(LoopbackServer):
             oid = git_blob_oid(data)
             self.blobs[oid] = data
             files[path] = oid
+        for path, sha256 in (lfs_adds or {}).items():
+            data = repo.lfs_objects[sha256]
+            oid = git_blob_oid(hub_lfs.pointer(sha256, len(data)))
+            self.blobs[oid], self.lfs_keys[oid] = data, sha256
+            files[path] = oid
         sha = hashlib.sha1(f"{parent}{title}{uuid.uuid4().hex}".encode()).hexdigest()
-        commit = Commit(sha, parent, title, files, self.clock(), sorted(adds), sorted(del_files + del_folders))
+        commit = Commit(sha, parent, title, files, self.clock(), sorted({*adds, *(lfs_adds or {})}),
+                        sorted(del_files + del_folders), sorted(lfs_adds or {}))
         repo.commits[sha] = commit
         repo.order.append(sha)
         if repo.head:
@@ -207,7 +248,7 @@ class HubEmulator(LoopbackServer):
 
     def commit(self, repo: Repo, body: bytes) -> tuple[Commit, str]:
         """Apply one NDJSON commit; returns the commit and the post-apply fault to act out."""
-        header, adds, del_files, del_folders = _parse_ndjson(body)
+        header, adds, lfs_adds, del_files, del_folders = _parse_ndjson(body)
         acquired = repo.commit_lock.acquire(blocking=not self.faults.overlap_409)
         if not acquired:
             self.stats["commit_409_overlap"] += 1
@@ -223,7 +264,8 @@ class HubEmulator(LoopbackServer):
                     raise HubError(412, MSG_412)
                 if isinstance(scripted, int) and scripted not in (409, 429):
                     raise HubError(scripted, f"scripted failure {scripted} (nothing applied)")
-                commit = self._apply(repo, repo.head, header.get("summary", ""), adds, del_files, del_folders)
+                lfs = self._check_lfs(repo, lfs_adds)
+                commit = self._apply(repo, repo.head, header.get("summary", ""), adds, del_files, del_folders, lfs)
                 repo.applied_at.append(self.clock())
                 after = self._after_fault(scripted)
             if self.faults.commit_hold_s:
@@ -231,6 +273,15 @@ class HubEmulator(LoopbackServer):
             return commit, after
         finally:
             repo.commit_lock.release()
+
+    def _check_lfs(self, repo: Repo, lfs_adds: dict[str, tuple[str, int | None]]) -> dict[str, str]:
+        """Every ``lfsFile`` must name an object this repo's storage accepted (the size, when given, too)."""
+        missing = [p for p, (oid, size) in lfs_adds.items()
+                   if oid not in repo.lfs_objects or (size is not None and len(repo.lfs_objects[oid]) != size)]
+        if missing:
+            self.stats["commit_missing_lfs"] += 1
+            raise HubError(400, hub_lfs.MSG_MISSING.format(path=" - ".join(sorted(missing))), "BadRequest")
+        return {p: oid for p, (oid, _) in lfs_adds.items()}
 
     def _check_quota(self, repo: Repo, scripted: Any) -> None:
         quota, window = self.faults.quota_commits, self.faults.quota_window_s
@@ -266,9 +317,12 @@ class HubEmulator(LoopbackServer):
             return repo.head
 
 
-def _parse_ndjson(body: bytes) -> tuple[dict, dict[str, bytes], list[str], list[str]]:
+def _parse_ndjson(body: bytes) -> tuple[dict, dict[str, bytes], dict[str, tuple[str, int | None]], list[str],
+                                         list[str]]:
+    """header, inline adds, LFS adds (path -> sha256, size or None for copies), deleted files, folders."""
     header: dict = {}
     adds: dict[str, bytes] = {}
+    lfs_adds: dict[str, tuple[str, int | None]] = {}
     del_files: list[str] = []
     del_folders: list[str] = []
     for line in body.splitlines():
@@ -282,122 +336,24 @@ def _parse_ndjson(body: bytes) -> tuple[dict, dict[str, bytes], list[str], list[
             if value.get("encoding") != "base64":
                 raise HubError(400, "only base64 inline files are supported")
             adds[value["path"]] = base64.b64decode(value["content"])
+            if len(adds[value["path"]]) > hub_lfs.LFS_THRESHOLD:
+                raise HubError(400, f"Your push was rejected because {value['path']} is larger than 10 MiB: "
+                                    "such files must be stored with LFS")
+        elif key == "lfsFile":
+            if value.get("algo", "sha256") != "sha256":
+                raise HubError(400, "lfsFile oids are sha256")
+            lfs_adds[value["path"]] = (str(value["oid"]), value.get("size"))
         elif key == "deletedFile":
             del_files.append(value["path"])
         elif key == "deletedFolder":
             del_folders.append(value["path"])
         else:
-            raise HubError(400, f"unsupported commit line {key!r} (the emulator answers 'regular' uploads)")
-    return header, adds, del_files, del_folders
+            raise HubError(400, f"unsupported commit line {key!r}")
+    return header, adds, lfs_adds, del_files, del_folders
 
 
-def _tree_entries(hub: HubEmulator, commit: Commit, path: str, recursive: bool) -> list[dict]:
-    prefix = path.strip("/") + "/" if path.strip("/") else ""
-    if prefix and not any(p.startswith(prefix) for p in commit.files) and path.strip("/") not in commit.files:
-        raise HubError(404, f"{path} does not exist", "EntryNotFound")
-    dirs: dict[str, list[str]] = {}
-    out = []
-    for p in sorted(commit.files):
-        if not p.startswith(prefix):
-            continue
-        rest = p[len(prefix):].split("/")
-        for depth in range(1, len(rest)):
-            if depth > 1 and not recursive:
-                break
-            dirs.setdefault(prefix + "/".join(rest[:depth]), []).append(commit.files[p])
-        if recursive or len(rest) == 1:
-            out.append(_file_entry(hub, p, commit.files[p]))
-    for d, oids in dirs.items():
-        oid = hashlib.sha1("".join(oids).encode()).hexdigest()
-        out.append({"type": "directory", "path": d, "oid": oid})
-    return sorted(out, key=lambda e: e["path"])
-
-
-def _file_entry(hub: HubEmulator, path: str, oid: str) -> dict:
-    return {"type": "file", "path": path, "oid": oid, "size": len(hub.blobs[oid])}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    hub: HubEmulator
-    protocol_version = "HTTP/1.1"
-    # One write per response and no Nagle delay: otherwise every request waits ~40 ms for an ACK.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read stats, not logs
-        return
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    # -- plumbing ------------------------------------------------------------------------------
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _dispatch(self, method: str) -> None:
-        hub = self.hub
-        raw_path, _, query = self.path.partition("?")
-        body = self._body() if method in ("POST", "DELETE") else b""
-        auth = self.headers.get("Authorization") or ""
-        if auth:
-            hub.auth_headers_seen += 1
-            hub.token_hashes.add(hashlib.sha256(auth.removeprefix("Bearer ").encode()).hexdigest())
-        bucket = "resolver" if "/resolve/" in raw_path else "api"
-        hub.stats[bucket] += 1
-        if hub.faults.delay_s:
-            time.sleep(hub.faults.delay_s)
-        # Preupload is spared: the client retries it by itself with real sleeps (about 23 s).
-        if hub.faults.down and "/preupload/" not in raw_path:
-            self.close_connection = True
-            return
-        try:
-            status, payload, headers = self._route(method, raw_path, parse_qs(query), body)
-        except _Drop:
-            self.close_connection = True
-            return
-        except HubError as err:
-            hub.stats[f"status_{err.status}"] += 1
-            headers = {"X-Error-Message": err.message, **err.headers}
-            if err.code:
-                headers["X-Error-Code"] = err.code
-            status, payload = err.status, {"error": err.message}
-        self._send(method, status, payload, headers)
-
-    def _send(self, method: str, status: int, payload: Any, headers: dict[str, str]) -> None:
-        if isinstance(payload, bytes):
-            data = payload
-            headers.setdefault("Content-Type", "application/octet-stream")
-        else:
-            data = json.dumps(payload).encode()
-            headers.setdefault("Content-Type", "application/json")
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        if "Content-Length" not in headers:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(data)
+class _Handler(HubHandlerBase):
+    """The Hub's own host: API, resolve and git-LFS endpoints."""
 
     def _route(self, method: str, raw_path: str, query: dict, body: bytes) -> tuple[int, Any, dict]:
         parts = raw_path.strip("/").split("/")
@@ -420,6 +376,11 @@ class _Handler(BaseHTTPRequestHandler):
             rev = unquote(parts[i + 1])
             path = unquote("/".join(parts[i + 2:]))
             return self._resolve(method, repo, rev, path)
+        git = hub_lfs.repo_of_git_path(parts)
+        if git is not None and method == "POST":
+            return hub_lfs.git_lfs_route(self.hub, self._repo(git[0], git[1]), git[2], body)
+        if parts[:2] == ["api", "complete_multipart"] and method == "POST":
+            return hub_lfs.complete_multipart(self.hub, query, body)
         raise HubError(404, f"no route for {method} {raw_path}")
 
     def _repo(self, repo_type: str, repo_id: str) -> Repo:
@@ -462,9 +423,10 @@ class _Handler(BaseHTTPRequestHandler):
             commit = self._commit_of(repo, unquote(rest[1]))
             files = json.loads(body)["files"]
             hub.stats["preupload"] += 1
-            return 200, {"files": [
-                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                 "oid": commit.files.get(f["path"])} for f in files]}, {}
+            with hub._lock:
+                return 200, {"files": [
+                    {"path": f["path"], "uploadMode": hub_lfs.upload_mode(hub, commit, f["path"], int(f["size"])),
+                     "shouldIgnore": False, "oid": hub_lfs.remote_oid(hub, commit, f["path"])} for f in files]}, {}
         if action == "commit" and method == "POST":
             return self._commit(repo, unquote(rest[1]), body)
         if action == "tree":
@@ -473,12 +435,14 @@ class _Handler(BaseHTTPRequestHandler):
             commit = self._commit_of(repo, unquote(rest[1]))
             paths = parse_qs(body.decode()).get("paths", [])
             hub.stats["paths_info"] += 1
-            return 200, _paths_info(hub, commit, paths), {}
+            return 200, paths_info(hub, commit, paths), {}
         if action == "refs":
             return 200, {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.head}],
                          "converts": [], "tags": []}, {}
         if action == "commits":
             return 200, self._commits(repo, unquote(rest[1])), {}
+        if action == "xet-write-token":
+            raise HubError(404, hub_lfs.MSG_NO_XET)
         raise HubError(404, f"no route for {method} {'/'.join(rest)}")
 
     def _commit(self, repo: Repo, rev: str, body: bytes) -> tuple:
@@ -501,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _tree(self, repo: Repo, rev: str, path: str, query: dict) -> tuple:
         commit = self._commit_of(repo, rev)
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
-        entries = _tree_entries(self.hub, commit, path, recursive)
+        entries = tree_entries(self.hub, commit, path, recursive)
         start = int(query.get("cursor", ["0"])[0])
         page = entries[start:start + self.hub.tree_page_size]
         self.hub.stats["tree_pages"] += 1
@@ -534,86 +498,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.sha})
         data = hub.blobs[oid]
         hub.stats["downloads" if method == "GET" else "metadata_reads"] += 1
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{oid}"', "Accept-Ranges": "bytes",
-                   "Content-Length": str(len(data))}
-        rng = self.headers.get("Range")
-        if method == "GET" and rng and rng.startswith("bytes="):
-            a, _, b = rng[6:].partition("-")
-            start, end = int(a or 0), int(b) if b else len(data) - 1
-            part = data[start:end + 1]
-            headers.update({"Content-Range": f"bytes {start}-{start + len(part) - 1}/{len(data)}",
-                            "Content-Length": str(len(part))})
-            return 206, part, headers
-        return 200, data, headers
-
-
-def _paths_info(hub: HubEmulator, commit: Commit, paths: list[str]) -> list[dict]:
-    out = []
-    for path in paths:
-        path = path.strip("/")
-        if path in commit.files:
-            out.append(_file_entry(hub, path, commit.files[path]))
-        elif any(p.startswith(path + "/") for p in commit.files):
-            oids = [o for p, o in sorted(commit.files.items()) if p.startswith(path + "/")]
-            out.append({"type": "directory", "path": path, "oid": hashlib.sha1("".join(oids).encode()).hexdigest()})
-    return out
-
-
-class ManualClock:
-    """A shared fake clock: ``sleep`` advances it, so waits cost no real time and stay checkable."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.slept: list[float] = []
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.slept.append(seconds)
-            self.now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
-def make_items(folder: Any, ids: list[str], unit: str = "test/000-099", subdir: str = "photos") -> list[Any]:
-    """Publishable items (a small 'jpg' and 'ply' each, unique bytes) for hub store tests."""
-    from pathlib import Path
-
-    from sharp_dataset_pipeline.records import IndexRow, ProcessedItem, PublishedFile
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    items = []
-    for item_id in ids:
-        files = []
-        row = IndexRow(id=item_id, source="test", unit=unit, client_id="")
-        for kind, ext in (("image", "jpg"), ("ply", "ply")):
-            data = f"{kind}:{item_id}:".encode() + hashlib.sha256(item_id.encode() + ext.encode()).digest()
-            local = folder / f"{item_id}.{ext}"
-            local.write_bytes(data)
-            repo_path = f"{subdir}/{item_id}/{item_id}.{ext}"
-            sha = hashlib.sha256(data).hexdigest()
-            files.append(PublishedFile(kind, repo_path, local, len(data), sha))
-            setattr(row, f"{kind}_path", repo_path)
-            setattr(row, f"{kind}_size", len(data))
-            setattr(row, f"{kind}_sha256", sha)
-        items.append(ProcessedItem(row=row, files=files))
-    return items
-
-
-def index_rows(files: dict[str, bytes], index_path: str = "data/train.jsonl") -> list[dict]:
-    """Every index row in a repo snapshot (compacted file + shards), in path order."""
-    folder = index_path.rsplit("/", 1)[0] + "/" if "/" in index_path else ""
-    stem = index_path.rsplit("/", 1)[-1][: -len(".jsonl")]
-    rows = []
-    for path in sorted(files):
-        name = path[len(folder):]
-        if path.startswith(folder) and "/" not in name and name.startswith(stem) and name.endswith(".jsonl"):
-            rows += [json.loads(line) for line in files[path].decode().splitlines() if line.strip()]
-    return rows
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{oid}"'}
+        sha256 = hub.lfs_keys.get(oid)
+        if sha256 is not None:
+            # Like the Hub: a redirect to the storage host (the CDN), the object's sha256 and size on it.
+            hub.stats["lfs_redirects"] += 1
+            cdn = f"{hub.storage_url}/cdn/{repo.repo_type}/{repo.repo_id}/{sha256}"
+            return 302, b"", {**headers, "Location": cdn, "X-Linked-Etag": f'"{sha256}"',
+                              "X-Linked-Size": str(len(data)), "Content-Length": "0"}
+        return serve_bytes(method, data, self.headers.get("Range"), headers)

@@ -1,0 +1,172 @@
+"""Big files on the loopback Hub, driven by the real ``huggingface_hub`` client with Xet disabled (conftest):
+preupload says ``lfs`` over 10 MiB, the bytes go through the git-LFS batch API to the storage host once,
+commits reference them by sha256, downloads return them, and upload faults behave as on the Hub.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import httpx2
+import pytest
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
+
+from emulators.hub import HubEmulator, HubFaults
+from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+
+REPO = "tester/big"
+TOKEN = "hf_emulatortesttoken000"
+BIG = random.Random(14).randbytes(12 * 1024 * 1024)  # over the Hub's 10 MiB limit for inline files
+SMALL = b"{}\n" + bytes(range(256)) * 4  # 1 KB
+
+
+def _api(hub: HubEmulator) -> HfApi:
+    return HfApi(endpoint=hub.url, token=TOKEN)
+
+
+def _base(api: HfApi) -> str:
+    api.create_repo(REPO, repo_type="dataset", exist_ok=True)
+    return api.repo_info(REPO, repo_type="dataset").sha
+
+
+def _download(hub: HubEmulator, path: str, cache: Path, revision: str | None = None) -> bytes:
+    return Path(hf_hub_download(REPO, path, repo_type="dataset", revision=revision, endpoint=hub.url,
+                                token=TOKEN, cache_dir=cache)).read_bytes()
+
+
+def _preupload_and_commit(api: HfApi, files: dict[str, bytes], parent: str) -> str:
+    ops = [CommitOperationAdd(path, data) for path, data in files.items()]
+    api.preupload_lfs_files(REPO, ops, repo_type="dataset")
+    return api.create_commit(REPO, ops, commit_message="shards", repo_type="dataset", parent_commit=parent).oid
+
+
+def _raw_commit(hub: HubEmulator, parent: str, *lines: dict) -> httpx2.Response:
+    """A commit POST written by hand: what a client that skipped (or lost) the upload would send."""
+    body = "\n".join(json.dumps(x) for x in [{"key": "header", "value": {"summary": "raw", "parentCommit": parent}},
+                                              *lines])
+    return httpx2.post(f"{hub.url}/api/datasets/{REPO}/commit/main", content=body.encode(),
+                       headers={"Content-Type": "application/x-ndjson", "Authorization": f"Bearer {TOKEN}"})
+
+
+def test_big_file_goes_through_lfs_once_small_inline_and_both_download(tmp_path: Path) -> None:
+    with HubEmulator() as hub:
+        api = _api(hub)
+        base = _base(api)
+        first = _preupload_and_commit(api, {"data/shard-0.tar": BIG, "data/index-0.jsonl": SMALL}, base)
+        # (a) the big file reached the storage host once, byte for byte; the small one came inline
+        assert hub.stats["lfs_put_requests"] == 1 and hub.stats["lfs_bytes_received"] == len(BIG)
+        commit = hub.history(REPO)[-1]
+        assert commit.sha == first and commit.lfs_added == ["data/shard-0.tar"]
+        assert commit.added == ["data/index-0.jsonl", "data/shard-0.tar"]
+        tree = {e.path: e for e in api.list_repo_tree(REPO, "data", revision=first, repo_type="dataset")}
+        assert tree["data/shard-0.tar"].lfs.sha256 == hashlib.sha256(BIG).hexdigest()
+        assert tree["data/shard-0.tar"].size == len(BIG) and tree["data/index-0.jsonl"].lfs is None
+        # (b) a later commit naming the same bytes sends none of them, even after a 412 and a retry
+        with pytest.raises(HfHubHTTPError) as stale:
+            _preupload_and_commit(api, {"data/shard-1.tar": BIG}, base)
+        assert stale.value.response.status_code == 412
+        second = _preupload_and_commit(api, {"data/shard-1.tar": BIG, "data/index-1.jsonl": b"[]\n"}, first)
+        assert hub.stats["lfs_bytes_received"] == len(BIG) and hub.stats["lfs_put_requests"] == 1
+        assert hub.stats["lfs_already_present"] == 2
+        assert hub.history(REPO)[-1].lfs_added == ["data/shard-1.tar"]
+        # (c) downloads return identical bytes (the LFS ones by a redirect to the storage host)
+        assert _download(hub, "data/shard-0.tar", tmp_path, first) == BIG
+        assert _download(hub, "data/shard-1.tar", tmp_path, second) == BIG
+        assert _download(hub, "data/index-0.jsonl", tmp_path) == SMALL
+        assert hub.stats["lfs_downloads"] == 1  # the second download came from the client's cache (same etag)
+        assert hub.files(REPO)["data/shard-1.tar"] == BIG
+
+
+def test_a_5xx_on_the_upload_is_retried_by_the_client(tmp_path: Path) -> None:
+    with HubEmulator(faults=HubFaults(lfs_script=[503])) as hub:
+        api = _api(hub)
+        sha = _preupload_and_commit(api, {"big.tar": BIG}, _base(api))
+        assert hub.stats["lfs_put_503"] == 1 and hub.stats["lfs_put_requests"] == 2
+        assert hub.stats["lfs_objects_stored"] == 1
+        assert _download(hub, "big.tar", tmp_path, sha) == BIG
+
+
+def test_a_dropped_upload_connection_is_retried_by_the_client(tmp_path: Path) -> None:
+    with HubEmulator(faults=HubFaults(lfs_script=["drop"])) as hub:
+        api = _api(hub)
+        sha = _preupload_and_commit(api, {"big.tar": BIG}, _base(api))
+        assert hub.stats["lfs_put_dropped"] == 1 and hub.stats["lfs_objects_stored"] == 1
+        assert _download(hub, "big.tar", tmp_path, sha) == BIG
+
+
+def test_a_truncated_upload_is_refused_and_a_commit_naming_it_is_rejected(tmp_path: Path) -> None:
+    with HubEmulator(faults=HubFaults(lfs_script=["truncate"])) as hub:
+        api = _api(hub)
+        base = _base(api)
+        ops = [CommitOperationAdd("big.tar", BIG)]
+        with pytest.raises(RuntimeError, match="big.tar") as err:
+            api.preupload_lfs_files(REPO, ops, repo_type="dataset")
+        assert isinstance(err.value.__cause__, HfHubHTTPError)
+        assert err.value.__cause__.response.status_code == 400  # not retried: the bytes were wrong
+        assert hub.stats["lfs_put_truncated"] == 1 and hub.repo(REPO).lfs_objects == {}
+        oid = hashlib.sha256(BIG).hexdigest()
+        refused = _raw_commit(hub, base, {"key": "lfsFile", "value": {"path": "big.tar", "algo": "sha256",
+                                                                      "oid": oid, "size": len(BIG)}})
+        assert refused.status_code == 400
+        assert "LFS pointer pointed to a file that does not exist" in refused.headers["X-Error-Message"]
+        assert hub.repo(REPO).head == base and hub.stats["commit_missing_lfs"] == 1
+        # The client's own retry (a fresh operation) uploads the bytes again and then commits.
+        sha = _preupload_and_commit(api, {"big.tar": BIG}, base)
+        assert hub.stats["lfs_objects_stored"] == 1 and _download(hub, "big.tar", tmp_path, sha) == BIG
+
+
+def test_a_commit_with_a_wrong_lfs_size_or_a_big_inline_file_is_rejected() -> None:
+    with HubEmulator() as hub:
+        api = _api(hub)
+        base = _base(api)
+        _preupload_and_commit(api, {"big.tar": BIG}, base)
+        head = hub.repo(REPO).head
+        oid = hashlib.sha256(BIG).hexdigest()
+        wrong = _raw_commit(hub, head, {"key": "lfsFile", "value": {"path": "other.tar", "algo": "sha256",
+                                                                    "oid": oid, "size": len(BIG) - 1}})
+        inline = _raw_commit(hub, head, {"key": "file", "value": {
+            "path": "inline.bin", "encoding": "base64", "content": base64.b64encode(BIG).decode()}})
+        assert (wrong.status_code, inline.status_code) == (400, 400)
+        assert "10 MiB" in inline.headers["X-Error-Message"] and hub.repo(REPO).head == head
+
+
+def test_multipart_uploads_when_the_server_asks_for_parts(tmp_path: Path) -> None:
+    """The client has no size threshold of its own: it splits when the batch answer gives a chunk size."""
+    with HubEmulator(lfs_chunk_size=5 * 1024 * 1024, faults=HubFaults(lfs_script=[None, 500])) as hub:
+        api = _api(hub)
+        sha = _preupload_and_commit(api, {"big.tar": BIG, "small.tar": SMALL}, _base(api))
+        assert hub.stats["lfs_parts_received"] == 3 and hub.stats["lfs_put_500"] == 1  # part 2 was resent
+        assert hub.stats["lfs_multipart_completed"] == 1 and hub.stats["lfs_bytes_received"] == len(BIG) + (5 << 20)
+        assert hub.history(REPO)[-1].lfs_added == ["big.tar"]
+        assert _download(hub, "big.tar", tmp_path, sha) == BIG
+
+
+def test_gitattributes_lfs_patterns_send_small_files_through_lfs() -> None:
+    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        api = _api(hub)
+        _preupload_and_commit(api, {"data/s.tar": SMALL, "data/i.parquet": SMALL + b"p", "data/i.jsonl": SMALL,
+                                    "README.md": b"# card\n"}, _base(api))
+        assert hub.history(REPO)[-1].lfs_added == ["data/i.parquet", "data/s.tar"]
+        assert hub.stats["lfs_objects_stored"] == 2
+    with HubEmulator() as hub:  # the default: only *.bin, so small shards stay inline
+        api = _api(hub)
+        _preupload_and_commit(api, {"data/s.tar": SMALL, "x/y.bin": SMALL}, _base(api))
+        assert hub.history(REPO)[-1].lfs_added == ["x/y.bin"]
+
+
+def test_a_client_with_xet_enabled_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator never advertises Xet; a client that tries it anyway gets a 404, not a silent fallback."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    with HubEmulator() as hub:
+        api = _api(hub)
+        base = _base(api)
+        with pytest.raises(OSError, match="xet-write-token"):
+            _preupload_and_commit(api, {"big.tar": BIG}, base)
+        assert hub.stats["lfs_put_requests"] == 0 and hub.repo(REPO).head == base
