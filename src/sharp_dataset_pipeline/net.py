@@ -52,6 +52,13 @@ def backoff_delays(attempts: int, base_s: float, max_s: float, rng: random.Rando
     return delays
 
 
+def backoff_s(attempt: int, base_s: float, rng: random.Random, cap_s: float = 60.0) -> float:
+    """A jittered, doubling wait that is never zero (attempt counts from 1), for loops that are not
+    a blind repeat, such as the Hub commit loop: a retry storm must not hammer the server."""
+    cap = min(cap_s, base_s * 2 ** (attempt - 1))
+    return rng.uniform(cap / 2, cap)
+
+
 def call_with_retries(
     fn: Callable[[], T],
     *,
@@ -65,6 +72,8 @@ def call_with_retries(
 ) -> T:
     """Call ``fn`` up to ``attempts`` times, waiting with full-jitter backoff between tries.
 
+    Only for calls that are safe to repeat (reads, idempotent uploads): a write whose outcome may be
+    unknown must be checked before it is sent again (the Hub commit loop does this, ``stores/hub_sync``).
     Only exceptions in ``retry_on`` are retried; anything else propagates at once, and the last
     failure propagates when the attempts run out. ``httpx`` transport errors (timeouts, resets,
     refused connections) raised by ``fn`` are turned into ``TransientError`` first, so they are

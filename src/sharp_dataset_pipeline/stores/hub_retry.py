@@ -1,28 +1,52 @@
-"""How the Hub store reads a failed commit (reference §6.3). No I/O: exceptions and headers in,
-a decision out.
+"""The Hub wire's one status → error mapper (reference §6.3). No I/O: exceptions and headers in,
+a decision out. Reads and commits share ``answer_of``; they differ only in what an outcome means.
 
-| answer | outcome | what the store does |
-| --- | --- | --- |
-| 412 | ``conflict`` | the head moved: re-read, decide again, rebuild the operations |
-| 409 | ``busy`` | another commit was being applied; nothing of ours was: wait, resend the intent |
-| 429 | ``rate`` | the commit quota: pause all commits for the advertised time, then resend |
-| 5xx, 408, timeout, lost connection | ``unknown`` | it may have landed: read the head before anything else |
-| any other status, a rejected operation | ``StoreError`` | nothing was published; the caller decides |
+| answer | outcome | a commit (``classify``) | a read (``read_error``) |
+| --- | --- | --- | --- |
+| 412 | ``conflict`` | the head moved: re-read, decide again, rebuild the operations | ``StoreError`` |
+| 409 | ``busy`` | another commit was being applied, none of ours: wait, resend the intent | ``StoreError`` |
+| 429 | ``rate`` | the commit quota: pause all commits for the advertised time, then resend | ``RateLimited`` |
+| 5xx, 408, timeout, lost link | ``unknown`` | it may have landed: read the head first | ``TransientError`` |
+| repo not found | ``missing`` | ``StoreError`` | ``StoreError`` (re-raised as is if expected) |
+| any other status | ``refused`` | ``StoreError``: nothing was published; the caller decides | ``StoreError`` |
+
+Only reads are repeated blindly (through ``net.call_with_retries``); a commit whose outcome is
+unknown is never re-sent before the head has been read (``HubSync.run``).
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .. import net
-from ..errors import StoreError
+from ..errors import RateLimited, StoreError, TransientError
 
-CONFLICT, BUSY, RATE, UNKNOWN = "conflict", "busy", "rate", "unknown"
+CONFLICT, BUSY, RATE, UNKNOWN, MISSING, REFUSED = "conflict", "busy", "rate", "unknown", "missing", "refused"
 _ABOUT_RE = re.compile(r"in about (\d+) (second|minute|hour)", re.IGNORECASE)
 _RATELIMIT_T = re.compile(r"\bt=(\d+)")
 _UNITS = {"second": 1, "minute": 60, "hour": 3600}
+
+backoff_s = net.backoff_s  # the commit loop's waits come from the one retry module too
+
+
+@dataclass(frozen=True)
+class HubAnswer:
+    """What one failed Hub call answered, in the mapper's words."""
+
+    outcome: str
+    status: int = 0  # 0: no HTTP answer (timeout, lost connection)
+    message: str = ""  # the server's message
+    wait_s: float = 0.0
+
+
+def failure_types() -> tuple[type[BaseException], ...]:
+    """The exceptions ``answer_of`` understands (anything else is a bug and must propagate)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (HfHubHTTPError, httpx2.TransportError, TimeoutError, ConnectionError)
 
 
 def retry_after_s(headers: Mapping[str, str], message: str, now: float, hits: int) -> float:
@@ -41,36 +65,56 @@ def retry_after_s(headers: Mapping[str, str], message: str, now: float, hits: in
     return max(1.0, float(wait))
 
 
-def classify(exc: BaseException, now: float, rate_hits: int) -> tuple[str, float]:
-    """``(outcome, wait_s)`` for a failed ``create_commit``; raises ``StoreError`` when fatal and
-    re-raises what is not a Hub or transport failure (a bug should not look like a network error)."""
+def answer_of(exc: BaseException, now: float, rate_hits: int) -> HubAnswer | None:
+    """The outcome of a failed Hub call, or None when ``exc`` is not a Hub or transport failure."""
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         message = exc.server_message or ""
+        if isinstance(exc, RepositoryNotFoundError):
+            return HubAnswer(MISSING, status, message)
         if status == 412:
-            return CONFLICT, 0.0
+            return HubAnswer(CONFLICT, status, message)
         if status == 409:
-            return BUSY, 0.0
+            return HubAnswer(BUSY, status, message)
         if status == 429:
-            return RATE, retry_after_s(exc.response.headers, message, now, rate_hits)
+            return HubAnswer(RATE, status, message, retry_after_s(exc.response.headers, message, now, rate_hits))
         if status >= 500 or status == 408:
             # A quota refusal sometimes arrives wrapped in a 500: wait as told, outcome still unknown.
-            if "rate limit" in message.lower():
-                return UNKNOWN, retry_after_s(exc.response.headers, message, now, rate_hits)
-            return UNKNOWN, 0.0
-        raise StoreError(f"the hub refused the commit with {status}: {message}".strip()) from None
-    if isinstance(exc, (httpx2.TransportError, TimeoutError, ConnectionError)):
-        return UNKNOWN, 0.0
-    if isinstance(exc, ValueError):  # the client rejected the operations before sending anything
-        raise StoreError(f"the commit was rejected before sending: {exc}") from None
-    raise exc
+            quota = "rate limit" in message.lower()
+            wait = retry_after_s(exc.response.headers, message, now, rate_hits) if quota else 0.0
+            return HubAnswer(UNKNOWN, status, message, wait)
+        return HubAnswer(REFUSED, status, message)
+    if isinstance(exc, (HfHubHTTPError, httpx2.TransportError, TimeoutError, ConnectionError)):
+        return HubAnswer(UNKNOWN)
+    return None
 
 
-def backoff_s(attempt: int, base_s: float, rng: random.Random, cap_s: float = 60.0) -> float:
-    """A jittered, doubling wait that is never zero: a retry storm must not hammer the Hub."""
-    cap = min(cap_s, base_s * 2 ** (attempt - 1))
-    return rng.uniform(cap / 2, cap)
+def classify(exc: BaseException, now: float, rate_hits: int) -> tuple[str, float]:
+    """``(outcome, wait_s)`` for a failed ``create_commit``; raises ``StoreError`` when fatal and
+    re-raises what is not a Hub or transport failure (a bug should not look like a network error)."""
+    answer = answer_of(exc, now, rate_hits)
+    if answer is None:
+        if isinstance(exc, ValueError):  # the client rejected the operations before sending anything
+            raise StoreError(f"the commit was rejected before sending: {exc}") from None
+        raise exc
+    if answer.outcome in (MISSING, REFUSED):
+        raise StoreError(f"the hub refused the commit with {answer.status}: {answer.message}".strip()) from None
+    return answer.outcome, answer.wait_s
 
+
+def read_error(exc: BaseException, what: str, repo_id: str, now: float) -> BaseException:
+    """The error a failed read raises: ``TransientError`` / ``RateLimited`` (worth repeating) or
+    ``StoreError``; ``exc`` itself when it is not a Hub failure. ``what`` names the read."""
+    answer = answer_of(exc, now, 1)
+    if answer is None:
+        return exc
+    if answer.outcome == MISSING:
+        return StoreError(f"repo {repo_id} not found (or the token may not read it)")
+    if answer.outcome == RATE:
+        return RateLimited(f"hub {answer.status}", answer.wait_s, "hub")
+    if answer.outcome == UNKNOWN:
+        return TransientError(f"{what}: {answer.status or type(exc).__name__}")
+    return StoreError(f"hub refused {what} with {answer.status}")

@@ -120,34 +120,13 @@ class HubSync:
         Refusals become ``StoreError`` (a missing repo is re-raised as is when ``missing_ok``), and
         so does a service that stays unreachable: callers of the store see one error type.
         """
-        import httpx2
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
         def once() -> Any:
             self.wait(self._api_limit.delay(), "API calls per 5 minutes")
             self.count("api")
-            try:
-                return fn()
-            except httpx2.TransportError as exc:
-                raise TransientError(f"hub: {type(exc).__name__}") from None
-            except RepositoryNotFoundError:
-                if missing_ok:
-                    raise
-                raise StoreError(f"repo {self.repo_id} not found (or the token may not read it)") from None
-            except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status == 429:
-                    wait = hub_retry.retry_after_s(exc.response.headers, exc.server_message or "", self._clock(), 1)
-                    raise RateLimited(f"hub {status}", wait, "hub") from None
-                if status >= 500 or status == 408:
-                    raise TransientError(f"hub answered {status}") from None
-                raise StoreError(f"hub refused a read of {self.repo_id} with {status}") from None
+            return fn()
 
-        try:
-            return net.call_with_retries(once, attempts=6, base_s=self._retry_base, max_s=30.0,
-                                         sleep=self._sleep, retry_on=(TransientError, RateLimited), rng=self._rng)
-        except (TransientError, RateLimited) as exc:
-            raise StoreError(f"hub unreachable for {self.repo_id}: {exc}") from None
+        return self._read(once, f"a read of {self.repo_id}", attempts=6, missing_ok=missing_ok)
 
     def _read_head(self) -> str:
         """The branch head, never one we know to be superseded (repo info can lag behind).
@@ -191,22 +170,24 @@ class HubSync:
     def read_at(self, sha: str, fn: Callable[[], Any]) -> Any:
         """Run a read pinned to ``sha``: 5xx, 429 and network failures are retried (bounded), other
         refusals become ``StoreError``."""
-        import httpx2
-        from huggingface_hub.errors import HfHubHTTPError
+        return self._read(fn, f"reading {self.repo_id} at {sha[:12]}", attempts=4)
+
+    def _read(self, fn: Callable[[], Any], what: str, *, attempts: int, missing_ok: bool = False) -> Any:
+        """A read, safe to repeat: failures mapped by ``hub_retry.read_error``, repeated by ``net``."""
+        from huggingface_hub.errors import RepositoryNotFoundError
 
         def once() -> Any:
             try:
                 return fn()
-            except (HfHubHTTPError, httpx2.TransportError) as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", 0)
-                if status and status < 500 and status not in (408, 429):
-                    raise StoreError(f"reading {self.repo_id} at {sha[:12]} failed with {status}") from None
-                raise TransientError(f"reading {self.repo_id} at {sha[:12]}: {type(exc).__name__}") from None
+            except hub_retry.failure_types() as exc:
+                if missing_ok and isinstance(exc, RepositoryNotFoundError):
+                    raise
+                raise hub_retry.read_error(exc, what, self.repo_id, self._clock()) from None
 
         try:
-            return net.call_with_retries(once, attempts=4, base_s=self._retry_base, max_s=30.0,
-                                         sleep=self._sleep, rng=self._rng)
-        except TransientError as exc:
+            return net.call_with_retries(once, attempts=attempts, base_s=self._retry_base, max_s=30.0,
+                                         sleep=self._sleep, retry_on=(TransientError, RateLimited), rng=self._rng)
+        except (TransientError, RateLimited) as exc:
             raise StoreError(f"hub unreachable for {self.repo_id}: {exc}") from None
 
     def _set_state(self, state: HubState, gen: int) -> None:
@@ -277,7 +258,7 @@ class HubSync:
             self.wait(max(self._commits.delay(), self._api_limit.delay()), "commit budget")
             try:
                 sha = self._send(plan, state.sha)
-            except Exception as exc:  # hub_retry.classify re-raises what is not a Hub/transport failure
+            except (*hub_retry.failure_types(), ValueError) as exc:  # the rest is a bug: it propagates
                 if self._after_failure(exc, plan, state.sha, intent):
                     state, plan = self.refresh(), None
                 continue
