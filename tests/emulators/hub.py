@@ -24,7 +24,8 @@ must run with ``HF_HUB_DISABLE_XET=1``. Faults are switchable at run time throug
 
 The quota window runs on the emulator's ``clock``, so a test can share a fake clock with the client.
 Counters (``stats``) split requests into the Hub's API and resolver buckets (and ``storage`` for the
-LFS host); ``lfs_bytes_received`` counts the bytes that reached the storage host.
+LFS host); ``lfs_bytes_received`` counts the bytes that reached the storage host, ``inline_bytes_received``
+the (decoded) contents of inline commit lines.
 """
 
 from __future__ import annotations
@@ -249,6 +250,8 @@ class HubEmulator(LoopbackServer):
     def commit(self, repo: Repo, body: bytes) -> tuple[Commit, str]:
         """Apply one NDJSON commit; returns the commit and the post-apply fault to act out."""
         header, adds, lfs_adds, del_files, del_folders = _parse_ndjson(body)
+        with self._lock:
+            self.stats["inline_bytes_received"] += sum(len(data) for data in adds.values())
         acquired = repo.commit_lock.acquire(blocking=not self.faults.overlap_409)
         if not acquired:
             self.stats["commit_409_overlap"] += 1

@@ -6,6 +6,7 @@ commits reference them by sha256, downloads return them, and upload faults behav
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import random
@@ -16,8 +17,10 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from emulators.hub import HubEmulator, HubFaults
+from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.records import Batch
+from sharp_dataset_pipeline.stores.hub import HubStore
 
 REPO = "tester/big"
 TOKEN = "hf_emulatortesttoken000"
@@ -60,6 +63,7 @@ def test_big_file_goes_through_lfs_once_small_inline_and_both_download(tmp_path:
         first = _preupload_and_commit(api, {"data/shard-0.tar": BIG, "data/index-0.jsonl": SMALL}, base)
         # (a) the big file reached the storage host once, byte for byte; the small one came inline
         assert hub.stats["lfs_put_requests"] == 1 and hub.stats["lfs_bytes_received"] == len(BIG)
+        assert hub.stats["inline_bytes_received"] == len(SMALL)
         commit = hub.history(REPO)[-1]
         assert commit.sha == first and commit.lfs_added == ["data/shard-0.tar"]
         assert commit.added == ["data/index-0.jsonl", "data/shard-0.tar"]
@@ -72,6 +76,7 @@ def test_big_file_goes_through_lfs_once_small_inline_and_both_download(tmp_path:
         assert stale.value.response.status_code == 412
         second = _preupload_and_commit(api, {"data/shard-1.tar": BIG, "data/index-1.jsonl": b"[]\n"}, first)
         assert hub.stats["lfs_bytes_received"] == len(BIG) and hub.stats["lfs_put_requests"] == 1
+        assert hub.stats["inline_bytes_received"] == len(SMALL) + len(b"[]\n")
         assert hub.stats["lfs_already_present"] == 2
         assert hub.history(REPO)[-1].lfs_added == ["data/shard-1.tar"]
         # (c) downloads return identical bytes (the LFS ones by a redirect to the storage host)
@@ -170,3 +175,32 @@ def test_a_client_with_xet_enabled_fails_loudly(monkeypatch: pytest.MonkeyPatch)
         with pytest.raises(OSError, match="xet-write-token"):
             _preupload_and_commit(api, {"big.tar": BIG}, base)
         assert hub.stats["lfs_put_requests"] == 0 and hub.repo(REPO).head == base
+
+
+def _big_item(tmp_path: Path, item_id: str):
+    """A publishable item whose PLY is over 10 MiB (the rest as ``make_items`` makes it)."""
+    item = make_items(tmp_path, [item_id])[0]
+    i, small = next((i, f) for i, f in enumerate(item.files) if f.kind == "ply")
+    data = random.Random(item_id).randbytes(11 * 1024 * 1024)
+    small.local_path.write_bytes(data)
+    ply = dataclasses.replace(small, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    item.files[i] = ply
+    item.row.ply_size, item.row.ply_sha256 = ply.size, ply.sha256
+    return item, ply, data
+
+
+def test_the_hub_store_publishes_big_files_through_lfs_once_and_verifies_them(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock, faults=HubFaults(script=[409])) as hub:
+        store = HubStore(REPO, endpoint=hub.url, token=TOKEN, clock=clock, sleep=clock.sleep, client_id="c1",
+                         cache_dir=tmp_path / "cache", state_max_age_s=0.0, retry_base_s=0.5)
+        store.open()
+        item, ply, data = _big_item(tmp_path / "items", "big1")
+        receipt = store.publish(Batch("c1", items=[item]))
+        assert receipt.published_ids == ["big1"] and hub.stats["status_409"] == 1  # refused once, then landed
+        assert hub.stats["lfs_bytes_received"] == len(data)  # the resend after the 409 sent no bytes again
+        assert ply.repo_path in hub.history(REPO)[-1].lfs_added
+        assert hub.files(REPO)[ply.repo_path] == data
+        report = store.verify(clock(), deep=True)
+        assert report.ok and report.rows == 1, report.problems
+        assert hub.stats["lfs_downloads"] == 0  # deep verify took the sha256 the Hub keeps for LFS files
