@@ -245,7 +245,7 @@ class HubStore:
             lease = state.leases.get(key)
             out[key] = UnitStatus(done=key in state.done_units,
                                   lease=lease if lease is not None and not lease.expired(now) else None,
-                                  models=dict(state.unit_models.get(key, {})), failed=state.unit_failed.get(key, 0))
+                                  models=state.unit_models(key), failed=state.unit_failed.get(key, 0))
         return out
 
     def item_states(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
@@ -267,7 +267,7 @@ class HubStore:
             mine = extra.get(item_id, [])
             if item_id not in state.published and tally is None and not mine:
                 continue
-            made = state.made_by.get(item_id, ("", "", ""))
+            made = state.made_by(item_id) or ("", "", "")
             out[item_id] = ItemState(
                 published=item_id in state.published,
                 failed_permanently=bool(tally and tally.permanent) or any(not f.transient for f in mine),

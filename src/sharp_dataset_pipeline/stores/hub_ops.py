@@ -191,9 +191,11 @@ def replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
 
 def to_replace(state: HubState, batch: Batch) -> list[str]:
     """Published ids of ``batch`` that its ``redo`` mode replaces (decided at ``state``)."""
-    out = []
+    out: list[str] = []
+    if batch.redo not in ("model-changed", "all"):
+        return out
     for pi in batch.items:
-        made = state.made_by.get(pi.row.id)
+        made = state.made_by(pi.row.id) if pi.row.id in state.published else None
         if made is not None and replaces(batch.redo, made[1:], (pi.row.predictor, pi.row.model_version)):
             out.append(pi.row.id)
     return out

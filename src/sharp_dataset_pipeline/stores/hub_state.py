@@ -76,6 +76,7 @@ class IndexSummary:
     files: int
     holders: Mapping[str, int]  # folder holding item folders -> item folders in it (from this file)
     made_by: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (unit, predictor, model)
+    unit_models: Mapping[str, Mapping[tuple[str, str], int]] = field(default_factory=dict)  # unit -> model -> n
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,11 @@ def summarize_rows(rows: Iterable[IndexRow]) -> IndexSummary:
         found = {h for h in (holder_of(p, row.id) for p in paths) if h is not None}
         for h in found:
             holders[h] += 1
-    return IndexSummary(frozenset(ids), files, dict(holders), made_by)
+    unit_models: dict[str, dict[tuple[str, str], int]] = {}
+    for unit, predictor, model in made_by.values():
+        found = unit_models.setdefault(unit, {})
+        found[(predictor, model)] = found.get((predictor, model), 0) + 1
+    return IndexSummary(frozenset(ids), files, dict(holders), made_by, unit_models)
 
 
 def encode_ledger(delta: LedgerDelta, **extra: Any) -> bytes:
@@ -189,25 +194,30 @@ class HubState:
         return frozenset(out)
 
     @cached_property
-    def made_by(self) -> dict[str, tuple[str, str, str]]:
-        """id -> (unit, predictor, model version) of every published row."""
-        out: dict[str, tuple[str, str, str]] = {}
-        for path in self.paths_of(INDEX, SHARD):
-            out.update(self.parsed[path].made_by)
-        return out
+    def index_paths(self) -> list[str]:
+        """The compacted index and the index shards at this sha."""
+        return self.paths_of(INDEX, SHARD)
+
+    def made_by(self, item_id: str) -> tuple[str, str, str] | None:
+        """(unit, predictor, model version) of the published row of ``item_id`` (per index file, so a
+        state after each commit costs nothing until asked)."""
+        for path in self.index_paths:
+            found = self.parsed[path].made_by.get(item_id)
+            if found is not None:
+                return found
+        return None
 
     def index_files_of(self, ids: Iterable[str]) -> list[str]:
         """The index files (compacted index, shards) that hold a row of any of ``ids``."""
         wanted = set(ids)
         return [p for p in self.paths_of(INDEX, SHARD) if wanted & self.parsed[p].ids]
 
-    @cached_property
-    def unit_models(self) -> dict[str, dict[tuple[str, str], int]]:
-        """unit -> {(predictor, model version): published items of the unit}."""
-        out: dict[str, dict[tuple[str, str], int]] = {}
-        for unit, predictor, model in self.made_by.values():
-            found = out.setdefault(unit, {})
-            found[(predictor, model)] = found.get((predictor, model), 0) + 1
+    def unit_models(self, unit: str) -> dict[tuple[str, str], int]:
+        """{(predictor, model version): published items of ``unit``}."""
+        out: dict[tuple[str, str], int] = {}
+        for path in self.index_paths:
+            for model, n in self.parsed[path].unit_models.get(unit, {}).items():
+                out[model] = out.get(model, 0) + n
         return out
 
     @cached_property
