@@ -6,11 +6,13 @@ Each test starts the emulator in this process and runs ``sharp-dataset run`` in 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from e2e_utils import (
     assert_overlapping,
     check_consistent,
@@ -68,16 +70,25 @@ def test_list_run_publishes_every_photo_once_while_new_photos_arrive(tmp_path: P
         assert emu.cdn_auth_headers == 0
 
 
-def test_a_demo_key_stops_before_the_limit_and_publishes_what_it_fetched(tmp_path: Path) -> None:
-    with UnsplashEmulator(n_photos=200, access_key=KEY, limit=50, leading_dash_ids=False) as emu:
-        done = run_cli(tmp_path, *run_args(tmp_path / "out"), **unsplash_env(emu, STOP_ON_RATE_LIMIT="1"))
+@pytest.mark.parametrize("source", ["unsplash-list", "unsplash-search"])
+def test_a_demo_key_publishes_about_its_budget_and_never_hits_the_limit(tmp_path: Path, source: str) -> None:
+    # A new application's key: 50 requests per hour. Units of the default 300 photos, so the whole
+    # budget is spent inside the first unit (the intake's first chunk of 64 is never full).
+    with UnsplashEmulator(n_photos=400, access_key=KEY, limit=50, leading_dash_ids=False) as emu:
+        done = run_cli(tmp_path, "run", "--source", source, "--predictor", "planar",
+                       "--store", f"local:{tmp_path / 'out'}", "--summary-json", str(tmp_path / "s.json"),
+                       **unsplash_env(emu, STOP_ON_RATE_LIMIT="1", UNSPLASH_QUERIES="e"))
         assert done.returncode == 3, done.stderr  # stopped by the rate limit (exit codes in README)
-        assert "window reopens at" in done.stdout + done.stderr
-        assert emu.limit_responses == 0 and emu.api_requests <= 50
+        out = done.stdout + done.stderr
         ids = published_ids(tmp_path / "out")
-        assert len(ids) >= 30
+        # Each photo costs one tracking call and listing one call per 30 photos; 2 calls stay spare.
+        assert 42 <= len(ids) <= 47, len(ids)
+        assert f"rate limit reached after {len(ids)} items; the window reopens at" in out
+        assert emu.limit_responses == 0 and emu.api_requests <= 50
         assert emu.counts["/cdn"] == len(ids)  # everything fetched was published
         assert dict(emu.tracked) == {pid: 1 for pid in ids}
+        summary = json.loads((tmp_path / "s.json").read_text())
+        assert summary["stopped"] == "rate limited" and summary["rate_limited_until"] > time.time() + 3000
 
 
 def test_an_injected_rate_limit_stops_intake_but_not_the_work_in_flight(tmp_path: Path) -> None:

@@ -58,6 +58,11 @@ class Intake:
         self.error: SharpDatasetError | None = None
         self.limit_reached = ""
         self.other_models: Counter[str] = Counter()  # made by: items left alone that another model made
+        # Items read from the source but not admitted yet (their ledger states are checked a chunk
+        # at a time); handed on early when the source is about to wait for a rate-limit window.
+        self._chunk: list[Item] = []
+        self._chunk_ok = True
+        source.set_wait_hook(self._admit_pending)
 
     def run(self) -> None:
         try:
@@ -107,20 +112,36 @@ class Intake:
         return True
 
     def _admit_unit(self, unit: Unit) -> bool:
-        """Admit the unit's new items; False when enumeration was cut short."""
-        chunk: list[Item] = []
-        for item in self.source.items(unit):
-            self.control.wait_while_paused()
-            if self._should_end():
-                self._admit_chunk(chunk)
-                return False
-            self.scanned += 1
-            chunk.append(item)
-            if len(chunk) >= CHUNK:
-                ok, chunk = self._admit_chunk(chunk), []
-                if not ok:
+        """Admit the unit's new items; False when enumeration was cut short.
+
+        Items already yielded are admitted even when the source then raises (a refused rate-limit
+        reservation, an outage): the source reserved their tracking calls when it yielded them,
+        and dropping them would spend that budget on nothing.
+        """
+        self._chunk, self._chunk_ok = [], True
+        try:
+            for item in self.source.items(unit):
+                self.control.wait_while_paused()
+                if self._should_end() or not self._chunk_ok:
+                    self._admit_pending()
                     return False
-        return self._admit_chunk(chunk)
+                self.scanned += 1
+                self._chunk.append(item)
+                if len(self._chunk) >= CHUNK:
+                    self._admit_pending()
+                    if not self._chunk_ok:
+                        return False
+        except SharpDatasetError:
+            self._admit_pending()
+            self.tracker.close(unit.key, complete=False)
+            raise
+        self._admit_pending()
+        return self._chunk_ok
+
+    def _admit_pending(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        if self._chunk_ok:
+            self._chunk_ok = self._admit_chunk(chunk)
 
     def _admit_chunk(self, chunk: list[Item]) -> bool:
         if not chunk:

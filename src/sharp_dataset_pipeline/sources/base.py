@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from ..records import Item, Unit
@@ -30,6 +30,11 @@ class Source(Protocol):
     def total_items(self) -> int | None:
         """How many items the source enumerates, once known without reading them (a folder's
         listing, a manifest's rows, a feed's ``X-Total``); None while or when unknown. For display."""
+        ...
+
+    def set_wait_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (in the thread reading ``items``) before the source blocks for long, e.g.
+        for a rate-limit window, so the consumer can hand on the items it already holds first."""
         ...
 
 

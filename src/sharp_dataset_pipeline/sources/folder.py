@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +119,9 @@ class FolderSource:
         if self._unreadable:
             counts["unreadable"] = counts.get("unreadable", 0) + len(self._unreadable)
         return counts
+
+    def set_wait_hook(self, hook: Callable[[], None]) -> None:
+        """Never used: reading a local listing or file never waits for long."""
 
     def _listing(self) -> list[_Entry]:
         if self._entries is None:

@@ -34,7 +34,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -137,6 +137,9 @@ class ManifestSource:
         """Rows skipped by reason (``no_url``, ``bad_row``), counted over the whole manifest."""
         self._scan()
         return dict(self._skipped)
+
+    def set_wait_hook(self, hook: Callable[[], None]) -> None:
+        """Never used: reading a local listing or file never waits for long."""
 
     # Loading and scanning.
 

@@ -184,6 +184,11 @@ class UnsplashSource:
         """Ids the ledger already settled are then neither yielded nor budgeted for tracking."""
         self.known_ids = known_ids
 
+    def set_wait_hook(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs before every wait for the hourly window: photos already yielded must not
+        sit unprocessed in the consumer for an hour (invariant 7)."""
+        self.api.before_wait = hook
+
     def set_stop_requested(self, stop_requested: Callable[[], bool]) -> None:
         """While waiting for a rate-limit window, check this and give up (``RateLimited``) when True."""
         self.stop_requested = stop_requested

@@ -97,6 +97,7 @@ class UnsplashApi:
         self.governor, self.client, self.clock, self.sleep = governor, client, clock, sleep
         self.stop_on_rate_limit = stop_on_rate_limit
         self.stop_requested = stop_requested or (lambda: False)
+        self.before_wait: Callable[[], None] = lambda: None
         self.attempts, self.backoff_base_s, self.backoff_max_s = attempts, backoff_base_s, backoff_max_s
         self.rng = rng or random.Random()
         self._key = access_key
@@ -144,6 +145,7 @@ class UnsplashApi:
         """Sleep until the window reopens, in slices, giving up early when a stop is requested."""
         logger.info("Unsplash API budget spent; waiting %.0f s for the hourly window to reopen", seconds)
         end = self.clock() + seconds
+        self.before_wait()
         while not self.stop_requested():
             left = end - self.clock()
             if left <= 0:
