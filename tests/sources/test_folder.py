@@ -42,7 +42,7 @@ def test_walk_is_sorted_recursive_and_skips_hidden_and_non_images(photos: Path) 
     items = _all_items(src)
     assert [i.meta["source_path"] for i in items] == ["a.JPG", "b.jpg", "sub/c.png"]
     assert [i.offset for i in items] == [0, 1, 2]
-    assert src.skipped_counts() == {"not_an_image_extension": 2}
+    assert src.skipped_counts() == {"not_an_image_extension": 2, "hidden": 2}  # .hidden.jpg and .cache/
     first = items[0]
     assert first.source == "folder" and first.meta["license"] == "" and first.ext_hint == "jpg"
     assert Path(first.path).is_absolute() and Path(first.path).read_bytes() == (photos / "a.JPG").read_bytes()

@@ -17,10 +17,12 @@ import hashlib
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageFile
 
@@ -102,7 +104,7 @@ class FolderSource:
                 offset=offset,
                 path=str(self.root / entry.rel),
                 ext_hint=Path(entry.rel).suffix.lower().lstrip("."),
-                meta={"source_path": entry.rel, "license": self.license},
+                meta={"source_path": display_path(entry.rel), "license": self.license},
             )
 
     def total_items(self) -> int | None:
@@ -111,7 +113,8 @@ class FolderSource:
         return len(entries) if entries is not None else None
 
     def skipped_counts(self) -> dict[str, int]:
-        """Skipped inputs by reason: ``not_an_image_extension``, ``duplicate_content``, ``unreadable``."""
+        """Skipped inputs by reason: ``hidden``, ``not_an_image_extension``, ``not_a_regular_file``,
+        ``duplicate_content``, ``unreadable``."""
         self._listing()
         counts = dict(self._skipped)
         if self._duplicates:
@@ -129,7 +132,8 @@ class FolderSource:
             for offset, entry in enumerate(self._entries):
                 self._by_size.setdefault(entry.size, []).append(offset)
             lines = "\n".join(f"{e.rel}\t{e.size}" for e in self._entries)
-            self._listing_hash = hashlib.sha256(lines.encode("utf-8")).hexdigest()[:LISTING_HASH_CHARS]
+            # os.fsencode gives back the name's own bytes, also for a name that is not valid UTF-8.
+            self._listing_hash = hashlib.sha256(os.fsencode(lines)).hexdigest()[:LISTING_HASH_CHARS]
         return self._entries
 
     def _walk(self) -> list[_Entry]:
@@ -138,23 +142,37 @@ class FolderSource:
         exts = image_extensions()
         entries = []
         for dirpath, dirnames, filenames in os.walk(self.root):
+            hidden_dirs = [d for d in dirnames if d.startswith(".")]
+            if hidden_dirs:
+                self._skipped["hidden"] += len(hidden_dirs)  # a hidden folder counts once, unread
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for filename in filenames:
-                if filename.startswith("."):
-                    continue
-                full = Path(dirpath) / filename
-                if Path(filename).suffix.lower() not in exts:
-                    self._skipped["not_an_image_extension"] += 1
-                    continue
-                try:
-                    size = full.stat().st_size
-                except OSError as exc:  # a dangling symlink or a file removed mid-walk
-                    logger.warning("skipping %s: %s", full, exc)
-                    self._skipped["unreadable"] += 1
-                    continue
-                entries.append(_Entry(full.relative_to(self.root).as_posix(), size))
+                entry = self._entry(Path(dirpath) / filename, exts)
+                if entry is not None:
+                    entries.append(entry)
         entries.sort(key=lambda e: e.rel)
         return entries
+
+    def _entry(self, full: Path, exts: frozenset[str]) -> _Entry | None:
+        """The listing entry of one file, or None (counted under the reason it was skipped for)."""
+        if full.name.startswith("."):
+            self._skipped["hidden"] += 1
+            return None
+        if full.suffix.lower() not in exts:
+            self._skipped["not_an_image_extension"] += 1
+            return None
+        try:
+            info = full.stat()
+        except OSError as exc:  # a dangling symlink or a file removed mid-walk
+            logger.warning("skipping %s: %s", display_path(str(full)), exc)
+            self._skipped["unreadable"] += 1
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or device named *.jpg would block (or never end) when read.
+            logger.warning("skipping %s: not a regular file", display_path(str(full)))
+            self._skipped["not_a_regular_file"] += 1
+            return None
+        return _Entry(full.relative_to(self.root).as_posix(), info.st_size)
 
     def _digest(self, offset: int) -> str | None:
         if offset in self._digests:
@@ -164,11 +182,11 @@ class FolderSource:
         path = self.root / self._listing()[offset].rel
         hasher = hashlib.sha256()
         try:
-            with open(path, "rb") as fh:
+            with _open_regular(path) as fh:
                 while chunk := fh.read(_HASH_CHUNK):
                     hasher.update(chunk)
         except OSError as exc:
-            logger.warning("skipping %s: %s", path, exc)
+            logger.warning("skipping %s: %s", display_path(str(path)), exc)
             self._unreadable.add(offset)
             return None
         self._digests[offset] = hasher.hexdigest()
@@ -186,3 +204,20 @@ class FolderSource:
                             entries[earlier].rel, digest[:ID_HEX_CHARS])
                 return True
         return False
+
+
+def display_path(path: str) -> str:
+    """``path`` fit to store and print: bytes of a name that are not valid UTF-8 become U+FFFD
+    (the file itself is still read under its real name)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open for reading, refusing anything but a regular file without blocking on it: a FIFO put
+    in place after the listing would otherwise hang ``open()`` until a writer appears."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fh.close()
+        raise OSError(f"{display_path(str(path))} is not a regular file")
+    return fh
