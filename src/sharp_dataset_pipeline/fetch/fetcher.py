@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -63,9 +64,12 @@ def fetch_item(
 def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int) -> FetchedImage:
     src = Path(item.path)
     try:
-        size = src.stat().st_size
+        info = src.stat()
     except FileNotFoundError as exc:
         raise PermanentError(f"item {item.id}: {src} does not exist", reason="missing_file") from exc
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the copy below for ever
+        raise PermanentError(f"item {item.id}: {src} is not a regular file", reason="not_a_regular_file")
+    size = info.st_size
     if size > max_bytes:
         raise PermanentError(f"item {item.id}: {size} bytes, over the {max_bytes}-byte limit",
                              reason="too_large")
@@ -86,7 +90,8 @@ def _fetch_url(
     retry_base_s: float,
 ) -> FetchedImage:
     # The real extension is known only after decoding, so the bytes land under a neutral name first.
-    staged = images_dir / f"{item.id}.download"
+    # Unique per attempt: two items (or two runs sharing a folder) never write the same temp file.
+    staged = images_dir / f".{item.id}.{uuid.uuid4().hex[:8]}.download"
     size, digest = download(item.url, staged, client, max_bytes=max_bytes, attempts=attempts,
                             base_s=retry_base_s, service="image", item_id=item.id)
     return _decode_and_place(item, staged, images_dir, max_pixels, size, digest)

@@ -7,8 +7,12 @@ is sniffed from the first bytes.
 
 Columns (names compared lower-case):
 
-- URL: ``url``, ``image_url`` or ``photo_image_url``; a row without an http(s) URL is skipped
-  (``no_url``) but keeps its row number, so offsets never shift.
+- URL: ``url``, ``image_url`` or ``photo_image_url``: http(s), or ``file:///path`` for a photo on
+  this machine (read like a folder's file; a ``file:`` URL naming another host is skipped as
+  ``remote_file_url``). A row without such a URL is skipped (``no_url``) but keeps its row number,
+  so offsets never shift.
+- Repeated ids: the first row with an id wins; a later one is skipped as ``duplicate_row`` (the
+  same row again) or ``duplicate_id`` (other content), logged with both row numbers.
 - id: ``id`` or ``photo_id``. Ids are used in file and repository paths, so one that is not
   ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}`` is replaced by a hash of itself. A row without an id gets
   the first 16 hex digits of the SHA-256 of its URL: stable when rows are inserted or reordered,
@@ -37,7 +41,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 import httpx
 
@@ -96,6 +101,9 @@ class ManifestSource:
         self._count = -1
         self._unit_pos: list[int] = []
         self._skipped: Counter[str] = Counter()
+        # Rows whose id an earlier row already has (the first row wins), found by the one full scan
+        # so every unit agrees whichever is read first.
+        self._repeats: set[int] = set()
 
     @property
     def format(self) -> str:
@@ -123,7 +131,7 @@ class ManifestSource:
             for _, record in self._records(fh):
                 if offset >= min(unit.stop, self._count):
                     return
-                if offset >= unit.start and record is not None:
+                if offset >= unit.start and record is not None and offset not in self._repeats:
                     item, _reason = row_to_item(record, offset=offset, unit=unit.key, source=self.name)
                     if item is not None:
                         yield item
@@ -134,7 +142,8 @@ class ManifestSource:
         return self._count if self._count >= 0 else None
 
     def skipped_counts(self) -> dict[str, int]:
-        """Rows skipped by reason (``no_url``, ``bad_row``), counted over the whole manifest."""
+        """Rows skipped by reason (``no_url``, ``bad_row``, ``remote_file_url``, ``duplicate_id``,
+        ``duplicate_row``), counted over the whole manifest."""
         self._scan()
         return dict(self._skipped)
 
@@ -148,6 +157,7 @@ class ManifestSource:
             return
         self._load()
         count = 0
+        first_rows: dict[str, tuple[int, bytes]] = {}
         with self._open() as fh:
             records = self._records(fh, read_header=self._format != "jsonl")
             for start, record in records:
@@ -156,19 +166,37 @@ class ManifestSource:
                 if record is None:
                     self._skipped["bad_row"] += 1
                 else:
-                    _item, reason = row_to_item(record, offset=count, unit="", source=self.name)
+                    item, reason = row_to_item(record, offset=count, unit="", source=self.name)
                     if reason:
                         self._skipped[reason] += 1
+                    elif item is not None:
+                        self._note_id(item.id, count, record, first_rows)
                 count += 1
         self._count = count
         logger.info("manifest %s: %d rows (%s), skipped %s", self._hash, count, self._format,
                     dict(self._skipped))
 
+    def _note_id(self, item_id: str, offset: int, record: dict, first_rows: dict[str, tuple[int, bytes]]) -> None:
+        """Remember the first row of each id; a later row with the same id is skipped (it would
+        share the first one's files and ledger entry)."""
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).digest()[:8]
+        first = first_rows.get(item_id)
+        if first is None:
+            first_rows[item_id] = (offset, digest)
+            return
+        reason = "duplicate_row" if first[1] == digest else "duplicate_id"
+        self._repeats.add(offset)
+        self._skipped[reason] += 1
+        # Row numbers count data rows from 1, as a spreadsheet shows them under the header.
+        logger.warning("manifest row %d skipped: %s of row %d (id %s)", offset + 1, reason, first[0] + 1,
+                       item_id)
+
     def _load(self) -> None:
         if _is_url(self.location):
             self._fetch_remote()
         else:
-            self._path = Path(self.location)
+            local = file_url_path(self.location) if self.location.lower().startswith("file:") else self.location
+            self._path = Path(local)
             if not self._path.is_file():
                 raise ConfigError(f"manifest {self.location} is not a file")
         with self._open() as fh:
@@ -285,15 +313,32 @@ def detect_format(name: str, head: bytes) -> str:
 def row_to_item(row: Mapping[str, Any], *, offset: int, unit: str, source: str) -> tuple[Item | None, str]:
     """One manifest row as an Item, or ``(None, reason)`` when it cannot be one (pure)."""
     url = next((_text(row.get(c)) for c in URL_COLUMNS if _text(row.get(c))), "")
-    if not url.lower().startswith(("http://", "https://")):
+    path = ""
+    if url.lower().startswith("file:"):
+        path = file_url_path(url)
+        if not path:
+            return None, "remote_file_url"
+    elif not url.lower().startswith(("http://", "https://")):
         return None, "no_url"
     raw_id = next((_text(row.get(c)) for c in ID_COLUMNS if _text(row.get(c))), "")
     if raw_id and _SAFE_ID.match(raw_id):
         item_id = raw_id
     else:
         item_id = hashlib.sha256((raw_id or url).encode("utf-8")).hexdigest()[:ID_HEX_CHARS]
-    return Item(id=item_id, source=source, unit=unit, offset=offset, url=url,
-                focal_hint_mm35=_focal_hint(row), meta=_meta(row)), ""
+    meta = _meta(row)
+    if path:
+        meta["source_path"] = path
+    return Item(id=item_id, source=source, unit=unit, offset=offset, url="" if path else url, path=path,
+                focal_hint_mm35=_focal_hint(row), meta=meta), ""
+
+
+def file_url_path(url: str) -> str:
+    """The local path of a ``file:`` URL (``file:///a/b.jpg``, ``file://localhost/a/b.jpg``), or ""
+    when it names another host: this machine cannot read that, so the row is skipped."""
+    parts = urlsplit(url)
+    if parts.netloc.lower() not in ("", "localhost") or not parts.path:
+        return ""
+    return url2pathname(unquote(parts.path))
 
 
 def _meta(row: Mapping[str, Any]) -> dict[str, str]:

@@ -1,0 +1,56 @@
+"""Manifest rows through the real CLI: a repeated id is caught at the source (first row wins, the
+others skipped with their row numbers), so it can never poison later runs; ``file://`` rows are
+read as local photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from e2e_utils import check_consistent, make_photos, run_cli
+
+from emulators.files import FileServer, jpeg_bytes
+
+
+def _run(tmp: Path, manifest: Path, store: Path, name: str):
+    return run_cli(tmp, "run", "--source", f"manifest:{manifest}", "--predictor", "planar",
+                   "--store", f"local:{store}", "--summary-json", str(tmp / f"{name}.json"), "--run-id", name)
+
+
+def test_repeated_ids_are_skipped_at_the_source_and_file_urls_are_local_photos(tmp_path: Path) -> None:
+    store = tmp_path / "out"
+    local = make_photos(tmp_path / "local", 1, seed=31)[0]
+    with FileServer() as files:
+        a1 = files.put("/a1.jpg", jpeg_bytes(80, 60, seed=1))
+        other = files.put("/other.jpg", jpeg_bytes(120, 90, seed=2))  # another photo under the same id
+        b1 = files.put("/b1.jpg", jpeg_bytes(seed=3))
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(
+            "id,url\n"
+            f"a1,{a1}\n"          # row 1: wins
+            f"a1,{other}\n"       # row 2: same id, other URL
+            f"b1,{b1}\n"          # row 3
+            f"b1,{b1}\n"          # row 4: the very same row again
+            f"l1,{local.as_uri()}\n"           # row 5: a local photo
+            "r1,file://elsewhere/x.jpg\n",     # row 6: another machine's file
+            encoding="utf-8")
+        first = _run(tmp_path, manifest, store, "r1")
+        second = _run(tmp_path, manifest, store, "r2")
+        other_hits = files.hits("/other.jpg")
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout + first.stderr
+    assert "manifest row 2 skipped: duplicate_id of row 1 (id a1)" in out
+    assert "manifest row 4 skipped: duplicate_row of row 3 (id b1)" in out
+    summary = json.loads((tmp_path / "r1.json").read_text())
+    assert summary["published"] == 3 and summary["failed"] == {}, summary
+    assert summary["skipped"] == {"duplicate_id": 1, "duplicate_row": 1, "remote_file_url": 1}, summary
+    assert other_hits == 0  # the repeated row was never fetched
+    rows = {r["id"]: r for r in check_consistent(store)}
+    assert set(rows) == {"a1", "b1", "l1"}
+    assert (rows["a1"]["width"], rows["a1"]["height"]) == (80, 60)  # the first row's photo
+    assert rows["l1"]["source_path"] == str(local) and rows["l1"]["image_sha256"]
+    # A later run is not poisoned: it finds everything done and publishes nothing, cleanly.
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads((tmp_path / "r2.json").read_text())
+    assert again["published"] == 0 and again["failed"] == {}, again
+    assert len(check_consistent(store)) == 3
