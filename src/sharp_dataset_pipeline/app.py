@@ -70,6 +70,7 @@ def run_options(settings: Settings) -> RunOptions:
         upload_workers=settings.upload_workers,
         download_workers=settings.download_workers,
         fetch_retries=settings.fetch_retries,
+        fetch_timeout_s=settings.fetch_timeout_secs,
         max_image_pixels=settings.max_image_pixels,
         max_download_bytes=settings.max_download_bytes,
         batch_size=size,

@@ -31,7 +31,7 @@ EXIT_CODES_HELP = (
     "\b\nExit codes:\n"
     "  0  the run did its work: items published, or nothing left to do (failed items are data, see the summary)\n"
     "  1  the store could not publish, no item was published and at least one failed, the disk is full,\n"
-    "     or an internal error\n"
+    "     work was still stuck at the drain deadline (STOP_DRAIN_SECS), or an internal error\n"
     "  2  invalid settings or usage (one line naming the setting)\n"
     "  3  stopped by a rate limit: nothing to do until the window reopens (the summary says when)"
 )
@@ -111,7 +111,7 @@ def run(env_file: str, summary_json: Path | None, **flags: Any) -> None:
 
 def exit_code(summary: RunSummary) -> int:
     """The documented exit code of a finished run (EXIT_CODES_HELP)."""
-    if summary.stop_cause in ("error", "store_failed", "disk_full"):
+    if summary.stop_cause in ("error", "store_failed", "disk_full", "drain_deadline"):
         return EXIT_FAILED
     if summary.failed_total and not (summary.published or summary.already_published):
         return EXIT_FAILED

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     upload_workers: int = Field(default=2, ge=1, le=64)
     download_workers: int = Field(default=4, ge=1, le=64)
     fetch_retries: int = Field(default=4, ge=1, le=20)
+    fetch_timeout_secs: float = Field(default=300.0, gt=0)
     max_image_pixels: int = Field(default=120_000_000, ge=1)
     max_download_bytes: int = Field(default=200_000_000, ge=1)
     # Keep runs/<RUN_ID>/images and gaussians after publish? Unset: yes for the local store (its files

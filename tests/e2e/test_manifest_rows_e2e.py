@@ -54,3 +54,26 @@ def test_repeated_ids_are_skipped_at_the_source_and_file_urls_are_local_photos(t
     again = json.loads((tmp_path / "r2.json").read_text())
     assert again["published"] == 0 and again["failed"] == {}, again
     assert len(check_consistent(store)) == 3
+
+
+def test_a_trickling_url_fails_at_fetch_timeout_and_the_rest_is_published(tmp_path: Path) -> None:
+    import time
+
+    store = tmp_path / "out"
+    with FileServer() as files:
+        good = [files.put(f"/g{i}.jpg", jpeg_bytes(seed=40 + i)) for i in range(2)]
+        slow = files.put("/slow.jpg", jpeg_bytes(seed=50))
+        files.faults.trickle(2.0, path="/slow.jpg", times=10)  # one byte every 2 s: never a read timeout
+        manifest = tmp_path / "m.csv"
+        manifest.write_text("id,url\n" + "".join(f"g{i},{u}\n" for i, u in enumerate(good)) + f"s1,{slow}\n",
+                            encoding="utf-8")
+        started = time.monotonic()
+        res = run_cli(tmp_path, "run", "--source", f"manifest:{manifest}", "--predictor", "planar",
+                      "--store", f"local:{store}", "--summary-json", str(tmp_path / "s.json"), timeout=120,
+                      FETCH_TIMEOUT_SECS="4", FETCH_RETRIES="3")
+        elapsed = time.monotonic() - started
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["published"] == 2 and summary["failed"] == {"download_deadline": 1}, summary
+    assert "item s1 failed at fetch: download_deadline" in res.stdout + res.stderr
+    assert elapsed < 40, elapsed

@@ -108,3 +108,39 @@ def test_second_ctrl_c_aborts_and_leaves_the_store_consistent(tmp_path: Path) ->
     rows = check_consistent(store)
     assert len(rows) < 60
     assert _no_leases(store, "impatient")
+
+
+def test_sigterm_with_a_stuck_item_exits_at_the_drain_deadline_and_releases(tmp_path: Path) -> None:
+    from emulators.files import FileServer, jpeg_bytes
+
+    store = tmp_path / "out"
+    with FileServer() as files:
+        good = files.put("/good.jpg", jpeg_bytes(seed=61))
+        stuck = files.put("/stuck.jpg", jpeg_bytes(seed=62))
+        files.faults.trickle(2.0, path="/stuck.jpg", times=5)  # hours for the whole body
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"id,url\ng1,{good}\ns1,{stuck}\n", encoding="utf-8")
+        env = cli_env(CLIENT_ID="stuckclient", STOP_DRAIN_SECS="3", FETCH_TIMEOUT_SECS="3600")
+        proc = subprocess.Popen(cli_cmd("run", "--source", f"manifest:{manifest}", "--predictor", "planar",
+                                        "--store", f"local:{store}", "--batch-size", "1",
+                                        "--summary-json", str(tmp_path / "s.json")),
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: files.hits("/stuck.jpg") >= 1 and store.joinpath("data").exists()
+                      and len(read_rows(store)) == 1)
+            proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            out, err = proc.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # Out by the deadline (3 s) plus the abort grace (3 s) and a margin, not after the trickle ends.
+    assert took < 12, (took, err[-2000:])
+    assert proc.returncode == 1, err[-3000:]
+    assert "drain deadline passed" in out + err
+    assert _no_leases(store, "stuckclient"), "the stuck unit's lease was kept"
+    assert [r["id"] for r in read_rows(store)] == ["g1"]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["stop_cause"] == "drain_deadline" and "fetch-" in summary["stopped"]

@@ -20,7 +20,9 @@ class Fault:
     - ``truncate_to``: send the real headers (full Content-Length) but only this many body bytes, then
       close the connection;
     - ``delay_s``: sleep before answering (longer than the client timeout = a timeout);
-    - ``drop``: close the connection without answering at all.
+    - ``drop``: close the connection without answering at all;
+    - ``trickle_s``: send the real headers, then the body one byte every ``trickle_s`` seconds (each
+      read arrives well within a read timeout, the whole body takes for ever).
     """
 
     status: int = 0
@@ -29,6 +31,7 @@ class Fault:
     truncate_to: int | None = None
     delay_s: float = 0.0
     drop: bool = False
+    trickle_s: float = 0.0
 
 
 ANY = "*"
@@ -62,6 +65,10 @@ class FaultSchedule:
     def delay(self, seconds: float, *, times: int = 1, path: str = ANY) -> FaultSchedule:
         """Answer late (a client with a shorter timeout sees a timeout)."""
         return self.add(Fault(delay_s=seconds), path=path, times=times)
+
+    def trickle(self, seconds_per_byte: float, *, times: int = 1, path: str = ANY) -> FaultSchedule:
+        """Send the body one byte every ``seconds_per_byte`` seconds."""
+        return self.add(Fault(trickle_s=seconds_per_byte), path=path, times=times)
 
     def drop(self, *, times: int = 1, path: str = ANY) -> FaultSchedule:
         """Close the connection without a response."""

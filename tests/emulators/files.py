@@ -97,7 +97,24 @@ def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"not found", "text/plain", {})
                 return
             data, ctype = owner.files[path]
+            if fault is not None and fault.trickle_s:
+                self._trickle(data, ctype, fault.trickle_s)
+                return
             self._send(200, data, ctype, {}, truncate_to=fault.truncate_to if fault else None)
+
+        def _trickle(self, body: bytes, ctype: str, seconds_per_byte: float) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(seconds_per_byte)
+            except OSError:  # the client gave up: that is the point of the fault
+                self.close_connection = True
 
         def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str],
                   truncate_to: int | None = None) -> None:

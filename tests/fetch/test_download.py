@@ -120,3 +120,19 @@ def test_failed_retry_keeps_an_existing_file_intact(file_server: FileServer, tmp
         _get(file_server, dest, attempts=2)
     assert dest.read_bytes() == b"previous complete file"
     assert _leftovers(tmp_path) == ["a.jpg"]
+
+
+def test_a_trickling_body_fails_at_the_overall_deadline(file_server: FileServer, tmp_path: Path) -> None:
+    import time
+
+    file_server.put("/photo.jpg", DATA)
+    file_server.faults.trickle(0.5, times=10)  # each read well inside the 5 s read timeout
+    started = time.monotonic()
+    with pytest.raises(TransientError) as info:
+        _get(file_server, tmp_path / "a.jpg", attempts=3, deadline_s=2.0)
+    elapsed = time.monotonic() - started
+    assert error_reason(info.value) == "download_deadline"
+    assert "FETCH_TIMEOUT_SECS=2s" in str(info.value)
+    assert 2.0 <= elapsed < 4.0, elapsed
+    assert file_server.hits("/photo.jpg") == 1  # no attempt starts after the deadline
+    assert _leftovers(tmp_path) == []

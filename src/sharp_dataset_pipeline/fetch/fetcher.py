@@ -42,12 +42,14 @@ def fetch_item(
     max_bytes: int,
     attempts: int,
     retry_base_s: float = 0.5,
+    deadline_s: float | None = None,
 ) -> FetchedImage:
     """Bring ``item``'s original into ``images_dir/<id>.<ext>`` and decode it for the predictor.
 
     Raises ``TransientError`` (retry later), ``RateLimited`` or ``PermanentError`` (with ``reason``:
     ``missing_file``, ``too_large``, ``no_location``, ``http_<status>`` or one of the decoder's).
-    Nothing is left in ``images_dir`` for an item that fails. ``retry_base_s`` scales the backoff.
+    Nothing is left in ``images_dir`` for an item that fails. ``retry_base_s`` scales the backoff;
+    ``deadline_s`` bounds a URL's whole download, retries included (``FETCH_TIMEOUT_SECS``).
     """
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def fetch_item(
         if client is None:
             raise ValueError("fetch_item needs an HTTP client for URL items")
         return _fetch_url(item, images_dir, client, max_pixels=max_pixels, max_bytes=max_bytes,
-                          attempts=attempts, retry_base_s=retry_base_s)
+                          attempts=attempts, retry_base_s=retry_base_s, deadline_s=deadline_s)
     raise PermanentError(f"item {item.id} has neither a path nor a URL", reason="no_location")
 
 
@@ -87,13 +89,13 @@ def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int
 
 def _fetch_url(
     item: Item, images_dir: Path, client: httpx.Client, *, max_pixels: int, max_bytes: int, attempts: int,
-    retry_base_s: float,
+    retry_base_s: float, deadline_s: float | None,
 ) -> FetchedImage:
     # The real extension is known only after decoding, so the bytes land under a neutral name first.
     # Unique per attempt: two items (or two runs sharing a folder) never write the same temp file.
     staged = images_dir / f".{item.id}.{uuid.uuid4().hex[:8]}.download"
     size, digest = download(item.url, staged, client, max_bytes=max_bytes, attempts=attempts,
-                            base_s=retry_base_s, service="image", item_id=item.id)
+                            base_s=retry_base_s, service="image", item_id=item.id, deadline_s=deadline_s)
     return _decode_and_place(item, staged, images_dir, max_pixels, size, digest)
 
 

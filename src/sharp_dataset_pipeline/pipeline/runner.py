@@ -45,6 +45,10 @@ from .tracker import UnitTracker
 
 log = logging.getLogger(__name__)
 
+# After an abort (the drain deadline, a second Ctrl+C), how long stages get to notice it before the
+# run stops waiting for them.
+ABORT_GRACE_S = 3.0
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -60,6 +64,7 @@ class RunOptions:
     upload_workers: int = 2
     download_workers: int = 4
     fetch_retries: int = 4
+    fetch_timeout_s: float = 300.0
     max_image_pixels: int = 120_000_000
     max_download_bytes: int = 200_000_000
     batch_size: int = 32
@@ -136,6 +141,7 @@ class Runner:
         self._pp_slots = threading.BoundedSemaphore(opts.upload_workers * 2)
         self._pp_pool = ThreadPoolExecutor(opts.upload_workers, thread_name_prefix="postprocess")
         self.fatal: BaseException | None = None
+        self.stuck: list[str] | None = None  # stages left busy after the drain deadline
         self.disk_full = False
         self.started_at = 0.0
         kind = getattr(source, "followup_kind", "")
@@ -206,20 +212,23 @@ class Runner:
             self.followups.submit(self._adoptable_followups())
         if self.share:
             self.share.start()
-        threads = [threading.Thread(target=self._guard(self._source_loop), name="source")]
+        # Daemon threads: a stage stuck past the drain deadline (a hung read) must not keep the
+        # process alive once the run has released what it holds (see _wait_with_deadline).
+        threads = [threading.Thread(target=self._guard(self._source_loop), name="source", daemon=True)]
         if self.executor is None:
             threads += [
-                threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}")
+                threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}", daemon=True)
                 for i in range(self.opts.download_workers)
             ]
-            threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict"))
-        publisher = threading.Thread(target=self._guard(self.publisher.run), name="publish")
+            threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict", daemon=True))
+        publisher = threading.Thread(target=self._guard(self.publisher.run), name="publish", daemon=True)
         for t in [*threads, publisher]:
             t.start()
         if self.executor is not None:
             threads += self.executor.start(self)
-        self._wait_with_deadline(threads)
-        publisher.join()
+        if not self._wait_with_deadline(threads):
+            self._give_up_on(threads)
+        publisher.join(None if self.stuck is None else ABORT_GRACE_S)
         self.control.announce()
         shares = self.share.finish(self._drain_left()).as_dict() if self.share else {}
         self._finish()
@@ -246,16 +255,33 @@ class Runner:
 
         return wrapped
 
-    def _wait_with_deadline(self, threads: list[threading.Thread]) -> None:
+    def _wait_with_deadline(self, threads: list[threading.Thread]) -> bool:
+        """Wait for the stages; False when some are still busy ``ABORT_GRACE_S`` after the drain
+        deadline (or after an abort): they are stuck (a read that never returns) and left behind."""
+        abort_seen_at: float | None = None
         while any(t.is_alive() for t in threads):
             for t in threads:
                 t.join(timeout=0.2)
                 self.control.announce()
+            now = self.clock()
             if self.control.stopping and self._stop_seen_at is None:
-                self._stop_seen_at = self.clock()
+                self._stop_seen_at = now
             if self._stop_seen_at is not None and not self.control.aborting:
-                if self.clock() - self._stop_seen_at > self.opts.stop_drain_secs:
+                if now - self._stop_seen_at > self.opts.stop_drain_secs:
                     self.control.request_abort(f"drain deadline of {self.opts.stop_drain_secs:.0f}s passed")
+            if self.control.aborting and abort_seen_at is None:
+                abort_seen_at = now
+            if abort_seen_at is not None and now - abort_seen_at > ABORT_GRACE_S:
+                return not any(t.is_alive() for t in threads)
+        return True
+
+    def _give_up_on(self, threads: list[threading.Thread]) -> None:
+        """Leave stuck stages behind: publish what is finished, then release (in ``_finish``)."""
+        self.stuck = [t.name for t in threads if t.is_alive()]
+        log.error("drain deadline passed with %s still busy; publishing what is finished, releasing the "
+                  "rest and exiting", ", ".join(self.stuck))
+        # A stuck item never settles, so its unit cannot be marked done: it is released with the rest.
+        self._put(self.results, END, force=True)  # the publisher flushes its batch and returns
 
     def _drain_left(self) -> float:
         """Seconds the share stage may still take once publishing is over: the drain deadline
@@ -269,7 +295,7 @@ class Runner:
         return max(0.0, self._stop_seen_at + self.opts.stop_drain_secs - self.clock())
 
     def _finish(self) -> None:
-        self._pp_pool.shutdown(wait=True)
+        self._pp_pool.shutdown(wait=self.stuck is None)
         if self.followups:
             self.followups.inbox.put(END)
             self.followups.thread.join(timeout=max(5.0, self.opts.stop_drain_secs))
@@ -312,6 +338,7 @@ class Runner:
             fetched = fetch_item(
                 item, self.images_dir, self.http, max_pixels=self.opts.max_image_pixels,
                 max_bytes=self.opts.max_download_bytes, attempts=self.opts.fetch_retries,
+                deadline_s=self.opts.fetch_timeout_s,
             )
         except (TransientError, PermanentError, RateLimited, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -477,4 +504,7 @@ class Runner:
             summary.stopped, summary.stop_cause = f"error: source: {self.intake.error}", "error"
         if self.fatal is not None:
             summary.stopped, summary.stop_cause = f"error: {self.fatal}", "error"
+        if self.stuck is not None:
+            summary.stopped = f"drain deadline passed; left busy: {', '.join(self.stuck)}"
+            summary.stop_cause = "drain_deadline"
         return summary
