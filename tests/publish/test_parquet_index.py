@@ -194,3 +194,28 @@ def test_plan_compaction(files: list[IndexShardInfo], groups: list[list[IndexSha
     assert all(s.output.startswith("data/index/parts/part-") for s in steps)
     assert pi.plan_compaction(list(reversed(files)), target_bytes=100) == steps  # deterministic names
     assert len({s.output for s in steps}) == len(steps)
+
+
+def test_member_json_is_typed_and_deterministic() -> None:
+    entry = _entry("j1")
+    camera = {"intrinsics": [[3100.5, 0, 2000], [0, 3100.5, 1500], [0, 0, 1]], "image_size": [4000, 3000],
+              "disparity": [0.1, 10.0], "color_space": "linearRGB", "version": [1, 0]}
+    data = pi.member_json(entry.row, camera)
+    assert data == pi.member_json(entry.row, dict(reversed(list(camera.items()))))
+    doc = json.loads(data)
+    assert doc["id"] == "j1" and doc["tags"] == ["mountain", "lake", "sky"] and doc["camera"] == camera
+    assert doc["description"] is None and doc["width"] == 4000
+    assert not {"preview", "members", "shard_path"} & set(doc)
+    with pytest.raises(StoreError, match="not JSON"):
+        pi.member_json(entry.row, {"disparity": [float("nan")]})
+
+
+def test_shard_members_from_a_written_shard() -> None:
+    from sharp_dataset_pipeline.publish import tar_shard
+
+    key = encode_key("s1")
+    res = tar_shard.write_shard([tar_shard.ShardItem(key, {"spz": b"abc", "json": b"{}"})], io.BytesIO())
+    members = pi.shard_members("data/shards/00/x.tar", res.members_of(key).values())
+    # json: header at 0, data at 512 padded to 1024; spz: header at 1024, data at 1536
+    assert {m.field: (m.offset, m.size) for m in members} == {"json": (512, 2), "spz": (1536, 3)}
+    assert all(m.shard == "data/shards/00/x.tar" for m in members)

@@ -200,3 +200,28 @@ def test_tar_size_matches_written_bytes(key_len: int, size: int) -> None:
     assert tar_shard.member_tar_bytes(f"{key}.spz", size) == res.members[0].offset + padded
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         assert tar.getmembers()[0].offset_data == res.members[0].offset
+
+
+def test_verify_shard_reports_each_problem(tmp_path: Path) -> None:
+    path = tmp_path / "s.tar"
+    res = _write(_items(), path)
+    with path.open("rb") as fh:
+        assert tar_shard.verify_shard(fh, res.members) == []
+    spz = res.members_of(encode_key("zz"))["spz"]
+    data = bytearray(path.read_bytes())
+    data[spz.offset] ^= 0x01
+    path.write_bytes(bytes(data))
+    ghost = tar_shard.MemberRecord("ghost.spz", "ghost", "spz", 0, 1, "0" * 64)
+    index = [m for m in res.members if m.name != f"{encode_key('a_b.c')}.json"] + [ghost]
+    with path.open("rb") as fh:
+        problems = tar_shard.verify_shard(fh, index)
+    assert problems == [
+        f"{encode_key('a_b.c')}.json: in the shard but not in the index",
+        f"{spz.name}: sha256 {hashlib.sha256(bytes(data[spz.offset:spz.offset + spz.size])).hexdigest()[:12]}…, "
+        f"the index says {spz.sha256[:12]}…",
+        "ghost.spz: in the index but not in the shard",
+    ]
+    path.write_bytes(bytes(data[: spz.offset + 3]))
+    with path.open("rb") as fh:
+        problems = tar_shard.verify_shard(fh, res.members)
+    assert problems[0].startswith("unreadable after") and problems[-1].endswith("in the index but not in the shard")

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from ..errors import StoreError
 from ..records import IndexRow
 from .shard_layout import BATCH_DIGITS, PENDING_INDEX_DIR, index_part_path
+from .tar_shard import MemberRecord
 
 MAX_ROW_GROUP_BYTES = 100_000_000
 DEFAULT_PART_BYTES = 500_000_000  # datasets' own shard size for push_to_hub
@@ -202,6 +203,29 @@ def entry_from_record(rec: dict[str, Any]) -> IndexEntry:
                       shard_path=rec.get("shard_path"), ply_shard_path=rec.get("ply_shard_path"),
                       members=tuple(ShardMember(**m) for m in rec.get("members") or ()),
                       preview=preview.get("bytes"), preview_path=preview.get("path"))
+
+
+def shard_members(shard_path: str, records: Iterable[MemberRecord]) -> tuple[ShardMember, ...]:
+    """An item's ``members`` for its index entry from what ``tar_shard.write_shard`` returned for it."""
+    return tuple(ShardMember(shard_path, r.name, r.field, r.offset, r.size, r.sha256) for r in records)
+
+
+def member_json(row: IndexRow, camera: dict[str, Any]) -> bytes:
+    """The ``<key>.json`` member: the typed index row (nulls, lists) plus SHARP's camera metadata that the
+    splat formats cannot carry (intrinsics, extrinsics, image size, disparity, colour space, version).
+
+    Without the shard columns and the preview: the member sits inside the shard it would describe.
+    Deterministic (sorted keys, no spaces), so a resent batch makes the same tar. Raises ``StoreError``
+    for values JSON cannot hold (NaN, infinity, bytes).
+    """
+    rec = entry_record(IndexEntry(row))
+    for name in ("layout", "key", "shard_path", "ply_shard_path", "members", "preview"):
+        rec.pop(name)
+    rec["camera"] = camera
+    try:
+        return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"item {row.id}: metadata is not JSON: {exc}") from exc
 
 
 def _record_bytes(rec: dict[str, Any]) -> int:

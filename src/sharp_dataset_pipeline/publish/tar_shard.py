@@ -273,3 +273,30 @@ def iter_members(src: BinaryIO) -> Iterator[MemberRecord]:
                 yield MemberRecord(info.name, key, field_name, info.offset_data, info.size, digest.hexdigest())
     except (tarfile.TarError, EOFError) as exc:
         raise MemberMismatch(f"shard is not a readable tar: {exc}") from exc
+
+
+def verify_shard(src: BinaryIO, expected: Iterable[MemberRecord]) -> list[str]:
+    """Read a shard once (a stream; no seeking) and compare it with the members an index says it holds.
+
+    Returns one line per problem, empty when every expected member is there at its offset with its size
+    and sha256: a missing member, one that moved, was resized or has other bytes, a member the index does
+    not know, or a shard that cannot be read to its end. What ``verify --deep`` reports per shard.
+    """
+    want = {m.name: m for m in expected}
+    problems: list[str] = []
+    seen: set[str] = set()
+    try:
+        for got in iter_members(src):
+            seen.add(got.name)
+            rec = want.get(got.name)
+            if rec is None:
+                problems.append(f"{got.name}: in the shard but not in the index")
+            elif (got.offset, got.size) != (rec.offset, rec.size):
+                problems.append(f"{got.name}: at {got.offset} ({got.size} bytes), the index says "
+                                f"{rec.offset} ({rec.size} bytes)")
+            elif got.sha256 != rec.sha256:
+                problems.append(f"{got.name}: sha256 {got.sha256[:12]}…, the index says {rec.sha256[:12]}…")
+    except MemberMismatch as exc:
+        problems.append(f"unreadable after {len(seen)} members: {exc}")
+    problems += [f"{name}: in the index but not in the shard" for name in sorted(set(want) - seen)]
+    return problems
