@@ -104,9 +104,9 @@ def plan_acquire(state: HubState, unit: Unit, client_id: str, ttl_s: float, now:
 def _renew_into(plan: Plan, state: HubState, units: Iterable[str], client_id: str, ttl_s: float,
                 now: float, nonce: str, force: bool) -> None:
     for key in dict.fromkeys(units):
-        if key in state.done_units:
-            continue
         current = state.leases.get(key)
+        if key in state.done_units and (current is None or current.owner != client_id):
+            continue  # done, and not reopened by us (``run --redo``)
         if not may_take(current, client_id, now):
             plan.lost.append(key)
             continue
