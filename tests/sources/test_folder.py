@@ -107,3 +107,18 @@ def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
 
 def test_empty_folder_has_no_units(tmp_path: Path) -> None:
     assert list(FolderSource(tmp_path).units()) == []
+
+
+def test_a_file_replaced_by_a_fifo_after_the_listing_is_skipped_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    root = tmp_path / "photos"
+    _photo(root / "a.jpg", 1)
+    _photo(root / "b.jpg", 2)
+    src = FolderSource(root, range_size=10)
+    units = list(src.units())  # the listing saw two regular files
+    (root / "a.jpg").unlink()
+    os.mkfifo(root / "a.jpg")  # a blocking open() would wait here for a writer for ever
+    items = [i for u in units for i in src.items(u)]
+    assert [i.meta["source_path"] for i in items] == ["b.jpg"]
+    assert src.skipped_counts() == {"unreadable": 1}

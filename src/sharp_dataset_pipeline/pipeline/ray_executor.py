@@ -177,7 +177,7 @@ class RayExecutor:
                               f"the cluster has {self._gpus:g}")
         gpu_args = {"num_gpus": 1} if self._gpus >= 1 else {}
         fetch_opts = FetchOptions(runner.images_dir.resolve(), ro.max_image_pixels, ro.max_download_bytes,
-                                  ro.fetch_retries)
+                                  ro.fetch_retries, ro.fetch_timeout_s)
         # GSPLAT_UPLOAD: post-process tasks only write the file to share; the driver's publisher
         # feeds the runner's share stage, as in the thread executor.
         pp_opts = runner.pp_opts

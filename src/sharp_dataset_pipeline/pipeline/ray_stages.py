@@ -112,6 +112,7 @@ class FetchOptions:
     max_pixels: int
     max_bytes: int
     attempts: int
+    deadline_s: float | None = None  # FETCH_TIMEOUT_SECS: one download, retries included
 
 
 def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchOptions) -> dict[str, np.ndarray]:
@@ -129,7 +130,8 @@ def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchOptions) -> dict[str,
             info: dict[str, Any] = {}
             try:
                 fetched = fetch_item(item, opts.images_dir, client, max_pixels=opts.max_pixels,
-                                     max_bytes=opts.max_bytes, attempts=opts.attempts)
+                                     max_bytes=opts.max_bytes, attempts=opts.attempts,
+                                     deadline_s=opts.deadline_s)
             except (TransientError, PermanentError, RateLimited, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     info["disk_full"] = True
