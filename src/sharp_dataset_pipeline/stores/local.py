@@ -51,7 +51,19 @@ log = logging.getLogger(__name__)
 _TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
 _MAINTENANCE = "maintenance"
 _BACKUP_PREFIX = "redo-"  # kept copies of files a --redo publish replaces (restored after a crash)
-_HOST = socket.gethostname()
+
+
+def _this_host() -> str:
+    """Where a pid means something: the host name plus, on Linux, the pid namespace (two containers
+    with one host name sharing a store folder must not judge each other's pids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}" if namespace else socket.gethostname()
+
+
+_HOST = _this_host()
 SNAPSHOT_YAML = layout.DATASETS_YAML_PATH  # read by ``datasets`` over the card: see ``render_snapshot_yaml``
 
 
