@@ -157,7 +157,7 @@ class ManifestSource:
             return
         self._load()
         count = 0
-        first_rows: dict[str, tuple[int, bytes]] = {}
+        first_rows: dict[str, tuple[int, int]] = {}
         with self._open() as fh:
             records = self._records(fh, read_header=self._format != "jsonl")
             for start, record in records:
@@ -176,10 +176,14 @@ class ManifestSource:
         logger.info("manifest %s: %d rows (%s), skipped %s", self._hash, count, self._format,
                     dict(self._skipped))
 
-    def _note_id(self, item_id: str, offset: int, record: dict, first_rows: dict[str, tuple[int, bytes]]) -> None:
+    def _note_id(self, item_id: str, offset: int, record: dict, first_rows: dict[str, tuple[int, int]]) -> None:
         """Remember the first row of each id; a later row with the same id is skipped (it would
         share the first one's files and ledger entry)."""
-        digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).digest()[:8]
+        # A within-run fingerprint only tells duplicate_row from duplicate_id, so Python's hash does.
+        try:
+            digest = hash(tuple(record.items()))  # CSV/TSV rows: strings in header order
+        except TypeError:  # a JSON line with list or object values
+            digest = hash(repr(sorted(record.items())))
         first = first_rows.get(item_id)
         if first is None:
             first_rows[item_id] = (offset, digest)
