@@ -54,15 +54,16 @@ class MarkingPredictor(PlanarPredictor):
 
 
 def run_once(tmp: Path, photos: Path, store_dir: Path, predictor: object, ray: RayOptions | None,
-             **opts: object) -> RunSummary:
+             range_size: int = 300, **opts: object) -> RunSummary:
     """One real run (thread runner when ``ray`` is None) of a folder into a local store."""
     store = LocalStore(store_dir)
     store.open()
     try:
-        options = RunOptions(client_id="tester", run_dir=tmp / f"run-{store_dir.name}", subdir="folder",
-                             batch_size=4, batch_wait_s=0.2, **opts)  # type: ignore[arg-type]
+        run_dir = tmp / f"run-{store_dir.name}-{time.monotonic_ns()}"
+        options = RunOptions(client_id="tester", run_dir=run_dir, subdir="folder", batch_size=4,
+                             batch_wait_s=0.2, **opts)  # type: ignore[arg-type]
         executor = RayExecutor(ray) if ray is not None else None
-        return Runner(FolderSource(photos, range_size=300), store, predictor, options,  # type: ignore[arg-type]
+        return Runner(FolderSource(photos, range_size=range_size), store, predictor, options,  # type: ignore[arg-type]
                       Metrics(), StopControl(tmp / "control"), executor=executor).run()
     finally:
         store.close()

@@ -4,6 +4,7 @@ exactly once, with a bad photo and with the prediction actor killed in the middl
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +69,31 @@ def test_actor_killed_mid_batch_loses_and_repeats_nothing(local_ray: None, tmp_p
     rows = check_consistent(tmp_path / "out")
     assert summary.published == len(rows) == len({r["id"] for r in rows}) == 12
     assert summary.failed_total == 0
+
+
+def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: None, tmp_path: Path) -> None:
+    """Results stream to the publisher during the run (not at its end); a STOP file drains what is
+    in flight, gives the rest back, and the next run publishes exactly what was left."""
+    photos, marks, store = tmp_path / "photos", tmp_path / "marks", tmp_path / "out"
+    make_photos(photos, 40)
+    marks.mkdir()
+    stop_file = tmp_path / "control" / "STOP"
+
+    def stop_after_first_publish() -> None:
+        while not (store / "data").exists() or not read_rows(store):
+            time.sleep(0.02)
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.write_text("test\n")
+
+    stopper = threading.Thread(target=stop_after_first_publish, daemon=True)
+    stopper.start()
+    first = run_once(tmp_path, photos, store, MarkingPredictor(marks, per_image_s=0.1), RayOptions(),
+                     range_size=8)
+    stop_file.unlink()
+    assert first.stop_cause == "stop" and 0 < first.published < 40, (first.stop_cause, first.published)
+    assert first.units.get("units_released", 0) >= 1
+    second = run_once(tmp_path, photos, store, MarkingPredictor(marks, per_image_s=0.0), RayOptions(),
+                      range_size=8)
+    assert (second.published, second.already_published) == (40 - first.published, 0)
+    rows = check_consistent(store)
+    assert len(rows) == len({r["id"] for r in rows}) == 40

@@ -60,9 +60,13 @@ class RayOptions:
     post_batch: int = 1
     feeders: int = 1
     queue_max: int = 8
+    # Items inside Ray at once; None: 4 predictor batches per actor + 2 fetch batches. Ray's own
+    # back-pressure counts bytes, and item rows are tiny: without this bound intake would push the
+    # whole source into Ray, and a stop would have to drain all of it.
+    max_in_flight: int | None = None
     actor_cpus: float = 0.5  # leave CPUs to fetch/post tasks (an actor pool that takes them all hangs)
     fetch_cpus: float = 0.25
-    post_cpus: float = 1.0
+    post_cpus: float = 0.5
     progress_bars: bool = False
 
 
@@ -101,6 +105,8 @@ class RayExecutor:
         self._queue: Any = None
         self._inflight: dict[str, Item] = {}
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._max_in_flight = 8
         self._closed = False
         self._actors: dict[str, _ActorTime] = {}
         self._gpus = 0.0
@@ -127,6 +133,7 @@ class RayExecutor:
         """Add the GPU actors' busy fractions to the summary, then leave Ray."""
         actors = {
             name: {"images": a.images, "busy_s": round(a.busy_s, 3), "window_s": round(a.last - a.first, 3),
+                   "first": a.first, "last": a.last,
                    "busy_fraction": round(a.busy_s / (a.last - a.first), 4) if a.last > a.first else 0.0}
             for name, a in sorted(self._actors.items())
         }
@@ -164,6 +171,11 @@ class RayExecutor:
         ctx.enable_progress_bars = self.opts.progress_bars
         ctx.print_on_execution_start = self.opts.progress_bars
         ctx.enable_auto_log_stats = False
+        # Every row its own block. Ray Data gathers a task's output rows into blocks of up to 128 MiB
+        # before passing them on: the feeder's small item rows would then wait for the end of the
+        # run, all in one block for one actor. One row per block also keeps a 66 MB prediction from
+        # sharing a block (Arrow's 2 GiB column limit).
+        ctx.target_max_block_size = 1
         # A publisher waiting out a Hub rate limit must not fail the dataset after 30 min.
         ctx.execution_no_progress_timeout_s = -1
 
@@ -172,6 +184,8 @@ class RayExecutor:
 
         opts, ro = self.opts, runner.opts
         actors = opts.actors or max(1, int(self._gpus))
+        per_actor = 4 * max(1, runner.predictor.batch_size)
+        self._max_in_flight = opts.max_in_flight or actors * per_actor + 2 * opts.fetch_batch
         if actors > 1 and self._gpus and actors > self._gpus:
             raise ConfigError(f"RAY_NUM_GPUS: {actors} predictor actors need {actors} GPUs, "
                               f"the cluster has {self._gpus:g}")
@@ -212,8 +226,9 @@ class RayExecutor:
                     self._give_back(runner, [item])
                     continue
                 control.wait_while_paused()
-                with self._lock:
-                    self._inflight[item.id] = item
+                if not self._admit(runner, item):
+                    self._give_back(runner, [item])
+                    continue
                 blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
                 while True:
                     try:
@@ -225,6 +240,17 @@ class RayExecutor:
                             break
         finally:
             self._end_feed(runner)
+
+    def _admit(self, runner: Runner, item: Item) -> bool:
+        """Wait until fewer than ``max_in_flight`` items are inside Ray, then count ``item`` in.
+        False on a stop (the item is not started)."""
+        with self._room:
+            while len(self._inflight) >= self._max_in_flight:
+                if runner.control.stopping:
+                    return False
+                self._room.wait(timeout=PUT_POLL_S)
+            self._inflight[item.id] = item
+            return True
 
     def _end_feed(self, runner: Runner) -> None:
         """On a stop, items still waiting in the queue are not started: give them back. Then end the feeders."""
@@ -244,6 +270,7 @@ class RayExecutor:
         with self._lock:
             for item in items:
                 self._inflight.pop(item.id, None)
+            self._room.notify_all()
         for item in items:
             runner.tracker.abandon(item.unit)
         runner.release_items([i.id for i in items])
@@ -265,6 +292,7 @@ class RayExecutor:
         with self._lock:
             if self._closed or self._inflight.pop(item_id, None) is None:
                 return  # a repeat of a row already handled (a re-executed task), or given back
+            self._room.notify_all()
         msg = pickle.loads(payload)
         self._record(runner, kind, meta)
         if meta.get("disk_full"):

@@ -49,9 +49,13 @@ class Rows:
     meta: list[str] = field(default_factory=list)
 
     def add(self, kind: str, item_id: str, payload: object, meta: dict[str, Any]) -> None:
+        # Ray's cloudpickle: a predictor's result class may have come by value (a script, a test).
+        from ray import cloudpickle
+
+        blob = cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         self.kind.append(kind)
         self.id.append(item_id)
-        self.payload.append(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+        self.payload.append(blob)
         self.meta.append(json.dumps(meta))
 
     def keep(self, kind: str, item_id: str, payload: bytes, meta: str) -> None:
@@ -191,7 +195,10 @@ class PredictActor:
             else:
                 # The pixels stay here: post-processing reads the image file, not the array.
                 light = replace(fetched, rgb=np.zeros((0, 0, 3), dtype=np.uint8))
-                out.add(PREDICTED, fetched.item.id, (light, result), info)
+                try:
+                    out.add(PREDICTED, fetched.item.id, (light, result), info)
+                except (pickle.PicklingError, TypeError, AttributeError) as exc:  # fails alone, not the dataset
+                    out.add(FAILURE, fetched.item.id, failure_from_error(fetched.item, "predict", exc), info)
 
 
 def postprocess_rows(batch: dict[str, np.ndarray], *, opts: PostprocessOptions) -> dict[str, np.ndarray]:
