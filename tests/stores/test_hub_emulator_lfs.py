@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, CommitOperationCopy, CommitOperationDelete, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
 from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items
@@ -204,3 +204,16 @@ def test_the_hub_store_publishes_big_files_through_lfs_once_and_verifies_them(tm
         report = store.verify(clock(), deep=True)
         assert report.ok and report.rows == 1, report.problems
         assert hub.stats["lfs_downloads"] == 0  # deep verify took the sha256 the Hub keeps for LFS files
+
+
+def test_an_lfs_copy_or_rename_is_server_side(tmp_path: Path) -> None:
+    with HubEmulator() as hub:
+        api = _api(hub)
+        _preupload_and_commit(api, {"a/big.tar": BIG}, _base(api))
+        sent = hub.stats["lfs_bytes_received"]
+        moved = api.create_commit(REPO, [CommitOperationCopy("a/big.tar", "b/big.tar"),
+                                         CommitOperationDelete("a/big.tar")],
+                                  commit_message="rename", repo_type="dataset").oid
+        assert hub.stats["lfs_bytes_received"] == sent and hub.stats["inline_bytes_received"] == 0
+        assert hub.history(REPO)[-1].lfs_added == ["b/big.tar"] and "a/big.tar" not in hub.files(REPO)
+        assert _download(hub, "b/big.tar", tmp_path, moved) == BIG
