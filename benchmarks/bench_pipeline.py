@@ -100,7 +100,7 @@ def run_once(root: Path, n: int, predict_s: float, postprocess_s: float,
     store = LocalStore(store_dir)
     store.open()
     metrics = Metrics()
-    opts = RunOptions(client_id="bench", run_dir=root / f"run-{time.monotonic_ns()}", subdir="folder")
+    opts = RunOptions.of(client_id="bench", run_dir=root / f"run-{time.monotonic_ns()}", subdir="folder")
     predictor = FixedTimePredictor(predict_s, postprocess_s, scene=sharp_size_scene() if sharp_size else None)
     control = StopControl(root / "control")
     runner = Runner(FolderSource(photos, range_size=300), store, predictor, opts, metrics, control)

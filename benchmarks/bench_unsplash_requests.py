@@ -44,7 +44,7 @@ def run_once(root: Path, photos: int, details: str) -> dict[str, float]:
                                 details=details, client=client)
         store = LocalStore(root / f"store-{details}")
         store.open()
-        opts = RunOptions(client_id="bench", run_dir=root / f"run-{details}", subdir="unsplash", batch_size=32)
+        opts = RunOptions.of(client_id="bench", run_dir=root / f"run-{details}", subdir="unsplash", batch_size=32)
         runner = Runner(source, store, PlanarPredictor(resolution=32), opts, Metrics(),
                         StopControl(root / f"control-{details}"), http_client=client)
         summary = runner.run()

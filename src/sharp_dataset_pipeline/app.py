@@ -12,110 +12,36 @@ from rich.console import Console
 
 from . import __version__
 from .errors import ConfigError, PermanentError, SharpDatasetError
-from .factories import default_subdir, make_predictor, make_source, make_store
+from .factories import make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
 from .observe.sinks import ProgressReporter
 from .ops.failures import write_run_stats
 from .ops.gallery.runs import store_identity
 from .pipeline.base import StageExecutor
-from .pipeline.runner import Runner, RunOptions, RunSummary
+from .pipeline.runner import Runner, RunSummary
 from .pipeline.stop import StopControl
+from .run_config import (  # noqa: F401  (batch_settings, format_options, keep_run_files: app's API)
+    batch_settings,
+    format_options,
+    gsplat_options,
+    keep_run_files,
+    ray_options,
+    run_options,
+    share_file_options,
+)
 from .settings import Settings
 from .sources.base import Source
-from .splat.formats import FormatOptions, needs_splat_transform, parse_formats
+from .splat.formats import FormatOptions, needs_splat_transform
 
 if TYPE_CHECKING:
     from .pipeline.share_stage import ShareRecorder, ShareSettings
-    from .publish.share import GsplatClient, ShareOptions, ShareSummary
+    from .publish.share import GsplatClient, ShareSummary
     from .stores.base import Store
 
 log = logging.getLogger(__name__)
 
-LOCAL_BATCH_WAIT_S = 1.0
 HUB_SHARE_RECORD_EVERY = 50
-
-
-def batch_settings(settings: Settings, store_kind: str) -> tuple[int, float]:
-    """Publish batch size and wait. HF_INDEX_FLUSH_EVERY/SECS keep their meaning (flush the index
-    every N rows or S seconds) when set and HF_UPLOAD_BATCH_* are not, since index rows now ride
-    in every publish step."""
-    explicit = settings.model_fields_set
-    size = settings.hf_upload_batch_size or (
-        settings.hf_index_flush_every if "hf_index_flush_every" in explicit else 32
-    )
-    if settings.hf_upload_batch_wait_ms:
-        wait = settings.hf_upload_batch_wait_ms / 1000
-    elif "hf_index_flush_secs" in explicit or store_kind != "local":
-        wait = settings.hf_index_flush_secs
-    else:
-        wait = LOCAL_BATCH_WAIT_S
-    return size, wait
-
-
-def run_options(settings: Settings) -> RunOptions:
-    store_kind = settings.resolved_store().split(":", 1)[0]
-    size, wait = batch_settings(settings, store_kind)
-    return RunOptions(
-        client_id=settings.client_id,
-        run_dir=settings.run_dir,
-        subdir=default_subdir(settings),
-        lease_ttl_s=settings.lease_ttl_s,
-        max_images=settings.max_images,
-        max_scan=settings.max_scan,
-        max_item_attempts=settings.max_item_attempts,
-        redo=settings.redo,
-        download_queue_max=settings.download_queue_max,
-        upload_queue_max=settings.upload_queue_max,
-        upload_workers=settings.upload_workers,
-        download_workers=settings.download_workers,
-        fetch_retries=settings.fetch_retries,
-        fetch_timeout_s=settings.fetch_timeout_secs,
-        max_image_pixels=settings.max_image_pixels,
-        max_download_bytes=settings.max_download_bytes,
-        batch_size=size,
-        batch_wait_s=wait,
-        stop_drain_secs=settings.stop_drain_secs,
-        formats=format_options(settings),
-        keep_run_files=keep_run_files(settings),
-    )
-
-
-def keep_run_files(settings: Settings) -> bool:
-    """KEEP_RUN_FILES, or by default: keep them when the store hard-links them (a local store on the
-    run folder's filesystem), so keeping costs no disk; drop them once published otherwise."""
-    if settings.keep_run_files is not None:
-        return settings.keep_run_files
-    root = settings.local_store_root()
-    if root is None:
-        return False
-    if _filesystem(root) == _filesystem(settings.run_dir):
-        return True
-    log.info("the run folder %s is on another filesystem than the store %s: run files are deleted once "
-             "published (KEEP_RUN_FILES=1 keeps them, at twice the disk)", settings.run_dir, root)
-    return False
-
-
-def _filesystem(path: Path) -> int:
-    """The device of ``path`` or of its nearest existing parent (the folder may not exist yet)."""
-    path = path.absolute()
-    for candidate in (path, *path.parents):
-        try:
-            return candidate.stat().st_dev
-        except OSError:
-            continue
-    return -1
-
-
-def format_options(settings: Settings) -> FormatOptions:
-    return FormatOptions(
-        formats=parse_formats(settings.publish_formats),
-        preview_long_side=settings.preview_long_side,
-        small_ply_keep=settings.gsplat_filter_visibility or 20000,
-        timeout_s=settings.format_timeout_secs,
-        splat_transform_bin=settings.splat_transform_bin,
-        spz_version=settings.spz_version,
-    )
 
 
 def _check_formats(opts: FormatOptions) -> None:
@@ -127,21 +53,13 @@ def _check_formats(opts: FormatOptions) -> None:
         log.info("splat-transform %s for %s", tool_version(tool), ", ".join(opts.formats))
 
 
-def _share_options(settings: Settings) -> ShareOptions:
-    from .publish.share import ShareOptions
-
-    return ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
-                        total_timeout_s=settings.gsplat_timeout_secs,
-                        allow_private_base=settings.gsplat_allow_private_base)
-
-
 def share_client(settings: Settings) -> GsplatClient | None:
     """GSPLAT_UPLOAD=1 only: a gsplat.org client (GSPLAT_BASE is checked against the allow-list)."""
     if not settings.gsplat_upload:
         return None
     from .publish.share import GsplatClient
 
-    return GsplatClient(_share_options(settings))
+    return GsplatClient(gsplat_options(settings))
 
 
 def share_recorder(store: Store) -> ShareRecorder:
@@ -163,8 +81,9 @@ def share_settings(settings: Settings, client: GsplatClient | None, store: Store
         return None
     from .pipeline.share_stage import ShareSettings
 
-    return ShareSettings(client=client, use_small_ply=settings.gsplat_use_small_ply,
-                         keep=settings.gsplat_filter_visibility or 20000, recorder=share_recorder(store))
+    file = share_file_options(settings)
+    return ShareSettings(client=client, use_small_ply=file.use_small_ply, keep=file.keep,
+                         recorder=share_recorder(store))
 
 
 def make_executor(settings: Settings) -> StageExecutor | None:
@@ -175,9 +94,9 @@ def make_executor(settings: Settings) -> StageExecutor | None:
 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("EXECUTOR=ray needs Ray: pip install 'sharp-dataset[ray]'")
-    from .pipeline.ray_executor import RayExecutor, RayOptions
+    from .pipeline.ray_executor import RayExecutor
 
-    return RayExecutor(RayOptions(address=settings.ray_address, num_gpus=settings.ray_num_gpus))
+    return RayExecutor(ray_options(settings))
 
 
 def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
@@ -271,7 +190,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         log.info("HF_UPLOAD=0: publishing to the local store")
     elif settings.resolved_store().startswith("local:") and not settings.store:
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
-    _check_formats(opts.formats)
+    _check_formats(opts.post.formats)
     sharer = share_client(settings)
     executor = make_executor(settings)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
@@ -330,13 +249,14 @@ def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
     from .stores.local import LocalStore
 
     store = make_store(settings)
-    client = GsplatClient(_share_options(settings))
+    client = GsplatClient(gsplat_options(settings))
     work_dir = settings.run_dir / "share"
     if isinstance(store, LocalStore):
         store.open()
         try:
-            file_for = local_share_file(Path(store.root), use_small_ply=settings.gsplat_use_small_ply,
-                                        keep=settings.gsplat_filter_visibility or 20000, work_dir=work_dir)
+            file = share_file_options(settings)
+            file_for = local_share_file(Path(store.root), use_small_ply=file.use_small_ply, keep=file.keep,
+                                        work_dir=work_dir)
             # The run's share stage records through the same recorder (share_recorder).
             recorder = share_recorder(store)
             try:
@@ -366,7 +286,7 @@ def _share_missing_hub(settings: Settings, store: object, client: object, limit:
             return ply
         work_dir.mkdir(parents=True, exist_ok=True)
         out = work_dir / f"{row.id}.small.ply"  # type: ignore[attr-defined]
-        write_ply(top_visible(read_ply(ply), settings.gsplat_filter_visibility or 20000), out)
+        write_ply(top_visible(read_ply(ply), settings.small_ply_keep), out)
         return out
 
     try:

@@ -180,7 +180,7 @@ def convert_cmd(inputs: tuple[Path, ...], to: str, output_dir: Path | None, outp
     try:
         formats = parse_formats(to)
         opts = FormatOptions(formats=formats, preview_long_side=settings.preview_long_side,
-                             small_ply_keep=settings.gsplat_filter_visibility or 20000,
+                             small_ply_keep=settings.small_ply_keep,
                              timeout_s=settings.format_timeout_secs, splat_transform_bin=settings.splat_transform_bin,
                              spz_version=settings.spz_version)
         plans = plan_targets(list(inputs), formats, opts, output, output_dir)

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .redact import env_secrets, redact
 
 SECRET_FIELDS = frozenset({"unsplash_access_key", "hf_token"})
+SMALL_PLY_KEEP = 20000  # Gaussians in the small PLY that is shared (GSPLAT_FILTER_VISIBILITY)
 
 
 def default_client_id() -> str:
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     hf_index_repo_path: str = "data/train.jsonl"
     hf_index_flush_every: int = Field(default=20, ge=1)
     hf_index_flush_secs: float = Field(default=30.0, gt=0)
-    # Unset: HF_INDEX_FLUSH_EVERY when that is set, else 32 (see app.batch_settings).
+    # Unset: HF_INDEX_FLUSH_EVERY when that is set, else 32 (see run_config.batch_settings).
     hf_upload_batch_size: int | None = Field(default=None, ge=1, le=1000)
     hf_upload_batch_wait_ms: int = Field(default=0, ge=0)
     hf_commits_per_hour: int = Field(default=100, ge=1, le=10_000)
@@ -162,7 +163,7 @@ class Settings(BaseSettings):
     gsplat_upload: bool = False
     gsplat_base: str = "https://gsplat.org"
     gsplat_expiration_type: str = "1week"
-    gsplat_filter_visibility: int = Field(default=20000, ge=0)
+    gsplat_filter_visibility: int = Field(default=SMALL_PLY_KEEP, ge=0)  # 0: the default
     splat_transform_bin: str = ""
     gsplat_use_small_ply: bool = True
     gsplat_timeout_secs: float = Field(default=300.0, gt=0)
@@ -231,6 +232,11 @@ class Settings(BaseSettings):
     @property
     def lease_ttl_s(self) -> float:
         return self.range_lock_stale_secs if self.range_locks_enabled else self.hf_lock_stale_secs
+
+    @property
+    def small_ply_keep(self) -> int:
+        """How many Gaussians the small (shared) PLY keeps."""
+        return self.gsplat_filter_visibility or SMALL_PLY_KEEP
 
     def secret(self, name: str) -> str:
         value = getattr(self, name)

@@ -66,8 +66,8 @@ def test_waiting_for_the_window_stalls_neither_predict_nor_publish(tmp_path: Pat
             return sleep.seen["listed"] > 0 and sum(emu.tracked.values()) == sleep.seen["listed"]
 
         sleep.ready = all_listed_are_published
-        opts = RunOptions(client_id="waiter", run_dir=tmp_path / "run", subdir="unsplash", batch_size=8,
-                          batch_wait_s=0.05)
+        opts = RunOptions.of(client_id="waiter", run_dir=tmp_path / "run", subdir="unsplash", batch_size=8,
+                             batch_wait_s=0.05)
         summary = Runner(source, store, TimedPredictor(), opts, Metrics(), StopControl(tmp_path / "ctl"),
                          http_client=http).run()
         limit_responses = emu.limit_responses

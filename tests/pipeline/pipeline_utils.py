@@ -81,7 +81,7 @@ def run_pipeline(tmp: Path, photos: Path, store: LocalStore, predictor, control:
                  **opts) -> tuple[RunSummary, Metrics]:
     metrics = Metrics()
     range_size = opts.pop("range_size", 300)
-    options = RunOptions(client_id=opts.pop("client_id", "tester"), run_dir=tmp / "run", subdir="folder", **opts)
+    options = RunOptions.of(client_id=opts.pop("client_id", "tester"), run_dir=tmp / "run", subdir="folder", **opts)
     control = control or StopControl(tmp / "control")
     summary = Runner(FolderSource(photos, range_size=range_size), store, predictor, options,
                      metrics, control).run()

@@ -60,8 +60,8 @@ def run_once(tmp: Path, photos: Path, store_dir: Path, predictor: object, ray: R
     store.open()
     try:
         run_dir = tmp / f"run-{store_dir.name}-{time.monotonic_ns()}"
-        options = RunOptions(client_id="tester", run_dir=run_dir, subdir="folder", batch_size=4,
-                             batch_wait_s=0.2, **opts)  # type: ignore[arg-type]
+        options = RunOptions.of(client_id="tester", run_dir=run_dir, subdir="folder", batch_size=4,
+                                batch_wait_s=0.2, **opts)  # type: ignore[arg-type]
         executor = RayExecutor(ray) if ray is not None else None
         return Runner(FolderSource(photos, range_size=range_size), store, predictor, options,  # type: ignore[arg-type]
                       Metrics(), StopControl(tmp / "control"), executor=executor).run()

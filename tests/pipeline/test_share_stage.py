@@ -34,7 +34,7 @@ def _run(tmp: Path, store: LocalStore, predictor: TimedPredictor, emu: GsplatEmu
     client = GsplatClient(ShareOptions(base=emu.base_url, allow_private_base=True, request_timeout_s=60.0,
                                        total_timeout_s=120.0))
     share = ShareSettings(client=client, use_small_ply=True, keep=keep, recorder=LocalShareRecorder(store, every=50))
-    options = RunOptions(client_id="tester", run_dir=tmp / "run", subdir="folder", **opts)  # type: ignore[arg-type]
+    options = RunOptions.of(client_id="tester", run_dir=tmp / "run", subdir="folder", **opts)  # type: ignore[arg-type]
     return Runner(FolderSource(tmp / "photos", range_size=300), store, predictor, options, Metrics(),
                   StopControl(tmp / "control"), share=share).run()
 

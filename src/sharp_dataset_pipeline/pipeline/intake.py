@@ -16,6 +16,7 @@ from ..observe.events import EventSink
 from ..records import Item, ItemState, Unit
 from ..sources.base import Source
 from ..stores.base import Store, UnitStatus
+from .options import ClaimOptions
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -27,13 +28,9 @@ CHUNK = 64
 @dataclass(frozen=True)
 class IntakeOptions:
     client_id: str
-    lease_ttl_s: float
-    max_images: int
-    max_scan: int
-    max_item_attempts: int
+    claim: ClaimOptions
     # The (predictor, model version) of this run: an item is done only for the model that made it.
     model: tuple[str, str] = ("", "")
-    redo: str = ""  # ``run --redo``: "", "failed", "model-changed" or "all"
 
 
 class Intake:
@@ -88,11 +85,11 @@ class Intake:
     def _should_end(self) -> bool:
         if self.control.stopping:
             return True
-        if self.opts.max_images and self.admitted >= self.opts.max_images:
-            self.limit_reached = f"MAX_IMAGES={self.opts.max_images}"
+        if self.opts.claim.max_images and self.admitted >= self.opts.claim.max_images:
+            self.limit_reached = f"MAX_IMAGES={self.opts.claim.max_images}"
             return True
-        if self.opts.max_scan and self.scanned >= self.opts.max_scan:
-            self.limit_reached = f"MAX_SCAN={self.opts.max_scan}"
+        if self.opts.claim.max_scan and self.scanned >= self.opts.claim.max_scan:
+            self.limit_reached = f"MAX_SCAN={self.opts.claim.max_scan}"
             return True
         return False
 
@@ -103,7 +100,7 @@ class Intake:
             self._note_other_models(status.models)
             self.sink.count("source", "units_already_done")
             return False
-        lease = self.store.acquire(unit, self.opts.client_id, self.opts.lease_ttl_s, reopen=reopen)
+        lease = self.store.acquire(unit, self.opts.client_id, self.opts.claim.lease_ttl_s, reopen=reopen)
         if lease is None:
             self.sink.count("source", "units_leased_elsewhere")
             return False
@@ -155,8 +152,8 @@ class Intake:
                 if state is not None and skip == "published_by_other_model":
                     self._note_other_models({(state.predictor, state.model_version): 1})
                 continue
-            if self.opts.max_images and self.admitted >= self.opts.max_images:
-                self.limit_reached = f"MAX_IMAGES={self.opts.max_images}"
+            if self.opts.claim.max_images and self.admitted >= self.opts.claim.max_images:
+                self.limit_reached = f"MAX_IMAGES={self.opts.claim.max_images}"
                 return False
             if not self._put(item):
                 return False
@@ -169,7 +166,7 @@ class Intake:
 
     def _reopens(self, status: UnitStatus) -> bool:
         """Whether ``run --redo`` reopens a done unit: it holds items to redo."""
-        redo = self.opts.redo
+        redo = self.opts.claim.redo
         if redo == "all":
             return True
         if redo == "model-changed":
@@ -196,7 +193,7 @@ class Intake:
         """Why an item is not admitted ("" when it is): done for this model, removed, failed for good."""
         if state is None:
             return ""
-        redo = self.opts.redo
+        redo = self.opts.claim.redo
         if state.published:
             if (state.predictor, state.model_version) == self.opts.model:
                 return "" if redo == "all" else "already_published"
@@ -207,7 +204,7 @@ class Intake:
             return ""
         if state.failed_permanently:
             return "failed_before"
-        if state.transient_failures >= self.opts.max_item_attempts:
+        if state.transient_failures >= self.opts.claim.max_item_attempts:
             return "too_many_attempts"
         return ""
 

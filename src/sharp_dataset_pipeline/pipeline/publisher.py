@@ -16,6 +16,7 @@ from ..errors import StoreError
 from ..observe.events import EventSink
 from ..records import Batch, Failure, Followup, ProcessedItem
 from ..stores.base import Store
+from .options import BatchOptions, ClaimOptions
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -35,6 +36,13 @@ class PublishOptions:
     followup_kind: str = ""
     delete_published_run_files: bool = False
     redo: str = ""
+
+    @classmethod
+    def of(cls, client_id: str, claim: ClaimOptions, batch: BatchOptions, followup_kind: str = "") -> PublishOptions:
+        """The publisher's view of a run's claim and batch groups."""
+        return cls(client_id, batch.size, batch.wait_s, claim.lease_ttl_s, claim.max_item_attempts,
+                   followup_kind=followup_kind, delete_published_run_files=not batch.keep_run_files,
+                   redo=claim.redo)
 
 
 @dataclass

@@ -190,8 +190,8 @@ class RayExecutor:
             raise ConfigError(f"RAY_NUM_GPUS: {actors} predictor actors need {actors} GPUs, "
                               f"the cluster has {self._gpus:g}")
         gpu_args = {"num_gpus": 1} if self._gpus >= 1 else {}
-        fetch_opts = FetchOptions(runner.images_dir.resolve(), ro.max_image_pixels, ro.max_download_bytes,
-                                  ro.fetch_retries, ro.fetch_timeout_s)
+        fetch_opts = FetchOptions(runner.images_dir.resolve(), ro.fetch.max_pixels, ro.fetch.max_bytes,
+                                  ro.fetch.attempts, ro.fetch.timeout_s)
         # GSPLAT_UPLOAD: post-process tasks only write the file to share; the driver's publisher
         # feeds the runner's share stage, as in the thread executor.
         pp_opts = runner.pp_opts

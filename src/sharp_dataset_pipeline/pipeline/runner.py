@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +25,10 @@ from ..observe.events import Metrics
 from ..predict.base import Predictor, RawSplat
 from ..records import Failure, FetchedImage, Followup, Item
 from ..sources.base import Source
-from ..splat.formats import FormatOptions
 from ..stores.base import Store
 from .base import StageExecutor
 from .intake import Intake, IntakeOptions
+from .options import RunOptions
 from .publisher import END, BatchPublisher, FollowupWorker, PublishOptions
 from .share_stage import ShareSettings, ShareStage
 from .stages import (
@@ -48,32 +47,6 @@ log = logging.getLogger(__name__)
 # After an abort (the drain deadline, a second Ctrl+C), how long stages get to notice it before the
 # run stops waiting for them.
 ABORT_GRACE_S = 3.0
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    client_id: str
-    run_dir: Path
-    subdir: str
-    lease_ttl_s: float = 1800.0
-    max_images: int = 0
-    max_scan: int = 0
-    max_item_attempts: int = 3
-    download_queue_max: int = 8
-    upload_queue_max: int = 256
-    upload_workers: int = 2
-    download_workers: int = 4
-    fetch_retries: int = 4
-    fetch_timeout_s: float = 300.0
-    max_image_pixels: int = 120_000_000
-    max_download_bytes: int = 200_000_000
-    batch_size: int = 32
-    batch_wait_s: float = 1.0
-    stop_drain_secs: float = 120.0
-    fanout: bool = False
-    formats: FormatOptions = FormatOptions(formats=("ply", "preview"))
-    keep_run_files: bool = True
-    redo: str = ""  # ``run --redo``: "", "failed", "model-changed" or "all"
 
 
 @dataclass
@@ -133,13 +106,13 @@ class Runner:
         self.tracker = UnitTracker()
         self.images_dir = opts.run_dir / "images"
         self.gaussians_dir = opts.run_dir / "gaussians"
-        self.todo: queue.Queue[object] = queue.Queue(maxsize=max(2, opts.download_workers * 2))
-        self.fetched: queue.Queue[object] = queue.Queue(maxsize=opts.download_queue_max)
-        self.results: queue.Queue[object] = queue.Queue(maxsize=opts.upload_queue_max)
-        self._fetchers_left = opts.download_workers
+        self.todo: queue.Queue[object] = queue.Queue(maxsize=max(2, opts.fetch.workers * 2))
+        self.fetched: queue.Queue[object] = queue.Queue(maxsize=opts.fetch.queue_max)
+        self.results: queue.Queue[object] = queue.Queue(maxsize=opts.post.queue_max)
+        self._fetchers_left = opts.fetch.workers
         self._fetchers_lock = threading.Lock()
-        self._pp_slots = threading.BoundedSemaphore(opts.upload_workers * 2)
-        self._pp_pool = ThreadPoolExecutor(opts.upload_workers, thread_name_prefix="postprocess")
+        self._pp_slots = threading.BoundedSemaphore(opts.post.workers * 2)
+        self._pp_pool = ThreadPoolExecutor(opts.post.workers, thread_name_prefix="postprocess")
         self.fatal: BaseException | None = None
         self.stuck: list[str] | None = None  # stages left busy after the drain deadline
         self.disk_full = False
@@ -150,26 +123,23 @@ class Runner:
         )
         self.intake = Intake(
             source, store, self.tracker,
-            IntakeOptions(opts.client_id, opts.lease_ttl_s, opts.max_images, opts.max_scan, opts.max_item_attempts,
-                          model=(predictor.name, predictor.model_version), redo=opts.redo),
+            IntakeOptions(opts.client_id, opts.claim, model=(predictor.name, predictor.model_version)),
             metrics, control, self.todo,
         )
-        self.share = (ShareStage(share, metrics, delete_after=not opts.keep_run_files,
+        self.share = (ShareStage(share, metrics, delete_after=not opts.batch.keep_run_files,
                                  aborting=lambda: self.control.aborting) if share is not None else None)
         self._stop_seen_at: float | None = None
         self.publisher = BatchPublisher(
             store, self.tracker,
-            PublishOptions(opts.client_id, opts.batch_size, opts.batch_wait_s, opts.lease_ttl_s,
-                           opts.max_item_attempts, followup_kind=kind,
-                           delete_published_run_files=not opts.keep_run_files, redo=opts.redo),
+            PublishOptions.of(opts.client_id, opts.claim, opts.batch, followup_kind=kind),
             metrics, control, self.results,
             on_published=self.followups.submit if self.followups else None,
             on_items_published=self.share.submit if self.share else None,
         )
         self._wire_source_hooks()
         self.pp_opts = PostprocessOptions(
-            self.gaussians_dir, opts.subdir, opts.fanout, predictor.name, predictor.model_version, opts.client_id,
-            formats=opts.formats,
+            self.gaussians_dir, opts.subdir, opts.post.fanout, predictor.name, predictor.model_version, opts.client_id,
+            formats=opts.post.formats,
             share=ShareFileOptions(share.use_small_ply, share.keep) if share is not None else None,
         )
 
@@ -193,7 +163,7 @@ class Runner:
         now = time.time()
         return [
             f for f in self.store.pending_followups(kind)
-            if f.client in ("", self.opts.client_id) or now - f.recorded_at > self.opts.lease_ttl_s
+            if f.client in ("", self.opts.client_id) or now - f.recorded_at > self.opts.claim.lease_ttl_s
         ]
 
     def _release_items(self, item_ids: list[str]) -> None:
@@ -218,7 +188,7 @@ class Runner:
         if self.executor is None:
             threads += [
                 threading.Thread(target=self._guard(self._fetch_loop), name=f"fetch-{i}", daemon=True)
-                for i in range(self.opts.download_workers)
+                for i in range(self.opts.fetch.workers)
             ]
             threads.append(threading.Thread(target=self._guard(self._predict_loop), name="predict", daemon=True))
         publisher = threading.Thread(target=self._guard(self.publisher.run), name="publish", daemon=True)
@@ -309,7 +279,7 @@ class Runner:
         try:
             self.intake.run()
         finally:
-            for _ in range(self.opts.download_workers):
+            for _ in range(self.opts.fetch.workers):
                 self._put(self.todo, END, force=True)
 
     def _fetch_loop(self) -> None:
@@ -336,9 +306,9 @@ class Runner:
         started = self.clock()
         try:
             fetched = fetch_item(
-                item, self.images_dir, self.http, max_pixels=self.opts.max_image_pixels,
-                max_bytes=self.opts.max_download_bytes, attempts=self.opts.fetch_retries,
-                deadline_s=self.opts.fetch_timeout_s,
+                item, self.images_dir, self.http, max_pixels=self.opts.fetch.max_pixels,
+                max_bytes=self.opts.fetch.max_bytes, attempts=self.opts.fetch.attempts,
+                deadline_s=self.opts.fetch.timeout_s,
             )
         except (TransientError, PermanentError, RateLimited, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
