@@ -40,8 +40,8 @@ def run_once(root: Path, photos: Path, predict_s: float, executor: RayExecutor |
              batch_size: int) -> tuple[RunSummary, float]:
     store = LocalStore(root / f"store-{time.monotonic_ns()}")
     store.open()
-    opts = RunOptions(client_id="bench", run_dir=root / f"run-{time.monotonic_ns()}", subdir="folder",
-                      formats=FormatOptions(formats=("ply",)))
+    opts = RunOptions.of(client_id="bench", run_dir=root / f"run-{time.monotonic_ns()}", subdir="folder",
+                         formats=FormatOptions(formats=("ply",)))
     predictor = FixedTimePredictor(predict_s, 0.0, batch_size=batch_size)
     runner = Runner(FolderSource(photos, range_size=100_000), store, predictor, opts, Metrics(),
                     StopControl(root / "control"), executor=executor)
