@@ -81,3 +81,26 @@ def test_share_missing_on_the_hub_store_records_fields_in_one_commit(tmp_path: P
         assert len(hub.history(repo)) == commits_before + 1, "late shares are recorded in one commit"
         again = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
         assert again.returncode == 0 and "shared 0, already shared 3" in again.stdout
+
+
+def test_a_run_to_the_hub_records_its_shares_late_in_one_commit(tmp_path: Path) -> None:
+    """GSPLAT_UPLOAD=1 into a Hub repo: the share stage records the run's shares after publishing,
+    through the path ``share --missing`` uses (one commit per 50 items), not one commit per item."""
+    from emulators.hub import HubEmulator, index_rows
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 3, seed=16)
+    repo = "someone/shared-live"
+    with HubEmulator() as hub, GsplatEmulator() as emu:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_sharecanary0123456789abcdef", "GSPLAT_UPLOAD": "1",
+               "GSPLAT_BASE": emu.base_url, "GSPLAT_ALLOW_PRIVATE_BASE": "1", "GSPLAT_FILTER_VISIBILITY": "500"}
+        done = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                       "--store", f"hf:{repo}", "--batch-size", "1", **env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "gsplat shares: 3 made, 0 left for sharp-dataset share --missing" in done.stdout
+        rows = index_rows(hub.files(repo))
+        assert len(rows) == 3 and all(r["gsplat_share_id"] in emu.orders for r in rows)
+        titles = [c.title for c in hub.history(repo)]
+        assert sum(t.startswith("record fields of") for t in titles) == 1, titles
+        again = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
+        assert again.returncode == 0 and "shared 0, already shared 3" in again.stdout

@@ -13,9 +13,11 @@ from pathlib import Path
 from sharp_dataset_pipeline.observe.events import Metrics
 from sharp_dataset_pipeline.pipeline.ray_executor import RayExecutor, RayOptions
 from sharp_dataset_pipeline.pipeline.runner import Runner, RunOptions, RunSummary
+from sharp_dataset_pipeline.pipeline.share_stage import ShareSettings
 from sharp_dataset_pipeline.pipeline.stop import StopControl
 from sharp_dataset_pipeline.predict.base import RawSplat
 from sharp_dataset_pipeline.predict.planar import PlanarPredictor
+from sharp_dataset_pipeline.publish.share import GsplatClient, LocalShareRecorder, ShareOptions
 from sharp_dataset_pipeline.records import Failure, FetchedImage
 from sharp_dataset_pipeline.sources.folder import FolderSource
 from sharp_dataset_pipeline.stores.local import LocalStore
@@ -54,17 +56,22 @@ class MarkingPredictor(PlanarPredictor):
 
 
 def run_once(tmp: Path, photos: Path, store_dir: Path, predictor: object, ray: RayOptions | None,
-             range_size: int = 300, **opts: object) -> RunSummary:
-    """One real run (thread runner when ``ray`` is None) of a folder into a local store."""
+             range_size: int = 300, share_base: str = "", **opts: object) -> RunSummary:
+    """One real run (thread runner when ``ray`` is None) of a folder into a local store; with
+    ``share_base`` (the gsplat emulator's URL) the share stage shares the 50 most visible Gaussians."""
     store = LocalStore(store_dir)
     store.open()
+    share = None
+    if share_base:
+        client = GsplatClient(ShareOptions(base=share_base, allow_private_base=True, request_timeout_s=30.0))
+        share = ShareSettings(client=client, use_small_ply=True, keep=50, recorder=LocalShareRecorder(store))
     try:
         run_dir = tmp / f"run-{store_dir.name}-{time.monotonic_ns()}"
         options = RunOptions.of(client_id="tester", run_dir=run_dir, subdir="folder", batch_size=4,
                                 batch_wait_s=0.2, **opts)  # type: ignore[arg-type]
         executor = RayExecutor(ray) if ray is not None else None
         return Runner(FolderSource(photos, range_size=range_size), store, predictor, options,  # type: ignore[arg-type]
-                      Metrics(), StopControl(tmp / "control"), executor=executor).run()
+                      Metrics(), StopControl(tmp / "control"), executor=executor, share=share).run()
     finally:
         store.close()
 

@@ -97,3 +97,22 @@ def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: No
     assert (second.published, second.already_published) == (40 - first.published, 0)
     rows = check_consistent(store)
     assert len(rows) == len({r["id"] for r in rows}) == 40
+
+
+def test_ray_run_feeds_the_share_stage_from_the_driver(local_ray: None, tmp_path: Path) -> None:
+    """GSPLAT_UPLOAD=1 with --executor ray: post-process tasks only write the small PLY; the driver's
+    publisher feeds the share stage, whose shares land in the ledger and the index files."""
+    from emulators.gsplat import GsplatEmulator
+    from sharp_dataset_pipeline.splat.ply import read_ply
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 4, seed=5)
+    with GsplatEmulator() as emu:
+        summary = run_once(tmp_path, photos, tmp_path / "out", PlanarPredictor(resolution=32, batch_size=2),
+                           RayOptions(), share_base=emu.base_url)
+        uploaded = [read_ply(emu.model_bytes(o["modelFileUrl"])).count for o in emu.orders.values()]
+    assert summary.published == 4
+    assert summary.shares == {"shared": 4, "failed": 0, "left_for_share_missing": 0}
+    rows = check_consistent(tmp_path / "out")
+    assert len(rows) == 4 and all(r["gsplat_share_id"] in emu.orders for r in rows)
+    assert uploaded == [50] * 4

@@ -97,3 +97,55 @@ def test_shares_after_publish_land_in_ledger_and_index_and_the_share_file_outliv
     assert all(r["gsplat_url"] == f"{base}/viewer/{r['gsplat_share_id']}" for r in rows)
     assert set(uploaded.values()) == {50}  # the small PLY was shared
     assert not list((tmp_path / "run" / "gaussians").iterdir()), "the shared files are deleted once shared"
+
+
+NETWORK_MODULES = ("httpx", "httpcore", "requests", "urllib3", "aiohttp", "huggingface_hub", "socket", "ssl", "http",
+                   "urllib.request")
+
+
+def test_post_processing_reaches_no_network_client() -> None:
+    """The stage functions run inside Ray workers too: ``pipeline/stages.py`` (post-processing) must not
+    reach a network client, not even through one of our modules (sharing used to be done there)."""
+    from test_architecture import _chain, _closure, _modules
+
+    start = "sharp_dataset_pipeline.pipeline.stages"
+    via = _closure(start, _modules())
+    bad = [_chain(start, n, via) for n in sorted(via)
+           if any(n == m or n.startswith(m + ".") for m in NETWORK_MODULES)]
+    assert not bad, bad
+    assert "sharp_dataset_pipeline.splat.formats" in via  # the walk does see what post-processing uses
+
+
+def test_a_full_share_queue_never_makes_the_publisher_wait(tmp_path: Path) -> None:
+    """``submit`` (called by the publisher) returns at once even with the one worker hung and the queue
+    full; what does not fit and what the deadline cuts off are counted as left for ``share --missing``."""
+    import time
+
+    from sharp_dataset_pipeline.pipeline.share_stage import ShareStage
+    from sharp_dataset_pipeline.records import IndexRow, ProcessedItem
+
+    store = LocalStore(tmp_path / "store")
+    store.open()
+    files = []
+    for i in range(4):
+        files.append(tmp_path / f"item{i}.ply")
+        files[-1].write_bytes(b"ply\n" + bytes(100))
+    items = [ProcessedItem(row=IndexRow(id=f"item{i}", source="folder", unit="u"), files=[], share_file=f)
+             for i, f in enumerate(files)]
+    with GsplatEmulator() as emu:
+        emu.faults.add(Fault(delay_s=HANG_S), times=4)  # the upload itself hangs
+        client = GsplatClient(ShareOptions(base=emu.base_url, allow_private_base=True, request_timeout_s=60.0))
+        stage = ShareStage(ShareSettings(client=client, use_small_ply=False, keep=1, recorder=LocalShareRecorder(store),
+                                         queue_max=1), Metrics(), delete_after=True)
+        stage.start()
+        stage.submit(items[:1])
+        deadline = time.monotonic() + 5
+        while stage.inbox.qsize() and time.monotonic() < deadline:  # the worker took item0 and hangs on it
+            time.sleep(0.02)
+        started = time.monotonic()
+        stage.submit(items[1:])  # item1 fills the queue, item2 and item3 do not fit
+        assert time.monotonic() - started < 0.5
+        report = stage.finish(0.5)
+    store.close()
+    assert report.as_dict() == {"shared": 0, "failed": 0, "left_for_share_missing": 4}
+    assert [f.exists() for f in files] == [True, False, False, False]  # item0 is still being uploaded
