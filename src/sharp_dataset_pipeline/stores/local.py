@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 import posixpath
-import re
 import secrets
 import shutil
 import socket
@@ -40,6 +39,7 @@ from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Proc
 from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
 from .item_checks import file_problem, publish_failure, screen_items, units_held_back
+from .local_maintenance import LocalMaintenance
 from .local_schema import StoreCounts
 
 __all__ = ["LocalStore", "StoreCounts"]
@@ -48,8 +48,6 @@ from ..fsio import atomic_write, fsync_dir, fsync_path, pid_alive, tmp_for
 
 log = logging.getLogger(__name__)
 
-_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
-_MAINTENANCE = "maintenance"
 _BACKUP_PREFIX = "redo-"  # kept copies of files a --redo publish replaces (restored after a crash)
 
 
@@ -118,7 +116,7 @@ def _replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
     return redo == "all" or (redo == "model-changed" and old != new)
 
 
-class LocalStore:
+class LocalStore(LocalMaintenance):
     """Folder + SQLite store; several processes on one machine may share one root."""
 
     def __init__(
@@ -146,14 +144,6 @@ class LocalStore:
         self._card: CardFacts | None = None
 
     # -- connections and paths ---------------------------------------------------------------
-
-    @property
-    def _index_file(self) -> Path:
-        return self.root / self.index_path
-
-    @property
-    def _data_dir(self) -> Path:
-        return self._index_file.parent
 
     def _conn(self) -> sqlite3.Connection:
         if not self._opened:
@@ -479,150 +469,7 @@ class LocalStore:
         except (StoreError, OSError) as exc:
             log.warning("could not clean up after a failed publish (%s); open() will", exc)
 
-    # -- maintenance: compaction, crash repair, card ------------------------------------------
-
-    def _take_maintenance(self, owner: str) -> bool:
-        """One maintainer at a time (compaction and repair); a dead holder's claim is void."""
-        conn = self._conn()
-        with sql.write_tx(conn):
-            holder = sql.maintenance_holder(conn, _MAINTENANCE)
-            if holder is not None and holder[0] != owner and pid_alive(holder[1]):
-                return False
-            conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
-                         (_MAINTENANCE, owner, os.getpid(), self._clock()))
-        return True
-
-    def _drop_maintenance(self, owner: str) -> None:
-        conn = self._conn()
-        with sql.write_tx(conn):
-            conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (_MAINTENANCE, owner))
-
-    def compact(self) -> int:
-        """Merge every committed shard into the index file; returns the rows in it.
-
-        A publisher writes its shard inside its transaction, so every committed shard has its
-        file. The new index replaces the old one before the merged shards are deleted, so a
-        reader may briefly see a row twice but never misses one; a crash in between is finished
-        by the next ``open()``.
-        """
-        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
-        if not self._take_maintenance(owner):
-            raise LeaseConflict(f"{self.description}: another process is compacting")
-        try:
-            conn = self._conn()
-            with sql.write_tx(conn):
-                ready = [n for n in sql.shards_in(conn, "committed") if (self._data_dir / n).exists()]
-                sql.set_shard_state(conn, ready, "compacting")
-            count = self._finish_compaction()
-        finally:
-            self._drop_maintenance(owner)
-        self._refresh_card()
-        return count
-
-    def _finish_compaction(self) -> int:
-        """Write the index from every compacting/compacted shard's rows, then retire the shards."""
-        conn = self._conn()
-        tmp = tmp_for(self._index_file)
-        count = 0
-        try:
-            with sql.read_tx(conn), open(tmp, "wb") as fh:
-                merging = sql.shards_in(conn, "compacting")
-                cur = conn.execute(
-                    """SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
-                       WHERE s.state IN ('compacting', 'compacted')
-                         AND i.id NOT IN (SELECT item_id FROM exclusions)
-                       ORDER BY i.published_at, i.id""")
-                for (line,) in cur:
-                    fh.write(line.encode("utf-8") + b"\n")
-                    count += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            # The new index first, then the merged shards go: a reader (or a kill -9 in between)
-            # may see a row twice for a moment, never miss one.
-            os.replace(tmp, self._index_file)
-            fsync_dir(self._data_dir)
-            for name in merging:
-                (self._data_dir / name).unlink(missing_ok=True)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(self._data_dir)
-        with sql.write_tx(conn):
-            sql.set_shard_state(conn, merging, "compacted")
-        log.debug("compacted %d shards; index has %d rows", len(merging), count)
-        return count
-
-    def _repair(self) -> None:
-        """Bring the files in line with the ledger after a crash (the ledger is the authority)."""
-        self._settle_intents()
-        self._remove_dead_temps()
-        owner = f"{os.getpid()}-{secrets.token_hex(4)}"
-        if not self._take_maintenance(owner):
-            log.info("another process is maintaining %s; skipping shard repair", self.description)
-            return
-        try:
-            conn = self._conn()
-            if sql.shards_in(conn, "compacting"):
-                self._finish_compaction()
-            # Under the write lock: a publisher writes its shard inside its own write transaction,
-            # so no shard file seen here belongs to a publish that may still commit.
-            with sql.write_tx(conn):
-                on_disk = {p.name for p in self._data_dir.iterdir()
-                           if layout.is_shard_name(self.index_path, p.name)}
-                committed = set(sql.shards_in(conn, "committed"))
-                for name in sorted(on_disk - committed):
-                    log.warning("removing index shard %s: not recorded as committed", name)
-                    (self._data_dir / name).unlink(missing_ok=True)
-                for name in sorted(committed - on_disk):
-                    log.warning("rebuilding index shard %s from the ledger", name)
-                    self._write_shard(name, sql.shard_lines(conn, name))
-            self._apply_rewrites(owner)
-        finally:
-            self._drop_maintenance(owner)
-
-    def _write_shard(self, name: str, lines: list[str]) -> None:
-        atomic_write(self._data_dir / name, "".join(line + "\n" for line in lines).encode("utf-8"))
-
-    def apply_index_rewrites(self) -> None:
-        """Rewrite the index files noted for a rewrite (``local_schema.note_rewrites``) from the
-        ledger: each shard file once, the compacted index once for all its rows. If another process
-        holds the maintenance claim, that process or the next ``open()`` does it."""
-        self._apply_rewrites()
-
-    def _apply_rewrites(self, owner: str | None = None) -> None:
-        """Rewrite, from the ledger, the index files that still show rows a ``--redo`` publish
-        replaced: a shard file, or the compacted index (by finishing a compaction)."""
-        conn = self._conn()
-        if not sql.pending_rewrites(conn):
-            return
-        mine = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
-        if owner is None and not self._take_maintenance(mine):
-            return  # the maintainer, or the next open(), does it
-        try:
-            with sql.write_tx(conn):  # no publisher changes these shards meanwhile
-                names = sql.pending_rewrites(conn)
-                compacted = [n for n in names if sql.shard_state(conn, n) in ("compacting", "compacted")]
-                for name in names:
-                    if sql.shard_state(conn, name) == "committed":
-                        self._write_shard(name, sql.shard_lines(conn, name))
-                sql.drop_rewrites(conn, [n for n in names if n not in compacted])
-            if compacted:
-                self._finish_compaction()
-                with sql.write_tx(conn):
-                    sql.drop_rewrites(conn, compacted)
-            self._write_snapshot(f"rewritten-{secrets.token_hex(6)}")
-        finally:
-            if owner is None:
-                self._drop_maintenance(mine)
-
-    def _remove_dead_temps(self) -> None:
-        # Temps live only in three places: staging, the index folder and the root (README);
-        # per-item temps staged beside their destination are journaled as intents instead.
-        for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
-            for path in folder.iterdir():
-                match = _TMP_RE.match(path.name)
-                if match and path.is_file() and not pid_alive(int(match.group(1))):
-                    log.info("removing leftover temp file %s", path)
-                    path.unlink(missing_ok=True)
+    # -- card and datasets snapshot ----------------------------------------------------------
 
     def _write_snapshot(self, name: str) -> None:
         """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
