@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import stat
 import uuid
 from pathlib import Path
@@ -24,9 +23,6 @@ from .download import download
 from .image import DecodedImage, decode_for_predictor
 
 logger = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1 << 20
-
 
 def item_source(item: Item) -> str:
     """The input ``item`` came from, fit to store and print (a ``Failure.source``): credentials removed."""
@@ -76,15 +72,17 @@ def _fetch_path(item: Item, images_dir: Path, *, max_pixels: int, max_bytes: int
         raise PermanentError(f"item {item.id}: {size} bytes, over the {max_bytes}-byte limit",
                              reason="too_large")
     # A private copy, never a hard link: a later in-place edit of the user's photo must not change
-    # what we decoded and published. Decoding the copy keeps bytes and pixels consistent.
+    # what we decoded and published. The photo is read once: the bytes read are the ones hashed,
+    # written as the copy and decoded, so bytes and pixels stay consistent.
+    data = _read_regular(src, max_bytes, item.id)
     staged = images_dir / f".{item.id}.{uuid.uuid4().hex[:8]}.part"
     try:
-        shutil.copyfile(src, staged)
-        size, digest = _hash_file(staged)
+        staged.write_bytes(data)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    return _decode_and_place(item, staged, images_dir, max_pixels, size, digest)
+    return _decode_and_place(item, staged, images_dir, max_pixels, len(data), hashlib.sha256(data).hexdigest(),
+                             data)
 
 
 def _fetch_url(
@@ -100,11 +98,12 @@ def _fetch_url(
 
 
 def _decode_and_place(item: Item, staged: Path, images_dir: Path, max_pixels: int, size: int,
-                      digest: str) -> FetchedImage:
-    """Decode the staged original, then name it by its real format; the staged file never outlives this."""
+                      digest: str, data: bytes | None = None) -> FetchedImage:
+    """Decode the staged original (from ``data``, its bytes, when held), then name it by its real
+    format; the staged file never outlives this."""
     try:
         decoded = decode_for_predictor(staged, max_pixels=max_pixels, focal_hint_mm35=item.focal_hint_mm35,
-                                       label=item_source(item))
+                                       label=item_source(item), data=data)
         dest = images_dir / f"{item.id}.{decoded.format}"
         os.replace(staged, dest)
     finally:
@@ -120,11 +119,14 @@ def _fetched(item: Item, dest: Path, decoded: DecodedImage, size: int, digest: s
     )
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
-    hasher = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            size += len(chunk)
-            hasher.update(chunk)
-    return size, hasher.hexdigest()
+def _read_regular(src: Path, max_bytes: int, item_id: str) -> bytes:
+    """The file's bytes, read once; a file that grew past ``max_bytes`` since its stat is refused, and
+    so is one swapped for something else (a FIFO would block the read for ever: opened non-blocking)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PermanentError(f"item {item_id}: {src} is not a regular file", reason="not_a_regular_file")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PermanentError(f"item {item_id}: over the {max_bytes}-byte limit", reason="too_large")
+    return data

@@ -21,6 +21,7 @@ Focal length, following ml-sharp's ``load_rgb`` rule: EXIF ``FocalLengthIn35mmFi
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import struct
@@ -64,16 +65,18 @@ class DecodedImage:
 
 
 def decode_for_predictor(
-    path: Path, *, max_pixels: int, focal_hint_mm35: float = 0.0, label: str = ""
+    path: Path, *, max_pixels: int, focal_hint_mm35: float = 0.0, label: str = "", data: bytes | None = None
 ) -> DecodedImage:
     """Decode ``path`` into upright 8-bit RGB plus a focal length in pixels.
 
-    Raises ``PermanentError`` (reasons in the module docstring) for anything that is not a usable image.
-    Messages name the file as ``label`` (the input the user knows, not a staged copy), else by its name.
+    ``data``: the file's bytes when the caller holds them already (the fetch stage does), so the file
+    is not read again; else it is read once. Raises ``PermanentError`` (reasons in the module docstring)
+    for anything that is not a usable image. Messages name the file as ``label`` (the input the user
+    knows, not a staged copy), else by its name.
     """
     path = Path(path)
     try:
-        return _decode(path, max_pixels, focal_hint_mm35)
+        return _decode(path, path.read_bytes() if data is None else data, max_pixels, focal_hint_mm35)
     except PermanentError as exc:
         if not label:
             raise
@@ -83,11 +86,12 @@ def decode_for_predictor(
         raise PermanentError(f"{label}: {text}", reason=exc.reason) from exc
 
 
-def _decode(path: Path, max_pixels: int, focal_hint_mm35: float) -> DecodedImage:
-    if path.stat().st_size == 0:
+def _decode(path: Path, data: bytes, max_pixels: int, focal_hint_mm35: float) -> DecodedImage:
+    if not data:
         raise PermanentError(f"{path.name}: empty file", reason="empty_file")
-    fmt = _check_header(path, max_pixels)
-    with _open(path) as im:
+    # Pillow needs a fresh image after verify(): both opens read the bytes in memory, not the file.
+    fmt = _check_header(path, data, max_pixels)
+    with _open(path, data) as im:
         try:
             im.load()
             exif = _read_exif(im)
@@ -106,10 +110,10 @@ def _decode(path: Path, max_pixels: int, focal_hint_mm35: float) -> DecodedImage
     )
 
 
-def _open(path: Path) -> Image.Image:
-    """``Image.open`` with Pillow's refusals mapped to our reasons."""
+def _open(path: Path, data: bytes) -> Image.Image:
+    """``Image.open`` of ``data`` (``path``'s bytes) with Pillow's refusals mapped to our reasons."""
     try:
-        return Image.open(path)
+        return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise PermanentError(f"{path.name}: {exc}", reason="too_large") from exc
     except UnidentifiedImageError as exc:
@@ -118,9 +122,9 @@ def _open(path: Path) -> Image.Image:
         raise _decode_error(path, exc) from exc
 
 
-def _check_header(path: Path, max_pixels: int) -> str:
+def _check_header(path: Path, data: bytes, max_pixels: int) -> str:
     """Format and pixel-count guard from the header only; then ``verify()`` the whole file."""
-    with _open(path) as im:
+    with _open(path, data) as im:
         fmt = im.format or ""
         width, height = im.size
         if width * height > max_pixels:
