@@ -58,6 +58,30 @@ def test_a_slow_share_endpoint_never_delays_publish(tmp_path: Path) -> None:
     assert all(r["gsplat_share_id"] for r in rows), "a slow share must still be recorded"
 
 
+def test_shares_still_pending_at_the_drain_deadline_are_left_for_share_missing(tmp_path: Path) -> None:
+    """A gsplat.org that hangs: the run publishes everything, waits STOP_DRAIN_SECS for the share stage,
+    ends saying how many shares it left, and ``share --missing`` makes them once the service answers."""
+    photos, store = tmp_path / "photos", tmp_path / "out"
+    make_photos(photos, 3, seed=17)
+    with GsplatEmulator() as emu:
+        emu.faults.add(Fault(delay_s=60.0), path="order.uploadGaussianSplat", times=3)
+        env = {"GSPLAT_UPLOAD": "1", "GSPLAT_BASE": emu.base_url, "GSPLAT_ALLOW_PRIVATE_BASE": "1",
+               "GSPLAT_FILTER_VISIBILITY": "500", "STOP_DRAIN_SECS": "2"}
+        done = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                       "--store", f"local:{store}", "--batch-size", "1", **env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "published 3" in done.stdout
+        assert "gsplat shares: 0 made, 3 left for sharp-dataset share --missing" in done.stdout
+        rows = check_consistent(store)
+        assert len(rows) == 3 and not any(r["gsplat_share_id"] for r in rows)
+        emu.faults = type(emu.faults)()  # the service answers again
+        later = run_cli(tmp_path, "share", "--missing", "--store", f"local:{store}", **env)
+        assert later.returncode == 0, later.stderr[-2000:]
+        assert "shared 3" in later.stdout
+    rows = check_consistent(store)
+    assert len(rows) == 3 and all(r["gsplat_share_id"] for r in rows)
+
+
 def test_share_missing_on_the_hub_store_records_fields_in_one_commit(tmp_path: Path) -> None:
     from emulators.hub import HubEmulator, index_rows
 

@@ -30,10 +30,11 @@ HANG_S = 20.0  # longer than the whole run may take: the share endpoint "hangs"
 
 
 def _run(tmp: Path, store: LocalStore, predictor: TimedPredictor, emu: GsplatEmulator, *, keep: int = 50,
-         **opts: object) -> RunSummary:
+         every: int = 50, **opts: object) -> RunSummary:
     client = GsplatClient(ShareOptions(base=emu.base_url, allow_private_base=True, request_timeout_s=60.0,
                                        total_timeout_s=120.0))
-    share = ShareSettings(client=client, use_small_ply=True, keep=keep, recorder=LocalShareRecorder(store, every=50))
+    recorder = LocalShareRecorder(store, every=every)
+    share = ShareSettings(client=client, use_small_ply=True, keep=keep, recorder=recorder)
     options = RunOptions.of(client_id="tester", run_dir=tmp / "run", subdir="folder", **opts)  # type: ignore[arg-type]
     return Runner(FolderSource(tmp / "photos", range_size=300), store, predictor, options, Metrics(),
                   StopControl(tmp / "control"), share=share).run()
@@ -83,7 +84,8 @@ def test_shares_after_publish_land_in_ledger_and_index_and_the_share_file_outliv
     store.open()
     with GsplatEmulator() as emu:
         emu.faults.add(Fault(delay_s=0.3), path=ORDER, times=5)  # slow, but within the drain deadline
-        summary = _run(tmp_path, store, TimedPredictor(), emu, batch_size=2, batch_wait_s=0.0,
+        # every=2: index files are rewritten during the run too, while later batches are published.
+        summary = _run(tmp_path, store, TimedPredictor(), emu, every=2, batch_size=2, batch_wait_s=0.0,
                        keep_run_files=False, formats=FormatOptions(formats=formats, small_ply_keep=50))
         uploaded = {sid: read_ply(emu.model_bytes(order["modelFileUrl"])).count for sid, order in emu.orders.items()}
         base = emu.base_url
