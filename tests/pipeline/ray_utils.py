@@ -32,10 +32,16 @@ def start_local_ray(num_gpus: int = 1) -> None:
     """A real local Ray cluster (Ray has no single-process mode any more)."""
     import ray
 
-    # The test helpers travel to the workers by value: the workers do not have tests/ on their path.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    register_helpers()
     ray.init(address="local", num_cpus=2, num_gpus=num_gpus, object_store_memory=STORE_BYTES,
              include_dashboard=False, logging_level="WARNING")
+
+
+def register_helpers() -> None:
+    """The test helpers travel to the workers by value: the workers do not have tests/ on their path."""
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class MarkingPredictor(PlanarPredictor):

@@ -87,8 +87,8 @@ def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: No
 
     stopper = threading.Thread(target=stop_after_first_publish, daemon=True)
     stopper.start()
-    first = run_once(tmp_path, photos, store, MarkingPredictor(marks, per_image_s=0.1), RayOptions(),
-                     range_size=8)
+    first = run_once(tmp_path, photos, store, MarkingPredictor(marks, per_image_s=0.1),
+                     RayOptions(max_in_flight=8), range_size=8)
     stop_file.unlink()
     assert first.stop_cause == "stop" and 0 < first.published < 40, (first.stop_cause, first.published)
     assert first.units.get("units_released", 0) >= 1

@@ -60,7 +60,7 @@ class RayOptions:
     post_batch: int = 1
     feeders: int = 1
     queue_max: int = 8
-    # Items inside Ray at once; None: 4 predictor batches per actor + 2 fetch batches. Ray's own
+    # Items inside Ray at once; None: 8 predictor batches per actor + 4 fetch and post batches. Ray's own
     # back-pressure counts bytes, and item rows are tiny: without this bound intake would push the
     # whole source into Ray, and a stop would have to drain all of it.
     max_in_flight: int | None = None
@@ -184,8 +184,10 @@ class RayExecutor:
 
         opts, ro = self.opts, runner.opts
         actors = opts.actors or max(1, int(self._gpus))
-        per_actor = 4 * max(1, runner.predictor.batch_size)
-        self._max_in_flight = opts.max_in_flight or actors * per_actor + 2 * opts.fetch_batch
+        # Enough for every stage to fill its batches at once: a fetch or post task waits for a full
+        # batch, so a tighter bound makes the stages move in lock-step and the GPU wait.
+        per_actor = 8 * max(1, runner.predictor.batch_size)
+        self._max_in_flight = opts.max_in_flight or actors * per_actor + 4 * (opts.fetch_batch + opts.post_batch)
         if actors > 1 and self._gpus and actors > self._gpus:
             raise ConfigError(f"RAY_NUM_GPUS: {actors} predictor actors need {actors} GPUs, "
                               f"the cluster has {self._gpus:g}")
