@@ -13,6 +13,7 @@ import datasets
 import pytest
 
 from sharp_dataset_pipeline.errors import LeaseConflict, StoreError
+from sharp_dataset_pipeline.publish import layout
 from sharp_dataset_pipeline.publish.card import render_card, render_snapshot_yaml
 from sharp_dataset_pipeline.publish.index import decode_rows, encode_rows
 from sharp_dataset_pipeline.records import (
@@ -593,3 +594,16 @@ def test_redo_model_changed_replaces_rows_and_files_in_one_step(store: LocalStor
     check.open()  # repair finds nothing to change
     assert sorted(index_ids(store.root)) == ["id0", "id1", "id2", "id3", "id5"]
     check.close()
+
+
+def test_a_full_item_folder_fans_out_by_id_prefix_as_on_the_hub(store: LocalStore, tmp_path: Path) -> None:
+    for k in range(layout.FANOUT_THRESHOLD):  # the item folders of 5000 earlier items
+        (store.root / "photos" / f"p{k:05d}").mkdir(parents=True)
+    item = make_item(tmp_path / "w", "zq1")
+    hub_view = layout.placed(item, {"photos": layout.FANOUT_THRESHOLD})  # what the hub store decides
+    assert store.publish(Batch(client_id="c1", items=[item])).published_ids == ["zq1"]
+    (row,) = list(store.rows())
+    assert row.image_path == "photos/zq/zq1/zq1.jpg" == hub_view.row.image_path
+    assert row.ply_path == "photos/zq/zq1/zq1.ply" == hub_view.row.ply_path
+    assert (store.root / row.ply_path).read_bytes() == item.files[1].local_path.read_bytes()
+    assert not (store.root / "photos" / "zq1").exists()

@@ -14,12 +14,16 @@ number of items or units is fanned out into sub-folders.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import posixpath
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ..errors import PermanentError, StoreError
+from ..records import ProcessedItem
 
 COORD_DIR = ".coord"
 README_PATH = "README.md"
@@ -33,6 +37,7 @@ _CLIENT_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 _KEY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 # Leave room under the usual 255-byte file name limit for a suffix and a temp prefix.
 _MAX_NAME = 160
+FANOUT_THRESHOLD = 5000  # item folders in one folder before new items fan out by id prefix
 
 
 def item_path(subdir: str, item_id: str, ext: str, *, fanout: bool) -> str:
@@ -55,6 +60,40 @@ def item_path(subdir: str, item_id: str, ext: str, *, fanout: bool) -> str:
         parts.append(item_id[:2])
     parts += [item_id, f"{item_id}.{ext}"]
     return check_repo_path("/".join(parts))
+
+
+def holder_of(path: str, item_id: str) -> str | None:
+    """The folder that holds the item folder of ``path`` (``<holder>/<id>/<id>.<ext>``), if any."""
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[-2] == item_id and parts[-1].startswith(item_id + "."):
+        return "/".join(parts[:-2])
+    return None
+
+
+def placed(pi: ProcessedItem, holders: Mapping[str, int], threshold: int = FANOUT_THRESHOLD) -> ProcessedItem:
+    """``pi`` with its paths decided for a store whose folders hold ``holders`` item folders each.
+
+    Post-processing names files ``item_path(fanout=False)`` (it cannot know the store); a file whose
+    holding folder has ``threshold`` item folders or more moves to ``item_path(fanout=True)``, and the
+    row's paths (image, PLY, every ``extra_files`` entry) follow, all from this one rule.
+    """
+    item_id = pi.row.id
+    moved: dict[str, str] = {}
+    for f in pi.files:
+        holder = holder_of(f.repo_path, item_id)
+        if holder is not None and holders.get(holder, 0) >= threshold:
+            ext = posixpath.basename(f.repo_path)[len(item_id) + 1:]
+            moved[f.repo_path] = item_path(holder, item_id, ext, fanout=True)
+    if not moved:
+        return pi
+    extra = json.loads(pi.row.extra_files or "[]")
+    for entry in extra:
+        entry["path"] = moved.get(entry["path"], entry["path"])
+    row = dataclasses.replace(pi.row, image_path=moved.get(pi.row.image_path, pi.row.image_path),
+                              ply_path=moved.get(pi.row.ply_path, pi.row.ply_path),
+                              extra_files=json.dumps(extra, sort_keys=True))
+    files = [dataclasses.replace(f, repo_path=moved.get(f.repo_path, f.repo_path)) for f in pi.files]
+    return dataclasses.replace(pi, row=row, files=files)
 
 
 def check_item_id(item_id: str) -> str:

@@ -20,16 +20,15 @@ Decisions documented here:
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ledger.leases import encode_lease, may_take, new_lease, renewed
 from ..publish import layout
 from ..publish.index import encode_rows, row_files
-from ..records import Batch, Failure, Followup, IndexRow, Lease, ProcessedItem, Unit
+from ..records import Batch, Failure, Followup, IndexRow, Lease, Unit
 from .hub_state import (
     BATCH,
     BATCH_DIR,
@@ -44,13 +43,12 @@ from .hub_state import (
     LedgerDelta,
     encode_ledger,
     git_blob_oid,
-    holder_of,
     parse_content,
     summarize_rows,
 )
 
 RENEW_AFTER_FRACTION = 0.25  # renew once this much of a lease's time has passed
-FANOUT_THRESHOLD = 5000  # item folders in one folder before new items fan out by id prefix
+FANOUT_THRESHOLD = layout.FANOUT_THRESHOLD
 
 
 @dataclass
@@ -143,26 +141,6 @@ def plan_release(state: HubState, units: Iterable[str], client_id: str) -> Plan 
     return plan if plan.deletes else None
 
 
-def _fanned(pi: ProcessedItem, holders: Mapping[str, int], threshold: int) -> ProcessedItem:
-    """``pi`` with its files moved under an id-prefix folder when their folder is (nearly) full."""
-    mapping: dict[str, str] = {}
-    for f in pi.files:
-        holder = holder_of(f.repo_path, pi.row.id)
-        if holder is None or holders.get(holder, 0) < threshold:
-            continue
-        ext = posixpath.basename(f.repo_path)[len(pi.row.id) + 1:]
-        mapping[f.repo_path] = layout.item_path(holder, pi.row.id, ext, fanout=True)
-    if not mapping:
-        return pi
-    files = [replace(f, repo_path=mapping.get(f.repo_path, f.repo_path)) for f in pi.files]
-    extra = pi.row.extra_files
-    for old, new in mapping.items():
-        extra = extra.replace(json.dumps(old), json.dumps(new))
-    row = replace(pi.row, image_path=mapping.get(pi.row.image_path, pi.row.image_path),
-                  ply_path=mapping.get(pi.row.ply_path, pi.row.ply_path), extra_files=extra)
-    return replace(pi, row=row, files=files)
-
-
 def _failure_dict(f: Failure) -> dict[str, Any]:
     return {"item_id": f.item_id, "unit": f.unit, "stage": f.stage, "reason": f.reason,
             "detail": f.detail[:500], "transient": f.transient, "count": 1, "source": f.source}
@@ -215,7 +193,7 @@ def _item_files(plan: Plan, batch: Batch, state: HubState, inp: PublishInputs) -
             continue
         if item_id in replacing:
             plan.replaced_ids.append(item_id)
-        pi = _fanned(pi, state.holders, inp.fanout_threshold)
+        pi = layout.placed(pi, state.holders, inp.fanout_threshold)
         for f in pi.files:
             layout.check_repo_path(f.repo_path)
             plan.adds[f.repo_path] = f.local_path

@@ -88,12 +88,7 @@ class LedgerDelta:
     followups_done: tuple[tuple[str, str], ...] = ()
 
 
-def holder_of(path: str, item_id: str) -> str | None:
-    """The folder that holds the item folder of ``path`` (``<holder>/<id>/<id>.<ext>``), if any."""
-    parts = path.split("/")
-    if len(parts) >= 2 and parts[-2] == item_id and parts[-1].startswith(item_id + "."):
-        return "/".join(parts[:-2])
-    return None
+holder_of = layout.holder_of  # the layout's rule (stores and ops import it from here too)
 
 
 def summarize_rows(rows: Iterable[IndexRow]) -> IndexSummary:

@@ -301,6 +301,8 @@ class LocalStore(LocalMaintenance):
         """One atomic step: files staged, then one transaction that places them and writes the
         batch's new index shard before it commits. An item with a problem fails alone."""
         items, failed = screen_items(batch.items)
+        holders = self._holders(items)
+        items = [layout.placed(pi, holders) for pi in items]  # the hub store's fan-out rule too
         conn = self._conn()
         with sql.read_tx(conn):
             skip = self._skipped(conn, items, batch.redo)
@@ -359,6 +361,21 @@ class LocalStore(LocalMaintenance):
             if old is not None and not _replaces(redo, old, (pi.row.predictor, pi.row.model_version)):
                 skip.add(pi.row.id)
         return skip
+
+    def _holders(self, items: list[ProcessedItem]) -> dict[str, int]:
+        """Item folders now in each folder these items land in (``layout.placed`` counts them)."""
+        out: dict[str, int] = {}
+        for pi in items:
+            for pf in pi.files:
+                holder = layout.holder_of(pf.repo_path, pi.row.id)
+                if holder is None or holder in out:
+                    continue
+                try:
+                    with os.scandir(self.root / holder) as entries:
+                        out[holder] = sum(1 for e in entries if not e.name.startswith(".") and e.is_dir())
+                except (FileNotFoundError, NotADirectoryError):
+                    out[holder] = 0
+        return out
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
