@@ -15,6 +15,7 @@ from .errors import ConfigError, PermanentError, SharpDatasetError
 from .factories import make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
+from .observe.items import ItemStatusLog
 from .observe.sinks import ProgressReporter
 from .ops.failures import write_run_stats
 from .ops.gallery.runs import store_identity
@@ -207,7 +208,8 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
             predictor.close()
             client.close()
             raise
-    metrics = Metrics()
+    items_log = ItemStatusLog(opts.run_dir / "items.jsonl")
+    metrics = Metrics(on_event=items_log.event)
     reporter = ProgressReporter(metrics, settings.progress, settings.heartbeat_secs, opts.run_dir / "metrics.jsonl",
                                 console=console, total=_display_total(source, settings.max_images),
                                 status=_control_status(control, opts.stop_drain_secs))
@@ -228,6 +230,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     finally:
         control.restore_signal_handlers()
         reporter.stop(summary.__dict__ if summary else None)
+        items_log.close()
         if gpu_log is not None:
             gpu_log.stop()  # type: ignore[attr-defined]
         predictor.close()

@@ -89,6 +89,27 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class SkippedInput:
+    """An input a source skipped because it repeats another one (``duplicate_content``,
+    ``duplicate_id``, ``duplicate_row``): which input, and which earlier one it repeats.
+
+    ``source`` and ``duplicate_of`` name the inputs as the user knows them (a folder-relative path,
+    a URL without credentials); ``detail`` says more (the manifest's row numbers)."""
+
+    item_id: str
+    unit: str
+    reason: str
+    source: str
+    duplicate_of: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", strip_url(self.source))
+        object.__setattr__(self, "duplicate_of", strip_url(self.duplicate_of))
+        object.__setattr__(self, "detail", redact(self.detail))
+
+
+@dataclass(frozen=True)
 class PublishedFile:
     """A file that a publish step places at ``repo_path`` (relative, '/'-separated)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -19,8 +20,11 @@ class EventSink(Protocol):
 class Metrics:
     """A thread-safe sink that keeps totals; display sinks read ``snapshot()``."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Any = time.monotonic, on_event: Callable[..., None] | None = None) -> None:
+        """``on_event(kind, **fields)`` hears every one-off event (``observe.items`` writes the
+        per-input status from them); None: events are dropped (the logs carry them)."""
         self._clock = clock
+        self._on_event = on_event
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._busy: dict[str, float] = defaultdict(float)
@@ -40,7 +44,9 @@ class Metrics:
             self._last[stage] = now
 
     def event(self, kind: str, **fields: Any) -> None:
-        """Metrics keeps totals only; a one-off event is not a total (the logs carry it)."""
+        """Metrics keeps totals only; a one-off event is not a total, so it goes to ``on_event``."""
+        if self._on_event is not None:
+            self._on_event(kind, **fields)
 
     def get(self, stage: str, name: str) -> int:
         with self._lock:

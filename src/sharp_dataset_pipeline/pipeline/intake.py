@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import LeaseConflict, PermanentError, RateLimited, SharpDatasetError, StoreError, TransientError
 from ..observe.events import EventSink
-from ..records import Item, ItemState, Unit
+from ..records import Item, ItemState, SkippedInput, Unit
 from ..sources.base import Source
 from ..stores.base import Store, UnitStatus
 from .options import ClaimOptions
@@ -60,6 +60,7 @@ class Intake:
         self._chunk: list[Item] = []
         self._chunk_ok = True
         source.set_wait_hook(self._admit_pending)
+        source.set_skip_hook(self._repeat_skipped)
 
     def run(self) -> None:
         try:
@@ -123,6 +124,7 @@ class Intake:
                     self._admit_pending()
                     return False
                 self.scanned += 1
+                self.sink.event("item_seen", id=item.id, source=item.origin)
                 self._chunk.append(item)
                 if len(self._chunk) >= CHUNK:
                     self._admit_pending()
@@ -149,6 +151,8 @@ class Intake:
             skip = self.skip_reason(state)
             if skip:
                 self.sink.count("skipped", skip)
+                self.sink.event("item_done", id=item.id, source=item.origin, status="skipped", reason=skip,
+                                stage="source")
                 if state is not None and skip == "published_by_other_model":
                     self._note_other_models({(state.predictor, state.model_version): 1})
                 continue
@@ -163,6 +167,13 @@ class Intake:
                 self.tracker.prior_attempts[item.id] = state.transient_failures
             self.sink.count("source", "admitted")
         return True
+
+    def _repeat_skipped(self, skipped: SkippedInput) -> None:
+        """The source skipped an input that repeats another (counted in its ``skipped_counts``)."""
+        log.info("skipped %s: %s of %s", skipped.source, skipped.reason, skipped.duplicate_of)
+        self.sink.event("item_done", id=skipped.item_id, source=skipped.source, status="skipped",
+                        reason=skipped.reason, stage="source", detail=skipped.detail,
+                        duplicate_of=skipped.duplicate_of)
 
     def _reopens(self, status: UnitStatus) -> bool:
         """Whether ``run --redo`` reopens a done unit: it holds items to redo."""

@@ -210,12 +210,26 @@ class BatchPublisher:
             self.sink.count("publish", "units_done", len(batch.units_done))
         self.sink.event("batch", items=len(published), failures=len(batch.failures), commit=receipt.commit)
         landed = [p for p in batch.items if p.row.id in published]
+        self._report_items(batch, landed, receipt.failed)
         if self.on_items_published and landed:
             self.on_items_published(landed)
         if self.opts.delete_published_run_files:
             _delete_run_files(batch, keep={p.share_file for p in landed if self.on_items_published})
         if self.on_published and batch.followups:
             self.on_published([f for f in batch.followups if f.item_id in published])
+
+    def _report_items(self, batch: Batch, landed: list[ProcessedItem], failed: list[Failure]) -> None:
+        """One ``item_done`` event per item and failure of a landed batch (``observe.items``)."""
+        done = {p.row.id for p in landed} | {f.item_id for f in failed}
+        for p in landed:
+            self.sink.event("item_done", id=p.row.id, status="published", stage="publish")
+        for p in batch.items:
+            if p.row.id not in done:  # published meanwhile by another client, or by an earlier batch
+                self.sink.event("item_done", id=p.row.id, status="skipped", reason="already_published",
+                                stage="publish")
+        for f in [*batch.failures, *failed]:
+            self.sink.event("item_done", id=f.item_id, source=f.source, status="failed", reason=f.reason,
+                            stage=f.stage, detail=f.detail)
 
 
 def _delete_run_files(batch: Batch, keep: set[Path | None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..records import Item, Unit
+from ..records import Item, SkippedInput, Unit
 
 
 class Source(Protocol):
@@ -35,6 +35,11 @@ class Source(Protocol):
     def set_wait_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` (in the thread reading ``items``) before the source blocks for long, e.g.
         for a rate-limit window, so the consumer can hand on the items it already holds first."""
+        ...
+
+    def set_skip_hook(self, hook: Callable[[SkippedInput], None]) -> None:
+        """Call ``hook`` (in the thread reading ``items``) for each input of a unit that ``items``
+        skips because it repeats an earlier one, so the run can record which one it repeats."""
         ...
 
 

@@ -27,7 +27,7 @@ from typing import BinaryIO
 from PIL import Image, ImageFile
 
 from ..errors import ConfigError
-from ..records import Item, Unit
+from ..records import Item, SkippedInput, Unit
 from .base import unit_bounds, unit_key
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class FolderSource:
         self._digests: dict[int, str] = {}
         self._duplicates: set[int] = set()
         self._unreadable: set[int] = set()
+        self._skip_hook: Callable[[SkippedInput], None] = lambda skipped: None
 
     def units(self) -> Iterator[Unit]:
         """The units of the current listing, in order (lists the folder once; reads no file)."""
@@ -94,7 +95,7 @@ class FolderSource:
             digest = self._digest(offset)
             if digest is None:
                 continue
-            if self._is_duplicate(offset, digest):
+            if self._is_duplicate(offset, digest, unit.key):
                 continue
             entry = entries[offset]
             yield Item(
@@ -125,6 +126,10 @@ class FolderSource:
 
     def set_wait_hook(self, hook: Callable[[], None]) -> None:
         """Never used: reading a local listing or file never waits for long."""
+
+    def set_skip_hook(self, hook: Callable[[SkippedInput], None]) -> None:
+        """``hook`` hears of each ``duplicate_content`` file as ``items`` reaches it."""
+        self._skip_hook = hook
 
     def _listing(self) -> list[_Entry]:
         if self._entries is None:
@@ -192,7 +197,7 @@ class FolderSource:
         self._digests[offset] = hasher.hexdigest()
         return self._digests[offset]
 
-    def _is_duplicate(self, offset: int, digest: str) -> bool:
+    def _is_duplicate(self, offset: int, digest: str, unit: str = "") -> bool:
         size = self._listing()[offset].size
         for earlier in self._by_size[size]:
             if earlier >= offset:
@@ -202,6 +207,8 @@ class FolderSource:
                 entries = self._listing()
                 logger.info("skipping %s: duplicate_content of %s (item %s)", entries[offset].rel,
                             entries[earlier].rel, digest[:ID_HEX_CHARS])
+                self._skip_hook(SkippedInput(digest[:ID_HEX_CHARS], unit, "duplicate_content",
+                                             display_path(entries[offset].rel), display_path(entries[earlier].rel)))
                 return True
         return False
 

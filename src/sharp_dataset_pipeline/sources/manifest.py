@@ -50,7 +50,7 @@ from ..errors import ConfigError, PermanentError
 from ..fetch.download import download
 from ..fetch.image import mm35_from_focal_mm
 from ..net import call_with_retries, make_client, raise_for_status
-from ..records import Item, Unit
+from ..records import Item, SkippedInput, Unit
 from .base import unit_bounds, unit_key
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ class ManifestSource:
         # Rows whose id an earlier row already has (the first row wins), found by the one full scan
         # so every unit agrees whichever is read first.
         self._repeats: set[int] = set()
+        self._repeat_of: dict[int, SkippedInput] = {}  # what each repeated row repeats (for the skip hook)
+        self._skip_hook: Callable[[SkippedInput], None] = lambda skipped: None
 
     @property
     def format(self) -> str:
@@ -131,7 +133,9 @@ class ManifestSource:
             for _, record in self._records(fh):
                 if offset >= min(unit.stop, self._count):
                     return
-                if offset >= unit.start and record is not None and offset not in self._repeats:
+                if offset >= unit.start and offset in self._repeat_of:
+                    self._skip_hook(self._repeat_of[offset])
+                elif offset >= unit.start and record is not None and offset not in self._repeats:
                     item, _reason = row_to_item(record, offset=offset, unit=unit.key, source=self.name)
                     if item is not None:
                         yield item
@@ -150,6 +154,10 @@ class ManifestSource:
     def set_wait_hook(self, hook: Callable[[], None]) -> None:
         """Never used: reading a local listing or file never waits for long."""
 
+    def set_skip_hook(self, hook: Callable[[SkippedInput], None]) -> None:
+        """``hook`` hears of each ``duplicate_id`` / ``duplicate_row`` row as ``items`` reaches it."""
+        self._skip_hook = hook
+
     # Loading and scanning.
 
     def _scan(self) -> None:
@@ -157,7 +165,7 @@ class ManifestSource:
             return
         self._load()
         count = 0
-        first_rows: dict[str, tuple[int, int]] = {}
+        first_rows: dict[str, tuple[int, int, str]] = {}
         with self._open() as fh:
             records = self._records(fh, read_header=self._format != "jsonl")
             for start, record in records:
@@ -170,13 +178,13 @@ class ManifestSource:
                     if reason:
                         self._skipped[reason] += 1
                     elif item is not None:
-                        self._note_id(item.id, count, record, first_rows)
+                        self._note_id(item, count, record, first_rows)
                 count += 1
         self._count = count
         logger.info("manifest %s: %d rows (%s), skipped %s", self._hash, count, self._format,
                     dict(self._skipped))
 
-    def _note_id(self, item_id: str, offset: int, record: dict, first_rows: dict[str, tuple[int, int]]) -> None:
+    def _note_id(self, item: Item, offset: int, record: dict, first_rows: dict[str, tuple[int, int, str]]) -> None:
         """Remember the first row of each id; a later row with the same id is skipped (it would
         share the first one's files and ledger entry)."""
         # A within-run fingerprint only tells duplicate_row from duplicate_id, so Python's hash does.
@@ -184,9 +192,10 @@ class ManifestSource:
             digest = hash(tuple(record.items()))  # CSV/TSV rows: strings in header order
         except TypeError:  # a JSON line with list or object values
             digest = hash(repr(sorted(record.items())))
+        item_id = item.id
         first = first_rows.get(item_id)
         if first is None:
-            first_rows[item_id] = (offset, digest)
+            first_rows[item_id] = (offset, digest, item.origin)
             return
         reason = "duplicate_row" if first[1] == digest else "duplicate_id"
         self._repeats.add(offset)
@@ -194,6 +203,9 @@ class ManifestSource:
         # Row numbers count data rows from 1, as a spreadsheet shows them under the header.
         logger.warning("manifest row %d skipped: %s of row %d (id %s)", offset + 1, reason, first[0] + 1,
                        item_id)
+        self._repeat_of[offset] = SkippedInput(
+            item_id, unit_key(f"manifest/{self._hash}", *unit_bounds(offset // self.range_size, self.range_size)),
+            reason, item.origin, first[2], detail=f"row {offset + 1} repeats the id of row {first[0] + 1}")
 
     def _load(self) -> None:
         if _is_url(self.location):

@@ -43,7 +43,7 @@ import httpx
 
 from ..errors import ConfigError, PermanentError, RateLimited, TransientError
 from ..net import make_client
-from ..records import Followup, Item, Unit
+from ..records import Followup, Item, SkippedInput, Unit
 from . import paging
 from .unsplash_api import DEFAULT_API_BASE, SERVICE, ApiResponse, UnsplashApi
 from .unsplash_meta import focal_hint_mm35, has_details, image_url, is_premium, photo_meta
@@ -188,6 +188,9 @@ class UnsplashSource:
         """``hook`` runs before every wait for the hourly window: photos already yielded must not
         sit unprocessed in the consumer for an hour (invariant 7)."""
         self.api.before_wait = hook
+
+    def set_skip_hook(self, hook: Callable[[SkippedInput], None]) -> None:
+        """Never used: a photo id the feed repeats is the same photo, not a duplicate of another."""
 
     def set_stop_requested(self, stop_requested: Callable[[], bool]) -> None:
         """While waiting for a rate-limit window, check this and give up (``RateLimited``) when True."""
