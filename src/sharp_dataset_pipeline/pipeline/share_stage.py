@@ -100,7 +100,9 @@ class ShareStage:
         self.inbox: queue.Queue[ShareJob] = queue.Queue(maxsize=max(1, settings.queue_max))
         self.report = ShareReport()
         self.thread = threading.Thread(target=self._run, name="share", daemon=True)
-        self._lock = threading.Lock()  # guards report, recorder and _closed
+        # Guards report, recorder and _closed. Only finish() ever waits on it, once, at the end of the
+        # run (a Hub recorder commits under it once per 50 shares); publish and the predictor never do.
+        self._lock = threading.Lock()
         self._ending = threading.Event()
         self._closed = False
         self._current: ShareJob | None = None  # the share being uploaded now
@@ -141,8 +143,8 @@ class ShareStage:
             except queue.Empty:
                 break
         if self.report.left:
-            log.warning("%d shares were not made before the drain deadline; sharp-dataset share --missing "
-                        "makes them", self.report.left)
+            log.warning("%d shares were not made (drain deadline, abort or a full queue); sharp-dataset share "
+                        "--missing makes them", self.report.left)
         return self.report
 
     def _run(self) -> None:
@@ -153,7 +155,7 @@ class ShareStage:
                 if self._ending.is_set():
                     break
                 continue
-            if self.aborting() or self._closed:
+            if self.aborting():
                 self._leave(job)
                 continue
             self._share(job)
@@ -162,8 +164,13 @@ class ShareStage:
                 self._flush()
 
     def _share(self, job: ShareJob) -> None:
-        with self._lock:
-            self._current = job
+        with self._lock:  # checked and marked at once, so finish() counts this job exactly once
+            closed = self._closed
+            if not closed:
+                self._current = job
+        if closed:
+            self._leave(job)
+            return
         started = time.monotonic()
         result = try_share(self.settings.client, job.path, title=job.item_id)
         self.sink.busy("share", time.monotonic() - started)
