@@ -11,7 +11,7 @@ from emulators.faults import Fault
 from emulators.gsplat import GsplatEmulator
 
 
-def test_failed_share_never_blocks_publish_and_share_missing_fills_it_in(tmp_path: Path) -> None:
+def test_a_failed_share_leaves_the_item_published_and_share_missing_fills_it_in(tmp_path: Path) -> None:
     photos, store = tmp_path / "photos", tmp_path / "out"
     make_photos(photos, 4, seed=12)
     with GsplatEmulator() as emu:
