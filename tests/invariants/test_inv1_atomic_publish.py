@@ -195,12 +195,13 @@ def counted(fn):
 for name in ("fsync", "replace", "link", "unlink", "rename"):
     setattr(os, name, counted(getattr(os, name)))
 
-def item(item_id, unit):
-    row = IndexRow(id=item_id, source="folder", unit=unit)
+def item(item_id, unit, model=""):
+    row = IndexRow(id=item_id, source="folder", unit=unit, predictor="planar", model_version=model or "p1")
     files = []
     for kind, ext in (("image", "jpg"), ("ply", "ply")):
-        data = hashlib.sha256(f"{item_id}{kind}".encode()).digest() * 100
-        local = work / f"{item_id}.{ext}"
+        # A redo (model given) makes the same photo but another PLY.
+        data = hashlib.sha256(f"{item_id}{kind}{model if kind == 'ply' else ''}".encode()).digest() * 100
+        local = work / f"{item_id}{model}.{ext}"
         local.write_bytes(data)
         repo = f"photos/{item_id}/{item_id}.{ext}"
         digest = hashlib.sha256(data).hexdigest()
@@ -214,25 +215,35 @@ tag = root.name
 store.publish(Batch(client_id="c", items=[item(f"{tag}a{j}", "u/a") for j in range(2)], units_done=["u/a"]))
 store.compact()
 store.publish(Batch(client_id="c", items=[item(f"{tag}b{j}", "u/b") for j in range(2)], units_done=["u/b"]))
+# run --redo: one item from the compacted index, one from a shard, replaced in one step.
+store.publish(Batch(client_id="c", items=[item(f"{tag}{g}0", f"u/{g}", "p2") for g in "ab"], redo="model-changed"))
 print(calls, flush=True)
 '''
 
 
 def _reader_view(root: Path) -> tuple[set[str], set[str]]:
-    """What a reader sees without opening the store: ids in the ledger, ids in the index files."""
+    """What a reader sees without opening the store: ids in the ledger, ids in the index files;
+    and every row of every index file names files that have its recorded size and SHA-256."""
     db = sqlite3.connect(root / ".coord" / "ledger.sqlite3")
     recorded = {i for (i,) in db.execute("SELECT id FROM items")}
     db.close()
     shown: set[str] = set()
     for path in (root / "data").glob("*.jsonl"):
-        shown |= {row.id for row in decode_rows(path.read_bytes())}
+        for row in decode_rows(path.read_bytes()):
+            shown.add(row.id)
+            for kind in ("image", "ply"):
+                data = (root / getattr(row, f"{kind}_path")).read_bytes()
+                assert (len(data), hashlib.sha256(data).hexdigest()) == (
+                    getattr(row, f"{kind}_size"), getattr(row, f"{kind}_sha256")), f"{row.id} {kind}: other bytes"
     return recorded, shown
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_after_kill9_at_any_step_readers_never_see_less_than_the_ledger(tmp_path: Path) -> None:
-    """kill -9 before every file-system step of two publishes and a compaction: a reader of the
-    index files (no open(), no repair) always sees at least every item the ledger records."""
+    """kill -9 before every file-system step of two publishes, a compaction and a ``--redo`` publish:
+    a reader of the index files (no open(), no repair) always sees at least every item the ledger
+    records, and every row it sees names files with that row's size and hash (a redo never puts a new
+    PLY under the old row); open() then leaves each recorded row with exactly its files."""
     script = tmp_path / "kill_at.py"
     script.write_text(KILL_AT)
 
@@ -244,7 +255,9 @@ def test_after_kill9_at_any_step_readers_never_see_less_than_the_ledger(tmp_path
     full = run(0)  # never killed: how many steps there are
     assert full.returncode == 0, full.stderr
     steps = int(full.stdout.split()[-1])
-    assert steps > 20
+    assert steps > 30
+    redone = [r for r in LocalStore(tmp_path / "s000").rows() if r.model_version == "p2"]
+    assert sorted(r.id for r in redone) == ["s000a0", "s000b0"]
     recorded_seen = 0
     for n in range(1, steps + 1):
         done = run(n)
@@ -253,5 +266,6 @@ def test_after_kill9_at_any_step_readers_never_see_less_than_the_ledger(tmp_path
         recorded, shown = _reader_view(root)
         assert recorded <= shown, f"kill at step {n}: ledger has {sorted(recorded - shown)} the index lacks"
         recorded_seen = max(recorded_seen, len(recorded))
-        check_store(root)  # and open() then restores exactly one row per item
+        check_store(root)  # and open() then restores exactly one row per item, files intact
+        _reader_view(root)
     assert recorded_seen == 4

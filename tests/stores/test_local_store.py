@@ -583,7 +583,12 @@ def test_redo_model_changed_replaces_rows_and_files_in_one_step(store: LocalStor
     assert sorted(ids) == ["id0", "id1", "id2", "id3", "id5"]  # exactly one row per id
     rows = {r.id: r for p in (store.root / "data").glob("train*.jsonl") for r in decode_rows(p.read_bytes())}
     assert rows["id0"].predictor == "sharp" and rows["id1"].predictor == "planar"
-    assert (store.root / "photos/id0/id0.ply").read_bytes() == sharp(0).files[1].local_path.read_bytes()
+    new_ply = sharp(0).files[1]
+    # The changed PLY has a new, content-tagged name; the old one is gone with the old row.
+    assert rows["id0"].ply_path == f"photos/id0/id0.{new_ply.sha256[:12]}.ply"
+    assert (store.root / rows["id0"].ply_path).read_bytes() == new_ply.local_path.read_bytes()
+    assert rows["id0"].ply_sha256 == new_ply.sha256
+    assert not (store.root / "photos/id0/id0.ply").exists()
     assert not (store.root / "photos/id0/id0.webp").exists()  # the new row does not name it
     assert store.counts().published == 5
     # The same model again is not a change: nothing is replaced.

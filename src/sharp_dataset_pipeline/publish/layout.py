@@ -120,6 +120,15 @@ def check_repo_path(path: str) -> str:
     return path
 
 
+def versioned_path(repo_path: str, item_id: str, sha256: str) -> str:
+    """``repo_path`` with a content-hash tag after the id (``<dir>/<id>.<sha12>.<ext>``): where a
+    ``--redo`` places a file whose old version a published row still names, so the old row and
+    its bytes stay intact until the new row is committed."""
+    folder, name = posixpath.split(repo_path)
+    head = item_id if name.startswith(item_id + ".") else name.split(".", 1)[0]
+    return check_repo_path(posixpath.join(folder, f"{head}.{sha256[:12]}{name[len(head):]}"))
+
+
 def utc_stamp(ts: float) -> str:
     """``yyyymmddThhmmss`` in UTC, for names that sort by time."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")

@@ -38,7 +38,7 @@ from ..publish.index import row_files, row_from_json, row_to_json
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, PublishedFile, Unit
 from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
-from .item_checks import file_problem, publish_failure, screen_items, units_held_back
+from .item_checks import beside_published, file_problem, publish_failure, screen_items, units_held_back
 from .local_maintenance import LocalMaintenance
 from .local_schema import StoreCounts
 
@@ -48,7 +48,9 @@ from ..fsio import atomic_write, fsync_dir, fsync_path, pid_alive, tmp_for
 
 log = logging.getLogger(__name__)
 
-_BACKUP_PREFIX = "redo-"  # kept copies of files a --redo publish replaces (restored after a crash)
+# Kept copies of files that a ``--redo`` publish of older versions replaced in place; open() still
+# restores them after a crash (today a redo places changed files under new names instead).
+_BACKUP_PREFIX = "redo-"
 
 
 def _this_host() -> str:
@@ -73,7 +75,6 @@ class _Staged:
     file: PublishedFile
     tmp: Path
     final: Path
-    backup: Path  # where an existing final is kept until the commit (``--redo`` replaces files)
 
 
 def _stage(entries: list[_Staged]) -> str:
@@ -114,6 +115,11 @@ class _Recorded:
 def _replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
     """Whether a publish with ``redo`` replaces a published item made by ``old`` (predictor, model)."""
     return redo == "all" or (redo == "model-changed" and old != new)
+
+
+def _names(recorded: tuple[str, str] | None, path: str) -> bool:
+    """Whether a recorded (shard, row) names ``path``: a file placed for it is no leftover."""
+    return recorded is not None and path in row_files(row_from_json(recorded[1]))
 
 
 class LocalStore(LocalMaintenance):
@@ -306,6 +312,10 @@ class LocalStore(LocalMaintenance):
         conn = self._conn()
         with sql.read_tx(conn):
             skip = self._skipped(conn, items, batch.redo)
+            old_rows = sql.published_rows(conn, [pi.row.id for pi in items if pi.row.id not in skip])
+        # A replaced item's changed files get new names: its old row keeps naming intact bytes
+        # until the commit that names the new ones (readers never see other than the ledger says).
+        items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
         plan: dict[str, list[_Staged]] = {}
         for pi in items:
             if pi.row.id in skip:
@@ -321,7 +331,7 @@ class LocalStore(LocalMaintenance):
             # Journal the staging first: whatever a crash leaves behind, open() can find it.
             with sql.write_tx(conn):
                 sql.add_intents(conn, [(self._rel(t), self._rel(e.final), e.item_id, os.getpid(), self._clock())
-                                       for e in staged for t in (e.tmp, e.backup)])
+                                       for e in staged for t in (e.tmp,)])
         by_id = {pi.row.id: pi for pi in items}
         outcome: _Recorded | None = None
         try:
@@ -343,7 +353,7 @@ class LocalStore(LocalMaintenance):
             if staged and not (outcome and outcome.committed):
                 if outcome and outcome.shard_written:
                     (self._data_dir / outcome.shard).unlink(missing_ok=True)
-                self._settle_intents([self._rel(t) for e in staged for t in (e.tmp, e.backup)])
+                self._settle_intents([self._rel(e.tmp) for e in staged])
         self._after_commit(outcome, staged)
         new_ids = {r[0] for r in outcome.rows}
         self._refresh_card([pi.row for pi in items if pi.row.id in new_ids])
@@ -381,8 +391,7 @@ class LocalStore(LocalMaintenance):
         return path.relative_to(self.root).as_posix()
 
     def _plan_item(self, pi: ProcessedItem) -> list[_Staged]:
-        """Where each file goes, the temp name it is staged under first, and where a file it
-        replaces is kept until the commit."""
+        """Where each file goes and the temp name it is staged under first."""
         entries = []
         index_dir = posixpath.dirname(self.index_path)
         for pf in pi.files:
@@ -392,8 +401,7 @@ class LocalStore(LocalMaintenance):
                 raise StoreError(f"item file {repo_path} would land among the store's own files")
             final = self.root / repo_path
             final.parent.mkdir(parents=True, exist_ok=True)
-            backup = self._tmp_for_item(final.with_name(_BACKUP_PREFIX + final.name))
-            entries.append(_Staged(pi.row.id, pf, self._tmp_for_item(final), final, backup))
+            entries.append(_Staged(pi.row.id, pf, self._tmp_for_item(final), final))
         return entries
 
     def _tmp_for_item(self, final: Path) -> Path:
@@ -415,9 +423,7 @@ class LocalStore(LocalMaintenance):
         dirs: set[Path] = set()
         for pi in new:
             for e in plan[pi.row.id]:
-                if pi.row.id in old_rows and e.final.exists():
-                    os.link(e.final, e.backup)  # restored by open() if this transaction never commits
-                os.replace(e.tmp, e.final)
+                os.replace(e.tmp, e.final)  # a path an old row names gets the same bytes (see beside_published)
                 dirs.add(e.final.parent)
         for folder in sorted(dirs):
             fsync_dir(folder)
@@ -436,8 +442,7 @@ class LocalStore(LocalMaintenance):
         rec.replaced = {i: (shard, row) for i, (shard, row) in old_rows.items()}
         sql.note_rewrites(conn, sorted({shard for shard, _ in old_rows.values()}))
         sql.insert_items(conn, rec.rows, rec.shard, batch.client_id, now)
-        sql.drop_intents(conn, [self._rel(t) for entries in plan.values() for e in entries
-                                for t in (e.tmp, e.backup)])
+        sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
         sql.upsert_failures(conn, [*batch.failures, *rec.failures], batch.client_id, now)
         units_done, rec.units_held = units_held_back(batch.units_done, rec.failures)
         sql.mark_units_done(conn, units_done, batch.client_id, now)
@@ -448,21 +453,20 @@ class LocalStore(LocalMaintenance):
             sql.renew_leases(conn, renew, batch.client_id, now + batch.lease_ttl_s, os.getpid(), _HOST)
 
     def _after_commit(self, rec: _Recorded, staged: list[_Staged]) -> None:
-        """Drop the kept copies of replaced files, files the new rows no longer name, and the
-        replaced rows from the index files that held them."""
-        for e in staged:
-            e.backup.unlink(missing_ok=True)
+        """Drop the replaced rows from the index files that held them, then the files that only
+        those rows named (in this order, so no index row ever names a deleted file)."""
         if not rec.replaced:
             return
+        try:
+            self._apply_rewrites()
+        except (OSError, StoreError, LeaseConflict) as exc:
+            log.warning("replaced rows stay in their old index files for now (%s); open() removes them", exc)
+            return  # their files stay too (gc finds them once no row names them)
         keep = {self._rel(e.final) for e in staged}
         for _, line in rec.replaced.values():
             for path in row_files(row_from_json(line)):
                 if path not in keep:
                     (self.root / path).unlink(missing_ok=True)
-        try:
-            self._apply_rewrites()
-        except (OSError, StoreError, LeaseConflict) as exc:
-            log.warning("replaced rows stay in their old index files for now (%s); open() removes them", exc)
 
     def _settle_intents(self, tmps: list[str] | None = None) -> None:
         """Undo staging that never got recorded: temps go, files placed for ids that are still
@@ -480,7 +484,7 @@ class LocalStore(LocalMaintenance):
                             os.replace(kept, self.root / final)
                     else:
                         kept.unlink(missing_ok=True)
-                        if not sql.unavailable_ids(conn, [item_id]):
+                        if not _names(sql.published_rows(conn, [item_id]).get(item_id), final):
                             (self.root / final).unlink(missing_ok=True)
                     sql.drop_intents(conn, [tmp])
         except (StoreError, OSError) as exc:
