@@ -117,3 +117,12 @@ def test_coord_paths() -> None:
     assert done.startswith(".coord/done/") and done.endswith("list_2Foldest_2F000300-000599.json")
     assert lease.split("/")[2] == done.split("/")[2]
     assert layout.ledger_path() == ".coord/ledger.sqlite3"
+
+
+def test_versioned_path_tags_the_name_after_the_id_and_keeps_the_extension() -> None:
+    sha = "0123456789abcdef" * 4
+    tagged = layout.versioned_path("gaussians/a.b/a.b.small.ply", "a.b", sha)
+    assert tagged == "gaussians/a.b/a.b.0123456789ab.small.ply"
+    assert layout.versioned_path("photos/x1/x1.jpg", "x1", sha) == "photos/x1/x1.0123456789ab.jpg"
+    # The tagged name still belongs to the item's folder (the fan-out rule counts it there).
+    assert layout.holder_of(layout.versioned_path("photos/x1/x1.jpg", "x1", sha), "x1") == "photos"

@@ -84,6 +84,12 @@ def placed(pi: ProcessedItem, holders: Mapping[str, int], threshold: int = FANOU
         if holder is not None and holders.get(holder, 0) >= threshold:
             ext = posixpath.basename(f.repo_path)[len(item_id) + 1:]
             moved[f.repo_path] = item_path(holder, item_id, ext, fanout=True)
+    return with_paths(pi, moved)
+
+
+def with_paths(pi: ProcessedItem, moved: Mapping[str, str]) -> ProcessedItem:
+    """``pi`` with each file at a key of ``moved`` placed at its value instead; the row's paths
+    (image, PLY, every ``extra_files`` entry) follow."""
     if not moved:
         return pi
     extra = json.loads(pi.row.extra_files or "[]")

@@ -8,10 +8,9 @@ published. Units of an item that failed this way are not marked done in the same
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import PermanentError, StoreError
@@ -100,19 +99,6 @@ def units_held_back(units_done: Iterable[str], failures: Iterable[Failure]) -> t
     return [u for u in done if u not in blocked], [u for u in done if u in blocked]
 
 
-def with_paths(pi: ProcessedItem, moved: Mapping[str, str]) -> ProcessedItem:
-    """``pi`` with the files at the keys of ``moved`` placed at its values instead (row updated)."""
-    if not moved:
-        return pi
-    files = [dataclasses.replace(f, repo_path=moved.get(f.repo_path, f.repo_path)) for f in pi.files]
-    extra = pi.row.extra_files
-    for old, new in moved.items():
-        extra = extra.replace(json.dumps(old), json.dumps(new))
-    row = dataclasses.replace(pi.row, image_path=moved.get(pi.row.image_path, pi.row.image_path),
-                              ply_path=moved.get(pi.row.ply_path, pi.row.ply_path), extra_files=extra)
-    return dataclasses.replace(pi, row=row, files=files)
-
-
 def beside_published(pi: ProcessedItem, old_line: str) -> ProcessedItem:
     """``pi`` with each file whose path its published row (``old_line``) names with other bytes moved
     to a content-tagged name (``layout.versioned_path``): a ``--redo`` never overwrites a file that a
@@ -129,4 +115,4 @@ def beside_published(pi: ProcessedItem, old_line: str) -> ProcessedItem:
     named = set(row_files(old))
     moved = {f.repo_path: layout.versioned_path(f.repo_path, pi.row.id, f.sha256) for f in pi.files
              if f.repo_path in named and recorded.get(f.repo_path) != f.sha256}
-    return with_paths(pi, moved)
+    return layout.with_paths(pi, moved)
