@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import struct
@@ -94,6 +95,9 @@ def test_ctrl_c_shows_at_once_and_log_lines_stay_above_one_table(tmp_path: Path)
     seen_after = term.wait_for(lambda t: "stopping: SIGINT; draining work in flight" in t
                                and "stopping (SIGINT): taking no new work" in t, timeout=10)
     assert seen_after < 3.0  # "at once": the next refresh shows it (refreshes are 0.25 s apart; slack for load)
+    # What it waits for: the items still in flight, counted.
+    waiting = re.search(r"\((\d+)\s+in\s+flight\)", term.text())
+    assert waiting and int(waiting.group(1)) >= 1, term.text()
     code = term.finish(timeout=120)
     text = term.text()
     assert code == 0, text
@@ -111,6 +115,8 @@ def test_ctrl_c_shows_at_once_and_log_lines_stay_above_one_table(tmp_path: Path)
     assert "predictor: planar (planar-1 (not SHARP))" in text, text
     assert f"folder {tmp_path / 'runs' / 'tty'}" in text, text
     assert "stopped: SIGINT" in text, text
+    # Once drained nothing is in flight: the items the stop dropped from the queues are not counted.
+    assert re.search(r"\(0\s+in\s+flight\)", text), text
 
 
 def test_heartbeat_lines_keep_their_progress_prefix_and_show_x_of_n(tmp_path: Path) -> None:
@@ -142,3 +148,26 @@ def test_an_unsplash_feed_reports_x_of_its_x_total(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     beats = [line for line in done.stderr.splitlines() if line.startswith("[progress] ") and " done=" in line]
     assert beats and all(line.split(" done=")[1].split()[0].endswith("/95") for line in beats), done.stderr
+
+
+def test_a_manifest_gives_its_total_and_the_bar_fills(tmp_path: Path) -> None:
+    photos = make_photos(tmp_path / "photos", 40, size=(96, 64))
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("id,url\n" + "".join(f"p{i},{p.as_uri()}\n" for i, p in enumerate(photos)), encoding="utf-8")
+    term = Terminal(tmp_path, cli_cmd("run", "--source", f"manifest:{manifest}", "--predictor", "planar",
+                                      "--store", f"local:{tmp_path / 'out'}", "--planar-resolution", "48"),
+                    DOWNLOAD_WORKERS="1")
+    # "x of N" with N the manifest's rows, shown while the run works.
+    term.wait_for(lambda t: re.search(r"^\d+ of 40 ━", t, re.MULTILINE) is not None, timeout=120)
+    code = term.finish(timeout=180)
+    text = term.text()
+    assert code == 0, text
+    rows = [y for y in range(ROWS)
+            if "".join(term.screen.buffer[y][x].data for x in range(COLS)).startswith("40 of 40 ")]
+    assert len(rows) == 1, text
+    line = term.screen.buffer[rows[0]]
+    start = len("40 of 40 ")
+    bar = [line[x] for x in range(start, start + 30)]
+    # The bar is drawn 30 cells wide, and full: every cell the same (finished) colour.
+    assert "".join(c.data for c in bar) == "━" * 30, text
+    assert len({c.fg for c in bar}) == 1 and bar[0].fg != "default", [c.fg for c in bar]

@@ -94,7 +94,8 @@ def _table(snap: dict[str, Any], total_hint: int = 0, status: str = "") -> Rende
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
         parts.append(Text(f"failed: {reasons}", no_wrap=True, overflow="ellipsis"))
     if status:
-        in_flight = max(0, admitted - items_done(counts))
+        # Abandoned items (dropped from the queues by the stop, given back) are no longer in flight.
+        in_flight = max(0, admitted - items_done(counts) - counts.get("source", {}).get("items_abandoned", 0))
         parts.append(Text(f"{status} ({in_flight} in flight)", style="bold yellow"))
     return Group(*parts)
 

@@ -103,7 +103,7 @@ class Runner:
         self.source, self.store, self.predictor, self.opts = source, store, predictor, opts
         self.executor = executor
         self.metrics, self.control, self.http, self.clock = metrics, control, http_client, clock
-        self.tracker = UnitTracker()
+        self.tracker = UnitTracker(on_abandon=lambda: metrics.count("source", "items_abandoned"))
         self.images_dir = opts.run_dir / "images"
         self.gaussians_dir = opts.run_dir / "gaussians"
         self.todo: queue.Queue[object] = queue.Queue(maxsize=max(2, opts.fetch.workers * 2))

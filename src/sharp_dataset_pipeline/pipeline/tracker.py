@@ -8,6 +8,7 @@ good. A unit with a failure that may succeed on a later run stays not-done and i
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -28,6 +29,8 @@ class UnitTracker:
     # Transient failures an item had before this run (from the ledger), so the last allowed
     # attempt settles its unit at once instead of one run later.
     prior_attempts: dict[str, int] = field(default_factory=dict)
+    # Hears of each abandoned item, so the display stops counting it as in flight.
+    on_abandon: Callable[[], None] | None = None
 
     def open(self, key: str) -> None:
         with self._lock:
@@ -59,6 +62,8 @@ class UnitTracker:
             unit = self._units.get(key)
             if unit is not None:
                 unit.complete = False
+        if self.on_abandon is not None:
+            self.on_abandon()
 
     def ready_after(self, settling: list[tuple[str, bool]]) -> list[str]:
         """Units that would be done once ``settling`` ((unit, retry_later) per item) is published.
