@@ -112,19 +112,24 @@ def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
 @click.option("--fix", is_flag=True, help="Repair what is safe (orphan files, expired leases, index files "
               "regenerated from the ledger) in one step.")
 @click.option("--dry-run", is_flag=True, help="With --fix: list what it would delete or repair, change nothing.")
+@click.option("--yes", is_flag=True, help="With --fix: repair without asking (needed when stdin is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_cmd(env_file: str, deep: bool, fix: bool, dry_run: bool, as_json: bool, **flags: Any) -> None:
+def verify_cmd(env_file: str, deep: bool, fix: bool, dry_run: bool, yes: bool, as_json: bool,
+               **flags: Any) -> None:
     """Check the dataset: files exist with their sizes (and hashes), no orphans or duplicates, sane leases.
 
-    Every problem --fix cannot repair says what it needs. Exits 0 only when the dataset is
+    Every problem --fix cannot repair says what it needs. --fix first lists what it would do and
+    asks (on a terminal); without a terminal it needs --yes. Exits 0 only when the dataset is
     consistent (after --fix, when given; --dry-run changes nothing).
     """
     settings = load_cli_settings(flags, env_file)
     if dry_run and not fix:
         fail("verify: --dry-run goes with --fix (it lists what --fix would do)", 2)
-    fix = fix and not dry_run
+    if fix and not dry_run and not yes and not sys.stdin.isatty():
+        fail("verify --fix deletes and rewrites files: add --yes to run it without a terminal "
+             "(--fix --dry-run lists what it would do); nothing was changed", 2)
 
-    def run() -> Any:
+    def run(fix: bool) -> Any:
         from .ops.verify_local import fix_local, verify_local
 
         store = _store(settings)
@@ -138,12 +143,22 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, dry_run: bool, as_json: boo
                 report = verify_local(root, index_path, store.description, time.time(), deep)
                 fixed = fix_local(root, index_path, report, time.time()) if fix else []
                 again = verify_local(root, index_path, store.description, time.time(), deep) if fixed else report
-            again.fixed, again.dry_run = fixed, dry_run
+            again.fixed = fixed
             return again
         finally:
             _close(store)
 
-    report = guarded(run)
+    if fix and not dry_run and not yes:  # a terminal: show what it would do, then ask
+        preview = guarded(lambda: run(False))
+        preview.dry_run = True
+        click.echo(preview.text())
+        if not any(p.fixable for p in preview.problems):
+            sys.exit(0 if preview.ok else 1)
+        if not click.confirm("apply these repairs?", default=False):
+            click.echo("nothing was changed")
+            sys.exit(1)
+    report = guarded(lambda: run(fix and not dry_run))
+    report.dry_run = dry_run
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.text())
     sys.exit(0 if report.ok else 1)
 

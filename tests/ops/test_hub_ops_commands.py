@@ -158,7 +158,7 @@ def test_verify_finds_a_deleted_file_and_an_orphan_and_fix_repairs_the_orphan(
     assert [p["target"] for p in deep["problems"] if p["kind"] == "hash_mismatch"] == [changed]
 
     commits = len(hub.history(repo))
-    fixed = _cli(template, hub, "verify", "--fix", "--store", f"hf:{repo}", "--json")
+    fixed = _cli(template, hub, "verify", "--fix", "--yes", "--store", f"hf:{repo}", "--json")
     assert fixed.returncode == 1, fixed.stderr[-3000:]  # the deleted file cannot be repaired
     after = json.loads(fixed.stdout)
     assert sorted(p["kind"] for p in after["fixed"]) == ["expired_lease", "orphan_file"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from e2e.e2e_utils import check_consistent, read_rows, run_cli
+from e2e.e2e_utils import check_consistent, cli_env, read_rows, run_cli
 from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.ops.gc import gc_local
 from sharp_dataset_pipeline.ops.remove import exclusions, remove_local
@@ -116,7 +119,10 @@ def test_verify_cli_exit_codes_and_fix(workspace: Path, run_ops) -> None:
     assert bad.returncode == 1
     doc = json.loads(bad.stdout)
     assert not doc["ok"] and doc["counts"]["orphan_file"] == 2 and doc["counts"]["expired_lease"] == 1
-    fixing = run_ops(workspace, "verify", "--store", "local:store", "--fix")
+    refused = run_ops(workspace, "verify", "--store", "local:store", "--fix")  # no terminal, no --yes
+    assert refused.returncode == 2 and "add --yes" in refused.stderr
+    assert (workspace / "store" / "folder" / "zz0000orphan0000" / "zz0000orphan0000.ply").is_file()
+    fixing = run_ops(workspace, "verify", "--store", "local:store", "--fix", "--yes")
     assert fixing.returncode == 1  # the missing and resized files cannot be repaired
     assert "fixed 5 problems" in fixing.stdout and "missing_file" in fixing.stdout
     missing = run_ops(workspace, "verify", "--store", "local:nowhere")
@@ -149,6 +155,33 @@ def test_verify_fix_dry_run_lists_what_fix_would_do_and_changes_nothing(workspac
     assert by_kind["size_mismatch"]["needs"] and not by_kind["size_mismatch"]["fix"]
     alone = run_ops(workspace, "verify", "--store", "local:store", "--dry-run")
     assert alone.returncode == 2 and "--dry-run goes with --fix" in alone.stderr
+
+
+def _on_a_terminal(cwd: Path, answer: str, *args: str) -> tuple[int, str]:
+    """Runs the real command with a pseudo-terminal as stdin, typing ``answer``; (exit code, output)."""
+    primary, secondary = os.openpty()
+    try:
+        os.write(primary, answer.encode() + b"\n")
+        done = subprocess.run([sys.executable, "-m", "sharp_dataset_pipeline.ops_cli", *args], cwd=cwd,
+                              env=cli_env(), stdin=secondary, capture_output=True, text=True, timeout=300)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_verify_fix_on_a_terminal_lists_what_it_would_do_and_asks_first(workspace: Path) -> None:
+    store = workspace / "store"
+    _damage(store)
+    orphan = store / "folder" / "zz0000orphan0000" / "zz0000orphan0000.ply"
+    code, out = _on_a_terminal(workspace, "n", "verify", "--store", "local:store", "--fix")
+    assert code == 1 and "nothing was changed" in out
+    assert "--fix would delete folder/zz0000orphan0000/zz0000orphan0000.ply" in out
+    assert "apply these repairs? [y/N]" in out
+    assert orphan.is_file() and _lease_units(store) == {"folder/ghost/000000-000005"}
+    code, out = _on_a_terminal(workspace, "y", "verify", "--store", "local:store", "--fix")
+    assert code == 1  # the missing and resized files cannot be repaired
+    assert "fixed 5 problems" in out and not orphan.exists() and _lease_units(store) == set()
 
 
 def test_interrupted_takedown_is_finished_by_fix(workspace: Path) -> None:
