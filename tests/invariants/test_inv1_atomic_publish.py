@@ -95,6 +95,19 @@ def check_store(root: Path) -> int:
     return len(recorded)
 
 
+def _wait_for_a_publish(root: Path, prefix: str, child: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
+    """Until the ledger (committed state, read-only) has an item of this child: a loaded machine may
+    take seconds before a first publish, so a fixed delay cannot promise one."""
+    deadline = time.monotonic() + timeout_s
+    ledger = root / ".coord" / "ledger.sqlite3"
+    while time.monotonic() < deadline and child.poll() is None:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=30) as db:
+            if db.execute("SELECT 1 FROM items WHERE id LIKE ? LIMIT 1", (prefix + "%",)).fetchall():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"child {prefix} published nothing in {timeout_s:.0f} s")
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_at_random_moments_never_breaks_invariant_1(tmp_path: Path) -> None:
     root = tmp_path / "repo"
@@ -110,6 +123,8 @@ def test_sigkill_at_random_moments_never_breaks_invariant_1(tmp_path: Path) -> N
         )
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready", child.stderr.read() if child.stderr else ""
+        if n in (0, 11):  # the first and last child publish before their kill, so totals must grow
+            _wait_for_a_publish(root, prefix, child)
         time.sleep(rng.uniform(0.0, 0.25))  # a random moment, not a measurement
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
