@@ -298,13 +298,23 @@ def _serve(site: Path, port: int) -> None:
 @common_options
 @click.option("--reason", default=None, help="Only the items that failed for this reason (e.g. http_404, empty_file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (full details, every field).")
-def failures_cmd(env_file: str, reason: str | None, as_json: bool, **flags: Any) -> None:
+@click.option("--skips", is_flag=True,
+              help="List instead the inputs this store's runs skipped as repeats of another (duplicate_content, "
+              "duplicate_id, duplicate_row): id, source, reason, duplicate_of, run, detail (from items.jsonl).")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of run folders read by --skips [default: where `run` puts them, RUNS_DIR].")
+def failures_cmd(env_file: str, reason: str | None, as_json: bool, skips: bool, runs_dir: Path | None,
+                 **flags: Any) -> None:
     """List every item that failed and was never published: id, source path or URL (credentials
     removed), stage, reason, attempts, last time, detail; one tab-separated line each.
 
-    Each run also writes <run folder>/stats.json: its counts by status and by reason.
+    Each run also writes <run folder>/stats.json (its counts by status and by reason) and
+    <run folder>/items.jsonl (one status line per input).
     """
     settings = load_cli_settings(flags, env_file)
+    if skips:
+        _list_skips(runs_dir or settings.run_dir.parent, settings.resolved_store(), reason, as_json)
+        return
     from .ops.failures import failure_json, format_failures, local_failed_items, select
     from .stores.hub import HubStore
     from .stores.local import LocalStore
@@ -322,6 +332,14 @@ def failures_cmd(env_file: str, reason: str | None, as_json: bool, **flags: Any)
 
     items = select(guarded(run), reason)
     click.echo(json.dumps([failure_json(f) for f in items], indent=2) if as_json else format_failures(items))
+
+
+def _list_skips(runs_dir: Path, store_spec: str, reason: str | None, as_json: bool) -> None:
+    from .ops.gallery.runs import store_identity
+    from .ops.skips import format_skips, repeat_skips, skip_json
+
+    found = [s for s in repeat_skips(runs_dir, store_identity(store_spec)) if reason is None or s.reason == reason]
+    click.echo(json.dumps([skip_json(s) for s in found], indent=2) if as_json else format_skips(found))
 
 
 COMMANDS = (status_cmd, verify_cmd, remove_cmd, gc_cmd, gallery_cmd, failures_cmd)

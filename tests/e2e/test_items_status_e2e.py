@@ -46,6 +46,23 @@ def test_folder_run_writes_one_status_line_per_input(tmp_path: Path) -> None:
     copy = lines["zz_copy.jpg"]
     assert (copy["status"], copy["reason"], copy["duplicate_of"]) == ("skipped", "duplicate_content", good[0].name)
     assert copy["id"] == lines[good[0].name]["id"]  # the same content, so the same item
+    # `failures --skips` lists the repeats of this store's runs, with what they repeat.
+    other = tmp_path / "other-photos"
+    other.mkdir()
+    shutil.copyfile(good[1], other / "again.jpg")
+    shutil.copyfile(good[1], other / "again2.jpg")
+    res = run_cli(tmp_path, "run", "--source", f"folder:{other}", "--predictor", "planar",
+                  "--store", f"local:{tmp_path / 'elsewhere'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    listed = run_cli(tmp_path, "failures", "--store", f"local:{store}", "--skips")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert rows[0] == ["id", "source", "reason", "duplicate_of", "run", "detail"], rows
+    assert [r[:4] for r in rows[1:]] == [[copy["id"], "zz_copy.jpg", "duplicate_content", good[0].name]], rows
+    assert rows[1][4] == Path(json.loads(summary.read_text())["run_dir"]).name
+    elsewhere = json.loads(run_cli(tmp_path, "failures", "--store", f"local:{tmp_path / 'elsewhere'}", "--skips",
+                                   "--json").stdout)
+    assert [(d["source"], d["duplicate_of"]) for d in elsewhere] == [("again2.jpg", "again.jpg")], elsewhere
 
 
 def test_manifest_repeats_name_the_row_they_repeat_and_urls_lose_credentials(tmp_path: Path) -> None:
