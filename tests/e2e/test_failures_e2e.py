@@ -104,3 +104,34 @@ def test_failures_of_urls_drop_credentials_and_count_attempts(kind: str, hub: Hu
     doc = json.loads(run_cli(tmp_path, "failures", "--store", store, "--json", **env).stdout)
     assert SECRET not in json.dumps(doc)
     assert {d["id"]: d["transient"] for d in doc} == {"flaky": True, "gone": False}
+
+
+@pytest.mark.parametrize("kind", ["local", "hub"])
+def test_an_item_published_by_a_later_run_leaves_the_failures_list_and_the_status_count(
+        kind: str, hub: HubEmulator, tmp_path: Path, file_server: FileServer) -> None:
+    """Issue 10 §7: a failure row stays only while the item is unpublished. The file server answers 500
+    for one photo during the first run; once it recovers, a rerun publishes it, and neither
+    ``failures`` nor ``status`` lists or counts it any more."""
+    store, env = _target(kind, hub, "cleared")
+    photos = make_photos(tmp_path / "photos", 2, seed=43)
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"p{k}", "url": file_server.put(f"/p{k}.jpg", p.read_bytes())})
+                                + "\n" for k, p in enumerate(photos)), encoding="utf-8")
+    file_server.faults.status(500, times=1000, path="/p1.jpg")
+    args = ("run", "--source", f"manifest:{manifest}", "--predictor", "planar", "--store", store,
+            "--planar-resolution", "24")
+    first = run_cli(tmp_path, *args, FETCH_RETRIES="1", **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [r[0] for r in _lines(run_cli(tmp_path, "failures", "--store", store, **env))] == ["p1"]
+    status = run_cli(tmp_path, "status", "--store", store, "--json", **env)
+    assert json.loads(status.stdout)["failed_total"] == 1, status.stdout
+
+    file_server.faults = type(file_server.faults)()  # the server recovers
+    second = run_cli(tmp_path, *args, **env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "published 1" in second.stdout + second.stderr
+    assert _lines(run_cli(tmp_path, "failures", "--store", store, **env)) == []
+    report = json.loads(run_cli(tmp_path, "status", "--store", store, "--json", **env).stdout)
+    assert (report["published"], report["failed_total"], report["failed"]) == (2, 0, {})
+    text = run_cli(tmp_path, "status", "--store", store, **env).stdout
+    assert "2 published, 0 failed (none)" in text
