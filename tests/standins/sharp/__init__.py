@@ -8,6 +8,8 @@ Test hooks (environment variables, read at call time):
 
 * ``SHARP_STANDIN_MAX_BATCH=k``: a forward pass with more than ``k`` images raises torch's
   out-of-memory error, as CUDA does;
+* ``SHARP_STANDIN_HOLD_FIRST_PASS=DIR:N``: the first forward pass waits until ``DIR`` holds ``N``
+  (non-hidden) files, as a slow first pass on a real device lets the caller's queue fill up;
 * ``SHARP_STANDIN_FATAL=1``: every forward pass raises torch's accelerator error
   (an unrecoverable device fault);
 * an all-black input image makes the forward pass raise ``RuntimeError`` (a data-dependent

@@ -12,6 +12,7 @@ that mixes up images, factors or their order produces visibly different numbers.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,8 @@ class RGBGaussianPredictor(nn.Module):
         _check_inputs(image, disparity_factor)
         b = image.shape[0]
         self.batch_sizes.append(b)
+        if len(self.batch_sizes) == 1 and os.environ.get("SHARP_STANDIN_HOLD_FIRST_PASS"):
+            _hold(os.environ["SHARP_STANDIN_HOLD_FIRST_PASS"])
         limit = os.environ.get("SHARP_STANDIN_MAX_BATCH")
         if limit is not None and b > int(limit):
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {b} GiB (stand-in)")
@@ -69,6 +72,20 @@ class RGBGaussianPredictor(nn.Module):
         trunk = torch.cat([self.monodepth_model(pooled), self.feature_model(pooled)], dim=1)
         head = self.prediction_head(trunk)
         return _gaussians(pooled, head, disparity_factor)
+
+
+def _hold(spec: str, timeout_s: float = 120.0) -> None:
+    """``DIR:N``: wait until DIR holds N files (not hidden), like a first pass slow enough for the
+    caller to have queued everything it will pass next; after ``timeout_s`` go on regardless."""
+    folder, _, count = spec.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if sum(1 for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")) >= int(count):
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
 
 
 def _check_inputs(image: torch.Tensor, disparity_factor: torch.Tensor) -> None:
