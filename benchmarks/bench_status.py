@@ -104,7 +104,7 @@ def naive_status(root: Path, now: float) -> dict:
 
 
 def status_once(root: Path) -> None:
-    dataset_status(LocalStore(root), NOW)
+    dataset_status(LocalStore(root).admin(), NOW)
 
 
 def main() -> int:
@@ -118,7 +118,7 @@ def main() -> int:
         build_store(big, rows, clients=4, leases_per_client=10, with_files=True)
         print(f"built a store with {rows} rows, {2 * rows} item files, 4 clients in "
               f"{time.perf_counter() - start:.1f} s")
-        report = dataset_status(LocalStore(big), NOW)
+        report = dataset_status(LocalStore(big).admin(), NOW)
         naive = naive_status(big, NOW)
         assert report.published == naive["published"] == rows, (report.published, naive["published"])
         candidate = time_call(f"status ({rows} rows)", lambda: status_once(big), n)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from . import __version__
-from .errors import ConfigError, PermanentError, SharpDatasetError
+from .errors import ConfigError, SharpDatasetError
 from .factories import make_predictor, make_source, make_store
 from .net import make_client
 from .observe.events import Metrics
@@ -37,12 +37,13 @@ from .splat.formats import FormatOptions, needs_splat_transform
 
 if TYPE_CHECKING:
     from .pipeline.share_stage import ShareRecorder, ShareSettings
+    from .predict.gpu_memory import GpuMemoryLogger
     from .publish.share import GsplatClient, ShareSummary
     from .stores.base import Store
 
 log = logging.getLogger(__name__)
 
-HUB_SHARE_RECORD_EVERY = 50
+SHARE_SYNC_EVERY = 50  # late shares per rewrite of the local index files
 
 
 def _check_formats(opts: FormatOptions) -> None:
@@ -64,16 +65,12 @@ def share_client(settings: Settings) -> GsplatClient | None:
 
 
 def share_recorder(store: Store) -> ShareRecorder:
-    """Where late share fields go, for the share stage and ``share --missing`` alike: the local
-    ledger at once with one index rewrite per HUB_SHARE_RECORD_EVERY shares, or one Hub commit per
-    HUB_SHARE_RECORD_EVERY shares."""
-    from .pipeline.share_stage import BatchedRecorder
-    from .publish.share import LocalShareRecorder
-    from .stores.local import LocalStore
+    """Where late share fields go, for the share stage and ``share --missing`` alike: the store's
+    admin, ``share_record_every`` shares per write (the local ledger at once, one Hub commit per 50),
+    the local index files rewritten once per SHARE_SYNC_EVERY shares."""
+    from .publish.share import StoreShareRecorder
 
-    if isinstance(store, LocalStore):
-        return LocalShareRecorder(store, every=HUB_SHARE_RECORD_EVERY)
-    return BatchedRecorder(store.update_share_fields, every=HUB_SHARE_RECORD_EVERY)  # type: ignore[attr-defined]
+    return StoreShareRecorder(store.admin(), sync_every=SHARE_SYNC_EVERY)
 
 
 def share_settings(settings: Settings, client: GsplatClient | None, store: Store) -> ShareSettings | None:
@@ -100,7 +97,7 @@ def make_executor(settings: Settings) -> StageExecutor | None:
     return RayExecutor(ray_options(settings))
 
 
-def _start_gpu_log(settings: Settings, run_dir: Path) -> object | None:
+def _start_gpu_log(settings: Settings, run_dir: Path) -> GpuMemoryLogger | None:
     if not settings.log_gpu_mem:
         return None
     try:
@@ -223,8 +220,9 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
                          executor=executor).run()
         # Absolute, so the gallery's run report can tell this store's runs from another's.
         summary.extra["store_id"] = store_identity(settings.resolved_store())
-        if hasattr(store, "budget_report"):
-            summary.extra["hub_budget"] = store.budget_report()
+        budget = store.budget_report()
+        if budget:
+            summary.extra["hub_budget"] = budget
         _write_stats(opts.run_dir, summary)
         return summary
     finally:
@@ -232,7 +230,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
         reporter.stop(summary.__dict__ if summary else None)
         items_log.close()
         if gpu_log is not None:
-            gpu_log.stop()  # type: ignore[attr-defined]
+            gpu_log.stop()
         predictor.close()
         store.close()
         client.close()
@@ -247,52 +245,24 @@ def _write_stats(run_dir: Path, summary: RunSummary) -> None:
 
 
 def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
-    """``sharp-dataset share --missing``: share what a run did not (off, failed, or left pending)."""
-    from .publish.share import GsplatClient, local_share_file, share_missing
-    from .stores.local import LocalStore
+    """``sharp-dataset share --missing``: share what a run did not (off, failed, or left pending).
+
+    Files come through the store's admin (a local store's own files, the hub's downloaded at the
+    head); the results go through the same recorder as the run's share stage (``share_recorder``).
+    """
+    from .publish.share import GsplatClient, share_file_picker, share_missing
 
     store = make_store(settings)
+    admin = store.admin()
     client = GsplatClient(gsplat_options(settings))
-    work_dir = settings.run_dir / "share"
-    if isinstance(store, LocalStore):
-        store.open()
+    file = share_file_options(settings)
+    file_for = share_file_picker(admin, use_small_ply=file.use_small_ply, keep=file.keep,
+                                 work_dir=settings.run_dir / "share")
+    recorder = share_recorder(store)
+    try:
+        return share_missing(admin, client, file_for=file_for, record=recorder.record, limit=limit)
+    finally:
         try:
-            file = share_file_options(settings)
-            file_for = local_share_file(Path(store.root), use_small_ply=file.use_small_ply, keep=file.keep,
-                                        work_dir=work_dir)
-            # The run's share stage records through the same recorder (share_recorder).
-            recorder = share_recorder(store)
-            try:
-                return share_missing(store, client, file_for=file_for, record=recorder.record, limit=limit)
-            finally:
-                recorder.flush()
+            recorder.flush()
         finally:
             store.close()
-    return _share_missing_hub(settings, store, client, limit, work_dir)
-
-
-def _share_missing_hub(settings: Settings, store: object, client: object, limit: int | None,
-                       work_dir: Path) -> ShareSummary:
-    """Hub store: files are downloaded at the head to share them; the fields found are recorded in
-    commits of up to HUB_SHARE_RECORD_EVERY rows (commits are the scarce resource)."""
-    from .publish.share import share_missing
-    from .splat.filter import top_visible
-    from .splat.ply import read_ply, write_ply
-
-    recorder = share_recorder(store)  # type: ignore[arg-type]
-
-    def file_for(row: object) -> Path:
-        if not row.ply_path:  # type: ignore[attr-defined]
-            raise PermanentError(f"item {row.id}: no .ply was published to share", reason="gsplat_no_file")  # type: ignore[attr-defined]
-        ply = store.local_path(row.ply_path)  # type: ignore[attr-defined]
-        if not settings.gsplat_use_small_ply:
-            return ply
-        work_dir.mkdir(parents=True, exist_ok=True)
-        out = work_dir / f"{row.id}.small.ply"  # type: ignore[attr-defined]
-        write_ply(top_visible(read_ply(ply), settings.small_ply_keep), out)
-        return out
-
-    try:
-        return share_missing(store, client, file_for=file_for, record=recorder.record, limit=limit)  # type: ignore[arg-type]
-    finally:
-        recorder.flush()

@@ -9,6 +9,7 @@ leave a store's splats unreadable to a web server or a group that can read its p
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def tmp_for(final: Path) -> Path:
+    """A hidden temp name beside ``final`` that names the writing process (see ``temp_writer``)."""
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def temp_writer(name: str) -> int | None:
+    """The pid of the process writing a ``tmp_for`` temp file called ``name`` (None: not such a name)."""
+    match = _TMP_RE.match(name)
+    return int(match.group(1)) if match else None
 
 
 def fsync_path(path: Path) -> None:

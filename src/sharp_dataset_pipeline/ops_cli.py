@@ -1,9 +1,7 @@
 """Commands that operate a dataset: ``status``, ``failures``, ``verify``, ``remove``, ``gc`` and ``gallery``.
 
-Registered on the main group by ``cli.py`` (``main.add_command(status_cmd)`` and so on). They
-work on the local store directly; another store takes part by providing the same operations
-as methods (``ledger_snapshot``, ``publish_events``, ``verify``/``fix``, ``remove``, ``gc``,
-``rows``/``local_path``), which are used when present.
+Registered on the main group by ``cli.py`` (``main.add_command(status_cmd)`` and so on). Each works
+on the configured store's ``StoreAdmin`` (``stores/base.py``), which every store provides.
 
 Exit codes: 0 success (for ``verify``: the dataset is consistent), 1 problems found or a
 store error, 2 invalid settings.
@@ -22,37 +20,25 @@ from typing import Any
 import click
 
 from .cli_support import common_options, fail, guarded, load_cli_settings
-from .errors import ConfigError, RateLimited, SharpDatasetError
+from .errors import RateLimited, SharpDatasetError
+from .ledger.status import LedgerSnapshot, SourceUnits
 from .settings import Settings
+from .stores.base import Store
 
 log = logging.getLogger(__name__)
 
 
 
 
-def _store(settings: Settings) -> Any:
-    """The configured store, not opened: the local ledger is read directly, and the hub store's
-    maintenance methods read at a known head (opening it could create a repo for a mistyped name)."""
+def _store(settings: Settings) -> Store:
+    """The configured store, not opened: its admin reads the local ledger directly, and the hub
+    store's at a known head (opening it could create a repo for a mistyped name)."""
     from .factories import make_store
 
     return make_store(settings)
 
 
-def _local_root(store: Any, command: str) -> tuple[Path, str]:
-    from .stores.local import LocalStore
-
-    if not isinstance(store, LocalStore):
-        raise ConfigError(f"{command}: {store.description} does not support this command yet")
-    return store.root, store.index_path
-
-
-def _close(store: Any) -> None:
-    close = getattr(store, "close", None)
-    if callable(close):
-        close()
-
-
-def _source_units(settings: Settings, snap: Any) -> Any:
+def _source_units(settings: Settings, snap: LedgerSnapshot) -> SourceUnits | None:
     """The configured source (SOURCE / --source) against the ledger, cut into units with the range
     size its runs used (read from the ledger's unit keys; RANGE_SIZE only for a source never run)."""
     if not settings.source:
@@ -97,10 +83,10 @@ def status_cmd(env_file: str, as_json: bool, **flags: Any) -> None:
     def run() -> Any:
         store = _store(settings)
         try:
-            snap = take_snapshot(store, time.time())
+            snap = take_snapshot(store.admin(), time.time())
             return build_status(snap, source=_source_units(settings, snap))
         finally:
-            _close(store)
+            store.close()
 
     report = guarded(run)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else format_status(report))
@@ -130,23 +116,13 @@ def verify_cmd(env_file: str, deep: bool, fix: bool, dry_run: bool, yes: bool, a
              "(--fix --dry-run lists what it would do); nothing was changed", 2)
 
     def run(fix: bool) -> Any:
-        from .ops.verify_local import fix_local, verify_local
+        from .ops.verify import verify
 
         store = _store(settings)
         try:
-            if callable(getattr(store, "verify", None)):
-                report = store.verify(time.time(), deep)
-                fixed = store.fix(report, time.time()) if fix else []
-                again = store.verify(time.time(), deep) if fixed else report
-            else:
-                root, index_path = _local_root(store, "verify")
-                report = verify_local(root, index_path, store.description, time.time(), deep)
-                fixed = fix_local(root, index_path, report, time.time()) if fix else []
-                again = verify_local(root, index_path, store.description, time.time(), deep) if fixed else report
-            again.fixed = fixed
-            return again
+            return verify(store.admin(), time.time, deep=deep, fix=fix)
         finally:
-            _close(store)
+            store.close()
 
     if fix and not dry_run and not yes:  # a terminal: show what it would do, then ask
         preview = guarded(lambda: run(False))
@@ -180,28 +156,13 @@ def remove_cmd(env_file: str, item_ids: tuple[str, ...], reason: str, force: boo
     settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
-        from .ops.remove import preview_remove_local, remove_local
+        from .ops.remove import remove
 
         store = _store(settings)
         try:
-            hub = callable(getattr(store, "remove", None))
-            if hub:
-                preview = store.preview_remove(list(item_ids), time.time())
-            else:
-                root, index_path = _local_root(store, "remove")
-                preview = preview_remove_local(root, index_path, list(item_ids))
-            if preview.blocked and not force:
-                raise ConfigError(preview.unknown_ids_error())
-            if dry_run:
-                return preview
-            if hub:
-                return store.remove(list(item_ids), reason, time.time())
-            result = remove_local(root, index_path, list(item_ids), reason, time.time())
-            store.open()  # refreshes the dataset card (it documents how to request a removal)
-            store.write_card()
-            return result
+            return remove(store.admin(), list(item_ids), reason, time.time(), force=force, dry_run=dry_run)
         finally:
-            _close(store)
+            store.close()
 
     click.echo(guarded(run).text())
 
@@ -213,33 +174,15 @@ def gc_cmd(env_file: str, **flags: Any) -> None:
     settings = load_cli_settings(flags, env_file)
 
     def run() -> Any:
-        from .ops.gc import gc_local
+        from .ops.gc import gc
 
         store = _store(settings)
         try:
-            if callable(getattr(store, "gc", None)):
-                return store.gc(time.time())
-            root, _ = _local_root(store, "gc")
-            return gc_local(root, time.time())
+            return gc(store.admin(), time.time())
         finally:
-            _close(store)
+            store.close()
 
     click.echo(guarded(run).text())
-
-
-def _gallery_inputs(store: Any) -> tuple[Any, Any]:
-    from .ops.gallery.build import LocalFiles
-    from .stores.local import LocalStore
-
-    if isinstance(store, LocalStore):
-        from .ops.local_ledger import connect_ledger
-
-        connect_ledger(store.root).close()  # a wrong folder is an error, not a new empty store
-        store.open()
-        return store.rows(), LocalFiles(store.root)
-    if callable(getattr(store, "rows", None)) and callable(getattr(store, "local_path", None)):
-        return store.rows(), store
-    raise ConfigError(f"gallery: {store.description} does not support this command yet")
 
 
 @click.command("gallery")
@@ -264,14 +207,14 @@ def gallery_cmd(env_file: str, out_dir: Path, runs_dir: Path | None, title: str,
     def run() -> Any:
         store = _store(settings)
         try:
-            rows, files = _gallery_inputs(store)
+            admin = store.admin()
+            rows = admin.rows()
             # The runs of THIS store only (a runs folder may be shared by several stores).
             runs = read_runs(runs_dir or settings.run_dir.parent, store=store_identity(settings.resolved_store()))
-            return build_gallery(rows, files, out_dir, runs=runs,
-                                 events=publish_events(store),
+            return build_gallery(rows, admin, out_dir, runs=runs, events=publish_events(admin),
                                  options=GalleryOptions(title=title, per_page=per_page))
         finally:
-            _close(store)
+            store.close()
 
     click.echo(guarded(run).text())
     if serve:
@@ -315,20 +258,14 @@ def failures_cmd(env_file: str, reason: str | None, as_json: bool, skips: bool, 
     if skips:
         _list_skips(runs_dir or settings.run_dir.parent, settings.resolved_store(), reason, as_json)
         return
-    from .ops.failures import failure_json, format_failures, local_failed_items, select
-    from .stores.hub import HubStore
-    from .stores.local import LocalStore
+    from .ops.failures import failure_json, format_failures, select
 
     def run() -> Any:
         store = _store(settings)
         try:
-            if isinstance(store, HubStore):
-                return store.failed_items()
-            if isinstance(store, LocalStore):
-                return local_failed_items(store.root)
-            raise ConfigError(f"failures: {store.description} does not support this command yet")
+            return store.admin().failed_items()
         finally:
-            _close(store)
+            store.close()
 
     items = select(guarded(run), reason)
     click.echo(json.dumps([failure_json(f) for f in items], indent=2) if as_json else format_failures(items))

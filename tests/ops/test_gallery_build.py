@@ -13,10 +13,10 @@ from sharp_dataset_pipeline.ops.gallery import pages
 from sharp_dataset_pipeline.ops.gallery.build import GalleryOptions, LocalFiles, build_gallery
 from sharp_dataset_pipeline.ops.gallery.runs import read_runs
 from sharp_dataset_pipeline.ops.gallery.viewer_assets import find_engine, pinned_version
-from sharp_dataset_pipeline.ops.remove import remove_local
 from sharp_dataset_pipeline.ops.status import publish_events
 from sharp_dataset_pipeline.records import IndexRow
 from sharp_dataset_pipeline.stores.local import LocalStore
+from sharp_dataset_pipeline.stores.local_remove import remove_local
 
 GPU_CSV = ("timestamp,gpu_index,gpu_name,mem_used_mib,mem_total_mib,util_gpu_pct,event\n"
            "2026-01-01T00:00:00+00:00,0,H100,1000,80000,5,start\n"
@@ -28,7 +28,7 @@ def _build(ws: Path, out: Path, **kw: object):
     store.open()
     try:
         return build_gallery(store.rows(), LocalFiles(store.root), out, runs=read_runs(ws / "runs"),
-                             events=publish_events(store), **kw)
+                             events=publish_events(store.admin()), **kw)
     finally:
         store.close()
 

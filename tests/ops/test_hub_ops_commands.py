@@ -255,7 +255,7 @@ def test_gallery_builds_from_the_hub_store(hub: HubEmulator, repo: str, template
 def test_remove_and_gc_follow_the_commit_rules(hub: HubEmulator, repo: str, store: Callable[..., HubStore],
                                                script: list) -> None:
     _add_leases(store)
-    ops = store("ops", retry_base_s=0.01)
+    ops = store("ops", retry_base_s=0.01).admin()
     target = index_rows(hub.files(repo))[0]["id"]
     hub.set_faults(HubFaults(script=list(script)))
     try:
@@ -272,8 +272,9 @@ def test_remove_and_gc_follow_the_commit_rules(hub: HubEmulator, repo: str, stor
 
 def test_remove_rewrites_the_compacted_index_and_fix_survives_a_lost_answer(
         hub: HubEmulator, repo: str, store: Callable[..., HubStore]) -> None:
-    ops = store("ops", retry_base_s=0.01)
-    assert ops.compact() == PHOTOS
+    hub_store = store("ops", retry_base_s=0.01)
+    ops = hub_store.admin()
+    assert hub_store.compact() == PHOTOS
     rows = index_rows(hub.files(repo))
     target, top = rows[3]["id"], rows[0]["image_path"].split("/")[0]
     result = ops.remove([target], "request", time.time())

@@ -24,7 +24,7 @@ def test_status_counts_come_from_the_ledger_not_the_files(workspace: Path) -> No
         shard.write_text("not json\n")
     for row in rows:
         shutil.rmtree((store / row["ply_path"]).parent)
-    report = dataset_status(LocalStore(store), now=time.time())
+    report = dataset_status(LocalStore(store).admin(), now=time.time())
     assert report.published == 6
     assert [(c.client, c.published, c.units_done) for c in report.clients] == [("alpha", 6, 1)]
     # Items per hour over the window since the run's first item (seconds ago), not 6 over an hour.
@@ -47,7 +47,7 @@ def test_status_shows_every_clients_leases_failures_and_eta(workspace: Path) -> 
     store.record_failures([Failure("bad1", "folder/other/000000-000299", "fetch", "decode", "broken", False)], "beta")
     store.close()
     old.close()
-    report = dataset_status(LocalStore(root), now=now, units_total=5)
+    report = dataset_status(LocalStore(root).admin(), now=now, units_total=5)
     by = {c.client: c for c in report.clients}
     assert (by["beta"].leases_active, by["gamma"].leases_expired, by["alpha"].published) == (2, 1, 6)
     assert report.failed == {"decode": 1}
@@ -68,7 +68,7 @@ def test_status_cli_json_with_a_finite_source(workspace: Path, run_ops) -> None:
 
 
 def test_publish_events_and_unit_counting(workspace: Path) -> None:
-    events = publish_events(LocalStore(workspace / "store"))
+    events = publish_events(LocalStore(workspace / "store").admin())
     assert sum(e.items for e in events) == 6 and {e.client for e in events} == {"alpha"}
     assert len(events) == 2  # batch size 4: two publish steps
     assert count_units(Unit(str(i), i, i + 1) for i in range(7)) == 7

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sharp_dataset_pipeline.ops.verify import StoreView, find_problems, lease_problems
+from sharp_dataset_pipeline.ledger.verify import StoreView, find_problems, lease_problems
 from sharp_dataset_pipeline.publish.index import row_to_json
 from sharp_dataset_pipeline.records import IndexRow, Lease
 

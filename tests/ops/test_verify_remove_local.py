@@ -10,12 +10,11 @@ from pathlib import Path
 
 from e2e.e2e_utils import check_consistent, cli_env, read_rows, run_cli
 from sharp_dataset_pipeline.errors import StoreError
-from sharp_dataset_pipeline.ops.gc import gc_local
-from sharp_dataset_pipeline.ops.remove import exclusions, remove_local
-from sharp_dataset_pipeline.ops.verify_local import fix_local, verify_local
 from sharp_dataset_pipeline.records import Lease, Unit
 from sharp_dataset_pipeline.stores import local_schema as sql
 from sharp_dataset_pipeline.stores.local import LocalStore
+from sharp_dataset_pipeline.stores.local_remove import exclusions, gc_local, remove_local
+from sharp_dataset_pipeline.stores.local_verify import fix_local, verify_local
 
 INDEX = "data/train.jsonl"
 
@@ -330,9 +329,9 @@ def test_status_counters_are_checked_and_repaired_by_verify(workspace: Path) -> 
         name = conn.execute("SELECT name FROM shards ORDER BY name LIMIT 1").fetchone()[0]
         conn.execute("UPDATE shards SET rows = rows + 5 WHERE name = ?", (name,))
     conn.close()
-    assert dataset_status(LocalStore(store), now=2e9).published == 11
+    assert dataset_status(LocalStore(store).admin(), now=2e9).published == 11
     report = _verify(store)
     assert [(p.kind, p.subject) for p in report.problems] == [("shard_count", name)]
     fix_local(store, INDEX, report, now=2e9)
     assert _verify(store).ok
-    assert dataset_status(LocalStore(store), now=2e9).published == 6
+    assert dataset_status(LocalStore(store).admin(), now=2e9).published == 6

@@ -17,7 +17,7 @@ from sharp_dataset_pipeline.pipeline.share_stage import ShareSettings
 from sharp_dataset_pipeline.pipeline.stop import StopControl
 from sharp_dataset_pipeline.predict.base import RawSplat
 from sharp_dataset_pipeline.predict.planar import PlanarPredictor
-from sharp_dataset_pipeline.publish.share import GsplatClient, LocalShareRecorder, ShareOptions
+from sharp_dataset_pipeline.publish.share import GsplatClient, ShareOptions, StoreShareRecorder
 from sharp_dataset_pipeline.records import Failure, FetchedImage
 from sharp_dataset_pipeline.sources.folder import FolderSource
 from sharp_dataset_pipeline.stores.local import LocalStore
@@ -70,7 +70,7 @@ def run_once(tmp: Path, photos: Path, store_dir: Path, predictor: object, ray: R
     share = None
     if share_base:
         client = GsplatClient(ShareOptions(base=share_base, allow_private_base=True, request_timeout_s=30.0))
-        share = ShareSettings(client=client, use_small_ply=True, keep=50, recorder=LocalShareRecorder(store))
+        share = ShareSettings(client=client, use_small_ply=True, keep=50, recorder=StoreShareRecorder(store.admin()))
     try:
         run_dir = tmp / f"run-{store_dir.name}-{time.monotonic_ns()}"
         options = RunOptions.of(client_id="tester", run_dir=run_dir, subdir="folder", batch_size=4,

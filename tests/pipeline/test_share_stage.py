@@ -19,7 +19,7 @@ from sharp_dataset_pipeline.observe.events import Metrics
 from sharp_dataset_pipeline.pipeline.runner import Runner, RunOptions, RunSummary
 from sharp_dataset_pipeline.pipeline.share_stage import ShareSettings
 from sharp_dataset_pipeline.pipeline.stop import StopControl
-from sharp_dataset_pipeline.publish.share import GsplatClient, LocalShareRecorder, ShareOptions
+from sharp_dataset_pipeline.publish.share import GsplatClient, ShareOptions, StoreShareRecorder
 from sharp_dataset_pipeline.sources.folder import FolderSource
 from sharp_dataset_pipeline.splat.formats import FormatOptions
 from sharp_dataset_pipeline.splat.ply import read_ply
@@ -33,7 +33,7 @@ def _run(tmp: Path, store: LocalStore, predictor: TimedPredictor, emu: GsplatEmu
          every: int = 50, **opts: object) -> RunSummary:
     client = GsplatClient(ShareOptions(base=emu.base_url, allow_private_base=True, request_timeout_s=60.0,
                                        total_timeout_s=120.0))
-    recorder = LocalShareRecorder(store, every=every)
+    recorder = StoreShareRecorder(store.admin(), sync_every=every)
     share = ShareSettings(client=client, use_small_ply=True, keep=keep, recorder=recorder)
     options = RunOptions.of(client_id="tester", run_dir=tmp / "run", subdir="folder", **opts)  # type: ignore[arg-type]
     return Runner(FolderSource(tmp / "photos", range_size=300), store, predictor, options, Metrics(),
@@ -137,7 +137,8 @@ def test_a_full_share_queue_never_makes_the_publisher_wait(tmp_path: Path) -> No
     with GsplatEmulator() as emu:
         emu.faults.add(Fault(delay_s=HANG_S), times=4)  # the upload itself hangs
         client = GsplatClient(ShareOptions(base=emu.base_url, allow_private_base=True, request_timeout_s=60.0))
-        stage = ShareStage(ShareSettings(client=client, use_small_ply=False, keep=1, recorder=LocalShareRecorder(store),
+        recorder = StoreShareRecorder(store.admin())
+        stage = ShareStage(ShareSettings(client=client, use_small_ply=False, keep=1, recorder=recorder,
                                          queue_max=1), Metrics(), delete_after=True)
         stage.start()
         stage.submit(items[:1])

@@ -20,6 +20,7 @@ from sharp_dataset_pipeline.records import Batch, IndexRow, ProcessedItem, Publi
 from sharp_dataset_pipeline.splat.gaussians import Gaussians
 from sharp_dataset_pipeline.splat.ply import read_ply, write_ply
 from sharp_dataset_pipeline.stores.local import LocalStore
+from sharp_dataset_pipeline.stores.local_share import update_local_share_fields
 
 UPLOAD = "order.uploadGaussianSplat"
 ORDER = "order.createOrder"
@@ -284,7 +285,7 @@ def test_share_missing_fills_in_what_failed_and_the_index_files_agree(gs, fake_t
         store.compact()  # a and b now live in the compacted index file
         store.publish(Batch("c1", items=[_item(tmp_path / "w", "c")]))  # c in a shard not yet compacted
         pick = sh.local_share_file(root, use_small_ply=True, keep=50, work_dir=tmp_path / "small")
-        record = lambda item_id, fields: sh.update_local_share_fields(store, item_id, fields)  # noqa: E731
+        record = lambda item_id, fields: update_local_share_fields(store, item_id, fields)  # noqa: E731
 
         gs.faults.status(500, times=2, path=UPLOAD)  # the first share (a) fails: its publish stays as it is
         with _client(gs, fake_time, attempts=2) as client:
@@ -326,8 +327,8 @@ def test_update_refuses_other_fields_and_unknown_ids(tmp_path):
     try:
         store.publish(Batch("c1", items=[_item(tmp_path / "w", "a")]))
         with pytest.raises(ValueError):
-            sh.update_local_share_fields(store, "a", {"ply_path": "x"})
-        assert sh.update_local_share_fields(store, "zz", {"gsplat_share_id": "s"}) is False
+            update_local_share_fields(store, "a", {"ply_path": "x"})
+        assert update_local_share_fields(store, "zz", {"gsplat_share_id": "s"}) is False
     finally:
         store.close()
 

@@ -1,8 +1,7 @@
 """``sharp-dataset failures``: every item that failed and was never published, one line each, and
 the per-run ``stats.json`` (counts by status and by reason, as img2dataset's ``*_stats.json``).
 
-The local ledger is read here in one read transaction (one row per item and unit in its
-``failures`` table); the hub store lists its own (``HubStore.failed_items``). Formatting is pure.
+Each store lists its own (``StoreAdmin.failed_items``); formatting is pure.
 """
 
 from __future__ import annotations
@@ -13,33 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger.status import FailedItem
-from ..stores import local_schema as sql
-from .local_ledger import connect_ledger
 
 FIELDS = ("id", "source", "stage", "reason", "attempts", "last", "detail")
-
-
-def local_failed_items(root: Path) -> list[FailedItem]:
-    """Items of a local store that failed and were never published (removed ones left out); an
-    item that failed in several units appears once, with its latest failure and all its attempts."""
-    conn = connect_ledger(root)
-    try:
-        with sql.read_tx(conn):
-            rows = conn.execute(
-                """SELECT item_id, source, unit, stage, reason, detail, transient, attempts, last_at, client
-                   FROM failures
-                   WHERE item_id NOT IN (SELECT id FROM items) AND item_id NOT IN (SELECT item_id FROM exclusions)
-                   ORDER BY item_id, last_at""").fetchall()
-    finally:
-        conn.close()
-    out: dict[str, FailedItem] = {}
-    for item_id, source, unit, stage, reason, detail, transient, attempts, last_at, client in rows:
-        old = out.get(item_id)
-        out[item_id] = FailedItem(item_id=str(item_id), source=str(source or (old.source if old else "")),
-                                  unit=str(unit), stage=str(stage), reason=str(reason), detail=str(detail),
-                                  transient=bool(transient), attempts=int(attempts) + (old.attempts if old else 0),
-                                  last_at=float(last_at), client=str(client))
-    return list(out.values())
 
 
 def select(items: list[FailedItem], reason: str | None = None) -> list[FailedItem]:

@@ -1,193 +1,22 @@
-"""``sharp-dataset remove ID...``: a takedown on the local store.
-
-Order (each step is safe to repeat, so running ``remove`` again finishes an interrupted one):
-1. under the store's maintenance claim (no compaction meanwhile), ONE write transaction
-   records the exclusions. This is the atomic step: from its commit on, no client publishes
-   these ids again (publish skips excluded ids inside its own transaction, sources skip them
-   through ``item_states``), and every reader of the ledger treats them as gone;
-2. the index files that held their rows are regenerated from the ledger (which leaves
-   excluded ids out), each replaced atomically;
-3. the items' files are deleted (empty item folders too);
-4. a second transaction deletes the items' ledger rows (their attribution metadata) and
-   lowers the row counts of their shards. Until then a rerun still knows which files to
-   delete; ``verify`` reports anything a crash left between the steps.
-"""
+"""``sharp-dataset remove ID...`` on any store: a takedown, refused for ids never published unless forced."""
 
 from __future__ import annotations
 
-import logging
-import posixpath
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from ..errors import StoreError
-from ..publish import layout
-from ..publish.index import row_from_json
-from ..stores import local_schema as sql
-from .local_ledger import FileRef, connect_ledger, maintenance_claim, rewrite_index_file, row_files
-
-log = logging.getLogger(__name__)
+from ..errors import ConfigError
+from ..ledger.results import RemoveResult
+from ..stores.base import StoreAdmin
 
 
-@dataclass
-class RemoveResult:
-    """``removed``: ids that were published and are now gone; ``blocked``: ids never published,
-    now excluded so that no client ever publishes them."""
+def remove(admin: StoreAdmin, item_ids: list[str], reason: str, now: float, *, force: bool = False,
+           dry_run: bool = False) -> RemoveResult:
+    """Take ``item_ids`` down and exclude them for good (``dry_run``: only say what would happen).
 
-    removed: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
-    already_removed: list[str] = field(default_factory=list)
-    files_deleted: list[str] = field(default_factory=list)
-    index_files_rewritten: list[str] = field(default_factory=list)
-    # A preview (``remove --dry-run``): what the removal would do; nothing was changed.
-    dry_run: bool = False
-
-    def text(self) -> str:
-        if self.dry_run:
-            return self._preview_text()
-        lines = [f"removed {len(self.removed)} items ({len(self.files_deleted)} files deleted, "
-                 f"{len(self.index_files_rewritten)} index files rewritten)"]
-        if self.removed:
-            lines.append("  " + " ".join(self.removed))
-        if self.already_removed:
-            lines.append(f"{len(self.already_removed)} ids were removed before: " + " ".join(self.already_removed))
-        if self.blocked:
-            lines.append(f"excluded {len(self.blocked)} ids that were not published (they never will be):")
-            lines.append("  " + " ".join(self.blocked))
-        return "\n".join(lines)
-
-    def _preview_text(self) -> str:
-        lines = [f"dry run: remove would take down {len(self.removed)} items, delete "
-                 f"{len(self.files_deleted)} files and rewrite {len(self.index_files_rewritten)} index files; "
-                 "nothing was changed"]
-        if self.removed:
-            lines.append("  items: " + " ".join(self.removed))
-        lines += [f"  delete {path}" for path in self.files_deleted]
-        lines += [f"  rewrite {name}" for name in self.index_files_rewritten]
-        if self.already_removed:
-            lines.append(f"{len(self.already_removed)} ids were removed before: " + " ".join(self.already_removed))
-        if self.blocked:
-            lines.append(f"would exclude {len(self.blocked)} ids that were never published (needs --force):")
-            lines.append("  " + " ".join(self.blocked))
-        return "\n".join(lines)
-
-    def unknown_ids_error(self) -> str:
-        """The message when ids that were never published are given without ``--force``."""
-        return (f"remove: {len(self.blocked)} of the ids were never published: {' '.join(self.blocked)}. "
-                "Nothing was changed. Check them for typos; to exclude them anyway, so that no client ever "
-                "publishes them, add --force")
-
-
-def _shard_of(conn, ids: list[str]) -> dict[str, tuple[str, str, list[FileRef]]]:
-    """id → (shard, shard state, files) for the ids that have a ledger row."""
-    out = {}
-    for part in sql.chunks(ids):
-        for item_id, line, shard, state in conn.execute(
-            f"""SELECT i.id, i.row, i.shard, s.state FROM items i JOIN shards s ON s.name = i.shard
-                WHERE i.id IN ({sql.marks(len(part))})""", part):
-            out[item_id] = (shard, state, row_files(row_from_json(line)))
-    return out
-
-
-def _delete_files(root: Path, refs: list[FileRef]) -> list[str]:
-    deleted = []
-    folders = set()
-    for ref in refs:
-        path = root / layout.check_repo_path(ref.path)
-        if path.is_file():
-            path.unlink()
-            deleted.append(ref.path)
-        folders.add(path.parent)
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        while folder != root and folder.name != layout.COORD_DIR:
-            try:
-                folder.rmdir()  # only empty folders go
-            except OSError:
-                break
-            folder = folder.parent
-    return deleted
-
-
-def _existing_files(root: Path, refs: list[FileRef]) -> list[str]:
-    return sorted({ref.path for ref in refs if (root / layout.check_repo_path(ref.path)).is_file()})
-
-
-def preview_remove_local(root: Path, index_path: str, item_ids: list[str]) -> RemoveResult:
-    """What ``remove_local`` would do with these ids now (``dry_run``): reads only."""
-    root = Path(root)
-    ids = sorted({layout.check_item_id(i) for i in item_ids})
-    if not ids:
-        raise StoreError("remove: no item id given")
-    conn = connect_ledger(root)
-    try:
-        with sql.read_tx(conn):
-            before = {r[0] for part in sql.chunks(ids) for r in conn.execute(
-                f"SELECT item_id FROM exclusions WHERE item_id IN ({sql.marks(len(part))})", part)}
-            found = _shard_of(conn, ids)
-    finally:
-        conn.close()
-    index_name = posixpath.basename(index_path)
-    return RemoveResult(
-        removed=[i for i in ids if i in found],
-        already_removed=[i for i in ids if i not in found and i in before],
-        blocked=[i for i in ids if i not in found and i not in before],
-        files_deleted=_existing_files(root, [ref for *_, refs in found.values() for ref in refs]),
-        index_files_rewritten=sorted({index_name if state != "committed" else shard
-                                      for shard, state, _ in found.values()}),
-        dry_run=True,
-    )
-
-
-def remove_local(root: Path, index_path: str, item_ids: list[str], reason: str, now: float) -> RemoveResult:
-    """Take the given ids down from a local store (see the module docstring for the order)."""
-    root = Path(root)
-    ids = sorted({layout.check_item_id(i) for i in item_ids})
-    if not ids:
-        raise StoreError("remove: no item id given")
-    reason = reason.strip() or "removal requested"
-    result = RemoveResult()
-    conn = connect_ledger(root)
-    try:
-        with maintenance_claim(conn, now):
-            with sql.write_tx(conn):
-                before = {r[0] for part in sql.chunks(ids) for r in conn.execute(
-                    f"SELECT item_id FROM exclusions WHERE item_id IN ({sql.marks(len(part))})", part)}
-                conn.executemany("INSERT OR IGNORE INTO exclusions (item_id, reason, at) VALUES (?,?,?)",
-                                 [(i, reason, now) for i in ids])
-                found = _shard_of(conn, ids)
-            result.removed = [i for i in ids if i in found]
-            result.already_removed = [i for i in ids if i not in found and i in before]
-            result.blocked = [i for i in ids if i not in found and i not in before]
-            index_name = posixpath.basename(index_path)
-            names = {index_name if state != "committed" else shard for shard, state, _ in found.values()}
-            with sql.read_tx(conn):
-                result.index_files_rewritten = [n for n in sorted(names)
-                                                if rewrite_index_file(root, index_path, conn, n)]
-            result.files_deleted = _delete_files(root, [ref for *_, refs in found.values() for ref in refs])
-            with sql.write_tx(conn):
-                for shard, n in _count_by_shard(found).items():
-                    conn.execute("UPDATE shards SET rows = MAX(0, rows - ?) WHERE name = ?", (n, shard))
-                for part in sql.chunks(result.removed):
-                    conn.execute(f"DELETE FROM items WHERE id IN ({sql.marks(len(part))})", part)
-    finally:
-        conn.close()
-    log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
-             root, reason)
-    return result
-
-
-def _count_by_shard(found: dict[str, tuple[str, str, list[FileRef]]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for shard, _, _ in found.values():
-        counts[shard] = counts.get(shard, 0) + 1
-    return counts
-
-
-def exclusions(root: Path) -> list[tuple[str, str, float]]:
-    """Every excluded id with its reason and time (the persistent removal list)."""
-    conn = connect_ledger(root)
-    try:
-        return [(str(a), str(b), float(c)) for a, b, c in
-                conn.execute("SELECT item_id, reason, at FROM exclusions ORDER BY at, item_id")]
-    finally:
-        conn.close()
+    An id that was never published is refused (``ConfigError``, nothing changed) unless ``force``:
+    a typo would otherwise be excluded for ever.
+    """
+    preview = admin.preview_remove(list(item_ids), now)
+    if preview.blocked and not force:
+        raise ConfigError(preview.unknown_ids_error())
+    if dry_run:
+        return preview
+    return admin.remove(list(item_ids), reason, now)

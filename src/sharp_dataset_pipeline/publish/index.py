@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import typing
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -102,3 +103,29 @@ def row_files(row: IndexRow) -> list[str]:
         elif isinstance(entry, str):
             paths.append(entry)
     return paths
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file an index row points at, with the size and hash the row records (-1 / "" when unknown)."""
+
+    item_id: str
+    path: str
+    size: int
+    sha256: str
+
+
+def row_file_refs(row: IndexRow) -> list[FileRef]:
+    """The files a row points at: the photo, the PLY and every entry of ``extra_files``."""
+    refs = [FileRef(row.id, p, s, h) for p, s, h in ((row.image_path, row.image_size, row.image_sha256),
+                                                     (row.ply_path, row.ply_size, row.ply_sha256)) if p]
+    try:
+        extra = json.loads(row.extra_files or "[]")
+    except ValueError:
+        extra = []
+    for entry in extra if isinstance(extra, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            size = entry.get("size")
+            refs.append(FileRef(row.id, entry["path"], size if isinstance(size, int) else -1,
+                                str(entry.get("sha256") or "")))
+    return refs

@@ -44,10 +44,6 @@ from ..records import IndexRow
 from ..redact import redact
 from ..splat.filter import top_visible
 from ..splat.ply import read_ply, write_ply
-from ..stores import local_schema as sql
-from ..stores.local import LocalStore
-from . import layout
-from .index import row_from_json, row_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +56,7 @@ _FILE_TYPES = {".ply": "ply", ".spz": "spz", ".splat": "splat"}
 _SHARE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _URL_KEYS = ("modelFileUrl", "fileUrl", "url")
 _MAX_DEPTH = 6
-_SHARE_FIELDS = ("gsplat_url", "gsplat_share_id", "gsplat_model_id")
+SHARE_FIELDS = ("gsplat_url", "gsplat_share_id", "gsplat_model_id")
 
 
 @dataclass(frozen=True)
@@ -374,8 +370,8 @@ def share_missing(
 ) -> ShareSummary:
     """Share every published row without share fields and record the fields as each share succeeds.
 
-    ``file_for(row)`` gives the file to upload (e.g. :func:`local_share_file`); ``record(item_id,
-    fields)`` writes the fields into the store (for the local store: :func:`update_local_share_fields`).
+    ``file_for(row)`` gives the file to upload (e.g. :func:`share_file_picker`); ``record(item_id,
+    fields)`` writes the fields into the store (``StoreAdmin.update_share_fields``).
     A failure is logged, counted with its reason and left for the next pass; it never stops the pass.
     """
     summary = ShareSummary()
@@ -407,10 +403,24 @@ def _extra_paths(row: IndexRow) -> dict[str, str]:
             and isinstance(e.get("kind"), str) and isinstance(e.get("path"), str)} if isinstance(entries, list) else {}
 
 
-def local_share_file(
-    root: Path, *, use_small_ply: bool, keep: int, work_dir: Path
+class FileAccess(Protocol):
+    """A local path with the bytes of a store file (the file itself, or a downloaded copy)."""
+
+    def local_path(self, repo_path: str) -> Path: ...
+
+
+@dataclass(frozen=True)
+class _FolderFiles:
+    root: Path
+
+    def local_path(self, repo_path: str) -> Path:
+        return Path(self.root) / repo_path
+
+
+def share_file_picker(
+    files: FileAccess, *, use_small_ply: bool, keep: int, work_dir: Path
 ) -> Callable[[IndexRow], Path]:
-    """``file_for`` for a local store at ``root``: what the pipeline would have shared.
+    """``file_for`` for ``share_missing``: what the pipeline would have shared.
 
     With ``use_small_ply`` (``GSPLAT_USE_SMALL_PLY``): the item's published small PLY, else one made
     now from its SHARP PLY with the ``keep`` most visible Gaussians (in ``work_dir``). Otherwise, or
@@ -418,82 +428,72 @@ def local_share_file(
     """
     def pick(row: IndexRow) -> Path:
         extra = _extra_paths(row)
-        ply = root / row.ply_path if row.ply_path else None
+        ply = files.local_path(row.ply_path) if row.ply_path else None
         if use_small_ply:
-            if "small_ply" in extra and (root / extra["small_ply"]).is_file():
-                return root / extra["small_ply"]
+            if "small_ply" in extra and (small := files.local_path(extra["small_ply"])).is_file():
+                return small
             if ply is not None and ply.is_file():
                 work_dir.mkdir(parents=True, exist_ok=True)
                 out = work_dir / f"{row.id}.small.ply"
                 write_ply(top_visible(read_ply(ply), keep), out)
                 return out
-        for candidate in (ply, root / extra["spz"] if "spz" in extra else None):
+        for candidate in (ply, files.local_path(extra["spz"]) if "spz" in extra else None):
             if candidate is not None and candidate.is_file():
                 return candidate
-        raise PermanentError(f"item {row.id}: no .ply or .spz file to share under {root}", reason="gsplat_no_file")
+        raise PermanentError(f"item {row.id}: no .ply or .spz file to share", reason="gsplat_no_file")
 
     return pick
 
 
-def record_local_share_fields(store: LocalStore, updates: dict[str, dict[str, str]]) -> list[str]:
-    """Record share fields on published rows of an open ``LocalStore``, in ONE write transaction of
-    the ledger (the authority); returns the ids found. The index files showing those rows are noted
-    for a rewrite in the same transaction and brought in line by ``store.apply_index_rewrites()``
-    (or, after a crash, by the next ``open()``), so many updates cost one rewrite of each file.
-    """
-    for fields in updates.values():
-        unknown = set(fields) - set(_SHARE_FIELDS)
-        if unknown:
-            raise ValueError(f"only share fields may be updated this way, not {sorted(unknown)}")
-    found_ids: list[str] = []
-    shards: set[str] = set()
-    conn = sql.connect(Path(store.root) / layout.ledger_path())
-    try:
-        with sql.write_tx(conn):
-            for item_id, fields in updates.items():
-                found = conn.execute("SELECT row, shard FROM items WHERE id = ?", (item_id,)).fetchone()
-                if found is None:
-                    continue
-                row = row_from_json(found[0])
-                for name, value in fields.items():
-                    setattr(row, name, str(value))
-                conn.execute("UPDATE items SET row = ? WHERE id = ?", (row_to_json(row), item_id))
-                found_ids.append(item_id)
-                shards.add(found[1])
-            sql.note_rewrites(conn, sorted(shards))
-    finally:
-        conn.close()
-    return found_ids
+def local_share_file(
+    root: Path, *, use_small_ply: bool, keep: int, work_dir: Path
+) -> Callable[[IndexRow], Path]:
+    """``share_file_picker`` for the files of a local store folder at ``root``."""
+    return share_file_picker(_FolderFiles(Path(root)), use_small_ply=use_small_ply, keep=keep, work_dir=work_dir)
 
 
-def update_local_share_fields(store: LocalStore, item_id: str, fields: dict[str, str]) -> bool:
-    """Record one row's share fields and rewrite its index file now; False if the id is not published.
-    (``LocalShareRecorder`` does the same for many rows with one rewrite per index file.)"""
-    found = record_local_share_fields(store, {item_id: fields})
-    store.apply_index_rewrites()
-    return bool(found)
+class ShareFieldSink(Protocol):
+    """Where a store records late share fields (every ``StoreAdmin`` is one)."""
+
+    share_record_every: int
+
+    def update_share_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]: ...
+
+    def sync_index(self) -> None: ...
 
 
-class LocalShareRecorder:
-    """``record`` for ``share_missing`` on the local store.
+class StoreShareRecorder:
+    """``record`` / ``flush`` for the share stage and ``share --missing``, onto a store's admin.
 
-    Each share is recorded in the ledger at once (its own small transaction: a crash loses no share
-    already made, so none is repeated), and the index files are rewritten once per ``every``
-    shares and at ``flush``: one index rewrite per batch, never a full compaction per item.
+    Fields are written ``sink.share_record_every`` items at a time (the local store: each at once, in
+    its own small ledger transaction, so a crash loses no share already made; the hub: one commit per
+    batch), and the index files are brought in line once per ``sync_every`` recorded items and at
+    ``flush``: one index rewrite per batch, never a full compaction per item.
     """
 
-    def __init__(self, store: LocalStore, every: int = 50) -> None:
-        self.store, self.every = store, max(1, every)
-        self._since_flush = 0
+    def __init__(self, sink: ShareFieldSink, sync_every: int = 50, clock: Callable[[], float] = time.time) -> None:
+        self.sink, self.sync_every, self.clock = sink, max(1, sync_every), clock
+        self._pending: dict[str, dict[str, str]] = {}
+        self._unsynced = 0
 
     def record(self, item_id: str, fields: dict[str, str]) -> None:
-        if record_local_share_fields(self.store, {item_id: fields}):
-            self._since_flush += 1
-        if self._since_flush >= self.every:
-            self.flush()
+        self._pending[item_id] = fields
+        if len(self._pending) >= max(1, self.sink.share_record_every):
+            self._write()
+        if self._unsynced >= self.sync_every:
+            self._sync()
 
     def flush(self) -> None:
-        """Bring the index files in line with the ledger (a no-op when nothing changed)."""
-        if self._since_flush:
-            self.store.apply_index_rewrites()
-            self._since_flush = 0
+        """Write what is pending and bring the index files in line (a no-op when nothing changed)."""
+        self._write()
+        self._sync()
+
+    def _write(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            self._unsynced += len(self.sink.update_share_fields(pending, self.clock()))
+
+    def _sync(self) -> None:
+        if self._unsynced:
+            self.sink.sync_index()
+            self._unsynced = 0

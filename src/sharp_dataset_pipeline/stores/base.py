@@ -1,4 +1,7 @@
-"""The Store protocol: where artifacts and the ledger live.
+"""The store contract: ``Store`` (what a run needs) and ``StoreAdmin`` (what the operation commands need).
+
+A new store implements these two protocols and is added to ``factories.make_store``; nothing else
+changes (``tests/stores/memory_store.py`` is a complete example).
 
 Both stores (``local`` and ``hub``) have the same layout and the same semantics:
 - ``publish(batch)`` is one atomic step: files, index shard, failures, unit done markers and
@@ -11,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from ..records import Batch, Failure, Followup, ItemState, Lease, Unit
+from ..ledger.results import GcResult, RemoveResult
+from ..ledger.status import FailedItem, LedgerSnapshot, PublishEvent
+from ..ledger.verify import Problem, VerifyReport
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 
 
 @dataclass
@@ -42,8 +49,75 @@ class UnitStatus:
     failed: int = 0  # items of the unit that failed and are not published (``run --redo failed``)
 
 
+class StoreAdmin(Protocol):
+    """The operation commands on one store: ``status``, ``failures``, ``verify [--fix]``, ``remove``,
+    ``gc``, the gallery and ``share --missing``. Made by ``Store.admin()``; works on a store that was
+    not opened (``status`` and ``verify`` never write; a mistyped hub repo is not created)."""
+
+    description: str
+    # How many late share results ``share --missing`` gathers per ``update_share_fields`` call
+    # (1: each lands at once; the hub store batches them, commits being the scarce resource).
+    share_record_every: int
+
+    def snapshot(self, now: float) -> LedgerSnapshot:
+        """Aggregates of the whole dataset at ``now`` (``status``); never reads every row."""
+        ...
+
+    def publish_events(self) -> list[PublishEvent]:
+        """Every publish step still known (time, client, items), for the gallery's run report."""
+        ...
+
+    def failed_items(self) -> list[FailedItem]:
+        """Items that failed and were never published (removed ones left out)."""
+        ...
+
+    def rows(self) -> Iterable[IndexRow]:
+        """Every published, non-removed index row."""
+        ...
+
+    def local_path(self, repo_path: str) -> Path:
+        """A local path with the bytes of a published file (the file itself, or a downloaded copy)."""
+        ...
+
+    def verify(self, now: float, deep: bool = False) -> VerifyReport:
+        """Every inconsistency found (``deep``: compare SHA-256 too)."""
+        ...
+
+    def fix(self, report: VerifyReport, now: float) -> list[Problem]:
+        """Repair what is safe among ``report``'s problems, in one step; returns those fixed."""
+        ...
+
+    def preview_remove(self, item_ids: list[str], now: float) -> RemoveResult:
+        """What ``remove`` would do now (``dry_run`` set); changes nothing."""
+        ...
+
+    def remove(self, item_ids: list[str], reason: str, now: float) -> RemoveResult:
+        """Take items down (files, index rows) and exclude their ids for good."""
+        ...
+
+    def gc(self, now: float) -> GcResult:
+        """Delete expired leases and leases on done units."""
+        ...
+
+    def update_share_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
+        """Record late share fields (``gsplat_*``) on published rows; returns the ids found."""
+        ...
+
+    def sync_index(self) -> None:
+        """Bring the index files in line with rows updated by ``update_share_fields``."""
+        ...
+
+
 class Store(Protocol):
     description: str
+
+    def admin(self) -> StoreAdmin:
+        """The operation commands on this store (the same object on every call)."""
+        ...
+
+    def budget_report(self) -> dict[str, Any]:
+        """Use of a rate-limited backend for the run summary; empty when the store has none."""
+        ...
 
     def open(self) -> None:
         """Create the layout if missing and repair what a crash left half-done."""

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from ..publish import layout
@@ -53,6 +53,9 @@ from .hub_ops import (
 )
 from .hub_state import BATCH, LEDGER, SHARD, HubState
 from .hub_sync import HubSync
+
+if TYPE_CHECKING:
+    from .hub_admin import HubAdmin
 from .item_checks import check_files, screen_items, units_held_back
 
 log = logging.getLogger(__name__)
@@ -118,11 +121,11 @@ class HubStore:
         self._failures: list[Failure] = []
         self._followups_done: list[Followup] = []
         self._published_total = 0
-        self._admin_ops: Any = None  # HubAdmin, made on first use
+        self._admin_ops: HubAdmin | None = None  # made on first use
         self._journal = (FollowupJournal(journal_path(journal_dir, repo_id, client_id))
                          if journal_dir is not None and client_id else None)
 
-    def _admin(self) -> Any:
+    def admin(self) -> HubAdmin:
         """The operation commands (``hub_admin``); also the exclusion set the publish path obeys."""
         if self._admin_ops is None:
             from .hub_admin import HubAdmin
@@ -252,7 +255,7 @@ class HubStore:
         """Published (the index is the done set) and failure tallies, from a recent state; a stale
         answer costs at most duplicate work, never a duplicate row (publish re-checks at the head)."""
         state = self._sync.current(self._max_age)
-        gone = self._admin().excluded(state)
+        gone = self.admin().excluded(state)
         with self._buf_lock:
             buffered = list(self._failures)
         extra: dict[str, list[Failure]] = {}
@@ -305,7 +308,7 @@ class HubStore:
         client = batch.client_id or self._client_id
 
         def build(state: HubState) -> Plan | None:
-            todo, fails = self._admin().without_excluded(state, batch, failures)
+            todo, fails = self.admin().without_excluded(state, batch, failures)
             # ``run --redo``: the index files holding rows this commit replaces, read at the parent.
             rows = {p: decode_rows(self._sync.download(p, state.sha))
                     for p in state.index_files_of(to_replace(state, todo))}
@@ -390,53 +393,6 @@ class HubStore:
             return len(state.published)
         log.debug("compacted the index of %s: %d rows", self.repo_id, plan.rows)
         return plan.rows
-
-
-    # -- operations (status, verify, remove, gc, gallery): see ``hub_admin`` ---------------------
-
-    def ledger_snapshot(self, now: float) -> Any:
-        """``LedgerSnapshot`` of the whole dataset at the head, for ``status``."""
-        return self._admin().snapshot(now)
-
-    def failed_items(self) -> list[Any]:
-        """Items that failed and were never published (``FailedItem``s), for ``failures``."""
-        return self._admin().failed_items()
-
-    def publish_events(self) -> list[Any]:
-        """Every publish step still visible in the index (``PublishEvent``s), for the gallery report."""
-        return self._admin().publish_events()
-
-    def verify(self, now: float, deep: bool = False) -> Any:
-        """``VerifyReport`` of the repo at its head (``deep``: compare SHA-256 too)."""
-        return self._admin().verify(now, deep)
-
-    def fix(self, report: Any, now: float) -> list[Any]:
-        """Repair the report's orphan files and stale leases in one commit; returns what was fixed."""
-        return self._admin().fix(report, now)
-
-    def remove(self, item_ids: list[str], reason: str, now: float) -> Any:
-        """Take items down (files, index rows) and exclude their ids, in one commit (``RemoveResult``)."""
-        return self._admin().remove(item_ids, reason, now)
-
-    def preview_remove(self, item_ids: list[str], now: float) -> Any:
-        """What ``remove`` would do at the head now (``RemoveResult`` with ``dry_run``); no commit."""
-        return self._admin().preview_remove(item_ids, now)
-
-    def gc(self, now: float) -> Any:
-        """Delete expired leases and leases on done units in one commit (``GcResult``)."""
-        return self._admin().gc(now)
-
-    def update_share_fields(self, updates: dict[str, dict[str, str]]) -> list[str]:
-        """Record late gsplat shares (``share --missing``) on published rows, in one commit."""
-        return self._admin().update_fields(updates, self._clock())
-
-    def rows(self) -> list[IndexRow]:
-        """Every published row at the head (removed items left out)."""
-        return self._admin().rows()
-
-    def local_path(self, repo_path: str) -> Path:
-        """A downloaded copy of a repo file, at the sha ``rows()`` read."""
-        return self._admin().local_path(repo_path)
 
 
 def _screen(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:

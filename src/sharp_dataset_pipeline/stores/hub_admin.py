@@ -1,4 +1,4 @@
-"""Operations on a Hub store (``HubStore`` delegates to ``HubAdmin``): ``status``, ``verify`` /
+"""Operations on a Hub store (``HubStore.admin()``, a ``StoreAdmin``): ``status``, ``verify`` /
 ``verify --fix``, ``remove``, ``gc``, and file access for the gallery.
 
 Reads name the sha they decide at (never ``revision="main"``). Every write is ONE commit through
@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..ledger.results import GcResult, RemoveResult
 from ..ledger.status import DAY_S, HOUR_S, ClientActivity, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
-from ..ops.gc import GcResult
-from ..ops.remove import RemoveResult
-from ..ops.verify import Problem, StoreView, VerifyReport, find_problems
+from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
 from ..publish.index_edit import drop_lines, update_lines
@@ -134,7 +133,9 @@ def _activity(records: list[tuple[float | None, str, str, float | None]], done: 
 
 
 class HubAdmin:
-    """The operation commands on one ``HubSync`` (one repo, one client)."""
+    """``StoreAdmin`` of a hub store: the operation commands on one ``HubSync`` (one repo, one client)."""
+
+    share_record_every = 50  # late shares per commit (commits are the scarce resource)
 
     def __init__(self, sync: HubSync, description: str, client_id: str) -> None:
         self.sync = sync
@@ -530,10 +531,13 @@ class HubAdmin:
                               files_deleted=deleted, index_files_rewritten=rewritten)
         return plan, result
 
-    def update_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
+    def update_share_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
         """Merge ``updates[id]`` into published rows, rewriting the index files that hold them, in ONE
         commit (``share --missing`` records late shares this way). Returns the ids updated."""
         return self._commit(lambda state: self._plan_update(state, updates, now)) or []
+
+    def sync_index(self) -> None:
+        """Nothing to do: ``update_share_fields`` rewrote the index files in its commit."""
 
     def _plan_update(self, state: HubState, updates: dict[str, dict[str, str]],
                      now: float) -> tuple[Plan, list[str]] | None:

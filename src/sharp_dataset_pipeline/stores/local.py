@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
@@ -39,6 +40,7 @@ from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Proc
 from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
 from .item_checks import beside_published, file_problem, publish_failure, screen_items, units_held_back
+from .local_admin import LocalAdmin
 from .local_maintenance import LocalMaintenance
 from .local_schema import StoreCounts
 
@@ -148,6 +150,7 @@ class LocalStore(LocalMaintenance):
         self._conns_lock = threading.Lock()
         self._opened = False
         self._card: CardFacts | None = None
+        self._admin: LocalAdmin | None = None
 
     # -- connections and paths ---------------------------------------------------------------
 
@@ -175,6 +178,19 @@ class LocalStore(LocalMaintenance):
         elif not (self.root / SNAPSHOT_YAML).exists():
             self._write_snapshot(f"opened-{secrets.token_hex(6)}")
         self._card = self._read_card_facts()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened
+
+    def admin(self) -> LocalAdmin:
+        """The operation commands on this store (``status``, ``verify``, ``remove``, ...)."""
+        if self._admin is None:
+            self._admin = LocalAdmin(self)
+        return self._admin
+
+    def budget_report(self) -> dict[str, Any]:
+        return {}  # no rate-limited backend
 
     def close(self) -> None:
         with self._conns_lock:
@@ -267,11 +283,9 @@ class LocalStore(LocalMaintenance):
     def exclude(self, item_ids: Iterable[str], reason: str) -> None:
         """Record removal requests: excluded ids are never published again and are left out of
         the next compaction (shard files are not rewritten on the spot)."""
-        now = self._clock()
         conn = self._conn()
         with sql.write_tx(conn):
-            conn.executemany("INSERT OR REPLACE INTO exclusions (item_id, reason, at) VALUES (?,?,?)",
-                             [(i, reason, now) for i in sorted(set(item_ids))])
+            sql.add_exclusions(conn, item_ids, reason, self._clock())
 
     def pending_followups(self, kind: str) -> list[Followup]:
         rows = self._conn().execute(

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LeaseConflict
-from ..fsio import atomic_write, fsync_dir, pid_alive, tmp_for
+from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive, temp_writer
 from ..publish import layout
 from . import local_schema as sql
 
 log = logging.getLogger(__name__)
 
-_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
-_MAINTENANCE = "maintenance"
 
 
 class LocalMaintenance:
@@ -53,19 +50,10 @@ class LocalMaintenance:
 
     def _take_maintenance(self, owner: str) -> bool:
         """One maintainer at a time (compaction and repair); a dead holder's claim is void."""
-        conn = self._conn()
-        with sql.write_tx(conn):
-            holder = sql.maintenance_holder(conn, _MAINTENANCE)
-            if holder is not None and holder[0] != owner and pid_alive(holder[1]):
-                return False
-            conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
-                         (_MAINTENANCE, owner, os.getpid(), self._clock()))
-        return True
+        return sql.take_maintenance(self._conn(), owner, os.getpid(), self._clock()) is None
 
     def _drop_maintenance(self, owner: str) -> None:
-        conn = self._conn()
-        with sql.write_tx(conn):
-            conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (_MAINTENANCE, owner))
+        sql.drop_maintenance(self._conn(), owner)
 
     def compact(self) -> int:
         """Merge every committed shard into the index file; returns the rows in it.
@@ -92,29 +80,17 @@ class LocalMaintenance:
     def _finish_compaction(self) -> int:
         """Write the index from every compacting/compacted shard's rows, then retire the shards."""
         conn = self._conn()
-        tmp = tmp_for(self._index_file)
         count = 0
-        try:
-            with sql.read_tx(conn), open(tmp, "wb") as fh:
-                merging = sql.shards_in(conn, "compacting")
-                cur = conn.execute(
-                    """SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
-                       WHERE s.state IN ('compacting', 'compacted')
-                         AND i.id NOT IN (SELECT item_id FROM exclusions)
-                       ORDER BY i.published_at, i.id""")
-                for (line,) in cur:
-                    fh.write(line.encode("utf-8") + b"\n")
-                    count += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            # The new index first, then the merged shards go: a reader (or a kill -9 in between)
-            # may see a row twice for a moment, never miss one.
-            os.replace(tmp, self._index_file)
-            fsync_dir(self._data_dir)
-            for name in merging:
-                (self._data_dir / name).unlink(missing_ok=True)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with sql.read_tx(conn), atomic_file(self._index_file, fsync=True) as fh:
+            merging = sql.shards_in(conn, "compacting")
+            for line in sql.compacted_rows(conn):
+                fh.write(line.encode("utf-8") + b"\n")
+                count += 1
+        # The new index first, then the merged shards go: a reader (or a kill -9 in between)
+        # may see a row twice for a moment, never miss one.
+        fsync_dir(self._data_dir)
+        for name in merging:
+            (self._data_dir / name).unlink(missing_ok=True)
         fsync_dir(self._data_dir)
         with sql.write_tx(conn):
             sql.set_shard_state(conn, merging, "compacted")
@@ -189,7 +165,7 @@ class LocalMaintenance:
         # per-item temps staged beside their destination are journaled as intents instead.
         for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
             for path in folder.iterdir():
-                match = _TMP_RE.match(path.name)
-                if match and path.is_file() and not pid_alive(int(match.group(1))):
+                writer = temp_writer(path.name)
+                if writer is not None and path.is_file() and not pid_alive(writer):
                     log.info("removing leftover temp file %s", path)
                     path.unlink(missing_ok=True)

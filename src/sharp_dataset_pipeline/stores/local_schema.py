@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StoreError
+from ..fsio import pid_alive
 from ..records import Failure, Followup, ItemState, Lease
 
 SCHEMA_VERSION = 1
+MAINTENANCE = "maintenance"  # the name of the one maintenance claim
 CHUNK = 500  # ids per IN (...) query: well under SQLite's host-parameter limit
 
 SCHEMA = """
@@ -391,9 +393,38 @@ def leases_of(conn: sqlite3.Connection, units: Sequence[str]) -> list[Lease]:
     return [Lease(*row) for row in rows]
 
 
-def maintenance_holder(conn: sqlite3.Connection, name: str) -> tuple[str, int] | None:
-    row = conn.execute("SELECT owner, pid FROM maintenance WHERE name = ?", (name,)).fetchone()
-    return (row[0], int(row[1])) if row else None
+def take_maintenance(conn: sqlite3.Connection, owner: str, pid: int, now: float) -> tuple[str, int] | None:
+    """The store's one maintenance claim (compaction, crash repair, index rewrites, ``remove`` and
+    ``verify --fix``), in its own write transaction. Returns None when ``owner`` holds it now, else
+    the (owner, pid) of the live process holding it; a dead holder's claim is void."""
+    with write_tx(conn):
+        row = conn.execute("SELECT owner, pid FROM maintenance WHERE name = ?", (MAINTENANCE,)).fetchone()
+        if row is not None and row[0] != owner and pid_alive(int(row[1])):
+            return str(row[0]), int(row[1])
+        conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
+                     (MAINTENANCE, owner, pid, now))
+    return None
+
+
+def drop_maintenance(conn: sqlite3.Connection, owner: str) -> None:
+    with write_tx(conn):
+        conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (MAINTENANCE, owner))
+
+
+def compacted_rows(conn: sqlite3.Connection) -> Iterator[str]:
+    """The rows of the compacted index, in its order: every row of a compacting or compacted shard,
+    excluded ids left out, by publish time then id."""
+    for (line,) in conn.execute(
+            """SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
+               WHERE s.state IN ('compacting', 'compacted') AND i.id NOT IN (SELECT item_id FROM exclusions)
+               ORDER BY i.published_at, i.id"""):
+        yield line
+
+
+def add_exclusions(conn: sqlite3.Connection, ids: Iterable[str], reason: str, now: float) -> None:
+    """Exclude ids for good; an id excluded before keeps its first reason and time."""
+    conn.executemany("INSERT OR IGNORE INTO exclusions (item_id, reason, at) VALUES (?,?,?)",
+                     [(i, reason, now) for i in sorted(set(ids))])
 
 
 def add_intents(conn: sqlite3.Connection, rows: list[tuple[str, str, str, int, float]]) -> None:

@@ -11,37 +11,17 @@ The ledger is the authority: index files are always regenerated from it, never e
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LeaseConflict, StoreError
-from ..fsio import atomic_write, pid_alive
+from ..fsio import atomic_write
 from ..publish import layout
-from ..records import IndexRow
-from ..stores import local_schema as sql
-
-MAINTENANCE = "maintenance"  # the claim name LocalStore uses for compaction and repair
-
-COMPACTED_ROWS_SQL = """
-    SELECT i.row FROM items i JOIN shards s ON s.name = i.shard
-    WHERE s.state IN ('compacting', 'compacted') AND i.id NOT IN (SELECT item_id FROM exclusions)
-    ORDER BY i.published_at, i.id"""
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A file an index row points at, with the size and hash the row records."""
-
-    item_id: str
-    path: str
-    size: int
-    sha256: str
+from . import local_schema as sql
 
 
 def ledger_file(root: Path) -> Path:
@@ -69,35 +49,13 @@ def connect_ledger(root: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connecti
 def maintenance_claim(conn: sqlite3.Connection, now: float) -> Iterator[str]:
     """Hold the store's maintenance claim (no compaction or repair runs meanwhile)."""
     owner = f"ops-{os.getpid()}-{secrets.token_hex(4)}"
-    with sql.write_tx(conn):
-        holder = sql.maintenance_holder(conn, MAINTENANCE)
-        if holder is not None and pid_alive(holder[1]):
-            raise LeaseConflict(f"another process (pid {holder[1]}) is compacting or repairing this store")
-        conn.execute("INSERT OR REPLACE INTO maintenance (name, owner, pid, at) VALUES (?,?,?,?)",
-                     (MAINTENANCE, owner, os.getpid(), now))
+    holder = sql.take_maintenance(conn, owner, os.getpid(), now)
+    if holder is not None:
+        raise LeaseConflict(f"another process (pid {holder[1]}) is compacting or repairing this store")
     try:
         yield owner
     finally:
-        with sql.write_tx(conn):
-            conn.execute("DELETE FROM maintenance WHERE name = ? AND owner = ?", (MAINTENANCE, owner))
-
-
-
-
-def row_files(row: IndexRow) -> list[FileRef]:
-    """The files a row points at: the photo, the PLY and every entry of ``extra_files``."""
-    refs = [FileRef(row.id, p, s, h) for p, s, h in ((row.image_path, row.image_size, row.image_sha256),
-                                                     (row.ply_path, row.ply_size, row.ply_sha256)) if p]
-    try:
-        extra = json.loads(row.extra_files or "[]")
-    except ValueError:
-        extra = []
-    for entry in extra if isinstance(extra, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            size = entry.get("size")
-            refs.append(FileRef(row.id, entry["path"], size if isinstance(size, int) else -1,
-                                str(entry.get("sha256") or "")))
-    return refs
+        sql.drop_maintenance(conn, owner)
 
 
 def expected_index_lines(conn: sqlite3.Connection, index_path: str, name: str) -> list[str] | None:
@@ -107,7 +65,7 @@ def expected_index_lines(conn: sqlite3.Connection, index_path: str, name: str) -
     own rows; ``None`` for a name the ledger does not know (a file that should not exist).
     """
     if name == Path(index_path).name:
-        return [r[0] for r in conn.execute(COMPACTED_ROWS_SQL)]
+        return list(sql.compacted_rows(conn))
     state = conn.execute("SELECT state FROM shards WHERE name = ?", (name,)).fetchone()
     if state is None or state[0] != "committed":
         return None

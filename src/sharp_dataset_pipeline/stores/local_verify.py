@@ -19,23 +19,21 @@ import hashlib
 import logging
 import os
 import posixpath
-import re
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..fsio import pid_alive
+from ..fsio import pid_alive, temp_writer
+from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
-from ..publish.index import row_from_json
+from ..publish.index import row_file_refs, row_from_json
 from ..records import IndexRow, Lease
-from ..stores import local_schema as sql
-from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file, row_files
-from .verify import Problem, StoreView, VerifyReport, find_problems
+from . import local_schema as sql
+from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file
 
 log = logging.getLogger(__name__)
 
-_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
 # Problems a concurrent publish step can show for a moment; reported only when seen twice.
 TRANSIENT = frozenset({"orphan_file", "missing_row", "unrecorded_row", "missing_index_file",
                        "unrecorded_index_file", "missing_file", "duplicate_row"})
@@ -64,8 +62,8 @@ def _read_index_files(root: Path, index_path: str) -> dict[str, bytes]:
 
 
 def _is_live_temp(name: str) -> bool:
-    match = _TMP_RE.match(name)
-    return bool(match) and pid_alive(int(match.group(1)))
+    writer = temp_writer(name)
+    return writer is not None and pid_alive(writer)
 
 
 def _list_item_files(root: Path, index_path: str) -> dict[str, int]:
@@ -174,12 +172,12 @@ class _OrphanCheck:
             row = self.conn.execute(
                 "SELECT row FROM items WHERE id = ? AND id NOT IN (SELECT item_id FROM exclusions)",
                 (parts[-2],)).fetchone()
-            if row and any(ref.path == rel for ref in row_files(row_from_json(row[0]))):
+            if row and any(ref.path == rel for ref in row_file_refs(row_from_json(row[0]))):
                 return False
         if self._all is None:  # an unusual layout: read every row once
             self._all = {ref.path for (line,) in self.conn.execute(
                 "SELECT row FROM items WHERE id NOT IN (SELECT item_id FROM exclusions)")
-                for ref in row_files(row_from_json(line))}
+                for ref in row_file_refs(row_from_json(line))}
         return rel not in self._all
 
 
