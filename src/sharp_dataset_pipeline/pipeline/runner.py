@@ -117,10 +117,8 @@ class Runner:
         self.stuck: list[str] | None = None  # stages left busy after the drain deadline
         self.disk_full = False
         self.started_at = 0.0
-        kind = getattr(source, "followup_kind", "")
-        self.followups = (
-            FollowupWorker(store, source.complete_followups, metrics) if kind else None  # type: ignore[attr-defined]
-        )
+        kind = source.followup_kind
+        self.followups = FollowupWorker(store, source.complete_followups, metrics) if kind else None
         self.intake = Intake(
             source, store, self.tracker,
             IntakeOptions(opts.client_id, opts.claim, model=(predictor.name, predictor.model_version)),
@@ -144,22 +142,21 @@ class Runner:
         )
 
     def _wire_source_hooks(self) -> None:
-        """Optional source hooks (the Unsplash source budgets API calls per photo with them)."""
+        """The source's run hooks (the Unsplash source budgets API calls per photo with them)."""
         source = self.source
-        if hasattr(source, "set_known_ids"):
-            def known(ids: list[str]) -> set[str]:
-                states = self.store.item_states(ids)
-                return {i for i, s in states.items() if self.intake.skip_reason(s)}
 
-            source.set_known_ids(known)
-        if hasattr(source, "set_stop_requested"):
-            source.set_stop_requested(lambda: self.control.stopping)
+        def known(ids: list[str]) -> set[str]:
+            states = self.store.item_states(ids)
+            return {i for i, s in states.items() if self.intake.skip_reason(s)}
+
+        source.set_known_ids(known)
+        source.set_stop_requested(lambda: self.control.stopping)
 
     def _adoptable_followups(self) -> list[Followup]:
         """Pending followups this run should complete: its own (a restart), and those of clients
         silent for longer than a lease lives. Another live client completes its own, so taking
         them now would repeat the call (e.g. a second Unsplash download tracking)."""
-        kind = getattr(self.source, "followup_kind", "")
+        kind = self.source.followup_kind
         now = time.time()
         return [
             f for f in self.store.pending_followups(kind)
@@ -167,9 +164,8 @@ class Runner:
         ]
 
     def _release_items(self, item_ids: list[str]) -> None:
-        release = getattr(self.source, "release_items", None)
-        if release is not None and item_ids:
-            release(item_ids)
+        if item_ids:
+            self.source.release_items(item_ids)
 
     # ---- entry point -------------------------------------------------------------------
     def run(self) -> RunSummary:

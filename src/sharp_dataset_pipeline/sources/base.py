@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from ..records import Item, SkippedInput, Unit
+from ..records import Followup, Item, SkippedInput, Unit
 
 
 class Source(Protocol):
@@ -41,6 +41,43 @@ class Source(Protocol):
         """Call ``hook`` (in the thread reading ``items``) for each input of a unit that ``items``
         skips because it repeats an earlier one, so the run can record which one it repeats."""
         ...
+
+    # Hooks a run wires up (``SourceHooks`` gives the no-op versions a plain source inherits).
+    followup_kind: str  # kind of the followups it owes after publish ("": none)
+
+    def complete_followups(self, followups: list[Followup]) -> list[Followup]:
+        """Carry out owed followups (e.g. Unsplash download tracking); returns those now settled."""
+        ...
+
+    def set_known_ids(self, known_ids: Callable[[list[str]], set[str]] | None) -> None:
+        """Ids the ledger already settled, so the source can skip them before spending on them."""
+        ...
+
+    def set_stop_requested(self, stop_requested: Callable[[], bool]) -> None:
+        """A run stopping: a source waiting on a rate limit gives up."""
+        ...
+
+    def release_items(self, item_ids: Iterable[str]) -> None:
+        """Items that will not be published (failed, dropped): free what the source reserved for them."""
+        ...
+
+
+class SourceHooks:
+    """The run hooks of ``Source`` for a source that needs none: no followups, nothing to skip early."""
+
+    followup_kind = ""
+
+    def complete_followups(self, followups: list[Followup]) -> list[Followup]:
+        return []
+
+    def set_known_ids(self, known_ids: Callable[[list[str]], set[str]] | None) -> None:
+        return None
+
+    def set_stop_requested(self, stop_requested: Callable[[], bool]) -> None:
+        return None
+
+    def release_items(self, item_ids: Iterable[str]) -> None:
+        return None
 
 
 def unit_bounds(index: int, range_size: int) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from PIL import Image, ImageFile
 
 from ..errors import ConfigError
 from ..records import Item, SkippedInput, Unit
-from .base import unit_bounds, unit_key
+from .base import SourceHooks, unit_bounds, unit_key
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def image_extensions() -> frozenset[str]:
     return frozenset(exts)
 
 
-class FolderSource:
+class FolderSource(SourceHooks):
     """Photos under ``root``, cut into units of ``range_size`` files (see the module docstring)."""
 
     name = "folder"

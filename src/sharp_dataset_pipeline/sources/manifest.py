@@ -51,7 +51,7 @@ from ..fetch.download import download
 from ..fetch.image import mm35_from_focal_mm
 from ..net import call_with_retries, make_client, raise_for_status
 from ..records import Item, SkippedInput, Unit
-from .base import unit_bounds, unit_key
+from .base import SourceHooks, unit_bounds, unit_key
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ LOCATION_HASH_CHARS = 12
 DEFAULT_MAX_MANIFEST_BYTES = 4 << 30
 
 
-class ManifestSource:
+class ManifestSource(SourceHooks):
     """Rows of a CSV / TSV / JSONL manifest as items, cut into units of ``range_size`` rows."""
 
     name = "manifest"
