@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from sharp_dataset_pipeline.ops.status import dataset_status, publish_events
 from sharp_dataset_pipeline.ops.verify import verify
 from sharp_dataset_pipeline.records import Batch, Failure, IndexRow, ProcessedItem, PublishedFile, Unit
 from sharp_dataset_pipeline.stores.base import Store, StoreAdmin
+from sharp_dataset_pipeline.stores.hub import HubStore
+from sharp_dataset_pipeline.stores.hub_admin import HubAdmin
+from sharp_dataset_pipeline.stores.local import LocalStore
+from sharp_dataset_pipeline.stores.local_admin import LocalAdmin
 from stores.memory_store import MemoryAdmin, MemoryStore
 
 NOW = 2_000_000_000.0
@@ -102,3 +107,18 @@ def test_gc_on_the_memory_store(mem: tuple[Store, MemoryAdmin]) -> None:
     assert [le.unit for le in result.expired] == ["u/10-19"]
     assert [le.unit for le in result.on_done_units] == ["u/0-9"]
     assert [le.unit for le in dataset_status(admin, NOW).leases] == ["u/20-29"]
+
+
+def _methods(proto: type) -> dict[str, list[str]]:
+    return {name: list(inspect.signature(fn).parameters) for name, fn in vars(proto).items()
+            if callable(fn) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize(("store_cls", "admin_cls"), [(LocalStore, LocalAdmin), (HubStore, HubAdmin),
+                                                      (MemoryStore, MemoryAdmin)])
+def test_every_store_implements_both_protocols_with_their_signatures(store_cls: type, admin_cls: type) -> None:
+    for proto, cls in ((Store, store_cls), (StoreAdmin, admin_cls)):
+        wanted = _methods(proto)
+        found = {name: list(inspect.signature(getattr(cls, name)).parameters) for name in wanted if name in vars(cls)}
+        assert found == wanted, f"{cls.__name__} vs {proto.__name__}"
+    assert isinstance(admin_cls.share_record_every, int) and admin_cls.share_record_every >= 1

@@ -201,7 +201,7 @@ def test_the_hub_store_publishes_big_files_through_lfs_once_and_verifies_them(tm
         assert hub.stats["lfs_bytes_received"] == len(data)  # the resend after the 409 sent no bytes again
         assert ply.repo_path in hub.history(REPO)[-1].lfs_added
         assert hub.files(REPO)[ply.repo_path] == data
-        report = store.verify(clock(), deep=True)
+        report = store.admin().verify(clock(), deep=True)
         assert report.ok and report.rows == 1, report.problems
         assert hub.stats["lfs_downloads"] == 0  # deep verify took the sha256 the Hub keeps for LFS files
 

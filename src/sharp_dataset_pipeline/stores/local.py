@@ -21,13 +21,11 @@ import logging
 import os
 import posixpath
 import secrets
-import shutil
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +34,18 @@ from ..ledger.leases import may_take, new_lease
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, render_snapshot_yaml
 from ..publish.index import row_files, row_from_json, row_to_json
-from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, PublishedFile, Unit
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
 from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
-from .item_checks import beside_published, file_problem, publish_failure, screen_items, units_held_back
+from .item_checks import beside_published, publish_failure, screen_items, units_held_back
 from .local_admin import LocalAdmin
 from .local_maintenance import LocalMaintenance
 from .local_schema import StoreCounts
+from .local_staging import Recorded, Staged, replaces, stage_files
 
 __all__ = ["LocalStore", "StoreCounts"]
 
-from ..fsio import atomic_write, fsync_dir, fsync_path, pid_alive, tmp_for
+from ..fsio import atomic_write, fsync_dir, pid_alive, tmp_for
 
 log = logging.getLogger(__name__)
 
@@ -67,56 +66,6 @@ def _this_host() -> str:
 
 _HOST = _this_host()
 SNAPSHOT_YAML = layout.DATASETS_YAML_PATH  # read by ``datasets`` over the card: see ``render_snapshot_yaml``
-
-
-
-
-@dataclass(frozen=True)
-class _Staged:
-    item_id: str
-    file: PublishedFile
-    tmp: Path
-    final: Path
-
-
-def _stage(entries: list[_Staged]) -> str:
-    """Link (or copy) each file to its temp name, check it and fsync it: the slow part, outside any
-    lock. Returns what is wrong with the item's files ("" when nothing is)."""
-    for e in entries:
-        try:
-            os.link(e.file.local_path, e.tmp)
-        except FileNotFoundError:
-            return f"{e.file.local_path} is missing"
-        except OSError:  # another filesystem, or links unsupported: copy instead
-            try:
-                shutil.copyfile(e.file.local_path, e.tmp)
-            except FileNotFoundError:
-                return f"{e.file.local_path} is missing"
-        problem = file_problem(e.file, e.tmp)
-        if problem:
-            return problem
-        fsync_path(e.tmp)
-    return ""
-
-
-@dataclass
-class _Recorded:
-    """What one publish step recorded (filled in inside its write transaction)."""
-
-    batch: Batch
-    items: list[ProcessedItem]
-    failures: list[Failure]
-    shard: str = ""
-    rows: list[tuple] = field(default_factory=list)
-    replaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (old shard, old row)
-    units_held: list[str] = field(default_factory=list)
-    shard_written: bool = False
-    committed: bool = False
-
-
-def _replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
-    """Whether a publish with ``redo`` replaces a published item made by ``old`` (predictor, model)."""
-    return redo == "all" or (redo == "model-changed" and old != new)
 
 
 def _names(recorded: tuple[str, str] | None, path: str) -> bool:
@@ -330,7 +279,7 @@ class LocalStore(LocalMaintenance):
         # A replaced item's changed files get new names: its old row keeps naming intact bytes
         # until the commit that names the new ones (readers never see other than the ledger says).
         items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
-        plan: dict[str, list[_Staged]] = {}
+        plan: dict[str, list[Staged]] = {}
         for pi in items:
             if pi.row.id in skip:
                 continue
@@ -347,15 +296,15 @@ class LocalStore(LocalMaintenance):
                 sql.add_intents(conn, [(self._rel(t), self._rel(e.final), e.item_id, os.getpid(), self._clock())
                                        for e in staged for t in (e.tmp,)])
         by_id = {pi.row.id: pi for pi in items}
-        outcome: _Recorded | None = None
+        outcome: Recorded | None = None
         try:
             for item_id, entries in list(plan.items()):
-                problem = _stage(entries)
+                problem = stage_files(entries)
                 if problem:
                     failed.append(publish_failure(by_id[item_id], "file_changed", f"item {item_id}: {problem}",
                                                   transient=True))
                     del plan[item_id]
-            outcome = _Recorded(batch, [pi for pi in items if pi.row.id in plan], failed)
+            outcome = Recorded(batch, [pi for pi in items if pi.row.id in plan], failed)
             with sql.write_tx(conn):
                 self._record_batch(conn, outcome, plan, self._clock())
             outcome.committed = True
@@ -382,7 +331,7 @@ class LocalStore(LocalMaintenance):
         skip = sql.excluded_ids(conn, ids)
         for pi in items:
             old = models.get(pi.row.id)
-            if old is not None and not _replaces(redo, old, (pi.row.predictor, pi.row.model_version)):
+            if old is not None and not replaces(redo, old, (pi.row.predictor, pi.row.model_version)):
                 skip.add(pi.row.id)
         return skip
 
@@ -404,7 +353,7 @@ class LocalStore(LocalMaintenance):
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def _plan_item(self, pi: ProcessedItem) -> list[_Staged]:
+    def _plan_item(self, pi: ProcessedItem) -> list[Staged]:
         """Where each file goes and the temp name it is staged under first."""
         entries = []
         index_dir = posixpath.dirname(self.index_path)
@@ -415,7 +364,7 @@ class LocalStore(LocalMaintenance):
                 raise StoreError(f"item file {repo_path} would land among the store's own files")
             final = self.root / repo_path
             final.parent.mkdir(parents=True, exist_ok=True)
-            entries.append(_Staged(pi.row.id, pf, self._tmp_for_item(final), final))
+            entries.append(Staged(pi.row.id, pf, self._tmp_for_item(final), final))
         return entries
 
     def _tmp_for_item(self, final: Path) -> Path:
@@ -426,7 +375,7 @@ class LocalStore(LocalMaintenance):
             return tmp_for(staging / final.name)
         return tmp_for(final)
 
-    def _record_batch(self, conn: sqlite3.Connection, rec: _Recorded, plan: dict[str, list[_Staged]],
+    def _record_batch(self, conn: sqlite3.Connection, rec: Recorded, plan: dict[str, list[Staged]],
                       now: float) -> None:
         """Inside the write transaction: place new items' files, write the batch's index shard,
         then record everything (files and shard are in place before the commit names them)."""
@@ -466,7 +415,7 @@ class LocalStore(LocalMaintenance):
         if renew and batch.lease_ttl_s > 0:
             sql.renew_leases(conn, renew, batch.client_id, now + batch.lease_ttl_s, os.getpid(), _HOST)
 
-    def _after_commit(self, rec: _Recorded, staged: list[_Staged]) -> None:
+    def _after_commit(self, rec: Recorded, staged: list[Staged]) -> None:
         """Drop the replaced rows from the index files that held them, then the files that only
         those rows named (in this order, so no index row ever names a deleted file)."""
         if not rec.replaced:
