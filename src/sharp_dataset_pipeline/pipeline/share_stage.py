@@ -40,25 +40,6 @@ class ShareRecorder(Protocol):
     def flush(self) -> None: ...
 
 
-class BatchedRecorder:
-    """``ShareRecorder`` that gathers fields and hands them to ``update`` (one store step, e.g. one
-    Hub commit) per ``every`` items and at ``flush``."""
-
-    def __init__(self, update: Callable[[dict[str, dict[str, str]]], list[str]], every: int = 50) -> None:
-        self.update, self.every = update, max(1, every)
-        self._pending: dict[str, dict[str, str]] = {}
-
-    def record(self, item_id: str, fields: dict[str, str]) -> None:
-        self._pending[item_id] = fields
-        if len(self._pending) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, {}
-            self.update(pending)
-
-
 @dataclass(frozen=True)
 class ShareSettings:
     """Sharing for one run (GSPLAT_UPLOAD=1): the client, the file post-processing prepares (the
