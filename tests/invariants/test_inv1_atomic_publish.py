@@ -283,4 +283,7 @@ def test_after_kill9_at_any_step_readers_never_see_less_than_the_ledger(tmp_path
         recorded_seen = max(recorded_seen, len(recorded))
         check_store(root)  # and open() then restores exactly one row per item, files intact
         _reader_view(root)
+        named = {p for r in LocalStore(root).rows() for p in (r.image_path, r.ply_path)}
+        on_disk = {p.relative_to(root).as_posix() for p in (root / "photos").rglob("*") if p.is_file()}
+        assert on_disk == named, f"kill at step {n}: files no row names: {sorted(on_disk - named)}"
     assert recorded_seen == 4

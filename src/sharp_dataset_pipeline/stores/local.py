@@ -39,7 +39,7 @@ from . import local_schema as sql
 from .base import PublishReceipt, UnitStatus
 from .item_checks import beside_published, publish_failure, screen_items, units_held_back
 from .local_admin import LocalAdmin
-from .local_maintenance import LocalMaintenance
+from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
 from .local_staging import Recorded, Staged, replaces, stage_files
 
@@ -403,6 +403,14 @@ class LocalStore(LocalMaintenance):
             rec.shard_written = True
             self._write_snapshot(rec.shard)
         rec.replaced = {i: (shard, row) for i, (shard, row) in old_rows.items()}
+        # The old rows' files go after the commit, once no index file shows those rows (journaled
+        # with it, so open() finishes the job after a crash).
+        keep = {self._rel(e.final) for entries in plan.values() for e in entries}
+        retire = [(RETIRE + path, path, i, os.getpid(), now) for i, (_, line) in old_rows.items()
+                  for path in row_files(row_from_json(line)) if path not in keep]
+        rec.retired = [r[0] for r in retire]
+        sql.drop_intents(conn, rec.retired)  # an earlier redo's entry for the same path, not yet done
+        sql.add_intents(conn, retire)
         sql.note_rewrites(conn, sorted({shard for shard, _ in old_rows.values()}))
         sql.insert_items(conn, rec.rows, rec.shard, batch.client_id, now)
         sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
@@ -424,12 +432,11 @@ class LocalStore(LocalMaintenance):
             self._apply_rewrites()
         except (OSError, StoreError, LeaseConflict) as exc:
             log.warning("replaced rows stay in their old index files for now (%s); open() removes them", exc)
-            return  # their files stay too (gc finds them once no row names them)
-        keep = {self._rel(e.final) for e in staged}
-        for _, line in rec.replaced.values():
-            for path in row_files(row_from_json(line)):
-                if path not in keep:
-                    (self.root / path).unlink(missing_ok=True)
+            return  # their files stay too: the open() that rewrites those index files deletes them
+        try:
+            self.retire_replaced_files(rec.retired)
+        except (OSError, StoreError) as exc:
+            log.warning("files of replaced rows stay for now (%s); open() deletes them", exc)
 
     def _settle_intents(self, tmps: list[str] | None = None) -> None:
         """Undo staging that never got recorded: temps go, files placed for ids that are still
@@ -439,8 +446,8 @@ class LocalStore(LocalMaintenance):
         try:
             with sql.write_tx(conn):
                 for tmp, final, item_id, pid in sql.intents(conn, tmps):
-                    if tmps is None and pid_alive(pid):
-                        continue  # another live process is mid-publish
+                    if (tmps is None and pid_alive(pid)) or tmp.startswith(RETIRE):
+                        continue  # another live process is mid-publish; retired files wait for rewrites
                     kept = self.root / tmp
                     if posixpath.basename(tmp).startswith("." + _BACKUP_PREFIX):
                         if kept.exists():

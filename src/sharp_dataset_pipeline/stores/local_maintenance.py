@@ -22,10 +22,14 @@ from pathlib import Path
 from ..errors import LeaseConflict
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive, temp_writer
 from ..publish import layout
+from ..publish.index import row_files, row_from_json
 from . import local_schema as sql
 
 log = logging.getLogger(__name__)
 
+# Journal entries (``intents.tmp``) of files a ``--redo`` commit replaced: deleted once no index
+# file shows the old row (``retire_replaced_files``), by the publisher or, after a crash, by open().
+RETIRE = "retire:"
 
 
 class LocalMaintenance:
@@ -122,6 +126,7 @@ class LocalMaintenance:
                     log.warning("rebuilding index shard %s from the ledger", name)
                     self._write_shard(name, sql.shard_lines(conn, name))
             self._apply_rewrites(owner)
+            self.retire_replaced_files()
         finally:
             self._drop_maintenance(owner)
 
@@ -159,6 +164,22 @@ class LocalMaintenance:
         finally:
             if owner is None:
                 self._drop_maintenance(mine)
+
+    def retire_replaced_files(self, only: list[str] | None = None) -> None:
+        """Delete the files of rows a ``--redo`` replaced (journaled as ``RETIRE`` intents by its
+        commit) once no index file shows those rows any more; a file a committed row names again
+        stays. ``only``: these journal entries (a publisher's own), else those of dead processes."""
+        conn = self._conn()
+        with sql.write_tx(conn):
+            if sql.pending_rewrites(conn):
+                return  # an index file may still show an old row: its files stay until it is rewritten
+            for tmp, final, item_id, pid in sql.intents(conn, only):
+                if not tmp.startswith(RETIRE) or (only is None and pid_alive(pid)):
+                    continue
+                recorded = sql.published_rows(conn, [item_id]).get(item_id)
+                if recorded is None or final not in row_files(row_from_json(recorded[1])):
+                    (self.root / final).unlink(missing_ok=True)
+                sql.drop_intents(conn, [tmp])
 
     def _remove_dead_temps(self) -> None:
         # Temps live only in three places: staging, the index folder and the root (README);

@@ -50,6 +50,7 @@ class Recorded:
     shard: str = ""
     rows: list[tuple] = field(default_factory=list)
     replaced: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (old shard, old row)
+    retired: list[str] = field(default_factory=list)  # RETIRE journal entries of the old rows' files
     units_held: list[str] = field(default_factory=list)
     shard_written: bool = False
     committed: bool = False
