@@ -31,18 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import posixpath
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from ..ledger.results import GcResult, RemoveResult
-from ..ledger.status import DAY_S, HOUR_S, ClientActivity, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
+from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
@@ -50,6 +48,7 @@ from ..publish.index_edit import drop_lines, update_lines
 from ..records import Batch, Failure, IndexRow, Lease
 from .hub_failures import fold_failures
 from .hub_ops import Plan
+from .hub_reads import REMOVE_STAGE, REMOVED_REASON, client_activity, excluded_ids, shard_time
 from .hub_state import (
     BATCH,
     BATCH_DIR,
@@ -73,8 +72,6 @@ from .hub_sync import HubSync
 
 log = logging.getLogger(__name__)
 
-REMOVE_STAGE = "remove"
-REMOVED_REASON = "removed"
 REMOVAL_PREFIX = "zz-removal-"
 PATHS_INFO_CHUNK = 100
 LEASE_FIXES = frozenset({"expired_lease", "lease_on_done_unit", "bad_lease"})
@@ -83,53 +80,6 @@ FIXES = LEASE_FIXES | {"orphan_file"}  # what ``fix`` repairs here (it never reg
 
 def _nonce() -> str:
     return secrets.token_hex(6)
-
-
-def excluded_ids(state: HubState) -> frozenset[str]:
-    """Ids some removal record of the ledger (compacted or not) excludes."""
-    out: set[str] = set()
-    for path in state.paths_of(LEDGER, BATCH):
-        for f in state.parsed[path].failures:
-            if f.get("stage") == REMOVE_STAGE and f.get("reason") == REMOVED_REASON:
-                out.add(str(f["item_id"]))
-    return frozenset(out)
-
-
-def shard_time(path: str) -> float | None:
-    """When a shard was published, from its name (``<stem>-shard-<yyyymmddThhmmss>-...``)."""
-    rest = posixpath.basename(path).split(layout.SHARD_MARK, 1)[-1]
-    try:
-        stamp = datetime.strptime(rest.split("-", 1)[0], "%Y%m%dT%H%M%S")
-    except ValueError:
-        return None
-    return stamp.replace(tzinfo=timezone.utc).timestamp()
-
-
-def _activity(records: list[tuple[float | None, str, str, float | None]], done: list[tuple[str, float | None]],
-              now: float) -> tuple[ClientActivity, ...]:
-    """Per client: rows published (with times where known), when the first item of each window was
-    made (the start of the client's actual window, for its rates) and units marked done."""
-    stats: dict[str, dict[str, Any]] = {}
-
-    def blank() -> dict[str, Any]:
-        return {"published": 0, "hour": 0, "day": 0, "last": None, "units": 0, "first_hour": None, "first_day": None}
-
-    for t, client, _, made in records:
-        s = stats.setdefault(client, blank())
-        s["published"] += 1
-        if t is not None:
-            for window, count, first in ((HOUR_S, "hour", "first_hour"), (DAY_S, "day", "first_day")):
-                if t >= now - window:
-                    s[count] += 1
-                    if made is not None:
-                        s[first] = made if s[first] is None else min(s[first], made)
-            s["last"] = t if s["last"] is None else max(s["last"], t)
-    for client, _ in done:
-        stats.setdefault(client, blank())["units"] += 1
-    return tuple(ClientActivity(client=c, published=s["published"], published_last_hour=s["hour"],
-                                published_last_day=s["day"], units_done=s["units"], last_publish_at=s["last"],
-                                first_item_last_hour=s["first_hour"], first_item_last_day=s["first_day"])
-                 for c, s in sorted(stats.items()))
 
 
 class HubAdmin:
@@ -254,7 +204,7 @@ class HubAdmin:
             units_done_last_hour=sum(1 for _, t in done if t is not None and t >= now - HOUR_S),
             units_done_last_day=sum(1 for _, t in done if t is not None and t >= now - DAY_S),
             leases=tuple(sorted(state.leases.values(), key=lambda le: le.unit)),
-            clients=_activity(self._records(state), done, now),
+            clients=client_activity(self._records(state), done, now),
             shards_pending=len(state.paths_of(SHARD)),
             done_unit_keys=tuple(sorted(state.done_units)),
             budgets={k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
