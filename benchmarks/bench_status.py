@@ -57,7 +57,8 @@ def build_store(root: Path, rows: int, clients: int, leases_per_client: int, wit
                 row = IndexRow(id=item, source="folder", unit=unit, image_path=f"folder/{item}/{item}.jpg",
                                image_size=3, ply_path=f"folder/{item}/{item}.ply", ply_size=4, client_id=client,
                                processed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
-                entries.append((item, unit, "folder", row_to_json(row), shard, t, client))
+                entries.append((item, unit, "folder", row_to_json(row), shard, t, client, row.predictor,
+                                row.model_version))
             sql.insert_items(conn, entries, shard, client, t)
             (root / "data" / shard).write_text("".join(e[3] + "\n" for e in entries))
         units = sorted({f"folder/bench/{u:06d}-{u + range_size - 1:06d}" for u in range(0, rows, range_size)})
