@@ -29,7 +29,7 @@ from sharp_dataset_pipeline.observe.events import Metrics  # noqa: E402
 from sharp_dataset_pipeline.pipeline.runner import Runner, RunOptions  # noqa: E402
 from sharp_dataset_pipeline.pipeline.stop import StopControl  # noqa: E402
 from sharp_dataset_pipeline.predict.planar import PlanarPredictor  # noqa: E402
-from sharp_dataset_pipeline.sources.unsplash import UnsplashSource  # noqa: E402
+from sharp_dataset_pipeline.sources.unsplash import UnsplashOptions, UnsplashSource  # noqa: E402
 from sharp_dataset_pipeline.stores.local import LocalStore  # noqa: E402
 
 TARGETS = {"never": 1.05, "always": 2.05}
@@ -40,8 +40,9 @@ def run_once(root: Path, photos: int, details: str) -> dict[str, float]:
     """One full run over a fresh catalogue and store; returns the counts that matter."""
     with UnsplashEmulator(n_photos=photos, access_key=KEY, leading_dash_ids=False) as emu, \
             httpx.Client(timeout=10) as client:
-        source = UnsplashSource("list", access_key=KEY, api_base=emu.base_url, range_size=300, per_page=30,
-                                details=details, client=client)
+        options = UnsplashOptions("list", access_key=KEY, api_base=emu.base_url, range_size=300, per_page=30,
+                                  details=details)
+        source = UnsplashSource(options, client=client)
         store = LocalStore(root / f"store-{details}")
         store.open()
         opts = RunOptions.of(client_id="bench", run_dir=root / f"run-{details}", subdir="unsplash", batch_size=32)

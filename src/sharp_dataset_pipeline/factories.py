@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -17,6 +17,9 @@ from .predict.base import Predictor
 from .settings import Settings
 from .sources.base import Source
 from .stores.base import Store
+
+if TYPE_CHECKING:  # the backends load only when a run asks for them
+    from .sources.unsplash import UnsplashOptions
 
 UNSPLASH_KINDS = {"search": "search", "list": "list", "unsplash-search": "search", "unsplash-list": "list"}
 UNSPLASH_PREFIXES = {"unsplash-topic": "topic", "unsplash-user": "user", "unsplash-collection": "collection"}
@@ -72,7 +75,7 @@ def make_source(settings: Settings, client: httpx.Client) -> Source:
 
 
 def _make_unsplash(settings: Settings, spec: str, client: httpx.Client) -> Source:
-    from .sources.unsplash import build_unsplash_source
+    from .sources.unsplash import UnsplashSource
 
     head, _, arg = spec.partition(":")
     kind = UNSPLASH_KINDS.get(head) or UNSPLASH_PREFIXES[head]
@@ -80,7 +83,30 @@ def _make_unsplash(settings: Settings, spec: str, client: httpx.Client) -> Sourc
         raise ConfigError(f"SOURCE: {head} needs an argument, e.g. {head}:NAME")
     if not settings.secret("unsplash_access_key"):
         raise ConfigError("UNSPLASH_ACCESS_KEY: required for Unsplash sources (get one at unsplash.com/developers)")
-    return build_unsplash_source(settings, kind, arg, client)
+    return UnsplashSource(unsplash_options(settings, kind, arg), client=client)
+
+
+def unsplash_options(settings: Settings, kind: str, arg: str) -> UnsplashOptions:
+    """The Unsplash source's options, read from the settings once."""
+    from .sources.unsplash import ImageParams, UnsplashOptions
+
+    return UnsplashOptions(
+        kind, arg,
+        access_key=settings.secret("unsplash_access_key"),
+        app_name=settings.unsplash_app_name,
+        api_base=settings.unsplash_api_base,
+        range_size=settings.range_size,
+        per_page=settings.per_page,
+        queries=tuple(settings.unsplash_queries.split(",")),
+        order_by=settings.unsplash_order_by,
+        content_filter=settings.unsplash_content_filter,
+        orientation=settings.unsplash_orientation,
+        color=settings.unsplash_color,
+        details=settings.unsplash_details,
+        list_seek_back_pages=settings.list_seek_back_pages,
+        image=ImageParams(width=settings.unsplash_image_width, quality=settings.unsplash_image_quality),
+        stop_on_rate_limit=settings.stop_on_rate_limit,
+    )
 
 
 def make_store(settings: Settings) -> Store:

@@ -80,7 +80,7 @@ class _Answer:
 
 
 class UnsplashEmulator(LoopbackServer):
-    """``with UnsplashEmulator(n_photos=90) as emu: UnsplashSource(..., api_base=emu.base_url)``."""
+    """``with UnsplashEmulator(n_photos=90) as emu: UnsplashSource(UnsplashOptions(..., api_base=emu.base_url))``."""
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from emulators.unsplash import FakeClock, UnsplashEmulator
 from sharp_dataset_pipeline.observe.events import Metrics
 from sharp_dataset_pipeline.pipeline.runner import Runner, RunOptions
 from sharp_dataset_pipeline.pipeline.stop import StopControl
-from sharp_dataset_pipeline.sources.unsplash import UnsplashSource
+from sharp_dataset_pipeline.sources.unsplash import UnsplashOptions, UnsplashSource
 from sharp_dataset_pipeline.stores.local import LocalStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
@@ -57,8 +57,9 @@ def test_waiting_for_the_window_stalls_neither_predict_nor_publish(tmp_path: Pat
     store.open()
     with UnsplashEmulator(n_photos=120, clock=clock, access_key=KEY, limit=50, leading_dash_ids=False) as emu, \
             httpx.Client(timeout=10) as http:
-        source = UnsplashSource("list", access_key=KEY, api_base=emu.base_url, range_size=300, details="never",
-                                clock=clock, sleep=sleep, client=http, stop_on_rate_limit=False)
+        options = UnsplashOptions("list", access_key=KEY, api_base=emu.base_url, range_size=300, details="never",
+                                  stop_on_rate_limit=False)
+        source = UnsplashSource(options, clock=clock, sleep=sleep, client=http)
 
         def all_listed_are_published() -> bool:
             sleep.seen["listed"] = source.governor.snapshot(clock()).owed + sum(emu.tracked.values())

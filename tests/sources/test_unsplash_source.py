@@ -16,7 +16,7 @@ from emulators.faults import Fault
 from emulators.unsplash import FakeClock, UnsplashEmulator
 from sharp_dataset_pipeline.errors import ConfigError, RateLimited
 from sharp_dataset_pipeline.records import Followup, Item
-from sharp_dataset_pipeline.sources.unsplash import UnsplashSource
+from sharp_dataset_pipeline.sources.unsplash import UnsplashOptions, UnsplashSource
 
 KEY = "test-access-key-0123"
 
@@ -37,7 +37,9 @@ def make_source(emu: UnsplashEmulator, clock: FakeClock, kind: str = "list", arg
     kw.setdefault("details", "never")
     kw.setdefault("access_key", KEY)
     client = kw.pop("client", None) or httpx.Client(timeout=kw.pop("timeout_s", 5.0))
-    return UnsplashSource(kind, arg, api_base=emu.base_url, clock=clock, sleep=clock.sleep, client=client, **kw)
+    runtime = {k: kw.pop(k) for k in ("known_ids", "stop_requested", "governor") if k in kw}
+    options = UnsplashOptions(kind, arg, api_base=emu.base_url, **kw)
+    return UnsplashSource(options, clock=clock, sleep=clock.sleep, client=client, **runtime)
 
 
 def all_items(source: UnsplashSource) -> list[Item]:
@@ -349,7 +351,7 @@ def test_per_page_is_clamped_to_30_with_a_warning(emu, clock, caplog) -> None:
 def test_bad_settings_are_config_errors(emu, clock, kind, kw, needle) -> None:
     with pytest.raises(ConfigError, match=needle):
         if "api_base" in kw:
-            UnsplashSource(kind, access_key=KEY, client=httpx.Client(), **kw)
+            UnsplashSource(UnsplashOptions(kind, access_key=KEY, **kw), client=httpx.Client())
         else:
             make_source(emu, clock, kind, **kw)
 

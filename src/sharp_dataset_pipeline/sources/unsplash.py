@@ -35,7 +35,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +74,29 @@ class ImageParams:
 
 
 @dataclass(frozen=True)
+class UnsplashOptions:
+    """What one Unsplash source reads and how (built once from the settings by the factory)."""
+
+    kind: str
+    arg: str = ""
+    access_key: str = field(default="", repr=False)  # a secret: never in a repr or a log line
+    app_name: str = "sharp_dataset"
+    api_base: str = DEFAULT_API_BASE
+    range_size: int = 300
+    per_page: int = 30
+    queries: tuple[str, ...] = ()
+    order_by: str = "relevant"
+    content_filter: str = "high"
+    orientation: str = ""
+    color: str = ""
+    details: str = "auto"
+    list_seek_back_pages: int = 2
+    image: ImageParams = ImageParams()
+    stop_on_rate_limit: bool = True
+    api_attempts: int = 4
+
+
+@dataclass(frozen=True)
 class _Feed:
     path: str
     params: tuple[tuple[str, str], ...]
@@ -98,53 +121,38 @@ class UnsplashSource:
 
     def __init__(
         self,
-        kind: str,
-        arg: str = "",
+        options: UnsplashOptions,
         *,
-        access_key: str,
-        app_name: str = "sharp_dataset",
-        api_base: str = DEFAULT_API_BASE,
-        range_size: int = 300,
-        per_page: int = 30,
-        queries: Iterable[str] = (),
-        order_by: str = "relevant",
-        content_filter: str = "high",
-        orientation: str = "",
-        color: str = "",
-        details: str = "auto",
-        list_seek_back_pages: int = 2,
-        image: ImageParams | None = None,
         governor: UnsplashQuota | None = None,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
-        stop_on_rate_limit: bool = True,
         stop_requested: Callable[[], bool] | None = None,
         known_ids: Callable[[list[str]], set[str]] | None = None,
-        api_attempts: int = 4,
     ) -> None:
-        _validate(kind, arg, order_by, content_filter, orientation, color, details, range_size)
-        self.kind, self.arg, self.range_size = kind, arg, range_size
-        self.per_page = self._clamp(per_page)
-        self.queries = [q.strip() for q in queries if q.strip()]
-        if kind == "search" and not self.queries:
+        o = options
+        _validate(o.kind, o.arg, o.order_by, o.content_filter, o.orientation, o.color, o.details, o.range_size)
+        self.kind, self.arg, self.range_size = o.kind, o.arg, o.range_size
+        self.per_page = self._clamp(o.per_page)
+        self.queries = [q.strip() for q in o.queries if q.strip()]
+        if o.kind == "search" and not self.queries:
             raise ConfigError("UNSPLASH_QUERIES: search needs at least one query")
-        self.order_by, self.content_filter = order_by, content_filter
-        self.orientation, self.color, self.details = orientation, color, details
-        self.max_rereads = max(1, list_seek_back_pages + 1)
-        self.image = image or ImageParams()
-        self.app_name = app_name
+        self.order_by, self.content_filter = o.order_by, o.content_filter
+        self.orientation, self.color, self.details = o.orientation, o.color, o.details
+        self.max_rereads = max(1, o.list_seek_back_pages + 1)
+        self.image = o.image
+        self.app_name = o.app_name
         self.governor = governor or UnsplashQuota()
         self._own_client = client is None
         self.client = client or make_client()
         self.clock = clock
-        self.stop_on_rate_limit = stop_on_rate_limit
+        self.stop_on_rate_limit = o.stop_on_rate_limit
         self.stop_requested = stop_requested or (lambda: False)
         self.known_ids = known_ids
         self.api = UnsplashApi(
-            access_key=access_key, api_base=api_base, app_name=app_name, governor=self.governor,
-            client=self.client, clock=clock, sleep=sleep, stop_on_rate_limit=stop_on_rate_limit,
-            stop_requested=self.stop_requested, attempts=api_attempts,
+            access_key=o.access_key, api_base=o.api_base, app_name=o.app_name, governor=self.governor,
+            client=self.client, clock=clock, sleep=sleep, stop_on_rate_limit=o.stop_on_rate_limit,
+            stop_requested=self.stop_requested, attempts=o.api_attempts,
         )
         self._plans: dict[str, _Plan] = {}
         self._cache: OrderedDict[tuple[str, int], ApiResponse] = OrderedDict()
@@ -457,25 +465,3 @@ def _validate(kind: str, arg: str, order_by: str, content_filter: str, orientati
         raise ConfigError(f"SOURCE: unsplash-{kind} needs a plain name, got {arg!r}")
     if range_size < 1:
         raise ConfigError("RANGE_SIZE: must be at least 1")
-
-
-def build_unsplash_source(settings: Any, kind: str, arg: str, client: httpx.Client) -> UnsplashSource:
-    """An ``UnsplashSource`` from parsed settings (the factory's entry point)."""
-    return UnsplashSource(
-        kind, arg,
-        access_key=settings.secret("unsplash_access_key"),
-        app_name=settings.unsplash_app_name,
-        api_base=settings.unsplash_api_base,
-        range_size=settings.range_size,
-        per_page=settings.per_page,
-        queries=settings.unsplash_queries.split(","),
-        order_by=settings.unsplash_order_by,
-        content_filter=settings.unsplash_content_filter,
-        orientation=settings.unsplash_orientation,
-        color=settings.unsplash_color,
-        details=settings.unsplash_details,
-        list_seek_back_pages=settings.list_seek_back_pages,
-        image=ImageParams(width=settings.unsplash_image_width, quality=settings.unsplash_image_quality),
-        client=client,
-        stop_on_rate_limit=settings.stop_on_rate_limit,
-    )
