@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items  # noqa: E402
 from harness import machine_line  # noqa: E402
 from sharp_dataset_pipeline.records import Batch, Unit  # noqa: E402
-from sharp_dataset_pipeline.stores.hub import HubStore  # noqa: E402
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore  # noqa: E402
 
 REPO = "bench/splats"
 TTL = 1800.0
@@ -72,8 +72,9 @@ def measure(items: int, batch_size: int, range_size: int, clients: int, faults: 
     units = [Unit(f"bench/{s:06d}-{min(s + range_size, items) - 1:06d}", s, min(s + range_size, items))
              for s in range(0, items, range_size)]
     with HubEmulator(clock=clock) as hub:
-        stores = [HubStore(REPO, endpoint=hub.url, token="hf_benchmark", clock=clock, sleep=clock.sleep,
-                           client_id=f"c{i}", cache_dir=work / f"cache{i}") for i in range(clients)]
+        stores = [HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_benchmark", client_id=f"c{i}",
+                                      cache_dir=work / f"cache{i}"), clock=clock, sleep=clock.sleep)
+                  for i in range(clients)]
         for store in stores:
             store.open()
         if faults is not None:

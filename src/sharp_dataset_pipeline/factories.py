@@ -20,6 +20,7 @@ from .stores.base import Store
 
 if TYPE_CHECKING:  # the backends load only when a run asks for them
     from .sources.unsplash import UnsplashOptions
+    from .stores.hub import HubOptions
 
 UNSPLASH_KINDS = {"search": "search", "list": "list", "unsplash-search": "search", "unsplash-list": "list"}
 UNSPLASH_PREFIXES = {"unsplash-topic": "topic", "unsplash-user": "user", "unsplash-collection": "collection"}
@@ -119,12 +120,30 @@ def make_store(settings: Settings) -> Store:
             raise ConfigError("STORE: local store needs a folder, e.g. local:./my-dataset")
         return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path)
     if kind in ("hf", "hub"):
-        from .stores.hub import build_hub_store
+        from .stores.hub import HubStore
 
         if not arg or "/" not in arg:
             raise ConfigError(f"STORE: hub store needs a repo id like hf:user/name, got {spec!r}")
-        return build_hub_store(settings, arg)
+        return HubStore(hub_options(settings, arg))
     raise ConfigError(f"STORE: unknown store {spec!r}; use local:DIR or hf:USER/REPO")
+
+
+def hub_options(settings: Settings, repo_id: str) -> HubOptions:
+    """The CLI's hub store options (token and endpoint as the client library reads them)."""
+    from .stores.hub import HubOptions
+
+    return HubOptions(
+        repo_id,
+        repo_type=settings.hf_repo_type,
+        private=not settings.hf_public,
+        token=settings.secret("hf_token") or None,
+        endpoint=settings.hf_endpoint or None,
+        index_path=settings.hf_index_repo_path,
+        commits_per_hour=settings.hf_commits_per_hour,
+        auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
+        client_id=settings.client_id,
+        journal_dir=Path(settings.runs_dir) / ".state",
+    )
 
 
 def make_predictor(settings: Settings, work_dir: Path) -> Predictor:

@@ -9,15 +9,15 @@ from pathlib import Path
 from emulators.hub import HubEmulator, ManualClock, make_items
 from sharp_dataset_pipeline.publish import layout
 from sharp_dataset_pipeline.records import Batch, Unit
-from sharp_dataset_pipeline.stores.hub import HubStore
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
 REPO = "tester/budget"
 TTL = 3600.0
 
 
 def _store(hub: HubEmulator, clock: ManualClock, tmp_path: Path, **kw) -> HubStore:
-    store = HubStore(REPO, endpoint=hub.url, token="hf_budgettest", clock=clock, sleep=clock.sleep,
-                     client_id="steady", cache_dir=tmp_path / "cache", **kw)
+    store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_budgettest", client_id="steady",
+                                cache_dir=tmp_path / "cache", **kw), clock=clock, sleep=clock.sleep)
     store.open()
     return store
 

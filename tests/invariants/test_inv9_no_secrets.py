@@ -16,7 +16,7 @@ from huggingface_hub import constants as hf_constants
 from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items
 from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.records import Batch, Failure, Followup, Unit
-from sharp_dataset_pipeline.stores.hub import HubStore
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
 REPO = "tester/secret"
 
@@ -45,8 +45,8 @@ def test_env_token_never_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     cache = tmp_path / "cache"
     try:
         with HubEmulator(clock=clock) as hub:
-            store = HubStore(REPO, endpoint=hub.url, token=None, clock=clock, sleep=clock.sleep,
-                             client_id="leaky?", cache_dir=cache, auto_compact_shards=2)
+            store = HubStore(HubOptions(REPO, endpoint=hub.url, token=None, client_id="leaky?", cache_dir=cache,
+                                        auto_compact_shards=2), clock=clock, sleep=clock.sleep)
             store.open()
             assert store.acquire(Unit("u/1", 0, 9), "leaky?", 600) is not None
             hub.set_faults(HubFaults(script=[409, 412, 429, "500-after", "drop-after"], lag_reads=1))

@@ -21,7 +21,7 @@ from emulators.hub import HubEmulator, HubFaults, Repo, index_rows, make_items
 from sharp_dataset_pipeline.ledger.leases import encode_lease
 from sharp_dataset_pipeline.publish import layout
 from sharp_dataset_pipeline.records import Batch, Failure, Lease, Unit
-from sharp_dataset_pipeline.stores.hub import HubStore
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
 TEMPLATE = "ops/template"
 TOKEN = "hf_opscanarytoken0123456789"
@@ -62,9 +62,9 @@ def store(hub: HubEmulator, repo: str, tmp_path: Path) -> Callable[..., HubStore
     """Builder of in-process stores on the test's repo (``shift``: their clock runs that far behind)."""
 
     def build(client: str, shift: float = 0.0, **kw) -> HubStore:
-        made = HubStore(repo, endpoint=hub.url, token=TOKEN, client_id=client, clock=lambda: time.time() - shift,
-                        cache_dir=tmp_path / f"cache-{client}-{next(_names)}", state_max_age_s=0.0,
-                        sleep=lambda s: None, **kw)
+        made = HubStore(HubOptions(repo, endpoint=hub.url, token=TOKEN, client_id=client,
+                                   cache_dir=tmp_path / f"cache-{client}-{next(_names)}", state_max_age_s=0.0, **kw),
+                        clock=lambda: time.time() - shift, sleep=lambda s: None)
         made.open()
         return made
 

@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
 from sharp_dataset_pipeline.records import Batch
-from sharp_dataset_pipeline.stores.hub import HubStore
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
 REPO = "tester/big"
 TOKEN = "hf_emulatortesttoken000"
@@ -192,8 +192,8 @@ def _big_item(tmp_path: Path, item_id: str):
 def test_the_hub_store_publishes_big_files_through_lfs_once_and_verifies_them(tmp_path: Path) -> None:
     clock = ManualClock()
     with HubEmulator(clock=clock, faults=HubFaults(script=[409])) as hub:
-        store = HubStore(REPO, endpoint=hub.url, token=TOKEN, clock=clock, sleep=clock.sleep, client_id="c1",
-                         cache_dir=tmp_path / "cache", state_max_age_s=0.0, retry_base_s=0.5)
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "cache",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
         store.open()
         item, ply, data = _big_item(tmp_path / "items", "big1")
         receipt = store.publish(Batch("c1", items=[item]))

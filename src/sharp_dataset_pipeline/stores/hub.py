@@ -65,65 +65,74 @@ def _nonce() -> str:
     return secrets.token_hex(6)
 
 
+@dataclasses.dataclass(frozen=True)
+class HubOptions:
+    """Which Hub repo a store publishes to and within which limits (built once from the settings)."""
+
+    repo_id: str
+    repo_type: str = "dataset"
+    private: bool = True
+    token: str | None = dataclasses.field(default=None, repr=False)  # a secret: never in a repr or log
+    endpoint: str | None = None
+    index_path: str = "data/train.jsonl"
+    commits_per_hour: int = DEFAULT_COMMITS_PER_HOUR
+    api_calls_per_5min: int = 800
+    auto_compact_shards: int = 256
+    fanout_threshold: int = FANOUT_THRESHOLD
+    warn_files: int = 80_000
+    state_max_age_s: float = 300.0
+    retry_base_s: float = 1.0
+    max_rate_wait_s: float = 7200.0
+    card_title: str = "SHARP Gaussian splats"
+    card_sources: tuple[str, ...] = ()
+    client_id: str = ""
+    cache_dir: Path | None = None
+    journal_dir: Path | None = None
+
+
 class HubStore:
     """``Store`` on one Hub repo; several processes and machines may share the repo."""
 
     def __init__(
         self,
-        repo_id: str,
+        options: HubOptions,
         *,
-        repo_type: str = "dataset",
-        private: bool = True,
-        token: str | None = None,
-        endpoint: str | None = None,
-        index_path: str = "data/train.jsonl",
-        commits_per_hour: int = DEFAULT_COMMITS_PER_HOUR,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         api: Any | None = None,
-        api_calls_per_5min: int = 800,
-        auto_compact_shards: int = 256,
-        fanout_threshold: int = FANOUT_THRESHOLD,
-        warn_files: int = 80_000,
-        state_max_age_s: float = 300.0,
-        retry_base_s: float = 1.0,
-        max_rate_wait_s: float = 7200.0,
-        card_title: str = "SHARP Gaussian splats",
-        card_sources: list[str] | None = None,
-        client_id: str = "",
-        cache_dir: Path | None = None,
         rng: random.Random | None = None,
-        journal_dir: Path | None = None,
     ) -> None:
+        o = options
         if api is None:
             from huggingface_hub import HfApi
 
-            api = HfApi(endpoint=endpoint, token=token)
-        layout.index_glob(index_path)  # validates the index path
-        self.repo_id, self.repo_type, self.private = repo_id, repo_type, private
-        self.index_path = index_path
+            api = HfApi(endpoint=o.endpoint, token=o.token)
+        layout.index_glob(o.index_path)  # validates the index path
+        repo_id, repo_type = o.repo_id, o.repo_type
+        self.repo_id, self.repo_type, self.private = repo_id, repo_type, o.private
+        self.index_path = o.index_path
         self.description = f"hf:{repo_id}" if repo_type == "dataset" else f"hf:{repo_type}:{repo_id}"
         self.api = api
         self._clock = clock
         self._sync = HubSync(
-            api, repo_id, repo_type, index_path, clock=clock, sleep=sleep, commits_per_hour=commits_per_hour,
-            api_calls_per_5min=api_calls_per_5min, warn_files=warn_files, retry_base_s=retry_base_s,
-            max_rate_wait_s=max_rate_wait_s, cache_dir=cache_dir or Path(tempfile.mkdtemp(prefix="sharp-hub-")),
-            own_cache=cache_dir is None, rng=rng or random.Random(),
+            api, repo_id, repo_type, o.index_path, clock=clock, sleep=sleep, commits_per_hour=o.commits_per_hour,
+            api_calls_per_5min=o.api_calls_per_5min, warn_files=o.warn_files, retry_base_s=o.retry_base_s,
+            max_rate_wait_s=o.max_rate_wait_s, cache_dir=o.cache_dir or Path(tempfile.mkdtemp(prefix="sharp-hub-")),
+            own_cache=o.cache_dir is None, rng=rng or random.Random(),
         )
-        self._auto_compact = auto_compact_shards
-        self._fanout_threshold = fanout_threshold
-        self._max_age = state_max_age_s
-        self._card_title, self._card_sources = card_title, list(card_sources or [])
+        self._auto_compact = o.auto_compact_shards
+        self._fanout_threshold = o.fanout_threshold
+        self._max_age = o.state_max_age_s
+        self._card_title, self._card_sources = o.card_title, list(o.card_sources)
         self._card: CardFacts | None = None  # what the repo's generated card lists (None: hand-written)
-        self._client_id = client_id
+        self._client_id = o.client_id
         self._buf_lock = threading.Lock()
         self._failures: list[Failure] = []
         self._followups_done: list[Followup] = []
         self._published_total = 0
         self._admin_ops: HubAdmin | None = None  # made on first use
-        self._journal = (FollowupJournal(journal_path(journal_dir, repo_id, client_id))
-                         if journal_dir is not None and client_id else None)
+        self._journal = (FollowupJournal(journal_path(o.journal_dir, repo_id, o.client_id))
+                         if o.journal_dir is not None and o.client_id else None)
 
     def admin(self) -> HubAdmin:
         """The operation commands (``hub_admin``); also the exclusion set the publish path obeys."""
@@ -412,20 +421,3 @@ def _screen(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:
     done, held = units_held_back(batch.units_done, failed)
     return (dataclasses.replace(batch, items=ok, failures=[*batch.failures, *failed], units_done=done,
                                 renew_units=[*batch.renew_units, *held]), failed, held)
-
-
-def build_hub_store(settings: Any, repo_id: str) -> HubStore:
-    """The CLI's hub store from parsed settings (token and endpoint as the client library reads them)."""
-    token = settings.secret("hf_token") or None
-    return HubStore(
-        repo_id,
-        repo_type=settings.hf_repo_type,
-        private=not settings.hf_public,
-        token=token,
-        endpoint=getattr(settings, "hf_endpoint", None) or None,
-        index_path=settings.hf_index_repo_path,
-        commits_per_hour=settings.hf_commits_per_hour,
-        auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
-        client_id=settings.client_id,
-        journal_dir=Path(settings.runs_dir) / ".state",
-    )
