@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -19,6 +19,7 @@ from .sources.base import Source
 from .stores.base import Store
 
 if TYPE_CHECKING:  # the backends load only when a run asks for them
+    from .predict.sharp import SharpOptions
     from .sources.unsplash import UnsplashOptions
     from .stores.hub import HubOptions
 
@@ -164,7 +165,7 @@ def _make_sharp(settings: Settings, choice: str, work_dir: Path) -> Predictor:
     except ImportError as exc:  # the backends ship with the package; a missing one is a packaging bug
         raise ConfigError(f"PREDICTOR: SHARP backends unavailable: {exc}") from None
     if choice in ("sharp", "auto") and sharp_backend.sharp_available():
-        return sharp_backend.SharpPredictor(**_sharp_kwargs(settings))
+        return sharp_backend.SharpPredictor(sharp_options(settings))
     cli_ok = sharp_cli.sharp_cli_available(conda_env=_conda_env(settings))
     if choice in ("sharp-cli", "auto") and cli_ok:
         return sharp_cli.SharpCliPredictor(
@@ -177,14 +178,17 @@ def _make_sharp(settings: Settings, choice: str, work_dir: Path) -> Predictor:
     raise ConfigError(sharp_backend.describe_install_help())
 
 
-def _sharp_kwargs(settings: Settings) -> dict[str, Any]:
-    return {
-        "checkpoint_path": settings.sharp_checkpoint_path or None,
-        "device": settings.sharp_device,
-        "batch_size": settings.sharp_batch_size,
-        "precision": settings.sharp_precision,
-        "random_weights": settings.sharp_random_weights,
-    }
+def sharp_options(settings: Settings) -> SharpOptions:
+    """The in-process SHARP predictor's options, read from the settings once."""
+    from .predict.sharp import SharpOptions
+
+    return SharpOptions(
+        checkpoint_path=settings.sharp_checkpoint_path or None,
+        device=settings.sharp_device,
+        batch_size=settings.sharp_batch_size,
+        precision=settings.sharp_precision,
+        random_weights=settings.sharp_random_weights,
+    )
 
 
 def _conda_env(settings: Settings) -> str | None:

@@ -97,9 +97,9 @@ def standin_models(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_predictor_with_random_weights_loads_no_checkpoint(standin_models, tmp_path: Path) -> None:
-    from sharp_dataset_pipeline.predict.sharp import RANDOM_WEIGHTS_VERSION, SharpPredictor
+    from sharp_dataset_pipeline.predict.sharp import RANDOM_WEIGHTS_VERSION, SharpOptions, SharpPredictor
 
-    pred = SharpPredictor(checkpoint_path=None, device="cpu", batch_size=2, random_weights=True)
+    pred = SharpPredictor(SharpOptions(checkpoint_path=None, device="cpu", batch_size=2, random_weights=True))
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     img = FetchedImage(item=Item(id="a", source="t", unit="u", offset=0), original_path=tmp_path / "a.jpg",
                        ext="jpg", rgb=rgb, width=30, height=20, focal_px=40.0, focal_source="t", size=0, sha256="")
@@ -111,7 +111,7 @@ def test_predictor_with_random_weights_loads_no_checkpoint(standin_models, tmp_p
 
 
 def test_predictor_refuses_random_weights_with_a_checkpoint() -> None:
-    from sharp_dataset_pipeline.predict.sharp import SharpPredictor
+    from sharp_dataset_pipeline.predict.sharp import SharpOptions, SharpPredictor
 
     with pytest.raises(ConfigError, match="exclude each other"):
-        SharpPredictor(checkpoint_path="/some/sharp.pt", random_weights=True)
+        SharpPredictor(SharpOptions(checkpoint_path="/some/sharp.pt", random_weights=True))

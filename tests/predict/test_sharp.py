@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 from emulators.files import FileServer
 from sharp_dataset_pipeline.errors import ConfigError, FatalDeviceError
 from sharp_dataset_pipeline.predict.base import ReadyGaussians
-from sharp_dataset_pipeline.predict.sharp import SharpPredictor, describe_install_help, sharp_available
+from sharp_dataset_pipeline.predict.sharp import SharpOptions, SharpPredictor, describe_install_help, sharp_available
 from sharp_dataset_pipeline.records import Failure, FetchedImage, Item
 from sharp_dataset_pipeline.splat.ply import validate_ply, write_ply
 from sharp_dataset_pipeline.splat.unproject import NdcSplat
@@ -105,7 +105,7 @@ def assert_matches(vertices: np.ndarray, attrs: np.ndarray) -> None:
 
 def test_batch_in_one_forward_in_order_with_per_image_disparity(standin, checkpoint: Path, tmp_path: Path) -> None:
     images = [fetched(i, s) for i, s in enumerate(SHAPES)]
-    predictor = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=8)
+    predictor = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=8))
     results = predictor.predict(images)
     model = standin.CREATED[-1]
     assert model.batch_sizes == [5]  # one forward pass for the whole batch
@@ -121,8 +121,8 @@ def test_batch_in_one_forward_in_order_with_per_image_disparity(standin, checkpo
 def test_device_side_unprojection_path(standin, checkpoint: Path) -> None:
     # The GPU path (unprojection on the prediction device, one block back), run here on the CPU.
     images = [fetched(i, s) for i, s in enumerate(SHAPES[:3])]
-    results = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=3,
-                             unproject_on_device=True).predict(images)
+    results = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=3,
+                             unproject_on_device=True)).predict(images)
     for img, res in zip(images, results, strict=True):
         assert isinstance(res, ReadyGaussians)
         assert_matches(res.to_gaussians().vertices, expected_attributes(standin, checkpoint, img))
@@ -131,13 +131,13 @@ def test_device_side_unprojection_path(standin, checkpoint: Path) -> None:
 def test_same_image_with_other_focal_gives_other_depths(standin, checkpoint: Path) -> None:
     a = fetched(0, (40, 60, 50.0))
     b = fetched(0, (40, 60, 100.0))
-    ga, gb = (r.to_gaussians() for r in SharpPredictor(checkpoint_path=str(checkpoint), device="cpu",
-                                                        batch_size=2).predict([a, b]))
+    ga, gb = (r.to_gaussians() for r in SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu",
+                                                        batch_size=2)).predict([a, b]))
     assert not np.allclose(ga.vertices[:, 2], gb.vertices[:, 2])
 
 
 def test_model_built_and_loaded_once(standin, checkpoint: Path) -> None:
-    predictor = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=2)
+    predictor = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=2))
     images = [fetched(i, s) for i, s in enumerate(SHAPES)]
     predictor.predict(images[:3])
     predictor.predict(images[3:])
@@ -164,7 +164,7 @@ def raw_network_output(models, ckpt: Path, img: FetchedImage) -> list[np.ndarray
 
 def test_cpu_results_are_ndc_and_pickle_for_the_worker_pool(standin, checkpoint: Path) -> None:
     img = fetched(0, SHAPES[0])
-    res = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu").predict([img])[0]
+    res = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu")).predict([img])[0]
     # Still in NDC: exactly the network's output arrays, not yet unprojected (that runs in the worker pool).
     assert isinstance(res, NdcSplat), type(res)
     raw = raw_network_output(standin, checkpoint, img)
@@ -184,7 +184,7 @@ def test_out_of_memory_halves_the_batch_and_remembers(standin, checkpoint: Path,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("SHARP_STANDIN_MAX_BATCH", "2")
     images = [fetched(i, s) for i, s in enumerate(SHAPES)]
-    predictor = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=8)
+    predictor = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=8))
     with caplog.at_level(logging.WARNING):
         results = predictor.predict(images)
     assert "out of device memory with 5 images per pass; using 2" in caplog.text
@@ -198,7 +198,7 @@ def test_out_of_memory_halves_the_batch_and_remembers(standin, checkpoint: Path,
 
 def test_out_of_memory_for_one_image_is_a_transient_failure(standin, checkpoint: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARP_STANDIN_MAX_BATCH", "0")
-    results = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=2).predict(
+    results = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=2)).predict(
         [fetched(0, SHAPES[0]), fetched(1, SHAPES[1])])
     assert [r.reason for r in results] == ["device_oom", "device_oom"]
     assert all(isinstance(r, Failure) and r.transient and r.stage == "predict" for r in results)
@@ -207,7 +207,7 @@ def test_out_of_memory_for_one_image_is_a_transient_failure(standin, checkpoint:
 
 def test_failing_image_fails_alone(standin, checkpoint: Path) -> None:
     images = [fetched(0, SHAPES[0]), fetched(1, SHAPES[1], black=True), fetched(2, SHAPES[2])]
-    results = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=4).predict(images)
+    results = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=4)).predict(images)
     assert isinstance(results[1], Failure)
     assert results[1].reason == "predict_error" and not results[1].transient
     assert "all-black" in results[1].detail and results[1].item_id == "img1"
@@ -220,7 +220,8 @@ def test_bad_decoded_input_fails_before_the_model(standin, checkpoint: Path) -> 
     bad = fetched(0, SHAPES[0])
     bad.rgb = bad.rgb.astype(np.float32)
     good = fetched(1, SHAPES[1])
-    results = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=4).predict([bad, good])
+    results = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu",
+                                          batch_size=4)).predict([bad, good])
     assert isinstance(results[0], Failure) and results[0].reason == "bad_input"
     assert not isinstance(results[1], Failure)
     assert standin.CREATED[-1].batch_sizes == [1]
@@ -228,7 +229,7 @@ def test_bad_decoded_input_fails_before_the_model(standin, checkpoint: Path) -> 
 
 def test_device_fault_is_fatal(standin, checkpoint: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARP_STANDIN_FATAL", "1")
-    predictor = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=2)
+    predictor = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=2))
     with pytest.raises(FatalDeviceError, match="illegal memory access"):
         predictor.predict([fetched(0, SHAPES[0]), fetched(1, SHAPES[1])])
 
@@ -236,9 +237,9 @@ def test_device_fault_is_fatal(standin, checkpoint: Path, monkeypatch) -> None:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_trunk_changes_outputs_slightly(standin, checkpoint: Path, precision: str) -> None:
     images = [fetched(i, s) for i, s in enumerate(SHAPES[:3])]
-    full = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=3).predict(images)
-    low = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu", batch_size=3,
-                         precision=precision).predict(images)
+    full = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=3)).predict(images)
+    low = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu", batch_size=3,
+                         precision=precision)).predict(images)
     assert not any(isinstance(r, Failure) for r in low)
     for a, b in zip(full, low, strict=True):
         va, vb = a.to_gaussians().vertices, b.to_gaussians().vertices
@@ -253,14 +254,14 @@ def test_checkpoint_from_the_torch_hub_cache_and_download(standin, checkpoint: P
     with FileServer() as server:
         url = server.put("/models/sharp/sharp_2572gikvuh.pt", checkpoint.read_bytes())
         with caplog.at_level(logging.INFO):
-            first = SharpPredictor(checkpoint_path=None, device="cpu", checkpoint_url=url)
+            first = SharpPredictor(SharpOptions(checkpoint_path=None, device="cpu", checkpoint_url=url))
             first.load()
         assert "downloading the SHARP checkpoint (about 2.8 GB)" in caplog.text
         cached = tmp_path / "torch" / "hub" / "checkpoints" / "sharp_2572gikvuh.pt"
         assert cached.read_bytes() == checkpoint.read_bytes()
         caplog.clear()
         with caplog.at_level(logging.INFO):
-            second = SharpPredictor(checkpoint_path=None, device="cpu", checkpoint_url=url)
+            second = SharpPredictor(SharpOptions(checkpoint_path=None, device="cpu", checkpoint_url=url))
             res = second.predict([fetched(0, SHAPES[0])])[0]
         assert "torch hub cache" in caplog.text and "downloading" not in caplog.text
         assert server.hits("/models/sharp/sharp_2572gikvuh.pt") == 1
@@ -273,29 +274,29 @@ def test_failed_download_says_what_to_do(standin, tmp_path: Path, monkeypatch) -
     with FileServer() as server:
         url = server.url("/models/sharp/missing.pt")
         with pytest.raises(ConfigError, match="SHARP_CHECKPOINT_PATH"):
-            SharpPredictor(checkpoint_path=None, device="cpu", checkpoint_url=url).load()
+            SharpPredictor(SharpOptions(checkpoint_path=None, device="cpu", checkpoint_url=url)).load()
 
 
 def test_configuration_errors(standin, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SHARP_PRECISION"):
-        SharpPredictor(checkpoint_path=None, precision="int8")
+        SharpPredictor(SharpOptions(checkpoint_path=None, precision="int8"))
     with pytest.raises(ConfigError, match="SHARP_BATCH_SIZE"):
-        SharpPredictor(checkpoint_path=None, batch_size=0)
+        SharpPredictor(SharpOptions(checkpoint_path=None, batch_size=0))
     with pytest.raises(ConfigError, match="not name a file"):
-        SharpPredictor(checkpoint_path=str(tmp_path / "nope.pt"), device="cpu").load()
+        SharpPredictor(SharpOptions(checkpoint_path=str(tmp_path / "nope.pt"), device="cpu")).load()
     import torch
 
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
-            SharpPredictor(checkpoint_path=None, device="cuda").load()
+            SharpPredictor(SharpOptions(checkpoint_path=None, device="cuda")).load()
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot read"):
-        SharpPredictor(checkpoint_path=str(broken), device="cpu").load()
+        SharpPredictor(SharpOptions(checkpoint_path=str(broken), device="cpu")).load()
     wrong = tmp_path / "wrong.pt"
     torch.save({"unexpected.weight": torch.zeros(1)}, wrong)
     with pytest.raises(ConfigError, match="does not fit"):
-        SharpPredictor(checkpoint_path=str(wrong), device="cpu").load()
+        SharpPredictor(SharpOptions(checkpoint_path=str(wrong), device="cpu")).load()
 
 
 def test_availability_follows_the_package(standin) -> None:
@@ -311,7 +312,7 @@ def test_without_ml_sharp_the_error_explains_how_to_install(monkeypatch) -> None
     help_text = describe_install_help()
     assert "--predictor planar" in help_text and "sharp-cli" in help_text and "ml-sharp" in help_text
     with pytest.raises(ConfigError, match="--predictor planar"):
-        SharpPredictor(checkpoint_path=None).load()
+        SharpPredictor(SharpOptions(checkpoint_path=None)).load()
 
 
 def test_agrees_with_the_upstream_named_api_end_to_end(standin, checkpoint: Path, tmp_path: Path) -> None:
@@ -321,7 +322,7 @@ def test_agrees_with_the_upstream_named_api_end_to_end(standin, checkpoint: Path
     from sharp.utils.gaussians import load_ply, save_ply, unproject_gaussians
 
     img = fetched(4, SHAPES[4])
-    ours = SharpPredictor(checkpoint_path=str(checkpoint), device="cpu").predict([img])[0].to_gaussians()
+    ours = SharpPredictor(SharpOptions(checkpoint_path=str(checkpoint), device="cpu")).predict([img])[0].to_gaussians()
     write_ply(ours, tmp_path / "ours.ply")
     model = standin.create_predictor(standin.PredictorParams())
     model.load_state_dict(torch.load(checkpoint, weights_only=True))

@@ -80,28 +80,41 @@ def describe_install_help() -> str:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SharpOptions:
+    """Which SHARP weights to run, where, and how many images at once (built once from the settings)."""
+
+    checkpoint_path: str | None = None  # None: download ``checkpoint_url`` into the cache
+    device: str = "default"
+    batch_size: int = 1
+    precision: str = "fp32"
+    checkpoint_url: str = DEFAULT_MODEL_URL
+    unproject_on_device: bool | None = None
+    random_weights: bool = False
+
+
 class SharpPredictor:
     """The ``sharp`` predictor (see the module docstring)."""
 
     name = "sharp"
 
-    def __init__(self, *, checkpoint_path: str | None, device: str = "default", batch_size: int = 1,
-                 precision: str = "fp32", log: logging.Logger | None = None,
-                 checkpoint_url: str = DEFAULT_MODEL_URL, unproject_on_device: bool | None = None,
-                 random_weights: bool = False) -> None:
+    def __init__(self, options: SharpOptions, *, log: logging.Logger | None = None) -> None:
+        o = options
+        checkpoint_path, checkpoint_url, random_weights = o.checkpoint_path, o.checkpoint_url, o.random_weights
         if random_weights and checkpoint_path:
             raise ConfigError("random weights and SHARP_CHECKPOINT_PATH exclude each other; choose one")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"SHARP_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if batch_size < 1:
-            raise ConfigError(f"SHARP_BATCH_SIZE must be at least 1, got {batch_size}")
+        if o.precision not in PRECISIONS:
+            raise ConfigError(f"SHARP_PRECISION must be one of {', '.join(PRECISIONS)}, got {o.precision!r}")
+        if o.batch_size < 1:
+            raise ConfigError(f"SHARP_BATCH_SIZE must be at least 1, got {o.batch_size}")
+        batch_size = o.batch_size
         self.batch_size = batch_size
         self._checkpoint_path = checkpoint_path or None
-        self._device_name = device or "default"
-        self._precision = precision
+        self._device_name = o.device or "default"
+        self._precision = o.precision
         self._log = log or logger
         self._url = checkpoint_url
-        self._unproject_on_device = unproject_on_device  # None: on CUDA only (MPS lacks float64)
+        self._unproject_on_device = o.unproject_on_device  # None: on CUDA only (MPS lacks float64)
         self._random_weights = random_weights
         source = self._checkpoint_path or checkpoint_url
         self.model_version = RANDOM_WEIGHTS_VERSION if random_weights else Path(source.rsplit("/", 1)[-1]).stem
