@@ -29,7 +29,6 @@ from .ray_stages import (
     FAILURE,
     FATAL,
     FEED_END,
-    FetchOptions,
     PredictActor,
     feed_rows,
     fetch_rows,
@@ -192,8 +191,6 @@ class RayExecutor:
             raise ConfigError(f"RAY_NUM_GPUS: {actors} predictor actors need {actors} GPUs, "
                               f"the cluster has {self._gpus:g}")
         gpu_args = {"num_gpus": 1} if self._gpus >= 1 else {}
-        fetch_opts = FetchOptions(runner.images_dir.resolve(), ro.fetch.max_pixels, ro.fetch.max_bytes,
-                                  ro.fetch.attempts, ro.fetch.timeout_s)
         # GSPLAT_UPLOAD: post-process tasks only write the file to share; the driver's publisher
         # feeds the runner's share stage, as in the thread executor.
         pp_opts = runner.pp_opts
@@ -203,7 +200,7 @@ class RayExecutor:
             seeds.map_batches(feed_rows, batch_size=1, num_cpus=0.01,
                               fn_kwargs={"queue": self._queue, "chunk": opts.fetch_batch})
             .map_batches(fetch_rows, batch_size=opts.fetch_batch, num_cpus=opts.fetch_cpus,
-                         fn_kwargs={"opts": fetch_opts})
+                         fn_kwargs={"opts": ro.fetch, "images_dir": runner.images_dir.resolve()})
             .map_batches(PredictActor, batch_size=max(1, runner.predictor.batch_size),
                          compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
                          num_cpus=opts.actor_cpus, fn_constructor_kwargs={"predictor": runner.predictor},

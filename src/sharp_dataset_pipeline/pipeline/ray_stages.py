@@ -28,6 +28,7 @@ from ..errors import FatalDeviceError, PermanentError, RateLimited, TransientErr
 from ..fetch.fetcher import fetch_item
 from ..predict.base import Predictor
 from ..records import Failure, FetchedImage, Item
+from .options import FetchPoolOptions
 from .stages import PostprocessOptions, failure_from_error, postprocess_item, with_source
 
 log = logging.getLogger(__name__)
@@ -110,16 +111,7 @@ def feed_rows(batch: dict[str, np.ndarray], *, queue: Any, chunk: int) -> Iterat
             return
 
 
-@dataclass(frozen=True)
-class FetchOptions:
-    images_dir: Path
-    max_pixels: int
-    max_bytes: int
-    attempts: int
-    deadline_s: float | None = None  # FETCH_TIMEOUT_SECS: one download, retries included
-
-
-def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchOptions) -> dict[str, np.ndarray]:
+def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchPoolOptions, images_dir: Path) -> dict[str, np.ndarray]:
     """Download or read each photo into the run folder and decode it; one failure row per bad photo."""
     from ..net import make_client
 
@@ -133,9 +125,9 @@ def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchOptions) -> dict[str,
             started = time.perf_counter()
             info: dict[str, Any] = {}
             try:
-                fetched = fetch_item(item, opts.images_dir, client, max_pixels=opts.max_pixels,
+                fetched = fetch_item(item, images_dir, client, max_pixels=opts.max_pixels,
                                      max_bytes=opts.max_bytes, attempts=opts.attempts,
-                                     deadline_s=opts.deadline_s)
+                                     deadline_s=opts.timeout_s)
             except (TransientError, PermanentError, RateLimited, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     info["disk_full"] = True
