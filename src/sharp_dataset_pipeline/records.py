@@ -161,6 +161,13 @@ class IndexRow:
     gsplat_url: str = ""
     gsplat_share_id: str = ""
     gsplat_model_id: str = ""
+    # LAYOUT=shards only (empty in the files layout): the item's WebDataset key, the shards holding its
+    # bytes, and its tar members as JSON (``[{"shard", "name", "field", "offset", "size", "sha256"}]``,
+    # sorted by field). Its ``image_path``/``ply_path`` are then empty and ``extra_files`` is ``[]``.
+    shard_key: str = ""
+    shard_path: str = ""
+    ply_shard_path: str = ""
+    members: str = ""
 
     def __post_init__(self) -> None:
         # The item's URL may carry a signature or key that the download needed; the dataset must not.
@@ -196,6 +203,9 @@ class ProcessedItem:
     followup_payload: str = ""
     # GSPLAT_UPLOAD=1: the file the share stage uploads after publish (kept until it has).
     share_file: Path | None = None
+    # SHARP's camera for the item (intrinsics, extrinsics, image size, disparity, colour space,
+    # version): what the splat formats cannot carry; the sharded layout publishes it in ``<key>.json``.
+    camera: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

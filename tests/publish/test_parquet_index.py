@@ -3,6 +3,7 @@ bounded row groups, merges and compaction plans."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -45,6 +46,8 @@ def _entry(item_id: str, *, full: bool = True, processed_at: str = "2026-12-01T0
         )
     members = tuple(ShardMember(shard, f"{key}.{f}", f, 512 * (n + 1), 100 + n, f"{n:02d}" * 32)
                     for n, f in enumerate(("jpg", "json", "spz", "webp")))
+    # A sharded row carries where its bytes are (what ``entry_of_row`` reads back into typed columns).
+    row = dataclasses.replace(row, shard_key=key, shard_path=shard, members=pi.members_json(members))
     return IndexEntry(row, key=key, shard_path=shard, members=members,
                       preview=preview if preview is not None else _webp((200, 10, 10)),
                       preview_path=f"{key}.webp")

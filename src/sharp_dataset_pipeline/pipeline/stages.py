@@ -11,6 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import PermanentError, RateLimited, TransientError
 from ..predict.base import RawSplat
@@ -92,7 +93,22 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
     row.processed_at = utc_now_iso()
     row.client_id = opts.client_id
     payload = str(item.meta.get("download_location", ""))
-    return ProcessedItem(row=row, files=files, followup_payload=payload, share_file=share_file)
+    return ProcessedItem(row=row, files=files, followup_payload=payload, share_file=share_file,
+                         camera=camera_metadata(gaussians))
+
+
+def camera_metadata(g: Gaussians) -> dict[str, Any]:
+    """SHARP's camera and scene metadata as JSON values: what the PLY's extra elements hold and the
+    splat formats (SPZ) cannot carry, published as the sharded layout's ``<key>.json``."""
+    return {
+        "intrinsics": [[float(v) for v in r] for r in g.intrinsic.reshape(3, 3)],
+        "extrinsics": [[float(v) for v in r] for r in g.extrinsic.reshape(4, 4)],
+        "image_size": [int(g.width), int(g.height)],
+        "focal_px": float(g.focal_px),
+        "disparity": [float(v) for v in g.disparity] if g.disparity is not None else None,
+        "color_space": int(g.color_space),
+        "version": [int(v) for v in g.version],
+    }
 
 
 def _share_file(item_id: str, g: Gaussians, ply_local: Path, extras: list[ExtraFile],

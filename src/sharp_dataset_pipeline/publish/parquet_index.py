@@ -39,6 +39,8 @@ LAYOUTS = ("shards", "files")
 # IndexRow numbers whose 0 means "not known" (no photo has 0 pixels, no file 0 bytes): null in Parquet.
 _ZERO_IS_MISSING = frozenset({"image_size", "ply_size", "width", "height", "focal_px", "num_gaussians"})
 _LIST_FIELDS = frozenset({"tags", "topics"})
+# IndexRow's sharded-layout fields: typed columns of their own (``key``, ``shard_path``, ``members``…).
+SHARD_ROW_FIELDS = ("shard_key", "shard_path", "ply_shard_path", "members")
 _ROW_OVERHEAD = 64  # bytes per row beyond the values: offsets, validity bits, list headers
 
 _FILE_STRUCT = pa.struct([("path", pa.string()), ("kind", pa.string()), ("size", pa.int64()),
@@ -122,6 +124,8 @@ def _row_columns() -> list[tuple[str, pa.DataType]]:
     kinds = _row_kinds()
     cols: list[tuple[str, pa.DataType]] = []
     for f in dataclasses.fields(IndexRow):
+        if f.name in SHARD_ROW_FIELDS:
+            continue
         if f.name in _LIST_FIELDS:
             cols.append((f.name, pa.list_(pa.string())))
         elif f.name == "extra_files":
@@ -171,6 +175,8 @@ def entry_record(entry: IndexEntry) -> dict[str, Any]:
         raise StoreError("an index row needs an id")
     rec: dict[str, Any] = {}
     for f in dataclasses.fields(IndexRow):
+        if f.name in SHARD_ROW_FIELDS:
+            continue
         value = getattr(entry.row, f.name)
         if f.name in _LIST_FIELDS:
             value = _split_list(value or "")
@@ -189,8 +195,11 @@ def entry_from_record(rec: dict[str, Any]) -> IndexEntry:
     """Back from a typed record to an entry (nulls become ``IndexRow``'s ``''`` / ``0`` again)."""
     values: dict[str, Any] = {}
     kinds = _row_kinds()
+    members = tuple(ShardMember(**m) for m in rec.get("members") or ())
     for f in dataclasses.fields(IndexRow):
         value = rec.get(f.name)
+        if f.name in SHARD_ROW_FIELDS:
+            continue
         if f.name in _LIST_FIELDS:
             value = ", ".join(value or [])
         elif f.name == "extra_files":
@@ -198,11 +207,37 @@ def entry_from_record(rec: dict[str, Any]) -> IndexEntry:
         elif value is None:
             value = kinds[f.name]()
         values[f.name] = value
+    values.update(shard_key=rec.get("key") or "", shard_path=rec.get("shard_path") or "",
+                  ply_shard_path=rec.get("ply_shard_path") or "", members=members_json(members) if members else "")
     preview = rec.get("preview") or {}
     return IndexEntry(IndexRow(**values), layout=rec.get("layout") or "files", key=rec.get("key"),
                       shard_path=rec.get("shard_path"), ply_shard_path=rec.get("ply_shard_path"),
-                      members=tuple(ShardMember(**m) for m in rec.get("members") or ()),
-                      preview=preview.get("bytes"), preview_path=preview.get("path"))
+                      members=members, preview=preview.get("bytes"), preview_path=preview.get("path"))
+
+
+def members_json(members: Iterable[ShardMember]) -> str:
+    """``IndexRow.members``: the members as JSON, sorted by field (deterministic)."""
+    return json.dumps([dataclasses.asdict(m) for m in sorted(members, key=lambda m: (m.field, m.shard))],
+                      sort_keys=True, separators=(",", ":"))
+
+
+def row_members(row: IndexRow) -> tuple[ShardMember, ...]:
+    """An index row's tar members (none in the files layout). Raises ``StoreError`` if malformed."""
+    if not row.members:
+        return ()
+    try:
+        return tuple(ShardMember(**m) for m in json.loads(row.members))
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"item {row.id}: members is not a list of members: {exc}") from exc
+
+
+def entry_of_row(row: IndexRow, preview: bytes | None = None, preview_path: str | None = None) -> IndexEntry:
+    """The Parquet entry of a JSONL index row (either layout), with its preview image bytes."""
+    if not row.shard_path:
+        return IndexEntry(row, layout="files", preview=preview, preview_path=preview_path)
+    return IndexEntry(row, layout="shards", key=row.shard_key or None, shard_path=row.shard_path,
+                      ply_shard_path=row.ply_shard_path or None, members=row_members(row),
+                      preview=preview, preview_path=preview_path)
 
 
 def shard_members(shard_path: str, records: Iterable[MemberRecord]) -> tuple[ShardMember, ...]:
@@ -220,7 +255,7 @@ def member_json(row: IndexRow, camera: dict[str, Any]) -> bytes:
     """
     rec = entry_record(IndexEntry(row))
     for name in ("layout", "key", "shard_path", "ply_shard_path", "members", "preview"):
-        rec.pop(name)
+        rec.pop(name)  # the shard columns: the json member sits inside the shard it would describe
     rec["camera"] = camera
     try:
         return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

@@ -126,7 +126,7 @@ def index_part_path(digest: str) -> str:
 
 
 def plan_shards(items: Sequence[PlannedItem], batch: str, *, kind: str = "splats",
-                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[ShardPlan]:
+                max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, first_part: int = 0) -> list[ShardPlan]:
     """Split one batch into shards of at most ``max_shard_bytes`` (exact tar sizes, see ``tar_shard``).
 
     Items go in key order (the order ``tar_shard.write_shard`` writes them), filling each shard before
@@ -146,11 +146,12 @@ def plan_shards(items: Sequence[PlannedItem], batch: str, *, kind: str = "splats
     for key, item in keyed:
         cost = item_tar_bytes(key, item.field_sizes)
         if ids and finish_tar_bytes(used + cost) > max_shard_bytes:
-            plans.append(ShardPlan(shard_path(batch, len(plans), kind=kind), tuple(ids), finish_tar_bytes(used)))
+            plans.append(ShardPlan(shard_path(batch, first_part + len(plans), kind=kind), tuple(ids),
+                                   finish_tar_bytes(used)))
             ids, used = [], 0
         ids.append(item.item_id)
         used += cost
-    plans.append(ShardPlan(shard_path(batch, len(plans), kind=kind), tuple(ids), finish_tar_bytes(used)))
+    plans.append(ShardPlan(shard_path(batch, first_part + len(plans), kind=kind), tuple(ids), finish_tar_bytes(used)))
     return plans
 
 
