@@ -217,3 +217,35 @@ def test_an_lfs_copy_or_rename_is_server_side(tmp_path: Path) -> None:
         assert hub.stats["lfs_bytes_received"] == sent and hub.stats["inline_bytes_received"] == 0
         assert hub.history(REPO)[-1].lfs_added == ["b/big.tar"] and "a/big.tar" not in hub.files(REPO)
         assert _download(hub, "b/big.tar", tmp_path, moved) == BIG
+
+
+@pytest.mark.parametrize("refusal", [412, 409, 500])
+def test_a_refused_commit_attempt_sends_no_file_again(tmp_path: Path, refusal: int) -> None:
+    """The store uploads an item's files once, before its first commit attempt: after a 412 (decided
+    again at the new head), a 409 or an unknown outcome (500, nothing applied) the next attempt reuses
+    the uploaded operations, so no LFS batch call, storage PUT or preupload of those files is repeated."""
+    clock = ManualClock()
+    with HubEmulator(clock=clock) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "cache",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+        store.open()
+        hub.faults.script = [refusal]
+        before = {k: hub.stats[k] for k in ("preupload", "api", "lfs_batch", "inline_bytes_received")}
+        item, ply, data = _big_item(tmp_path / "items", "big1")
+        small = sum(f.size for f in item.files if f is not ply)
+        receipt = store.publish(Batch("c1", items=[item]))
+        assert receipt.published_ids == ["big1"] and hub.stats[f"status_{refusal}"] == 1
+        assert len(hub.history(REPO)) == 3  # .gitattributes, the card, the batch: applied once
+        assert hub.stats["lfs_batch"] - before["lfs_batch"] == 1 and hub.stats["lfs_put_requests"] == 1
+        assert hub.stats["lfs_bytes_received"] == len(data) and hub.stats["lfs_already_present"] == 0
+        # the item's small files went inline in each of the two attempts (that is what inline means)
+        inline = hub.stats["inline_bytes_received"] - before["inline_bytes_received"]
+        assert inline >= 2 * small
+        # one preupload for the files on disk, then one per attempt for the in-memory coordination files
+        assert hub.stats["preupload"] - before["preupload"] == 3
+        assert hub.files(REPO)[ply.repo_path] == data and ply.repo_path in hub.history(REPO)[-1].lfs_added
+        report = store.budget_report()
+        assert report["lfs_uploads"] == 1 and report["lfs_bytes"] == len(data)
+        # the client's API count covers every API request the Hub saw since open (LFS verify included)
+        assert report["api_calls"] >= hub.stats["api"] - before["api"]
+        store.close()

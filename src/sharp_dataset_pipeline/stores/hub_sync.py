@@ -11,8 +11,16 @@ made at; the retry rules follow the Hub's behaviour (reference §6.3, see ``hub_
   for the attempt's unique file before deciding anything. An attempt that may still land cannot
   land twice: it names a parent that any later success supersedes.
 
-Operation objects are built fresh for every attempt (the client mutates them), and nothing is
-reported as committed unless the server answered with the new sha or a later head contains it.
+Files on disk (item files, shards, Parquet index shards) are uploaded once per intent, before
+the first commit attempt, with ``HfApi.preupload_lfs_files``: the server answers per file whether
+it goes through LFS (then its bytes are sent now, to the storage host) or inline. The operation
+objects of those files are kept and reused by every attempt of the intent, so a 412, 409, 429 or
+unknown outcome never sends their bytes again (the client skips ops it already uploaded, and marks
+an op committed only when a commit succeeded). An upload that fails is repeated like a read (it is
+content-addressed: nothing can land twice) and costs no commit. The small coordination files held
+in memory are built fresh for every attempt (the client mutates an op: its remote oid must be the
+one at the parent being committed on). Nothing is reported as committed unless the server answered
+with the new sha or a later head contains it.
 Heads that go backwards (a lagging repo-info answer) are detected and re-read through the refs
 endpoint. A ``CommitBudget`` keeps everything this client commits under its hourly budget, and
 API calls are counted (and held under a 5-minute budget) for ``budget_report()``.
@@ -110,6 +118,8 @@ class HubSync:
         report["commit_pause_s"] = round(self._commits.paused_for(), 3)
         report["leases_lost"] = self._counter.totals["lease_lost"]
         report["lagged_head_reads"] = self._counter.totals["lagged_head"]
+        report["lfs_uploads"] = self._counter.totals["lfs_uploads"]  # files sent to LFS (an upper bound)
+        report["lfs_bytes"] = self._counter.totals["lfs_bytes"]
         return report
 
     # -- reads -----------------------------------------------------------------------------------
@@ -211,18 +221,62 @@ class HubSync:
 
     # -- the commit loop -------------------------------------------------------------------------
 
-    def _send(self, plan: Plan, parent: str) -> str:
+    def upload(self, plan: Plan, uploads: dict[str, _Upload]) -> None:
+        """Upload the plan's files on disk that ``uploads`` (this intent's) does not hold yet.
+
+        One ``preupload_lfs_files`` call: preupload chunks of 256 files, then for the ``lfs`` ones
+        the LFS batch API (chunks of 256), one storage PUT and one verify each. Counted as API calls
+        as if every LFS object needed its bytes sent (an upper bound: objects the repo already holds
+        skip the PUT and the verify), the PUTs as ``lfs_uploads``.
+        """
+        from huggingface_hub import CommitOperationAdd
+
+        fresh: list[_Upload] = []
+        for path, content in plan.adds.items():
+            if isinstance(content, bytes):
+                continue
+            key = _source_key(content)
+            known = uploads.get(path)
+            if known is None or known.source != key:
+                op = CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(content))
+                uploads[path] = _Upload(key, op)
+                fresh.append(uploads[path])
+        if not fresh:
+            return
+        ops = [u.op for u in fresh]
+
+        def once() -> None:
+            self.wait(self._api_limit.delay(), "API calls per 5 minutes")
+            self.count("api", math.ceil(len(ops) / 256))  # preupload chunks
+            try:
+                self.api.preupload_lfs_files(self.repo_id, ops, repo_type=self.repo_type, free_memory=False)
+            except RuntimeError as exc:  # the client wraps a failed LFS transfer; its cause says what failed
+                if isinstance(exc.__cause__, hub_retry.failure_types()):
+                    raise exc.__cause__ from None
+                raise
+
+        self._read(once, f"an upload of {len(ops)} files to {self.repo_id}", attempts=6)
+        # Which files the server sent through LFS: the client keeps it on the op (no public field).
+        lfs = sum(1 for op in ops if op._upload_mode == "lfs")
+        if lfs:
+            self.count("api", math.ceil(lfs / 256) + lfs)  # LFS batch chunks + one verify per object
+            self.count("lfs_uploads", lfs)
+            self.count("lfs_bytes", sum(op.upload_info.size for op in ops if op._upload_mode == "lfs"))
+
+    def _send(self, plan: Plan, parent: str, uploads: dict[str, _Upload]) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-        # Fresh operation objects every attempt: the client mutates them (upload mode, remote oid).
+        # Files on disk: this intent's uploaded ops, reused. In-memory files: fresh ops every attempt,
+        # since the client mutates an op (upload mode, the remote oid it compares to skip no-ops).
         ops: list[Any] = [
-            CommitOperationAdd(path_in_repo=p, path_or_fileobj=c if isinstance(c, bytes) else str(c))
+            uploads[p].op if not isinstance(c, bytes) else CommitOperationAdd(path_in_repo=p, path_or_fileobj=c)
             for p, c in plan.adds.items()
         ]
         ops += [CommitOperationDelete(path_in_repo=p) for p in plan.deletes]
+        inline = sum(1 for c in plan.adds.values() if isinstance(c, bytes))
         self._commits.record()
         self.count("commit")
-        self.count("api", 1 + math.ceil(len(plan.adds) / 256))  # preupload chunks + the commit
+        self.count("api", 1 + math.ceil(inline / 256))  # preupload chunks of the in-memory files + the commit
         info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
                                       repo_type=self.repo_type, parent_commit=parent)
         if not info.oid or info.oid == parent:
@@ -245,6 +299,7 @@ class HubSync:
         if pre_read and cached is not None:
             self._note_contention(state.sha != cached.sha)
         intent = _Intent(pre_read)
+        uploads: dict[str, _Upload] = {}
         plan: Plan | None = None
         while True:
             for earlier in intent.unresolved:
@@ -255,9 +310,10 @@ class HubSync:
                 plan = build(state)
                 if plan is None or not (plan.adds or plan.deletes):
                     return plan, state
+            self.upload(plan, uploads)  # before the commit budget is waited for: uploads cost no commit
             self.wait(max(self._commits.delay(), self._api_limit.delay()), "commit budget")
             try:
-                sha = self._send(plan, state.sha)
+                sha = self._send(plan, state.sha, uploads)
             except (*hub_retry.failure_types(), ValueError) as exc:  # the rest is a bug: it propagates
                 if self._after_failure(exc, plan, state.sha, intent):
                     state, plan = self.refresh(), None
@@ -315,6 +371,20 @@ class HubSync:
     def _give_up_after(self, tries: int, limit: int, plan: Plan, what: str) -> None:
         if tries > limit:
             raise StoreError(f"hub commit '{plan.title}' abandoned after {tries} {what}")
+
+
+def _source_key(path: Path) -> tuple[str, int, int]:
+    """What identifies a local file's content for reuse of its uploaded op: path, size, mtime."""
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class _Upload:
+    """One file of an intent, uploaded: its op is reused by every commit attempt of the intent."""
+
+    source: tuple[str, int, int]
+    op: Any  # huggingface_hub.CommitOperationAdd, already through preupload_lfs_files
 
 
 @dataclass
