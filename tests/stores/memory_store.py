@@ -22,7 +22,7 @@ from sharp_dataset_pipeline.ledger.status import ClientActivity, FailedItem, Led
 from sharp_dataset_pipeline.ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from sharp_dataset_pipeline.publish.index import encode_rows, row_file_refs
 from sharp_dataset_pipeline.records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
-from sharp_dataset_pipeline.stores.base import PublishReceipt, UnitStatus
+from sharp_dataset_pipeline.stores.base import PublishPacing, PublishReceipt, UnitStatus
 
 INDEX = "train.jsonl"  # the one index "file": every visible row, in publish order
 
@@ -42,8 +42,10 @@ class _Books:
 class MemoryStore:
     """``Store`` in memory."""
 
-    def __init__(self, scratch: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, scratch: Path, clock: Callable[[], float] = time.time, commits_per_hour: int = 0) -> None:
+        """``commits_per_hour`` > 0 plays a store with a commit budget (publish steps sized by it)."""
         self.description = "memory:"
+        self.commits_per_hour = commits_per_hour
         self.books = _Books()
         self.lock = threading.Lock()
         self.clock = clock
@@ -54,6 +56,14 @@ class MemoryStore:
 
     def budget_report(self) -> dict[str, Any]:
         return {}
+
+    def publish_pacing(self) -> PublishPacing:
+        """The budget given, and each client's last publish step from this store's events."""
+        with self.lock:
+            last: dict[str, float] = {}
+            for e in self.books.events:
+                last[e.client] = max(last.get(e.client, e.t), e.t)
+            return PublishPacing(self.commits_per_hour, last, self.clock())
 
     def open(self) -> None: ...
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..publish.batch_sizing import BatchPolicy
 from ..splat.formats import FormatOptions
 
 
@@ -54,6 +55,9 @@ class BatchOptions:
     size: int = 32
     wait_s: float = 1.0
     keep_run_files: bool = True
+    # The sharded layout: batches sized from the store's commit budget (``publish/batch_sizing``);
+    # None keeps ``size`` / ``wait_s`` (the files layout, and any store without a commit budget).
+    policy: BatchPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -99,5 +103,5 @@ _FLAT_NAMES: dict[str, tuple[str, str]] = {
     "upload_workers": ("post", "workers"), "upload_queue_max": ("post", "queue_max"),
     "fanout": ("post", "fanout"), "formats": ("post", "formats"),
     "batch_size": ("batch", "size"), "batch_wait_s": ("batch", "wait_s"),
-    "keep_run_files": ("batch", "keep_run_files"),
+    "keep_run_files": ("batch", "keep_run_files"), "batch_policy": ("batch", "policy"),
 }

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..observe.events import EventSink
+from ..publish.batch_sizing import BatchPolicy
 from ..records import Batch, Failure, Followup, ProcessedItem
 from ..stores.base import Store
 from .options import BatchOptions, ClaimOptions
+from .pacing import BatchPacer
 from .stop import StopControl
 from .tracker import UnitTracker
 
@@ -36,13 +38,16 @@ class PublishOptions:
     followup_kind: str = ""
     delete_published_run_files: bool = False
     redo: str = ""
+    # Batches sized from the store's commit budget and active clients (the sharded layout); None:
+    # ``batch_size`` / ``batch_wait_s`` as they are. Its ``commits_per_hour`` is the store's.
+    policy: BatchPolicy | None = None
 
     @classmethod
     def of(cls, client_id: str, claim: ClaimOptions, batch: BatchOptions, followup_kind: str = "") -> PublishOptions:
         """The publisher's view of a run's claim and batch groups."""
         return cls(client_id, batch.size, batch.wait_s, claim.lease_ttl_s, claim.max_item_attempts,
                    followup_kind=followup_kind, delete_published_run_files=not batch.keep_run_files,
-                   redo=claim.redo)
+                   redo=claim.redo, policy=batch.policy)
 
 
 @dataclass
@@ -80,6 +85,8 @@ class BatchPublisher:
         self.failed_store = False
         self._last_flush = clock()
         self._pending = _Pending()
+        self.pacer = BatchPacer(store, opts.client_id, opts.policy, batch_size=opts.batch_size,
+                                batch_wait_s=opts.batch_wait_s, clock=clock)
 
     def run(self) -> None:
         while True:
@@ -96,6 +103,7 @@ class BatchPublisher:
 
     def _add(self, bucket: list, msg: object) -> None:
         bucket.append(msg)
+        self.pacer.arrived()
         if self._pending.since is None:
             self._pending.since = self.clock()
 
@@ -108,13 +116,11 @@ class BatchPublisher:
     def _due(self) -> bool:
         now = self.clock()
         pending = self._pending
-        if pending.size() >= self.opts.batch_size:
-            return True
-        if pending.since is not None and now - pending.since >= self.opts.batch_wait_s:
+        if self.pacer.due(pending.size(), pending.since):
             return True
         if pending.size() == 0 and self.tracker.ready_after([]):
             return True
-        renew_every = max(1.0, self.opts.lease_ttl_s / 3)
+        renew_every = self.pacer.renew_every(self.opts.lease_ttl_s)
         return bool(self.tracker.held()) and now - self._last_flush >= renew_every
 
     def _retry_later(self, f: Failure) -> bool:
@@ -185,6 +191,8 @@ class BatchPublisher:
             return
         self.sink.busy("publish", self.clock() - started)
         self.sink.count("publish", "batches")
+        if receipt.commit:
+            self.pacer.committed()
         published = set(receipt.published_ids)
         self.sink.count("publish", "published", len(published))
         if receipt.replaced_ids:

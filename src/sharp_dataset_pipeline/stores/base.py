@@ -12,7 +12,7 @@ Both stores (``local`` and ``hub``) have the same layout and the same semantics:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,21 @@ class PublishReceipt:
     units_held: list[str] = field(default_factory=list)
     # Published ids whose earlier row (and files) this step replaced (``Batch.redo``).
     replaced_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PublishPacing:
+    """What a store knows that sizes publish steps (``publish/batch_sizing``): its commit budget and when
+    each client last published, from its ledger.
+
+    ``commits_per_hour`` 0: the store has no commit budget (the local store), so the publisher keeps
+    its fixed batch size. ``last_publish`` maps a client id to the wall-clock time (the store's clock)
+    of its last publish step the store has seen; ``now`` is that clock when this was read.
+    """
+
+    commits_per_hour: int = 0
+    last_publish: Mapping[str, float] = field(default_factory=dict)
+    now: float = 0.0
 
 
 @dataclass
@@ -117,6 +132,11 @@ class Store(Protocol):
 
     def budget_report(self) -> dict[str, Any]:
         """Use of a rate-limited backend for the run summary; empty when the store has none."""
+        ...
+
+    def publish_pacing(self) -> PublishPacing:
+        """The commit budget and each client's last publish time (cheap: from a recent state, at most a
+        few small reads); a store without a commit budget answers ``commits_per_hour=0``."""
         ...
 
     def open(self) -> None:

@@ -36,7 +36,7 @@ from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
-from .base import PublishReceipt, UnitStatus
+from .base import PublishPacing, PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
 from .hub_journal import FollowupJournal, journal_path
 from .hub_ops import (
@@ -51,7 +51,7 @@ from .hub_ops import (
     plan_renew,
     to_replace,
 )
-from .hub_state import BATCH, LEDGER, SHARD, HubState
+from .hub_state import BATCH, LEDGER, PROGRESS, SHARD, HubState, parse_content
 from .hub_sync import HubSync
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ class HubStore:
         self._card_title, self._card_sources = o.card_title, list(o.card_sources)
         self._card: CardFacts | None = None  # what the repo's generated card lists (None: hand-written)
         self._client_id = o.client_id
+        self._commits_per_hour = o.commits_per_hour
+        self._progress_seen: dict[str, tuple[str, float] | None] = {}  # progress blob oid -> (client, at)
         self._buf_lock = threading.Lock()
         self._failures: list[Failure] = []
         self._followups_done: list[Followup] = []
@@ -145,6 +147,29 @@ class HubStore:
     def budget_report(self) -> dict[str, Any]:
         """Commits last hour, API calls, and both per published item (metrics + final summary)."""
         return self._sync.budget_report()
+
+    def publish_pacing(self) -> PublishPacing:
+        """The commit budget and each client's last commit time, from the progress files every publish
+        commit carries (a recent state; only progress files changed since the last call are read)."""
+        state = self._sync.current(self._max_age)
+        last: dict[str, float] = {}
+        for path in state.paths_of(PROGRESS):
+            seen = self._progress_of(state, path)
+            if seen is not None:
+                last[seen[0]] = max(last.get(seen[0], seen[1]), seen[1])
+        return PublishPacing(self._commits_per_hour, last, self._clock())
+
+    def _progress_of(self, state: HubState, path: str) -> tuple[str, float] | None:
+        """(client, time) of one progress file; None for a maintenance command's (``ops.``) or an
+        unreadable one. Cached by blob oid, and this client's own writes are known without a read."""
+        oid = state.entries[path]
+        if oid not in self._progress_seen:
+            body = state.parsed.get(path)
+            if body is None:
+                body = parse_content(PROGRESS, self._sync.download(path, state.sha))
+            ok = isinstance(body, dict) and "action" not in body and isinstance(body.get("at"), (int, float))
+            self._progress_seen[oid] = (str(body.get("client", "")), float(body["at"])) if ok else None
+        return self._progress_seen[oid]
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, re
 from ..publish.index import row_files, row_from_json, row_to_json
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
 from . import local_schema as sql
-from .base import PublishReceipt, UnitStatus
+from .base import PublishPacing, PublishReceipt, UnitStatus
 from .item_checks import beside_published, publish_failure, screen_items, units_held_back
 from .local_admin import LocalAdmin
 from .local_maintenance import RETIRE, LocalMaintenance
@@ -140,6 +140,10 @@ class LocalStore(LocalMaintenance):
 
     def budget_report(self) -> dict[str, Any]:
         return {}  # no rate-limited backend
+
+    def publish_pacing(self) -> PublishPacing:
+        """No commit budget: the publisher keeps its fixed batch size."""
+        return PublishPacing()
 
     def close(self) -> None:
         with self._conns_lock:
