@@ -144,6 +144,7 @@ def hub_options(settings: Settings, repo_id: str) -> HubOptions:
         auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
         client_id=settings.client_id,
         journal_dir=Path(settings.runs_dir) / ".state",
+        layout="files",  # the CLI publishes per-item files until it has a LAYOUT setting
     )
 
 

@@ -16,7 +16,7 @@ TTL = 3600.0
 
 
 def _store(hub: HubEmulator, clock: ManualClock, tmp_path: Path, **kw) -> HubStore:
-    store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_budgettest", client_id="steady",
+    store = HubStore(HubOptions(REPO, layout="files", endpoint=hub.url, token="hf_budgettest", client_id="steady",
                                 cache_dir=tmp_path / "cache", **kw), clock=clock, sleep=clock.sleep)
     store.open()
     return store

@@ -46,6 +46,7 @@ def test_env_token_never_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     try:
         with HubEmulator(clock=clock) as hub:
             store = HubStore(HubOptions(REPO, endpoint=hub.url, token=None, client_id="leaky?", cache_dir=cache,
+                                        layout="files",
                                         auto_compact_shards=2), clock=clock, sleep=clock.sleep)
             store.open()
             assert store.acquire(Unit("u/1", 0, 9), "leaky?", 600) is not None

@@ -62,7 +62,7 @@ def store(hub: HubEmulator, repo: str, tmp_path: Path) -> Callable[..., HubStore
     """Builder of in-process stores on the test's repo (``shift``: their clock runs that far behind)."""
 
     def build(client: str, shift: float = 0.0, **kw) -> HubStore:
-        made = HubStore(HubOptions(repo, endpoint=hub.url, token=TOKEN, client_id=client,
+        made = HubStore(HubOptions(repo, layout="files", endpoint=hub.url, token=TOKEN, client_id=client,
                                    cache_dir=tmp_path / f"cache-{client}-{next(_names)}", state_max_age_s=0.0, **kw),
                         clock=lambda: time.time() - shift, sleep=lambda s: None)
         made.open()

@@ -193,6 +193,7 @@ def test_the_hub_store_publishes_big_files_through_lfs_once_and_verifies_them(tm
     clock = ManualClock()
     with HubEmulator(clock=clock, faults=HubFaults(script=[409])) as hub:
         store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "cache",
+                                    layout="files",
                                     state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
         store.open()
         item, ply, data = _big_item(tmp_path / "items", "big1")
@@ -227,6 +228,7 @@ def test_a_refused_commit_attempt_sends_no_file_again(tmp_path: Path, refusal: i
     clock = ManualClock()
     with HubEmulator(clock=clock) as hub:
         store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "cache",
+                                    layout="files",
                                     state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
         store.open()
         hub.faults.script = [refusal]

@@ -43,6 +43,7 @@ def make_store(hub: HubEmulator, clock: ManualClock, tmp_path: Path) -> Iterator
     def build(client_id: str = "c1", **kw) -> HubStore:
         kw.setdefault("state_max_age_s", 0.0)
         store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_testtokenforthestore", client_id=client_id,
+                                    layout="files",
                                     cache_dir=tmp_path / f"cache-{client_id}-{len(stores)}", retry_base_s=0.5, **kw),
                          clock=clock, sleep=clock.sleep)
         store.open()
@@ -79,6 +80,7 @@ def test_open_creates_a_private_repo_with_a_card(make_store, hub: HubEmulator) -
 
 def test_model_repos_and_public_repos_work(hub: HubEmulator, clock: ManualClock, tmp_path: Path) -> None:
     store = HubStore(HubOptions(REPO, repo_type="model", private=False, endpoint=hub.url, token="hf_x", client_id="m",
+                                layout="files",
                                 cache_dir=tmp_path / "m"), clock=clock, sleep=clock.sleep)
     store.open()
     assert store.acquire(Unit("u", 0, 2), "m", TTL) is not None
@@ -134,7 +136,8 @@ RACE_TTL = 1e9
 
 def _race(url: str, units: list[str], client: str, start: float, out: multiprocessing.Queue) -> None:
     clock = ManualClock(start)
-    store = HubStore(HubOptions(REPO, endpoint=url, token="hf_proc", client_id=client, retry_base_s=0.05),
+    store = HubStore(HubOptions(REPO, endpoint=url, token="hf_proc", client_id=client, retry_base_s=0.05,
+                                layout="files"),
                      clock=clock, sleep=clock.sleep)
     store.open()
     won = [key for key in units if store.acquire(Unit(key, 0, 10), client, RACE_TTL) is not None]

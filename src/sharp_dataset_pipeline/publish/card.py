@@ -4,6 +4,13 @@ The YAML front matter declares one ``default`` config whose ``data_files`` name 
 index (compacted file + shards), so ``datasets.load_dataset(<folder or repo>)`` and the Hub
 viewer read the index and never the per-item files or ``.coord/``; ``dataset_info.features``
 pins the column types so every shard reads the same way.
+
+In the sharded layout (``layout="shards"``) the configs are ``index`` (the Parquet index, first and
+``default``: its files carry their own schema, the preview declared an ``Image``), ``splats`` (the
+WebDataset tars) and, when PLYs are published, ``ply``; never ``.coord/`` or the JSONL ledger.
+``datasets`` 5.x infers one builder for the whole repo from the first config (upstream issue
+huggingface/datasets#7101), so ``load_dataset(repo, "splats")`` does not read the tars: the card
+shows the form that does (the ``webdataset`` builder on the tars' ``hf://`` paths).
 """
 
 from __future__ import annotations
@@ -141,6 +148,48 @@ def _front_matter(title: str, index_glob: str, features: dict[str, str], sharp: 
     return lines
 
 
+SHARDS_CONFIGS = (("index", "data/index/**/*.parquet"), ("splats", "data/shards/**/*.tar"),
+                  ("ply", "data/ply/**/*.tar"))
+
+
+def _shards_front_matter(title: str, sharp: bool, ply: bool) -> list[str]:
+    lines = ["---", f"pretty_name: {_q(title)}", "license: other", "license_name: mixed", "tags:",
+             "- gaussian-splatting", "- 3d", "- webdataset", *(["- sharp"] if sharp else []), "configs:"]
+    for name, glob in SHARDS_CONFIGS:
+        if name == "ply" and not ply:
+            continue
+        lines += [f"- config_name: {name}", *(["  default: true"] if name == "index" else []),
+                  "  data_files:", "  - split: train", f"    path: {_q(glob)}"]
+    return [*lines, "---"]
+
+
+def _shards_layout(repo: str, ply: bool) -> list[str]:
+    where = repo or "<this repo>"
+    return [
+        "## Layout",
+        "",
+        "- `data/index/**/*.parquet`: the index, one row per item with a preview image (config `index`).",
+        "- `data/shards/<bb>/<batch>-<part>.tar`: WebDataset shards, per item `<key>.jpg` (the original",
+        "  photo, byte for byte; other formats keep their extension), `<key>.spz`, `<key>.json` and",
+        "  `<key>.webp` (the preview) (config `splats`).",
+        *(["- `data/ply/<bb>/<batch>-<part>.tar`: the full PLY splats, `<key>.ply` (config `ply`)."] if ply else []),
+        "- `.coord/` and `data/*.jsonl`: coordination state and the row ledger of the machines that build",
+        "  the dataset; not data.",
+        "",
+        f"Load the index with `datasets.load_dataset(\"{where}\")`. The shards (a config of another",
+        "builder in the same repo is not read by `load_dataset(repo, \"splats\")` in `datasets` 5.x):",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f"splats = load_dataset(\"webdataset\", data_files={{\"train\": \"hf://datasets/{where}/data/shards/**/*.tar\"}},",
+        "                      split=\"train\", streaming=True)",
+        "```",
+        "",
+        "or `webdataset.WebDataset(urls)` on the tars' download URLs.",
+        "",
+    ]
+
+
 def _dataset_info(features: dict[str, str], description: str = "") -> list[str]:
     lines = ["dataset_info:", "  config_name: default"]
     if description:
@@ -231,18 +280,24 @@ def render_card(
     licence_notes: list[str] | None = None,
     index_glob: str = "data/*.jsonl",
     features: dict[str, str] | None = None,
+    layout: str = "files",
+    ply_config: bool = False,
+    repo: str = "",
 ) -> str:
     """The dataset card: YAML front matter (configs, features) plus a human-readable body.
 
     ``features`` defaults to the ``IndexRow`` column types; ``sources`` names where photos
     come from and ``predictors`` what made the splats (both decide which licence paragraphs
     appear: SHARP's licence only when SHARP made some); ``licence_notes`` are extra paragraphs.
+    ``layout="shards"`` gives the sharded layout's configs and layout section (``ply_config``: the
+    dataset has PLY shards; ``repo``: its id, for the loading example).
     """
     feats = features if features is not None else index_features()
     source_list = sorted(set(sources))
     predictor_list = sorted(set(predictors or []))
     sharp = any(p in SHARP_PREDICTORS for p in predictor_list)
-    lines = _front_matter(title, index_glob, feats, sharp)
+    shards = layout == "shards"
+    lines = _shards_front_matter(title, sharp, ply_config) if shards else _front_matter(title, index_glob, feats, sharp)
     lines += [
         "",
         f"<!-- sharp-dataset card: sources={','.join(source_list)}; predictors={','.join(predictor_list)} -->",
@@ -251,6 +306,8 @@ def render_card(
         *_made_with(predictor_list),
         f"Sources: {', '.join(source_list) if source_list else 'none yet'}.",
         "",
+    ]
+    lines += _shards_layout(repo, ply_config) if shards else [
         "## Layout",
         "",
         f"- `{index_glob}`: the index, one JSON line per item (a compacted file plus newer shards).",
@@ -260,8 +317,14 @@ def render_card(
         "",
         "Load the index with `datasets.load_dataset(<this repo or folder>)`.",
         "",
-        "## Columns",
-        "",
+    ]
+    lines += ["## Columns", ""]
+    if shards:
+        lines += ["The index's Parquet columns follow these with real types (null when unknown; `tags` and",
+                  "`topics` lists, `extra_files` structs) plus `layout`, `key` (the item's sample key in the",
+                  "shards), `shard_path`, `ply_shard_path`, `members` (each member's shard, name, offset, size",
+                  "and sha256) and `preview` (an image).", ""]
+    lines += [
         "| column | type | meaning |",
         "| --- | --- | --- |",
     ]

@@ -11,7 +11,12 @@ Completed followups are also journaled on this client's disk as they happen (``h
 a kill -9 before that commit repeats none of them.
 ``budget_report()`` gives commits last hour, API calls and both per published item.
 
-Repo shape: per-item files move under an id-prefix folder (``layout.item_path(fanout=True)``)
+Layout (``hub_shards``): a new dataset is published in the sharded layout (WebDataset tars, a
+Parquet index) unless ``layout="files"``; a dataset keeps the layout recorded in
+``.coord/layout.json`` (one that predates the marker and holds rows is ``files``). In the shards
+layout the tars and the step's Parquet index shard ride on the same one commit per batch.
+
+Repo shape (files layout): per-item files move under an id-prefix folder (``layout.item_path(fanout=True)``)
 once the folder holding item folders has ``fanout_threshold`` (5000) of them, so it stays under
 5000 + 4096 prefix folders, below the Hub's 10k entries per folder; a warning is logged when the
 repo passes ``warn_files`` (80k) files, well before the Hub's 100k.
@@ -35,6 +40,7 @@ from ..errors import StoreError
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
+from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
@@ -50,6 +56,20 @@ from .hub_ops import (
     plan_release,
     plan_renew,
     to_replace,
+)
+from .hub_shards import (
+    FILES,
+    PREDECESSOR_DIR,
+    SHARDS,
+    IndexFiles,
+    ShardPacker,
+    add_index_compaction,
+    add_marker,
+    add_packed,
+    check_layout,
+    list_index_files,
+    repo_layout,
+    shard_batch,
 )
 from .hub_state import BATCH, LEDGER, PROGRESS, SHARD, HubState, parse_content
 from .hub_sync import HubSync
@@ -88,6 +108,8 @@ class HubOptions:
     client_id: str = ""
     cache_dir: Path | None = None
     journal_dir: Path | None = None
+    layout: str = ""  # "" = the repo's (a new one gets "shards"), "shards", "files"
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 
 
 class HubStore:
@@ -114,10 +136,15 @@ class HubStore:
         self.description = f"hf:{repo_id}" if repo_type == "dataset" else f"hf:{repo_type}:{repo_id}"
         self.api = api
         self._clock = clock
+        self._layout_asked = check_layout(o.layout)
+        self.layout = FILES if o.layout == FILES else ""  # decided by ``open``
+        cache_dir = o.cache_dir or Path(tempfile.mkdtemp(prefix="sharp-hub-"))
+        self._packer = ShardPacker(cache_dir / "packs", o.client_id or "hub-store", o.max_shard_bytes)
+        self._card_ply = False  # whether the card declares the ``ply`` config
         self._sync = HubSync(
             api, repo_id, repo_type, o.index_path, clock=clock, sleep=sleep, commits_per_hour=o.commits_per_hour,
             api_calls_per_5min=o.api_calls_per_5min, warn_files=o.warn_files, retry_base_s=o.retry_base_s,
-            max_rate_wait_s=o.max_rate_wait_s, cache_dir=o.cache_dir or Path(tempfile.mkdtemp(prefix="sharp-hub-")),
+            max_rate_wait_s=o.max_rate_wait_s, cache_dir=cache_dir,
             own_cache=o.cache_dir is None, rng=rng or random.Random(),
         )
         self._auto_compact = o.auto_compact_shards
@@ -205,36 +232,53 @@ class HubStore:
             self._followups_done.extend(f for f in keep if (f.kind, f.item_id) not in have)
 
     def _ensure_card(self, state: HubState) -> None:
+        """Decide the layout (writing its marker on a new dataset) and write the card if missing,
+        in one commit; both are decided again at each state the commit is tried on."""
         found = self._sync.api_call(lambda: self.api.get_paths_info(
             self.repo_id, [layout.README_PATH], revision=state.sha, repo_type=self.repo_type))
         if found:
             try:  # what the card lists, so a publish that brings more can refresh it in its commit
-                self._card = card_facts(self._sync.download(layout.README_PATH, state.sha).decode("utf-8"))
+                text = self._sync.download(layout.README_PATH, state.sha).decode("utf-8")
+                self._card, self._card_ply = card_facts(text), "config_name: ply" in text
             except (StoreError, UnicodeDecodeError) as exc:
                 log.warning("dataset card unreadable (%s): it is left as it is", exc)
-            return
-        card = self._render_card(CardFacts(frozenset(self._card_sources)))
-        self._card = card_facts(card)
         client = self._client_id or "hub-store"
+        facts = CardFacts(frozenset(self._card_sources))
 
         def build(st: HubState) -> Plan | None:
-            return plan_card(card, client, self._clock(), _nonce())
+            self.layout, mark = repo_layout(st, self._layout_asked, lambda: self._has_predecessor(st))
+            if found and not mark:
+                return None
+            card = None if found else self._render_card(facts)
+            plan = plan_card(card, client, self._clock(), _nonce())
+            if mark:
+                add_marker(plan, self.layout)
+            return plan
 
         self._sync.run(build, max_age=math.inf)
+        if not found:
+            self._card = facts
+        log.info("%s: %s layout", self.repo_id, self.layout)
+
+    def _has_predecessor(self, state: HubState) -> bool:
+        return bool(self._sync.api_call(lambda: self.api.get_paths_info(
+            self.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=self.repo_type)))
 
     def _render_card(self, facts: CardFacts) -> str:
         return render_card(title=self._card_title, sources=sorted(facts.sources),
-                           predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path))
+                           predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path),
+                           layout=self.layout or FILES, ply_config=self._card_ply, repo=self.repo_id)
 
-    def _card_update(self, rows: list[IndexRow], everything: bool = False) -> CardFacts | None:
+    def _card_update(self, rows: list[IndexRow], everything: bool = False, force: bool = False) -> CardFacts | None:
         """The facts of a refreshed card when ``rows`` (a batch; or, ``everything``, every row of a
-        compaction) make the generated card out of date; ``None`` to leave it (or a hand-written one)."""
-        if not card_is_stale(self._card, None if everything else rows) or self._card is None:
+        compaction) make the generated card out of date, or ``force`` (its configs change); ``None``
+        to leave it (or a hand-written one)."""
+        if self._card is None or not (force or card_is_stale(self._card, None if everything else rows)):
             return None
         sources, predictors = {r.source for r in rows if r.source}, {r.predictor for r in rows if r.predictor}
         facts = CardFacts(frozenset(sources), frozenset(predictors)) if everything else self._card.union(
             sources, predictors)
-        return None if facts == self._card else facts
+        return None if facts == self._card and not force else facts
 
     def close(self) -> None:
         """Commit what is still buffered (failures, completed followups), then drop the read cache."""
@@ -242,6 +286,7 @@ class HubStore:
             pending = bool(self._failures or self._followups_done)
         if pending and self._sync.state is not None:
             self.publish(Batch(client_id=self._client_id or "hub-store"))
+        self._packer.clear()
         self._sync.close()
 
     # -- Store protocol --------------------------------------------------------------------------
@@ -350,22 +395,35 @@ class HubStore:
                                    nonce=_nonce(), extra_failures=fails, followups_done=done,
                                    published_total=self._published_total,
                                    fanout_threshold=self._fanout_threshold, index_rows=rows)
+            packed = None
+            if self.layout == SHARDS:  # the new items as tars + the step's Parquet index shard
+                todo, packed = shard_batch(state, todo, self._packer)
             plan = plan_publish(state, todo, inputs)
-            card = self._card_update([pi.row for pi in todo.items])
+            if plan is not None and packed is not None and add_packed(plan, packed) and not self._card_ply:
+                self._card_ply = True  # the card gains the ``ply`` config in this commit
+                card_ply.append(True)
+            card = self._card_update([pi.row for pi in todo.items], force=bool(card_ply))
             if plan is not None and card is not None and plan.published_ids:  # rides on this commit
                 plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
                 refreshed.append(card)
             return plan
 
         refreshed: list[CardFacts] = []
+        card_ply: list[bool] = []
+        had_ply = self._card_ply
 
         try:
             with self._sync.lock:
                 plan, state = self._sync.run(build, max_age=math.inf)
         except BaseException:
+            self._card_ply = had_ply
             with self._buf_lock:  # nothing landed: keep them for the next commit
                 self._failures[:0], self._followups_done[:0] = failures, done
             raise
+        finally:
+            self._packer.clear()  # landed (the repo holds them) or not: packed again if sent again
+        if plan is None or layout.README_PATH not in plan.adds:
+            self._card_ply = had_ply
         self._note_lost(plan)
         if plan is not None and refreshed and layout.README_PATH in plan.adds:
             self._card = refreshed[-1]
@@ -412,6 +470,10 @@ class HubStore:
             shards = {p: decode_rows(self._sync.download(p, state.sha)) for p in state.paths_of(SHARD)}
             ledgers = {p: state.parsed[p] for p in state.paths_of(LEDGER, BATCH)}
             plan = plan_compact(state, index_rows, shards, ledgers, self.index_path)
+            if plan is not None and self.layout == SHARDS:  # the Parquet index, in the same commit
+                found = self._sync.read_at(state.sha, lambda: self._index_files(state.sha))
+                add_index_compaction(plan, found, lambda p: self._sync.download(p, state.sha),
+                                     self._packer.scratch(state.sha))
             card = self._card_update([*index_rows, *(r for rows in shards.values() for r in rows)], everything=True)
             if plan is not None and card is not None:
                 plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
@@ -419,14 +481,22 @@ class HubStore:
             return plan
 
         refreshed: list[CardFacts] = []
-        with self._sync.lock:
-            plan, state = self._sync.run(build, max_age=0.0)
+        try:
+            with self._sync.lock:
+                plan, state = self._sync.run(build, max_age=0.0)
+        finally:
+            self._packer.clear()
         if plan is not None and refreshed:
             self._card = refreshed[-1]
         if plan is None:
             return len(state.published)
         log.debug("compacted the index of %s: %d rows", self.repo_id, plan.rows)
         return plan.rows
+
+
+    def _index_files(self, sha: str) -> IndexFiles:
+        self._sync.count("api")  # one tree page per 1000 entries; compaction keeps them few
+        return list_index_files(self.api, self.repo_id, self.repo_type, sha)
 
 
 def _screen(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:

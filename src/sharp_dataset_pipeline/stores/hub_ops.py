@@ -335,10 +335,12 @@ def plan_compact(state: HubState, index_rows: list[IndexRow], shard_rows: Mappin
     return plan
 
 
-def plan_card(card: str, client_id: str, now: float, nonce: str) -> Plan:
-    """Write the dataset card; the client's progress file rides along so the commit is never a no-op."""
-    plan = Plan(title="dataset card")
-    plan.adds[layout.README_PATH] = card.encode("utf-8")
+def plan_card(card: str | None, client_id: str, now: float, nonce: str) -> Plan:
+    """Write the dataset card (``None``: no card, e.g. only the layout marker rides along); the
+    client's progress file rides along so the commit is never a no-op."""
+    plan = Plan(title="dataset card" if card is not None else "dataset layout")
+    if card is not None:
+        plan.adds[layout.README_PATH] = card.encode("utf-8")
     _progress(plan, {"client": client_id, "at": now, "nonce": nonce}, client_id)
     return plan
 

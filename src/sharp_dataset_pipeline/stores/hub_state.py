@@ -36,11 +36,12 @@ DONE_DIR = posixpath.dirname(posixpath.dirname(layout.unit_done_path("x")))
 BATCH_DIR = f"{layout.COORD_DIR}/batches"
 LEDGER_PATH = f"{layout.COORD_DIR}/ledger.json"
 PROGRESS_DIR = f"{layout.COORD_DIR}/progress"
+LAYOUT_PATH = f"{layout.COORD_DIR}/layout.json"  # {"layout": "shards" | "files"}, written when a dataset is new
 
-INDEX, SHARD, LEASE, DONE, BATCH, LEDGER, PROGRESS, OTHER = (
-    "index", "shard", "lease", "done", "batch", "ledger", "progress", "other")
+INDEX, SHARD, LEASE, DONE, BATCH, LEDGER, PROGRESS, LAYOUT, OTHER = (
+    "index", "shard", "lease", "done", "batch", "ledger", "progress", "layout", "other")
 # Contents a decision needs; progress files are only read for a status display.
-EAGER_KINDS = frozenset({INDEX, SHARD, LEASE, DONE, BATCH, LEDGER})
+EAGER_KINDS = frozenset({INDEX, SHARD, LEASE, DONE, BATCH, LEDGER, LAYOUT})
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -63,6 +64,8 @@ def classify(path: str, index_path: str) -> str:
         return BATCH
     if path == LEDGER_PATH:
         return LEDGER
+    if path == LAYOUT_PATH:
+        return LAYOUT
     if path.startswith(PROGRESS_DIR + "/"):
         return PROGRESS
     return OTHER
@@ -151,6 +154,11 @@ def parse_content(kind: str, data: bytes) -> Any:
             raise StoreError(f"malformed unit done marker: {exc}") from exc
     if kind in (BATCH, LEDGER):
         return decode_ledger(data)
+    if kind == LAYOUT:
+        try:
+            return str(json.loads(data.decode("utf-8"))["layout"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"malformed layout marker {LAYOUT_PATH}: {exc}") from exc
     if kind == PROGRESS:
         try:
             return json.loads(data.decode("utf-8"))

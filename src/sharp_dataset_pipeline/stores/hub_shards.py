@@ -1,0 +1,174 @@
+"""The Hub store's sharded layout (issue #14): which layout a repo has, and what a sharded publish
+or compaction adds to its one commit.
+
+- **Layout.** Per dataset, recorded in ``.coord/layout.json`` (``hub_state.LAYOUT``) in the first
+  commit a client makes on a new dataset (with the card). A repo without the marker that already
+  holds index rows (or the predecessor's ``unsplash/<id>/…`` folders) is ``files`` (and left without
+  one); an empty one gets ``shards`` unless the store was asked for ``files``; an explicit layout
+  that disagrees with the repo's is a ``ConfigError``.
+- **Publish.** Inside the publish step's ``build(state)``, once the state says which items are
+  really new, those items are packed (``publish.shard_pack.pack_batch``) into WebDataset tars and
+  the step's Parquet index shard; the same item set is packed once (``ShardPacker`` caches by the
+  batch digest), so a 412 that leaves the set unchanged reuses the tars and the uploads
+  ``HubSync`` made of them. The packed rows go into the JSONL index shard as in the files layout.
+- **Compaction.** Pending Parquet index shards are merged into ``data/index/parts`` (``parquet_index``)
+  in the same commit as the JSONL compaction, the merged ones deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, StoreError
+from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
+from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR, batch_digest
+from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch, content_salt, pack_batch
+from ..records import Batch, ProcessedItem
+from .hub_ops import Plan, to_replace
+from .hub_state import LAYOUT, LAYOUT_PATH, HubState
+
+log = logging.getLogger(__name__)
+
+SHARDS, FILES = "shards", "files"
+LAYOUTS = (SHARDS, FILES)
+PREDECESSOR_DIR = "unsplash"  # the predecessor project's per-item folders: unsplash/<id>/<id>.ply
+
+
+def check_layout(requested: str) -> str:
+    """``requested`` ("" = detect) if it names a layout; ``ConfigError`` otherwise."""
+    if requested not in ("", *LAYOUTS):
+        raise ConfigError(f"LAYOUT: unknown layout {requested!r}; use shards, files or leave it empty")
+    return requested
+
+
+def repo_layout(state: HubState, requested: str, predecessor: Callable[[], bool]) -> tuple[str, bool]:
+    """``(layout, marker to write)`` for the repo at ``state``; ``predecessor()`` tells (one call,
+    asked only for a repo without marker or rows) whether the predecessor's item folders exist."""
+    marked = state.parsed.get(LAYOUT_PATH) if LAYOUT_PATH in state.entries else None
+    if marked is not None:
+        detected, write = str(marked), False
+    elif state.index_paths or predecessor():
+        detected, write = FILES, False  # detected again at each open: opening never costs such a repo a commit
+    else:
+        detected, write = requested or SHARDS, True
+    if requested and requested != detected:
+        fix = "use `sharp-dataset migrate --to shards`" if detected == FILES else "leave LAYOUT empty"
+        raise ConfigError(f"LAYOUT={requested}, but this dataset is in the {detected} layout: {fix}")
+    return detected, write
+
+
+def add_marker(plan: Plan, layout_name: str) -> None:
+    """The layout marker rides on ``plan`` (parsed into the state the commit leaves)."""
+    plan.add_known(LAYOUT_PATH, (json.dumps({"layout": layout_name}, sort_keys=True) + "\n").encode(), LAYOUT)
+
+
+class ShardPacker:
+    """Packs the new items of one publish step, once per distinct item set (keyed by batch digest).
+
+    ``clear`` removes the packed files once the step is over (landed or given up).
+    """
+
+    def __init__(self, work_dir: Path, client_id: str, max_shard_bytes: int) -> None:
+        self._work_dir, self._client, self._max = work_dir, client_id, max_shard_bytes
+        self._packed: dict[str, PackedBatch] = {}
+
+    def pack(self, items: list[ProcessedItem]) -> PackedBatch:
+        key = batch_digest(self._client, (pi.row.id for pi in items), salt=content_salt(items))
+        found = self._packed.get(key)
+        if found is None:
+            found = pack_batch(items, self._client, self._work_dir / key, max_shard_bytes=self._max)
+            self._packed[key] = found
+        return found
+
+    def scratch(self, name: str) -> Path:
+        """A folder for one step's other files (compaction's merged index), removed by ``clear``."""
+        return self._work_dir / f"scratch-{name[:16]}"
+
+    def clear(self) -> None:
+        for key in self._packed:
+            shutil.rmtree(self._work_dir / key, ignore_errors=True)
+        self._packed.clear()
+        for path in self._work_dir.glob("scratch-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None]:
+    """``todo`` with its new items (not published at ``state``, or replaced by ``redo``) packed: their
+    rows now point into the shards and they carry no files of their own. Items already published stay
+    as they are, for ``plan_publish`` to count as skipped."""
+    replacing = set(to_replace(state, todo))
+    new = [pi for pi in todo.items if pi.row.id not in state.published or pi.row.id in replacing]
+    if not new:
+        return todo, None
+    new_ids = {pi.row.id for pi in new}
+    old = [pi for pi in todo.items if pi.row.id not in new_ids]
+    packed = packer.pack(new)
+    return dataclasses.replace(todo, items=[*packed.items, *old]), packed
+
+
+def add_packed(plan: Plan, packed: PackedBatch) -> bool:
+    """The step's tars and Parquet index shard ride on ``plan``; True when it holds PLY shards."""
+    for f in packed.files:
+        plan.adds[f.repo_path] = f.local_path
+    return any(f.kind == PLY_SHARD_KIND for f in packed.files)
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """The Parquet index files at one sha (path -> size), for compaction."""
+
+    sizes: dict[str, int]
+
+    @property
+    def pending(self) -> list[str]:
+        return sorted(p for p in self.sizes if p.startswith(PENDING_INDEX_DIR + "/"))
+
+
+def list_index_files(api: Any, repo_id: str, repo_type: str, sha: str) -> IndexFiles:
+    """Every ``*.parquet`` under ``data/index`` at ``sha`` (one paged tree listing)."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    sizes: dict[str, int] = {}
+    try:
+        for entry in api.list_repo_tree(repo_id, INDEX_DIR, recursive=True, revision=sha, repo_type=repo_type):
+            if isinstance(entry, RepoFile) and entry.path.endswith(".parquet"):
+                sizes[entry.path] = int(entry.size)
+    except RemoteEntryNotFoundError:
+        pass  # nothing published in this layout yet
+    return IndexFiles(sizes)
+
+
+def add_index_compaction(plan: Plan, files: IndexFiles, download: Callable[[str], bytes], work_dir: Path) -> int:
+    """Pending index shards (and small parts) merged into parts, riding on ``plan``; returns how many
+    files were merged. The merged inputs are deleted in the same commit."""
+    steps = plan_compaction([IndexShardInfo(p, 0, s) for p, s in sorted(files.sizes.items())])
+    merged = 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        inputs = []
+        for path in step.inputs:
+            local = work_dir / f"in-{merged}-{Path(path).name}"
+            local.write_bytes(download(path))
+            inputs.append(local)
+            merged += 1
+        out = work_dir / Path(step.output).name
+        handles = [p.open("rb") for p in inputs]
+        try:
+            with out.open("wb") as fh:
+                merge_index(handles, fh)
+        except StoreError as exc:
+            raise StoreError(f"index compaction of {len(inputs)} Parquet files failed: {exc}") from exc
+        finally:
+            for h in handles:
+                h.close()
+        plan.adds[step.output] = out
+        plan.deletes.extend(p for p in step.inputs if p not in plan.deletes)
+    return merged
