@@ -76,7 +76,7 @@ from .hub_sync import HubSync
 
 if TYPE_CHECKING:
     from .hub_admin import HubAdmin
-from .item_checks import check_files, screen_items, units_held_back
+from .item_checks import screen_batch
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ class HubStore:
 
     def publish(self, batch: Batch) -> PublishReceipt:
         """One commit: the batch's files, its index shard, ledger delta, done markers, renewals."""
-        batch, failed, held = _screen(batch)
+        batch, failed, held = screen_batch(batch)
         with self._buf_lock:
             failures, self._failures = self._failures, []
             done, self._followups_done = self._followups_done, []
@@ -498,21 +498,3 @@ class HubStore:
         self._sync.count("api")  # one tree page per 1000 entries; compaction keeps them few
         return list_index_files(self.api, self.repo_id, self.repo_type, sha)
 
-
-def _screen(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:
-    """The batch without items that fail alone (invariant 8: repeated id, unsafe path, a file
-    missing or changed since validation), their failures riding in the same commit; units of
-    items that may be retried are renewed instead of marked done."""
-    items, failed = screen_items(batch.items)
-    ok = []
-    for pi in items:
-        problem = check_files(pi)
-        if problem is None:
-            ok.append(pi)
-        else:
-            failed.append(problem)
-    if not failed:
-        return batch, [], []
-    done, held = units_held_back(batch.units_done, failed)
-    return (dataclasses.replace(batch, items=ok, failures=[*batch.failures, *failed], units_done=done,
-                                renew_units=[*batch.renew_units, *held]), failed, held)

@@ -8,6 +8,7 @@ published. Units of an item that failed this way are not marked done in the same
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from pathlib import Path
 from ..errors import PermanentError, StoreError
 from ..publish import layout
 from ..publish.index import row_files, row_from_json
-from ..records import Failure, ProcessedItem, PublishedFile
+from ..records import Batch, Failure, ProcessedItem, PublishedFile
 
 STAGE = "publish"
 _CHUNK = 1 << 20
@@ -116,3 +117,22 @@ def beside_published(pi: ProcessedItem, old_line: str) -> ProcessedItem:
     moved = {f.repo_path: layout.versioned_path(f.repo_path, pi.row.id, f.sha256) for f in pi.files
              if f.repo_path in named and recorded.get(f.repo_path) != f.sha256}
     return layout.with_paths(pi, moved)
+
+
+def screen_batch(batch: Batch) -> tuple[Batch, list[Failure], list[str]]:
+    """The batch without items that fail alone (invariant 8: repeated id, unsafe path, a file
+    missing or changed since validation), their failures riding in the same commit; units of
+    items that may be retried are renewed instead of marked done."""
+    items, failed = screen_items(batch.items)
+    ok = []
+    for pi in items:
+        problem = check_files(pi)
+        if problem is None:
+            ok.append(pi)
+        else:
+            failed.append(problem)
+    if not failed:
+        return batch, [], []
+    done, held = units_held_back(batch.units_done, failed)
+    return (dataclasses.replace(batch, items=ok, failures=[*batch.failures, *failed], units_done=done,
+                                renew_units=[*batch.renew_units, *held]), failed, held)
