@@ -71,3 +71,39 @@ def test_governor_keeps_a_long_run_under_the_hourly_budget(tmp_path: Path) -> No
             assert len([s for s in times[i:] if s - t < 3600.0]) <= per_hour
         assert store.budget_report()["commits_last_hour"] <= per_hour
         assert clock() - start > (len(times) / per_hour - 2) * 3600  # it really waited
+
+
+def test_one_commit_per_batch_in_the_sharded_layout_with_a_few_files_each(tmp_path: Path) -> None:
+    """Sharded: the same one commit per batch, now carrying a few files whatever the batch size (its
+    tars, its Parquet index shard, its JSONL rows, the lease renewal, progress), never one per item."""
+    clock = ManualClock()
+    with HubEmulator(clock=clock) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_budgettest", client_id="steady",
+                                    cache_dir=tmp_path / "cache"), clock=clock, sleep=clock.sleep)
+        store.open()
+        assert store.layout == "shards"
+        unit = Unit("list/000000-000099", 0, 100)
+        assert store.acquire(unit, "steady", TTL) is not None
+        before = len(hub.history(REPO))
+        batches, size = 4, 48
+        for n in range(batches):
+            clock.advance(TTL / 3)
+            last = n == batches - 1
+            batch = Batch("steady", items=make_items(tmp_path / "items", [f"s{n}i{k:02d}" for k in range(size)],
+                                                     unit=unit.key),
+                          renew_units=[] if last else [unit.key], units_done=[unit.key] if last else [],
+                          lease_ttl_s=TTL)
+            assert len(store.publish(batch).published_ids) == size
+        commits = hub.history(REPO)[before:]
+        assert len(commits) == batches
+        for commit in commits:
+            added = set(commit.added)
+            assert sum(p.startswith("data/shards/") for p in added) == 1
+            assert sum(p.startswith("data/ply/") for p in added) == 1
+            assert sum(p.startswith("data/index/pending/") for p in added) == 1
+            assert any(p.startswith("data/train-shard-") for p in added)
+            assert not any(p.startswith("photos/") for p in added)
+            assert len(added) <= 7  # tars, Parquet, JSONL, progress, lease or done marker
+        report = store.budget_report()
+        assert report["commits_per_published_item"] <= 1 / size + 3 / (size * batches)  # + marker/card, lease
+        store.close()
