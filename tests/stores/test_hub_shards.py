@@ -337,3 +337,26 @@ def test_datasets_and_webdataset_read_what_was_published(tmp_path: Path) -> None
         samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
         assert sorted(s["json"]["id"] for s in samples) == sorted(ids)
         assert all(s["jpg"].size[0] > 0 and s["webp"].size[0] > 0 for s in samples)
+
+
+def test_automatic_compaction_keeps_the_pending_parquet_files_few(tmp_path: Path) -> None:
+    """``auto_compact_shards`` also bounds the pending Parquet files: each compaction merges them into
+    parts in the commit that merges the JSONL shards, a refused first attempt (412) included."""
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _store(hub, clock, tmp_path, auto_compact_shards=2)
+        wanted: set[str] = set()
+        for n in range(5):
+            ids = [f"c{n}{i}" for i in range(2)]
+            wanted |= set(ids)
+            if n == 3:
+                hub.faults.script = [None, 412]  # the batch lands, its compaction is refused once
+            store.publish(Batch("c1", items=planar_items(tmp_path / f"b{n}", ids)))
+            files = hub.files(REPO)
+            assert len([p for p in files if p.startswith("data/index/pending/")]) <= 3
+        assert hub.stats["status_412"] == 1
+        files = hub.files(REPO)
+        assert [p for p in files if p.startswith("data/index/parts/")]
+        check_repo(files, wanted)
+        store.close()
+
