@@ -360,3 +360,40 @@ def test_automatic_compaction_keeps_the_pending_parquet_files_few(tmp_path: Path
         check_repo(files, wanted)
         store.close()
 
+
+
+def test_a_pipeline_run_with_the_planar_predictor_publishes_shards(tmp_path: Path) -> None:
+    """The real runner (folder source, planar predictor, post-processing) publishing to a sharded Hub
+    repo in several batches: every photo once, through tars that ``check_repo`` reads back."""
+    from pipeline.pipeline_utils import make_photos, run_pipeline
+    from sharp_dataset_pipeline.predict.planar import PlanarPredictor
+    from sharp_dataset_pipeline.splat.formats import FormatOptions
+
+    photos = tmp_path / "photos"
+    make_photos(photos, 7, seed=3)
+    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="runner",
+                                    cache_dir=tmp_path / "cache", retry_base_s=0.05))
+        store.open()  # as ``app`` does before the run
+        summary, _ = run_pipeline(tmp_path, photos, store, PlanarPredictor(resolution=24, batch_size=2),
+                                  client_id="runner", batch_size=3, batch_wait_s=0.0,
+                                  formats=FormatOptions(formats=("spz", "preview")))
+        assert summary.published == 7, summary
+        files = hub.files(REPO)
+        rows = index_rows(files)
+        check_repo_splats(files, {r["id"] for r in rows})
+        assert len(rows) == 7 and len([c for c in hub.history(REPO) if c.title.startswith("publish")]) >= 3
+        assert not [p for p in files if p.startswith("data/ply/")]  # no PLY format asked for: no ply tars
+        store.close()
+
+
+def check_repo_splats(files: dict[str, bytes], ids: set[str]) -> None:
+    """``check_repo`` for a run without PLYs: every id in exactly one splat tar sample."""
+    rows = index_rows(files)
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    keys = [k for p in sorted(files) if p.startswith("data/shards/") for k in tar_keys(files[p])]
+    assert sorted(keys) == sorted(encode_key(i) for i in ids)
+    for row in rows:
+        for m in members(row):
+            tar = files[m["shard"]]
+            assert hashlib.sha256(tar[m["offset"]:m["offset"] + m["size"]]).hexdigest() == m["sha256"]
