@@ -397,3 +397,43 @@ def check_repo_splats(files: dict[str, bytes], ids: set[str]) -> None:
         for m in members(row):
             tar = files[m["shard"]]
             assert hashlib.sha256(tar[m["offset"]:m["offset"] + m["size"]]).hexdigest() == m["sha256"]
+
+
+def test_two_clients_at_once_with_faults_publish_each_item_once(tmp_path: Path) -> None:
+    """Two clients in threads, at the same time, on overlapping items, with the Hub's commit lock
+    (409 on overlap), random 409s and commits applied then answered 500: each item once."""
+    import threading
+
+    faults = HubFaults(seed=11, overlap_409=True, commit_hold_s=0.02, random_409_rate=0.1,
+                       error_after_commit_rate=0.15)
+    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        stores = {}
+        for c in ("a", "b"):
+            stores[c] = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id=c, cache_dir=tmp_path / c,
+                                            state_max_age_s=0.0, retry_base_s=0.01))
+            stores[c].open()
+        hub.set_faults(faults)
+        batches = {c: [planar_items(tmp_path / f"{c}{n}", [f"t{n}{i}" for i in range(k, k + 3)])
+                       for n in range(3)] for c, k in (("a", 0), ("b", 1))}
+        published: dict[str, list[str]] = {"a": [], "b": []}
+        errors: list[BaseException] = []
+
+        def work(c: str) -> None:
+            try:
+                for items in batches[c]:
+                    published[c] += stores[c].publish(Batch(c, items=items)).published_ids
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(c,)) for c in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert hub.stats["status_409"] + hub.stats["commit_500_after_apply"] > 0  # the faults did happen
+        wanted = {f"t{n}{i}" for n in range(3) for i in range(4)}
+        assert sorted(published["a"] + published["b"]) == sorted(wanted)  # each id published by one client
+        check_repo(hub.files(REPO), wanted)
+        for s in stores.values():
+            s.close()
