@@ -100,11 +100,20 @@ class ShardPacker:
 
 
 def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None]:
-    """``todo`` with its new items (not published at ``state``, or replaced by ``redo``) packed: their
-    rows now point into the shards and they carry no files of their own. Items already published stay
-    as they are, for ``plan_publish`` to count as skipped."""
-    replacing = set(to_replace(state, todo))
-    new = [pi for pi in todo.items if pi.row.id not in state.published or pi.row.id in replacing]
+    """``todo`` with its new items (not published at ``state``) packed: their rows now point into the
+    shards and they carry no files of their own. Items already published stay as they are, for
+    ``plan_publish`` to count as skipped.
+
+    A ``redo`` that would replace published items is not carried out in this layout yet: the old
+    rows' members would stay in their tars and Parquet files (a replacement needs the shard rewrite
+    of a takedown). Those items are kept as published, with a warning, and ``redo`` is cleared so
+    ``plan_publish`` does not drop their rows."""
+    replacing = to_replace(state, todo)
+    if replacing:
+        log.warning("%d published items are not replaced: --redo is not supported in the sharded layout yet "
+                    "(e.g. %s)", len(replacing), ", ".join(replacing[:3]))
+        todo = dataclasses.replace(todo, redo="")
+    new = [pi for pi in todo.items if pi.row.id not in state.published]
     if not new:
         return todo, None
     new_ids = {pi.row.id for pi in new}
