@@ -264,10 +264,11 @@ class HubStore:
         return bool(self._sync.api_call(lambda: self.api.get_paths_info(
             self.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=self.repo_type)))
 
-    def _render_card(self, facts: CardFacts) -> str:
+    def _render_card(self, facts: CardFacts, ply: bool | None = None) -> str:
         return render_card(title=self._card_title, sources=sorted(facts.sources),
                            predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path),
-                           layout=self.layout or FILES, ply_config=self._card_ply, repo=self.repo_id)
+                           layout=self.layout or FILES, ply_config=self._card_ply if ply is None else ply,
+                           repo=self.repo_id)
 
     def _card_update(self, rows: list[IndexRow], everything: bool = False, force: bool = False) -> CardFacts | None:
         """The facts of a refreshed card when ``rows`` (a batch; or, ``everything``, every row of a
@@ -399,34 +400,28 @@ class HubStore:
             if self.layout == SHARDS:  # the new items as tars + the step's Parquet index shard
                 todo, packed = shard_batch(state, todo, self._packer)
             plan = plan_publish(state, todo, inputs)
-            if plan is not None and packed is not None and add_packed(plan, packed) and not self._card_ply:
-                self._card_ply = True  # the card gains the ``ply`` config in this commit
-                card_ply.append(True)
-            card = self._card_update([pi.row for pi in todo.items], force=bool(card_ply))
+            # The first PLY tars give the card its ``ply`` config, in this commit.
+            has_ply = plan is not None and packed is not None and add_packed(plan, packed)
+            ply = self._card_ply or has_ply
+            card = self._card_update([pi.row for pi in todo.items], force=ply != self._card_ply)
             if plan is not None and card is not None and plan.published_ids:  # rides on this commit
-                plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
-                refreshed.append(card)
+                plan.adds[layout.README_PATH] = self._render_card(card, ply).encode("utf-8")
+                refreshed.append((card, ply))
             return plan
 
-        refreshed: list[CardFacts] = []
-        card_ply: list[bool] = []
-        had_ply = self._card_ply
-
+        refreshed: list[tuple[CardFacts, bool]] = []
         try:
             with self._sync.lock:
                 plan, state = self._sync.run(build, max_age=math.inf)
         except BaseException:
-            self._card_ply = had_ply
             with self._buf_lock:  # nothing landed: keep them for the next commit
                 self._failures[:0], self._followups_done[:0] = failures, done
             raise
         finally:
             self._packer.clear()  # landed (the repo holds them) or not: packed again if sent again
-        if plan is None or layout.README_PATH not in plan.adds:
-            self._card_ply = had_ply
         self._note_lost(plan)
         if plan is not None and refreshed and layout.README_PATH in plan.adds:
-            self._card = refreshed[-1]
+            self._card, self._card_ply = refreshed[-1]
         if self._journal is not None and done and plan is not None:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []
