@@ -455,3 +455,24 @@ def test_redo_keeps_published_items_in_the_sharded_layout(tmp_path: Path, caplog
         assert all(files[p] == before[p] for p in old)
         check_repo(files, {"d1", "d2", "d3"})
         store.close()
+
+
+def test_an_item_the_packer_refuses_fails_alone(tmp_path: Path) -> None:
+    """Invariant 8 in the sharded layout: an item whose files have no place in a shard (here: its
+    photo missing from its files) is recorded as a failure in the same commit; the rest publishes."""
+    import dataclasses
+
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _store(hub, clock, tmp_path)
+        items = planar_items(tmp_path / "a", ["e1", "e2", "e3"])
+        items[1] = dataclasses.replace(items[1], files=[f for f in items[1].files if f.kind != "image"])
+        commits = len(hub.history(REPO))
+        receipt = store.publish(Batch("c1", items=items))
+        assert sorted(receipt.published_ids) == ["e1", "e3"]
+        assert [(f.item_id, f.reason, f.transient) for f in receipt.failed] == [("e2", "no_photo", False)]
+        assert len(hub.history(REPO)) == commits + 1
+        check_repo(hub.files(REPO), {"e1", "e3"})
+        state = store.item_states(["e2"])["e2"]
+        assert state.failed_permanently and not state.published
+        store.close()

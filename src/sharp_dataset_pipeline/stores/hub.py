@@ -398,7 +398,7 @@ class HubStore:
                                    fanout_threshold=self._fanout_threshold, index_rows=rows)
             packed = None
             if self.layout == SHARDS:  # the new items as tars + the step's Parquet index shard
-                todo, packed = shard_batch(state, todo, self._packer)
+                todo, packed, unpacked[:] = shard_batch(state, todo, self._packer)
             plan = plan_publish(state, todo, inputs)
             # The first PLY tars give the card its ``ply`` config, in this commit.
             has_ply = plan is not None and packed is not None and add_packed(plan, packed)
@@ -410,6 +410,7 @@ class HubStore:
             return plan
 
         refreshed: list[tuple[CardFacts, bool]] = []
+        unpacked: list[Failure] = []  # items the shard packer refused (they failed alone)
         try:
             with self._sync.lock:
                 plan, state = self._sync.run(build, max_age=math.inf)
@@ -425,6 +426,7 @@ class HubStore:
         if self._journal is not None and done and plan is not None:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []
+        failed = [*failed, *unpacked]
         if plan is None or not (plan.adds or plan.deletes):
             return PublishReceipt(published_ids=[], commit="", lost_units=lost, failed=failed, units_held=held)
         self._published_total += len(plan.published_ids)

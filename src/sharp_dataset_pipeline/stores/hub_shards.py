@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, PermanentError, StoreError
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR, batch_digest
 from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch, content_salt, pack_batch
-from ..records import Batch, ProcessedItem
+from ..records import Batch, Failure, ProcessedItem
 from .hub_ops import Plan, to_replace
 from .hub_state import LAYOUT, LAYOUT_PATH, HubState
+from .item_checks import publish_failure, units_held_back
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +73,43 @@ def add_marker(plan: Plan, layout_name: str) -> None:
 class ShardPacker:
     """Packs the new items of one publish step, once per distinct item set (keyed by batch digest).
 
-    ``clear`` removes the packed files once the step is over (landed or given up).
+    An item that cannot be packed (``pack_batch`` refuses it) fails alone (invariant 8): the set is
+    then packed item by item to find it, and packed again without it. ``clear`` removes the packed
+    files once the step is over (landed or given up).
     """
 
     def __init__(self, work_dir: Path, client_id: str, max_shard_bytes: int) -> None:
         self._work_dir, self._client, self._max = work_dir, client_id, max_shard_bytes
-        self._packed: dict[str, PackedBatch] = {}
+        self._packed: dict[str, tuple[PackedBatch | None, list[Failure]]] = {}
 
-    def pack(self, items: list[ProcessedItem]) -> PackedBatch:
+    def pack(self, items: list[ProcessedItem]) -> tuple[PackedBatch | None, list[Failure]]:
+        """The packed items (``None`` when none could be packed) and a failure per refused item."""
         key = batch_digest(self._client, (pi.row.id for pi in items), salt=content_salt(items))
         found = self._packed.get(key)
         if found is None:
-            found = pack_batch(items, self._client, self._work_dir / key, max_shard_bytes=self._max)
+            try:
+                found = (pack_batch(items, self._client, self._work_dir / key, max_shard_bytes=self._max), [])
+            except (PermanentError, StoreError):
+                found = self._pack_without_refused(items, key)
             self._packed[key] = found
         return found
+
+    def _pack_without_refused(self, items: list[ProcessedItem], key: str) -> tuple[PackedBatch | None, list[Failure]]:
+        good, failed = [], []
+        probe = self._work_dir / f"scratch-probe-{key}"
+        for pi in items:
+            try:
+                pack_batch([pi], self._client, probe, max_shard_bytes=self._max)
+            except (PermanentError, StoreError) as exc:
+                reason = exc.reason if isinstance(exc, PermanentError) else "bad_metadata"
+                failed.append(publish_failure(pi, reason, str(exc), transient=False))
+            else:
+                good.append(pi)
+            finally:
+                shutil.rmtree(probe, ignore_errors=True)
+        if not good:
+            return None, failed
+        return pack_batch(good, self._client, self._work_dir / key, max_shard_bytes=self._max), failed
 
     def scratch(self, name: str) -> Path:
         """A folder for one step's other files (compaction's merged index), removed by ``clear``."""
@@ -99,7 +123,7 @@ class ShardPacker:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None]:
+def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None, list[Failure]]:
     """``todo`` with its new items (not published at ``state``) packed: their rows now point into the
     shards and they carry no files of their own. Items already published stay as they are, for
     ``plan_publish`` to count as skipped.
@@ -107,7 +131,8 @@ def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batc
     A ``redo`` that would replace published items is not carried out in this layout yet: the old
     rows' members would stay in their tars and Parquet files (a replacement needs the shard rewrite
     of a takedown). Those items are kept as published, with a warning, and ``redo`` is cleared so
-    ``plan_publish`` does not drop their rows."""
+    ``plan_publish`` does not drop their rows. Items the packer refuses leave the batch as failures
+    recorded in its ledger delta (their units renewed, not marked done)."""
     replacing = to_replace(state, todo)
     if replacing:
         log.warning("%d published items are not replaced: --redo is not supported in the sharded layout yet "
@@ -115,11 +140,16 @@ def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batc
         todo = dataclasses.replace(todo, redo="")
     new = [pi for pi in todo.items if pi.row.id not in state.published]
     if not new:
-        return todo, None
+        return todo, None, []
     new_ids = {pi.row.id for pi in new}
     old = [pi for pi in todo.items if pi.row.id not in new_ids]
-    packed = packer.pack(new)
-    return dataclasses.replace(todo, items=[*packed.items, *old]), packed
+    packed, failed = packer.pack(new)
+    todo = dataclasses.replace(todo, items=[*(packed.items if packed else []), *old])
+    if failed:
+        done, held = units_held_back(todo.units_done, failed)
+        todo = dataclasses.replace(todo, failures=[*todo.failures, *failed], units_done=done,
+                                   renew_units=[*todo.renew_units, *held])
+    return todo, packed, failed
 
 
 def add_packed(plan: Plan, packed: PackedBatch) -> bool:

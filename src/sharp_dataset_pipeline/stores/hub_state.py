@@ -99,14 +99,17 @@ def summarize_rows(rows: Iterable[IndexRow]) -> IndexSummary:
     files = 0
     holders: Counter[str] = Counter()
     made_by: dict[str, tuple[str, str, str]] = {}
+    tars: set[str] = set()  # sharded layout: the tars these rows point into (files shared by many rows)
     for row in rows:
         ids.add(row.id)
+        tars.update(p for p in (row.shard_path, row.ply_shard_path) if p)
         made_by[row.id] = (row.unit, row.predictor, row.model_version)
         paths = row_files(row)
         files += len(paths)
         found = {h for h in (holder_of(p, row.id) for p in paths) if h is not None}
         for h in found:
             holders[h] += 1
+    files += len(tars)
     unit_models: dict[str, dict[tuple[str, str], int]] = {}
     for unit, predictor, model in made_by.values():
         found = unit_models.setdefault(unit, {})
