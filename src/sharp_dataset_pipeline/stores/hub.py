@@ -492,6 +492,7 @@ class HubStore:
 
 
     def _index_files(self, sha: str) -> IndexFiles:
-        self._sync.count("api")  # one tree page per 1000 entries; compaction keeps them few
-        return list_index_files(self.api, self.repo_id, self.repo_type, sha)
+        found = list_index_files(self.api, self.repo_id, self.repo_type, sha)
+        self._sync.count("api", 1 + len(found.sizes) // 1000)  # the Hub pages trees at 1000 entries
+        return found
 
