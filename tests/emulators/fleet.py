@@ -16,6 +16,7 @@ import math
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,17 @@ from .hub import HubEmulator, HubFaults
 START = 1_800_000_000.0
 
 
+STALL_S = 2.0
+
+
 class VirtualClock:
     """Time shared by a set of threads: it advances (to the earliest deadline) only when every joined
-    thread waits and none of them can go on. Callable: ``clock()`` is the current time."""
+    thread waits and none of them can go on. Callable: ``clock()`` is the current time.
+
+    A joined thread may also block on a real lock held by one that waits here (a store's commit
+    lock held across a ``Retry-After`` pause): when nothing has changed for ``STALL_S`` real seconds,
+    the waiting threads are all that can move, and time advances for them.
+    """
 
     def __init__(self, start: float = START) -> None:
         self._now = start
@@ -44,6 +53,7 @@ class VirtualClock:
         self._joined: set[int] = set()
         self._waiting: dict[int, tuple[float, Callable[[], bool]]] = {}
         self._held = 0
+        self._changed_at = time.monotonic()
 
     def __call__(self) -> float:
         return self._now
@@ -58,10 +68,12 @@ class VirtualClock:
         with self._cv:
             self._joined.add(threading.get_ident())
             self._held = max(0, self._held - 1)
+            self._changed_at = time.monotonic()
 
     def leave(self) -> None:
         with self._cv:
             self._joined.discard(threading.get_ident())
+            self._changed_at = time.monotonic()
             self._advance()
 
     def sleep(self, seconds: float) -> None:
@@ -70,6 +82,7 @@ class VirtualClock:
     def notify(self) -> None:
         """Something a waiting thread may wait for changed (an inbox got a message)."""
         with self._cv:
+            self._changed_at = time.monotonic()
             self._cv.notify_all()
 
     def wait_for(self, ready: Callable[[], bool], timeout: float) -> bool:
@@ -85,16 +98,19 @@ class VirtualClock:
                 self._waiting[me] = (deadline, ready)
                 self._advance()
                 if self._now < deadline and not ready():
-                    self._cv.wait(timeout=0.5)  # a real-time timeout only guards against a lost wake-up
+                    self._cv.wait(timeout=0.5)
+                    if time.monotonic() - self._changed_at > STALL_S:
+                        self._advance(stalled=True)
                 self._waiting.pop(me, None)
 
-    def _advance(self) -> None:
-        if self._held or not self._joined or not self._joined <= set(self._waiting):
+    def _advance(self, stalled: bool = False) -> None:
+        if self._held or not self._waiting or not (stalled or self._joined <= set(self._waiting)):
             return
         if any(d <= self._now or ready() for d, ready in self._waiting.values()):
             self._cv.notify_all()
             return
         self._now = min(d for d, _ in self._waiting.values())
+        self._changed_at = time.monotonic()
         self._cv.notify_all()
 
 

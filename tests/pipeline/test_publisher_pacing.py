@@ -95,7 +95,8 @@ def test_hub_store_reports_its_budget_and_every_client_last_publish(tmp_path: Pa
     clock = ManualClock()
     with HubEmulator(clock=clock) as hub:
         stores = [HubStore(HubOptions("t/pace", endpoint=hub.url, token="hf_test", client_id=c, commits_per_hour=77,
-                                      cache_dir=tmp_path / c), clock=clock, sleep=clock.sleep) for c in ("a", "b")]
+                                      layout="shards", cache_dir=tmp_path / c), clock=clock, sleep=clock.sleep)
+                  for c in ("a", "b")]
         for s in stores:
             s.open()
         published = {}
@@ -108,12 +109,17 @@ def test_hub_store_reports_its_budget_and_every_client_last_publish(tmp_path: Pa
         assert pacing.commits_per_hour == 77
         assert dict(pacing.last_publish) == published  # b's progress file read from the repo, a's known
         assert pacing.now == clock()
-        for s in stores:
+        files = HubStore(HubOptions("t/files", endpoint=hub.url, token="hf_test", client_id="f", commits_per_hour=77,
+                                    layout="files", cache_dir=tmp_path / "f"), clock=clock, sleep=clock.sleep)
+        files.open()
+        assert files.publish_pacing().commits_per_hour == 0  # the files layout keeps its fixed batches
+        for s in [*stores, files]:
             s.close()
 
 
 def test_two_emulated_clients_stay_under_the_quota_and_both_publish(tmp_path: Path) -> None:
-    spec = FleetSpec(clients=2, hours=0.5, commits_per_hour=60, policy=BatchPolicy(), kinds=SHARDS_KINDS)
+    spec = FleetSpec(clients=2, hours=0.5, commits_per_hour=60, policy=BatchPolicy(), kinds=SHARDS_KINDS,
+                     store_options={"layout": "shards"})
     result = run_fleet(spec, tmp_path)
     assert result.stats.get("commit_429", 0) == 0  # the clients kept under the quota themselves
     assert result.max_commits_per_hour() <= spec.commits_per_hour

@@ -177,7 +177,10 @@ class HubStore:
 
     def publish_pacing(self) -> PublishPacing:
         """The commit budget and each client's last commit time, from the progress files every publish
-        commit carries (a recent state; only progress files changed since the last call are read)."""
+        commit carries (a recent state; only progress files changed since the last call are read). The
+        files layout answers no budget: its batches stay bounded by the files one commit may carry."""
+        if self.layout != SHARDS:
+            return PublishPacing(0, {}, self._clock())
         state = self._sync.current(self._max_age)
         last: dict[str, float] = {}
         for path in state.paths_of(PROGRESS):
