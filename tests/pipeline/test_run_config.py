@@ -8,6 +8,7 @@ import pytest
 
 from sharp_dataset_pipeline.pipeline.options import BatchOptions, ClaimOptions, FetchPoolOptions, RunOptions
 from sharp_dataset_pipeline.pipeline.publisher import PublishOptions
+from sharp_dataset_pipeline.publish.batch_sizing import BatchPolicy
 from sharp_dataset_pipeline.run_config import format_options, run_options, share_file_options
 from sharp_dataset_pipeline.settings import load_settings
 
@@ -16,12 +17,14 @@ def test_each_group_carries_its_settings(tmp_path: Path) -> None:
     settings = load_settings({"store": f"local:{tmp_path / 'store'}", "max_images": 7, "redo": "failed",
                               "download_workers": 3, "fetch_retries": 5, "fetch_timeout_secs": 9.0,
                               "upload_workers": 6, "hf_upload_batch_size": 11, "publish_formats": "spz",
-                              "keep_run_files": False, "stop_drain_secs": 4.0}, env_file=None)
+                              "keep_run_files": False, "stop_drain_secs": 4.0, "hf_commits_per_hour": 42},
+                             env_file=None)
     opts = run_options(settings)
     assert opts.claim == ClaimOptions(lease_ttl_s=1800.0, max_images=7, max_item_attempts=3, redo="failed")
     assert (opts.fetch.workers, opts.fetch.attempts, opts.fetch.timeout_s) == (3, 5, 9.0)
     assert (opts.post.workers, opts.post.formats.formats) == (6, ("spz",))
-    assert opts.batch == BatchOptions(size=11, wait_s=1.0, keep_run_files=False)
+    assert opts.batch == BatchOptions(size=11, wait_s=1.0, keep_run_files=False,
+                                      policy=BatchPolicy(commits_per_hour=42))
     assert opts.stop_drain_secs == 4.0 and opts.client_id == settings.client_id
 
 
