@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..publish.index import row_file_refs, row_from_json
 from ..records import IndexRow, Lease
+from .shard_checks import ShardOpener, index_id_problems, shard_problems
 
 # kind → (fixable, one-line meaning)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -32,6 +33,9 @@ KINDS: dict[str, tuple[bool, str]] = {
     "unrecorded_index_file": (True, "an index shard the ledger does not know"),
     "missing_index_file": (True, "an index shard the ledger has committed but that is missing"),
     "shard_count": (True, "a publish step's recorded row count differs from its rows in the ledger"),
+    "missing_member": (False, "a row's shard member is not in its shard (shard missing or too short)"),
+    "member_mismatch": (False, "a shard member's bytes, place or size differ from its row (deep)"),
+    "index_mismatch": (False, "the Parquet index and the JSONL rows hold different ids"),
     "expired_lease": (True, "a lease past its expiry (its unit can be taken over)"),
     "bad_lease": (True, "a lease that is malformed (no owner, bad times)"),
     "lease_on_done_unit": (True, "a lease on a unit that is already done"),
@@ -51,6 +55,9 @@ FIX_ACTIONS: dict[str, str] = {
 _TAKE_DOWN = "or take the item down with `sharp-dataset remove {subject}` (its id is then excluded for good)"
 # What a problem ``--fix`` cannot repair needs from a person.
 NEEDS: dict[str, str] = {
+    "missing_member": "restore {target} (e.g. from a backup), " + _TAKE_DOWN,
+    "member_mismatch": "{target} changed after it was published: restore it, " + _TAKE_DOWN,
+    "index_mismatch": "`sharp-dataset compact` rewrites the Parquet index from the rows",
     "missing_file": "restore {target} (e.g. from a backup or the run folder that made it), " + _TAKE_DOWN,
     "size_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
     "hash_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
@@ -108,6 +115,7 @@ class StoreView:
     expected_file: dict[str, str] | None = None
     known_index_files: set[str] | None = None
     ledger_problems: list[Problem] = field(default_factory=list)  # found by the store in its own books
+    parquet_ids: set[str] | None = None  # ids in the Parquet index (shards layout); None: not checked
 
 
 @dataclass
@@ -265,16 +273,21 @@ def lease_problems(leases: list[Lease], done_units: set[str], now: float) -> lis
     return problems
 
 
-def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | None = None) -> VerifyReport:
-    """Every inconsistency of ``view`` at ``now``; ``hasher(path)`` (SHA-256 hex) enables deep checks."""
+def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | None = None,
+                  opener: ShardOpener | None = None) -> VerifyReport:
+    """Every inconsistency of ``view`` at ``now``; ``hasher(path)`` (SHA-256 hex) enables deep checks of
+    files, ``opener(shard path)`` (a readable stream) those of every shard member."""
     found, problems = parse_index_files(view.index_files)
     problems += _index_problems(view, found)
     if view.ledger_rows is not None:
         rows = view.ledger_rows
     else:
         rows = {item_id: places[0][1] for item_id, places in found.items()}
-    file_problems, _ = _file_problems(rows, view.listing, hasher)
-    problems += file_problems
+    shard_found, shards = shard_problems(rows, view.listing, opener)
+    file_problems, _ = _file_problems(rows, {p: s for p, s in view.listing.items() if p not in shards}, hasher)
+    problems += file_problems + [Problem(*f) for f in shard_found]
+    if view.parquet_ids is not None:
+        problems += [Problem(*f) for f in index_id_problems(set(rows), view.parquet_ids)]
     problems += lease_problems(view.leases, view.done_units, now)
     problems += view.ledger_problems
     return VerifyReport(store=view.description, deep=hasher is not None, rows=len(rows),
