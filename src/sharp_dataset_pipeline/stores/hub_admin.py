@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import StoreError
 from ..ledger.results import GcResult, RemoveResult
@@ -45,6 +45,7 @@ from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
 from ..publish.index_edit import drop_lines, update_lines
+from ..publish.shard_layout import parse_shard_path
 from ..records import Batch, Failure, IndexRow, Lease
 from .hub_failures import fold_failures
 from .hub_ops import Plan
@@ -283,7 +284,9 @@ class HubAdmin:
             if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] == layout.COORD_DIR:
                 continue
             holder = holder_of(e.path, parts[-2])
-            if holder is None or (tops and "" not in state.holders and holder.split("/")[0] not in tops):
+            is_shard = parse_shard_path(e.path) is not None  # a tar of the sharded layout: its rows' members
+            outside = holder is None or (tops and "" not in state.holders and holder.split("/")[0] not in tops)
+            if not is_shard and outside:
                 continue
             sizes[e.path] = int(e.size)
             if getattr(e, "lfs", None) is not None:
@@ -310,7 +313,10 @@ class HubAdmin:
                     h.update(block)
             return h.hexdigest()
 
-        report = find_problems(view, now, sha256 if deep else None)
+        def opener(path: str) -> BinaryIO:
+            return open(self._download(path, state.sha), "rb")
+
+        report = find_problems(view, now, sha256 if deep else None, opener if deep else None)
         report.repairs = FIXES
         return report
 
