@@ -115,3 +115,12 @@ def test_rewrite_entries_and_an_emptied_shard(tmp_path: Path) -> None:
                          tmp_path / "w2")
     assert gone.empty and not (tmp_path / "e.tar").exists()
     assert sorted(gone.dropped) == sorted([encode_key("a1"), encode_key("b22")])
+
+
+def test_share_missing_takes_the_spz_member_out_of_the_shard(tmp_path: Path) -> None:
+    from sharp_dataset_pipeline.publish.share import local_share_file
+
+    rows = _write(tmp_path, ["a1", "b22"])
+    pick = local_share_file(tmp_path, use_small_ply=False, keep=1000, work_dir=tmp_path / "share")
+    path = pick(rows[1])
+    assert path.suffix == ".spz" and path.read_bytes() == _content("b22", "spz")

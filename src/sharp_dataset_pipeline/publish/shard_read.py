@@ -115,3 +115,17 @@ class ItemReader:
 
 def _by_field(members: tuple[ShardMember, ...], field_name: str) -> ShardMember | None:
     return next((m for m in members if m.field == field_name), None)
+
+
+def member_file(local_path: LocalPath, row: IndexRow, fields: tuple[str, ...], work_dir: Path) -> Path | None:
+    """The first of ``fields`` the shards-layout ``row`` has, written (checked) to ``work_dir`` as
+    ``<id>.<last part of the field>`` for a tool that takes a file (``share --missing``); None if none."""
+    members = row_members(row)
+    for name in fields:
+        member = _by_field(members, name)
+        if member is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            out = work_dir / f"{row.id}.{name.rsplit('.', 1)[-1]}"
+            out.write_bytes(member_bytes(local_path(member.shard), member))
+            return out
+    return None

@@ -44,6 +44,7 @@ from ..records import IndexRow
 from ..redact import redact
 from ..splat.filter import top_visible
 from ..splat.ply import read_ply, write_ply
+from .shard_read import member_file
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +428,10 @@ def share_file_picker(
     when no PLY exists, the SHARP PLY, then the ``.spz``.
     """
     def pick(row: IndexRow) -> Path:
+        if row.shard_path:  # sharded layout: the splat member, checked, out of its tar
+            wanted = ("small.ply", "spz", "ply") if use_small_ply else ("ply", "spz")
+            if (member := member_file(files.local_path, row, wanted, work_dir)) is not None:
+                return member
         extra = _extra_paths(row)
         ply = files.local_path(row.ply_path) if row.ply_path else None
         if use_small_ply:
