@@ -1,5 +1,6 @@
 """verify --deep on the Hub store's sharded layout (emulated Hub, real client code): a published repo is
-consistent, a flipped byte inside one member of a tar is reported against that item and member."""
+consistent, a flipped byte inside one member of a tar is reported against that item and member;
+status counts the items the shards hold."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from huggingface_hub import HfApi
 
 from emulators.hub import HubEmulator, ManualClock
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.ops.status import dataset_status
 from sharp_dataset_pipeline.publish.parquet_index import row_members
 from sharp_dataset_pipeline.publish.shard_keys import encode_key
 from sharp_dataset_pipeline.records import Batch
@@ -43,3 +45,18 @@ def test_deep_verify_names_a_corrupted_member(tmp_path: Path) -> None:
         assert [(p.kind, p.subject) for p in problems] == [("member_mismatch", "v2")]
         assert f"{encode_key('v2')}.spz" in problems[0].detail
         assert json.loads(hub.files(REPO)[".coord/layout.json"]) == {"layout": "shards"}
+
+
+def test_status_counts_the_items_published_inside_the_shards(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+        store.open()
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["s1", "s2", "s3"]), units_done=[]))
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["s4", "s5"]), units_done=[]))
+        tars = [p for p in hub.files(REPO) if p.endswith(".tar")]
+        assert len(tars) >= 2  # one splat tar per batch at least
+        report = dataset_status(store.admin(), clock())
+        assert report.published == 5
+        assert {c.client: c.published for c in report.clients} == {"c1": 5}
