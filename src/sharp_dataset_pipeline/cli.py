@@ -75,6 +75,9 @@ def main() -> None:
 @click.option("--publish-formats", default=None,
               help="What is published per item, comma-separated: ply, preview, spz, sog, compressed.ply, html, "
               "small.ply [env PUBLISH_FORMATS, ply,preview].")
+@click.option("--layout", type=click.Choice(["shards", "files"]), default=None,
+              help="Dataset layout: shards (WebDataset tars + a Parquet index) or files (per-item files); "
+              "unset: files for now; the Hub store only publishes shards so far [env LAYOUT].")
 @click.option("--executor", type=click.Choice(["thread", "ray"]), default=None,
               help="thread (this machine) or ray (Ray Data: a GPU actor pool, needs the [ray] extra) "
               "[env EXECUTOR, thread].")

@@ -119,7 +119,8 @@ def make_store(settings: Settings) -> Store:
 
         if not arg:
             raise ConfigError("STORE: local store needs a folder, e.g. local:./my-dataset")
-        return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path)
+        return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path,
+                          dataset_layout=settings.layout)
     if kind in ("hf", "hub"):
         from .stores.hub import HubStore
 
@@ -144,7 +145,8 @@ def hub_options(settings: Settings, repo_id: str) -> HubOptions:
         auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
         client_id=settings.client_id,
         journal_dir=Path(settings.runs_dir) / ".state",
-        layout="files",  # the CLI publishes per-item files until it has a LAYOUT setting
+        # Unset stays "files" from the CLI until the e2e tests that mean per-item files say LAYOUT=files.
+        layout=settings.layout or "files",
     )
 
 

@@ -170,7 +170,11 @@ class Settings(BaseSettings):
     # Only for tests against a loopback emulator: allow a private/loopback GSPLAT_BASE.
     gsplat_allow_private_base: bool = False
 
-    # What is published per item (see README: formats and sizes).
+    # Dataset layout (issue #14): "" = the store's default ("files" from the CLI so far),
+    # "shards" (WebDataset tars + a Parquet index) or "files" (per-item files).
+    layout: Literal["", "shards", "files"] = ""
+    # What is published per item (see README: formats and sizes). Unset, it follows the layout
+    # (``formats_for_layout``): shards → spz,preview; files → ply,preview.
     publish_formats: str = "ply,preview"
     # SPZ container: 4 (zstd streams; what Niantic's library and splat-transform write) or 3 (one gzip
     # stream, for viewers that predate version 4). Written in process; see README: formats.
@@ -216,6 +220,12 @@ class Settings(BaseSettings):
         return self
 
     # Derived values: one place decides them.
+    def formats_for_layout(self, layout_name: str) -> str:
+        """PUBLISH_FORMATS when set explicitly, else the default of the dataset's layout."""
+        if "publish_formats" in self.model_fields_set:
+            return self.publish_formats
+        return "spz,preview" if layout_name == "shards" else "ply,preview"
+
     def local_store_root(self) -> Path | None:
         """The folder of a ``local:`` store, None for the hub store."""
         kind, _, arg = self.resolved_store().partition(":")

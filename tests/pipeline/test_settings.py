@@ -77,3 +77,20 @@ def test_defaults_without_accounts_use_samples_and_local_store(monkeypatch: pyte
     assert with_accounts.resolved_store() == "hf:me/splats"
     assert with_accounts.secret("unsplash_access_key") == "unsplashDefaultsCanary77"
     assert "unsplashDefaultsCanary77" not in repr(with_accounts) + str(with_accounts)
+
+
+def test_layout_setting_and_the_formats_that_follow_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings({}, env_file=None)
+    assert s.layout == ""
+    assert s.formats_for_layout("shards") == "spz,preview"
+    assert s.formats_for_layout("files") == "ply,preview"
+    monkeypatch.setenv("LAYOUT", "files")
+    monkeypatch.setenv("PUBLISH_FORMATS", "ply,spz")
+    s = load_settings({}, env_file=None)
+    assert s.layout == "files"
+    assert s.formats_for_layout("shards") == "ply,spz"  # an explicit PUBLISH_FORMATS wins
+    s = load_settings({"layout": "shards", "publish_formats": "spz"}, env_file=None)
+    assert s.layout == "shards" and s.formats_for_layout("files") == "spz"
+    monkeypatch.setenv("LAYOUT", "tiles")
+    with pytest.raises(ConfigError, match="LAYOUT"):
+        load_settings({}, env_file=None)

@@ -125,6 +125,7 @@ class StoreAdmin(Protocol):
 
 class Store(Protocol):
     description: str
+    layout: str  # "shards" or "files" once ``open`` has run (a Hub store decides it there)
 
     def admin(self) -> StoreAdmin:
         """The operation commands on this store (the same object on every call)."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeaseConflict, StoreError
+from ..errors import ConfigError, LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, render_snapshot_yaml
@@ -85,7 +85,13 @@ class LocalStore(LocalMaintenance):
         card_title: str = "SHARP Gaussian splats",
         card_sources: list[str] | None = None,
         busy_timeout_s: float = 60.0,
+        dataset_layout: str = "",
     ) -> None:
+        # Only per-item files here until the local sharded publish lands (issue #14): auto is "files".
+        if dataset_layout not in ("", "files"):
+            raise ConfigError(f"LAYOUT={dataset_layout}: the local store publishes only the files layout yet; "
+                              "unset LAYOUT or use LAYOUT=files")
+        self.layout = "files"
         self.root = Path(root)
         self.index_path = index_path
         layout.index_glob(index_path)  # validates: a .jsonl path inside the repo
