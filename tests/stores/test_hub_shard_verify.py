@@ -1,6 +1,6 @@
 """verify --deep on the Hub store's sharded layout (emulated Hub, real client code): a published repo is
 consistent, a flipped byte inside one member of a tar is reported against that item and member;
-status counts the items the shards hold."""
+status counts the items the shards hold; gallery builds its media from the members."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import json
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from PIL import Image
 
 from emulators.hub import HubEmulator, ManualClock
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.ops.gallery.build import GalleryOptions, build_gallery
 from sharp_dataset_pipeline.ops.status import dataset_status
 from sharp_dataset_pipeline.publish.parquet_index import row_members
 from sharp_dataset_pipeline.publish.shard_keys import encode_key
 from sharp_dataset_pipeline.records import Batch
+from sharp_dataset_pipeline.splat.ply import read_ply
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from stores.shard_items import planar_items
 
@@ -60,3 +63,29 @@ def test_status_counts_the_items_published_inside_the_shards(tmp_path: Path) -> 
         report = dataset_status(store.admin(), clock())
         assert report.published == 5
         assert {c.client: c.published for c in report.clients} == {"c1": 5}
+
+
+def test_gallery_builds_each_items_media_from_its_shard_members(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+        store.open()
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b", ["g1", "g2"]), units_done=[]))
+        admin = store.admin()
+        rows = list(admin.rows())
+        assert all(r.shard_path and not r.image_path for r in rows)
+        out = tmp_path / "site"
+        result = build_gallery(rows, admin, out, runs=[], events=[], options=GalleryOptions(viewer=False))
+        assert result.skipped == [] and result.items == 2 and result.rendered == 2
+        for row in rows:
+            media = out / "media" / row.id
+            assert read_ply(media / "splat.ply").count == row.num_gaussians > 0
+            with Image.open(media / "photo.jpg") as photo:
+                assert photo.format == "JPEG" and max(photo.size) <= 480
+                assert abs(photo.width / photo.height - row.width / row.height) < 0.05
+            with Image.open(media / "preview.jpg") as preview:
+                assert preview.format == "JPEG" and preview.width > 0
+            assert (out / "items" / f"{row.id}.html").is_file()
+        again = build_gallery(rows, admin, out, runs=[], events=[], options=GalleryOptions(viewer=False))
+        assert again.reused == 2 and again.rendered == 0

@@ -18,6 +18,7 @@ out with a warning; the rest of the site is still built.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ...errors import PermanentError, StoreError
 from ...fetch.image import to_rgb_array
 from ...ledger.status import PublishEvent
+from ...publish.shard_read import ItemReader
 from ...records import IndexRow
 from ...splat.gaussians import XYZ, Gaussians
 from ...splat.ply import InvalidSplat, read_ply
@@ -99,7 +101,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _thumbnail(src: Path, dst: Path, long_side: int) -> None:
+def _thumbnail(src: Path | BinaryIO, dst: Path, long_side: int) -> None:
     with Image.open(src) as img:
         # Normalised as the fetch stage does: Pillow's convert("RGB") clips 16-bit samples to 255.
         img = Image.fromarray(to_rgb_array(ImageOps.exif_transpose(img)))
@@ -142,8 +144,29 @@ def _published_preview(row: IndexRow) -> str:
     return ""
 
 
+def _make_shard_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOptions) -> dict:
+    """Media of a shards-layout row: photo, WebP preview and PLY read out of its tars (sha256 checked).
+
+    The viewer takes a PLY, so a row whose shards hold no PLY member is skipped (``MissingPart``)."""
+    reader = ItemReader(files.local_path)
+    ply_bytes = reader.ply(row)  # first: a row without a PLY is skipped before anything is written
+    _write_atomic(media / "splat.ply", ply_bytes)
+    _thumbnail(io.BytesIO(reader.photo(row)), media / "photo.jpg", opts.thumb_long_side)
+    _thumbnail(io.BytesIO(reader.preview(row)), media / "preview.jpg", opts.preview_long_side)
+    depth = _median_depth(read_ply(media / "splat.ply"))
+    return {"image_sha256": row.image_sha256, "ply_sha256": row.ply_sha256, "depth": depth}
+
+
+def _write_atomic(dst: Path, data: bytes) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dst)
+
+
 def _make_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOptions) -> dict:
     media.mkdir(parents=True, exist_ok=True)
+    if row.shard_path:
+        return _make_shard_media(row, files, media, opts)
     if not row.image_path or not row.ply_path:
         raise PermanentError(f"{row.id}: the row names no photo or no PLY", reason="incomplete_row")
     _thumbnail(files.local_path(row.image_path), media / "photo.jpg", opts.thumb_long_side)
