@@ -6,7 +6,7 @@ Hub emulator), fed with small synthetic finished items at ``--rate`` per second;
 quota: past ``HF_COMMITS_PER_HOUR`` (``--commits-per-hour``) commits in a rolling hour it answers
 429 with ``Retry-After``. Time is virtual (``tests/emulators/fleet.py``): it moves only when every
 client waits, so two hours of a fleet take a minute or two and what is measured is the design, not this
-machine. The per-item layout publishes as today (``BATCH_SIZE`` 32, ``BATCH_WAIT_S`` 1, each client's
+machine. The per-item layout publishes as today (32 items per batch, 1 s wait, each client's
 own governor at the budget); the sharded layout sizes its batches from the budget and the active
 clients (``publish/batch_sizing.py``). Rates are taken over the last hour (the first one is the start).
 
