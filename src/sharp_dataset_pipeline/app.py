@@ -37,7 +37,6 @@ from .sources.base import Source
 from .splat.formats import FormatOptions, needs_splat_transform
 
 if TYPE_CHECKING:
-    from .pipeline.options import RunOptions
     from .pipeline.share_stage import ShareRecorder, ShareSettings
     from .predict.gpu_memory import GpuMemoryLogger
     from .publish.share import GsplatClient, ShareSummary
@@ -55,17 +54,6 @@ def _check_formats(opts: FormatOptions) -> None:
 
         tool = locate_splat_transform(opts.splat_transform_bin)
         log.info("splat-transform %s for %s", tool_version(tool), ", ".join(opts.formats))
-
-
-def _formats_for_store(settings: Settings, opts: RunOptions, layout_name: str) -> RunOptions:
-    """Post-processing writes the default formats of the layout the store opened in (an explicit
-    PUBLISH_FORMATS wins); the layout is known only once the store has read its marker."""
-    formats = settings.formats_for_layout(layout_name)
-    if formats == settings.publish_formats:  # what ``run_options`` already chose (and was checked)
-        return opts
-    post = dataclasses.replace(opts.post, formats=format_options(settings, formats))
-    _check_formats(post.formats)
-    return dataclasses.replace(opts, post=post)
 
 
 def share_client(settings: Settings) -> GsplatClient | None:
@@ -214,10 +202,14 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
                  control.stop_path)
         try:
             store.open()
-            opts = _formats_for_store(settings, opts, store.layout)
+            # Post-processing makes what the dataset's layout publishes (the store knows it once open).
+            opts = dataclasses.replace(opts, post=dataclasses.replace(
+                opts.post, formats=format_options(settings, layout=store.layout)))
+            _check_formats(opts.post.formats)
         except SharpDatasetError:
             predictor.close()
             client.close()
+            store.close()
             raise
     items_log = ItemStatusLog(opts.run_dir / "items.jsonl")
     metrics = Metrics(on_event=items_log.event)

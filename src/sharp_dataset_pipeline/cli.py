@@ -74,10 +74,10 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=None, help="Items per publish step [env HF_UPLOAD_BATCH_SIZE, 32].")
 @click.option("--publish-formats", default=None,
               help="What is published per item, comma-separated: ply, preview, spz, sog, compressed.ply, html, "
-              "small.ply [env PUBLISH_FORMATS, ply,preview].")
+              "small.ply [env PUBLISH_FORMATS; default spz,preview in the shards layout, ply,preview in files].")
 @click.option("--layout", type=click.Choice(["shards", "files"]), default=None,
-              help="Dataset layout: shards (WebDataset tars + a Parquet index) or files (per-item files); "
-              "unset: files for now; the Hub store only publishes shards so far [env LAYOUT].")
+              help="Layout of a NEW dataset: shards (WebDataset tars + a Parquet index) or files (per-item "
+              "files); an existing dataset keeps its own [env LAYOUT, default: the dataset's, files when new].")
 @click.option("--executor", type=click.Choice(["thread", "ray"]), default=None,
               help="thread (this machine) or ray (Ray Data: a GPU actor pool, needs the [ray] extra) "
               "[env EXECUTOR, thread].")

@@ -111,6 +111,12 @@ def unsplash_options(settings: Settings, kind: str, arg: str) -> UnsplashOptions
     )
 
 
+# The layout a NEW dataset gets when LAYOUT is unset. Still "files": in the sharded layout publishing,
+# verify and share --missing work on both stores, but remove inside a shard, the gallery and status
+# do not yet (issue #14); LAYOUT=shards opts a new dataset in. An existing dataset keeps its own.
+NEW_DATASET_LAYOUT = "files"
+
+
 def make_store(settings: Settings) -> Store:
     spec = settings.resolved_store()
     kind, _, arg = spec.partition(":")
@@ -120,7 +126,7 @@ def make_store(settings: Settings) -> Store:
         if not arg:
             raise ConfigError("STORE: local store needs a folder, e.g. local:./my-dataset")
         return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path,
-                          dataset_layout=settings.layout)
+                          dataset_layout=settings.layout, new_layout=NEW_DATASET_LAYOUT)
     if kind in ("hf", "hub"):
         from .stores.hub import HubStore
 
@@ -145,8 +151,8 @@ def hub_options(settings: Settings, repo_id: str) -> HubOptions:
         auto_compact_shards=settings.hf_compact_every_shards if settings.hf_write_index else 0,
         client_id=settings.client_id,
         journal_dir=Path(settings.runs_dir) / ".state",
-        # Unset stays "files" from the CLI until the e2e tests that mean per-item files say LAYOUT=files.
-        layout=settings.layout or "files",
+        layout=settings.layout,
+        new_layout=NEW_DATASET_LAYOUT,
     )
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from .factories import default_subdir
 from .pipeline.options import BatchOptions, ClaimOptions, FetchPoolOptions, PostPoolOptions, RunOptions
 from .pipeline.stages import ShareFileOptions
-from .publish.batch_sizing import BatchPolicy
 from .settings import Settings
 from .splat.formats import FormatOptions, parse_formats
 
@@ -69,10 +68,12 @@ def _filesystem(path: Path) -> int:
     return -1
 
 
-def format_options(settings: Settings, formats: str | None = None) -> FormatOptions:
-    """What post-processing writes: PUBLISH_FORMATS (or ``formats``, e.g. ``convert --to``)."""
+def format_options(settings: Settings, formats: str | None = None, *, layout: str = "") -> FormatOptions:
+    """What post-processing writes: PUBLISH_FORMATS (or ``formats``, e.g. ``convert --to``), else the
+    default of the dataset's ``layout`` ("" before the store is open: LAYOUT, or shards)."""
+    chosen = formats if formats is not None else settings.formats_for_layout(layout or settings.layout)
     return FormatOptions(
-        formats=parse_formats(settings.publish_formats if formats is None else formats),
+        formats=parse_formats(chosen),
         preview_long_side=settings.preview_long_side,
         small_ply_keep=settings.small_ply_keep,
         timeout_s=settings.format_timeout_secs,
@@ -116,9 +117,6 @@ def run_options(settings: Settings) -> RunOptions:
                                max_pixels=settings.max_image_pixels, max_bytes=settings.max_download_bytes),
         post=PostPoolOptions(workers=settings.upload_workers, queue_max=settings.upload_queue_max,
                              formats=format_options(settings)),
-        # The policy applies where the store has a commit budget to size from (the Hub store's shards
-        # layout); elsewhere the store answers none and ``size`` / ``wait_s`` stay as they are.
-        batch=BatchOptions(size=size, wait_s=wait, keep_run_files=keep_run_files(settings),
-                           policy=BatchPolicy(commits_per_hour=settings.hf_commits_per_hour)),
+        batch=BatchOptions(size=size, wait_s=wait, keep_run_files=keep_run_files(settings)),
         stop_drain_secs=settings.stop_drain_secs,
     )

@@ -170,12 +170,12 @@ class Settings(BaseSettings):
     # Only for tests against a loopback emulator: allow a private/loopback GSPLAT_BASE.
     gsplat_allow_private_base: bool = False
 
-    # Dataset layout (issue #14): "" = the store's default ("files" from the CLI so far),
-    # "shards" (WebDataset tars + a Parquet index) or "files" (per-item files).
-    layout: Literal["", "shards", "files"] = ""
-    # What is published per item (see README: formats and sizes). Unset, it follows the layout
-    # (``formats_for_layout``): shards → spz,preview; files → ply,preview.
-    publish_formats: str = "ply,preview"
+    # How a dataset is laid out: "" = the dataset's own (a new one: factories.NEW_DATASET_LAYOUT), "shards" (WebDataset
+    # tars + a Parquet index), "files" (the predecessor's per-item files). See README: layouts.
+    layout: str = ""
+    # What is published per item (see README: formats and sizes); empty: by layout (shards: spz,preview;
+    # files: ply,preview).
+    publish_formats: str = ""
     # SPZ container: 4 (zstd streams; what Niantic's library and splat-transform write) or 3 (one gzip
     # stream, for viewers that predate version 4). Written in process; see README: formats.
     spz_version: int = Field(default=4, ge=3, le=4)
@@ -199,8 +199,20 @@ class Settings(BaseSettings):
     def _formats(cls, value: str) -> str:
         from .splat.formats import parse_formats
 
+        if not value.strip():
+            return ""
         try:
             return ",".join(parse_formats(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        from .publish.layout_choice import check_layout
+
+        try:
+            return check_layout(value.strip().lower())
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
@@ -221,10 +233,8 @@ class Settings(BaseSettings):
 
     # Derived values: one place decides them.
     def formats_for_layout(self, layout_name: str) -> str:
-        """PUBLISH_FORMATS when set explicitly, else the default of the dataset's layout."""
-        if "publish_formats" in self.model_fields_set:
-            return self.publish_formats
-        return "spz,preview" if layout_name == "shards" else "ply,preview"
+        """PUBLISH_FORMATS when set, else the default of the dataset's layout (shards: spz,preview)."""
+        return self.publish_formats or ("ply,preview" if layout_name == "files" else "spz,preview")
 
     def local_store_root(self) -> Path | None:
         """The folder of a ``local:`` store, None for the hub store."""

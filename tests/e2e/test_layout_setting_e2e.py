@@ -1,6 +1,6 @@
 """The LAYOUT setting through the real CLI: ``--layout shards`` on the loopback Hub publishes tars with
 the shards layout's default formats (spz + a WebP preview, no PLY); a files layout asked of that
-repository afterwards, or shards of the local store, is a one-line config error (exit 2)."""
+repository afterwards, is a one-line config error (exit 2); the local store publishes shards too."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def test_layout_shards_publishes_tars_with_spz_and_a_mismatch_is_refused(tmp_pat
         assert "error: LAYOUT=files, but this dataset is in the shards layout" in p.stderr, p.stderr[-2000:]
         assert TOKEN not in p.stderr
 
-    p = _run(tmp_path, photos, f"local:{tmp_path / 'store'}", "c", "--layout", "shards")
-    assert p.returncode == 2, p.stderr[-3000:]
-    assert "LAYOUT=shards" in p.stderr and "Traceback" not in p.stderr
+    local = tmp_path / "store"
+    p = _run(tmp_path, photos, f"local:{local}", "c", "--layout", "shards")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((local / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
+    assert list((local / "data" / "shards").rglob("*.tar")) and not list(local.rglob("*.ply"))

@@ -45,7 +45,7 @@ class MemoryStore:
     def __init__(self, scratch: Path, clock: Callable[[], float] = time.time, commits_per_hour: int = 0) -> None:
         """``commits_per_hour`` > 0 plays a store with a commit budget (publish steps sized by it)."""
         self.description = "memory:"
-        self.layout = "files"
+        self.layout = "files"  # items are kept with the files post-processing named
         self.commits_per_hour = commits_per_hour
         self.books = _Books()
         self.lock = threading.Lock()

@@ -200,7 +200,7 @@ def _dataset_info(features: dict[str, str], description: str = "") -> list[str]:
     return lines
 
 
-def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None) -> str:
+def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None, layout: str = "files") -> str:
     """``.huggingface.yaml`` of a local store: the card's ``dataset_info`` plus the name of the
     latest index snapshot, rewritten by every publish step.
 
@@ -210,8 +210,10 @@ def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None) 
     with the same folder name share one cache entry. It merges this file's top-level keys over the
     card's, so this ``dataset_info`` (same features, a description naming the snapshot) is hashed.
     """
-    feats = features if features is not None else index_features()
     description = f"Index snapshot {snapshot} (changes with every publish step; caches follow it)."
+    if layout == "shards":  # the Parquet index carries its own schema: only the snapshot's name here
+        return "\n".join(["dataset_info:", "- config_name: index", f"  description: {_q(description)}"]) + "\n"
+    feats = features if features is not None else index_features()
     return "\n".join(_dataset_info(feats, description)) + "\n"
 
 

@@ -125,7 +125,8 @@ class StoreAdmin(Protocol):
 
 class Store(Protocol):
     description: str
-    layout: str  # "shards" or "files" once ``open`` has run (a Hub store decides it there)
+    # "shards" or "files" (``publish.layout_choice``): decided by ``open`` from the dataset itself.
+    layout: str
 
     def admin(self) -> StoreAdmin:
         """The operation commands on this store (the same object on every call)."""

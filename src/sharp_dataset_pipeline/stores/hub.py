@@ -40,6 +40,7 @@ from ..errors import StoreError
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
+from ..publish.layout_choice import FILES, SHARDS, check_layout
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
@@ -58,15 +59,12 @@ from .hub_ops import (
     to_replace,
 )
 from .hub_shards import (
-    FILES,
     PREDECESSOR_DIR,
-    SHARDS,
     IndexFiles,
     ShardPacker,
     add_index_compaction,
     add_marker,
     add_packed,
-    check_layout,
     list_index_files,
     repo_layout,
     shard_batch,
@@ -108,7 +106,8 @@ class HubOptions:
     client_id: str = ""
     cache_dir: Path | None = None
     journal_dir: Path | None = None
-    layout: str = ""  # "" = the repo's (a new one gets "shards"), "shards", "files"
+    layout: str = ""  # "" = the repo's (a new one gets ``new_layout``), "shards", "files"
+    new_layout: str = "shards"
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 
 
@@ -137,6 +136,7 @@ class HubStore:
         self.api = api
         self._clock = clock
         self._layout_asked = check_layout(o.layout)
+        self._new_layout = check_layout(o.new_layout) or "shards"
         self.layout = FILES if o.layout == FILES else ""  # decided by ``open``
         cache_dir = o.cache_dir or Path(tempfile.mkdtemp(prefix="sharp-hub-"))
         self._packer = ShardPacker(cache_dir / "packs", o.client_id or "hub-store", o.max_shard_bytes)
@@ -249,7 +249,8 @@ class HubStore:
         facts = CardFacts(frozenset(self._card_sources))
 
         def build(st: HubState) -> Plan | None:
-            self.layout, mark = repo_layout(st, self._layout_asked, lambda: self._has_predecessor(st))
+            self.layout, mark = repo_layout(st, self._layout_asked, lambda: self._has_predecessor(st),
+                                             self._new_layout)
             if found and not mark:
                 return None
             card = None if found else self._render_card(facts)

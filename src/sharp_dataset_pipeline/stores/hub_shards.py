@@ -18,7 +18,6 @@ or compaction adds to its one commit.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PermanentError, StoreError
+from ..errors import PermanentError, StoreError
+from ..publish.layout_choice import decide_layout, marker_bytes
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR, batch_digest
 from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch, content_salt, pack_batch
@@ -37,37 +37,24 @@ from .item_checks import publish_failure, units_held_back
 
 log = logging.getLogger(__name__)
 
-SHARDS, FILES = "shards", "files"
-LAYOUTS = (SHARDS, FILES)
 PREDECESSOR_DIR = "unsplash"  # the predecessor project's per-item folders: unsplash/<id>/<id>.ply
 
 
-def check_layout(requested: str) -> str:
-    """``requested`` ("" = detect) if it names a layout; ``ConfigError`` otherwise."""
-    if requested not in ("", *LAYOUTS):
-        raise ConfigError(f"LAYOUT: unknown layout {requested!r}; use shards, files or leave it empty")
-    return requested
-
-
-def repo_layout(state: HubState, requested: str, predecessor: Callable[[], bool]) -> tuple[str, bool]:
-    """``(layout, marker to write)`` for the repo at ``state``; ``predecessor()`` tells (one call,
-    asked only for a repo without marker or rows) whether the predecessor's item folders exist."""
+def repo_layout(state: HubState, requested: str, predecessor: Callable[[], bool],
+                new_default: str = "shards") -> tuple[str, bool]:
+    """``(layout, marker to write)`` for the repo at ``state`` (``layout_choice.decide_layout``);
+    ``predecessor()`` tells (one call, asked only for a repo without marker or rows) whether the
+    predecessor's item folders exist. A repo detected as ``files`` is detected again at each open:
+    opening never costs it a commit."""
     marked = state.parsed.get(LAYOUT_PATH) if LAYOUT_PATH in state.entries else None
-    if marked is not None:
-        detected, write = str(marked), False
-    elif state.index_paths or predecessor():
-        detected, write = FILES, False  # detected again at each open: opening never costs such a repo a commit
-    else:
-        detected, write = requested or SHARDS, True
-    if requested and requested != detected:
-        fix = "use `sharp-dataset migrate --to shards`" if detected == FILES else "leave LAYOUT empty"
-        raise ConfigError(f"LAYOUT={requested}, but this dataset is in the {detected} layout: {fix}")
-    return detected, write
+    recorded = None if marked is None else str(marked)
+    has_rows = recorded is None and bool(state.index_paths or predecessor())
+    return decide_layout(requested, recorded, has_rows, new_default)
 
 
 def add_marker(plan: Plan, layout_name: str) -> None:
     """The layout marker rides on ``plan`` (parsed into the state the commit leaves)."""
-    plan.add_known(LAYOUT_PATH, (json.dumps({"layout": layout_name}, sort_keys=True) + "\n").encode(), LAYOUT)
+    plan.add_known(LAYOUT_PATH, marker_bytes(layout_name), LAYOUT)
 
 
 class ShardPacker:

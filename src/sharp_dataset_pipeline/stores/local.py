@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LeaseConflict, StoreError
+from ..errors import LeaseConflict, StoreError
 from ..ledger.leases import may_take, new_lease
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, render_snapshot_yaml
 from ..publish.index import row_files, row_from_json, row_to_json
+from ..publish.layout_choice import FILES, SHARDS, check_layout
+from ..publish.shard_layout import PLY_DIR
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
 from . import local_schema as sql
 from .base import PublishPacing, PublishReceipt, UnitStatus
@@ -41,6 +43,7 @@ from .item_checks import beside_published, publish_failure, screen_items, units_
 from .local_admin import LocalAdmin
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
+from .local_shards import drop_work, local_layout, pack_step, step_files
 from .local_staging import Recorded, Staged, replaces, stage_files
 
 __all__ = ["LocalStore", "StoreCounts"]
@@ -70,7 +73,7 @@ SNAPSHOT_YAML = layout.DATASETS_YAML_PATH  # read by ``datasets`` over the card:
 
 def _names(recorded: tuple[str, str] | None, path: str) -> bool:
     """Whether a recorded (shard, row) names ``path``: a file placed for it is no leftover."""
-    return recorded is not None and path in row_files(row_from_json(recorded[1]))
+    return recorded is not None and path in step_files(row_from_json(recorded[1]))
 
 
 class LocalStore(LocalMaintenance):
@@ -86,12 +89,8 @@ class LocalStore(LocalMaintenance):
         card_sources: list[str] | None = None,
         busy_timeout_s: float = 60.0,
         dataset_layout: str = "",
+        new_layout: str = "files",
     ) -> None:
-        # Only per-item files here until the local sharded publish lands (issue #14): auto is "files".
-        if dataset_layout not in ("", "files"):
-            raise ConfigError(f"LAYOUT={dataset_layout}: the local store publishes only the files layout yet; "
-                              "unset LAYOUT or use LAYOUT=files")
-        self.layout = "files"
         self.root = Path(root)
         self.index_path = index_path
         layout.index_glob(index_path)  # validates: a .jsonl path inside the repo
@@ -100,6 +99,9 @@ class LocalStore(LocalMaintenance):
         self._card_title = card_title
         self._card_sources = list(card_sources or [])
         self._busy_timeout_s = busy_timeout_s
+        self._layout_asked = check_layout(dataset_layout)
+        self._new_layout = check_layout(new_layout) or FILES
+        self.layout = FILES if dataset_layout == FILES else ""  # decided by ``open`` from the dataset
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -127,6 +129,8 @@ class LocalStore(LocalMaintenance):
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._opened = True
         sql.ensure_schema(self._conn())
+        has_rows = self.counts().published > 0 or any(self._data_dir.glob("*.jsonl"))
+        self.layout = local_layout(self.root, self._layout_asked, has_rows, self._new_layout)
         self._repair()
         if not (self.root / layout.README_PATH).exists():
             self.write_card()
@@ -289,6 +293,9 @@ class LocalStore(LocalMaintenance):
         # A replaced item's changed files get new names: its old row keeps naming intact bytes
         # until the commit that names the new ones (readers never see other than the ledger says).
         items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
+        work = None
+        if self.layout == SHARDS:
+            items, work = self._packed(items, skip, old_rows, batch.client_id)
         plan: dict[str, list[Staged]] = {}
         for pi in items:
             if pi.row.id in skip:
@@ -310,6 +317,8 @@ class LocalStore(LocalMaintenance):
         try:
             for item_id, entries in list(plan.items()):
                 problem = stage_files(entries)
+                if problem and self.layout == SHARDS:  # the carrier holds every item's bytes
+                    raise StoreError(f"{self.description}: publish failed: {problem}")
                 if problem:
                     failed.append(publish_failure(by_id[item_id], "file_changed", f"item {item_id}: {problem}",
                                                   transient=True))
@@ -321,6 +330,7 @@ class LocalStore(LocalMaintenance):
         except OSError as exc:  # disk full, permissions, ...: the batch is not published
             raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         finally:
+            drop_work(work)
             for e in staged:
                 e.tmp.unlink(missing_ok=True)
             if staged and not (outcome and outcome.committed):
@@ -333,6 +343,20 @@ class LocalStore(LocalMaintenance):
         return PublishReceipt(published_ids=[pi.row.id for pi in items if pi.row.id in new_ids],
                               commit=outcome.shard if outcome.rows else "", failed=failed,
                               units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
+
+    def _packed(self, items: list[ProcessedItem], skip: set[str], old_rows: dict[str, tuple[str, str]],
+                client_id: str) -> tuple[list[ProcessedItem], Path | None]:
+        """The step's new items as shards (``local_shards.pack_step``). A ``--redo`` of a published
+        item keeps it for now: its bytes sit in a shard shared with other items (as on the hub)."""
+        kept = sorted(i for i in old_rows if i not in skip)
+        if kept:
+            log.warning("--redo keeps %d published items in the shards layout: %s", len(kept), ", ".join(kept[:5]))
+            skip.update(kept)
+        new = [pi for pi in items if pi.row.id not in skip]
+        if not new:
+            return items, None
+        packed, work = pack_step(new, client_id, self.root / layout.COORD_DIR / "staging")
+        return packed + [pi for pi in items if pi.row.id in skip], work
 
     def _skipped(self, conn: sqlite3.Connection, items: list[ProcessedItem], redo: str) -> set[str]:
         """Ids this publish leaves alone: excluded ones, and published ones it does not replace."""
@@ -394,7 +418,8 @@ class LocalStore(LocalMaintenance):
         new = [pi for pi in rec.items if pi.row.id not in skip]
         old_rows = sql.published_rows(conn, [pi.row.id for pi in new])
         dirs: set[Path] = set()
-        for pi in new:
+        # Shards hold the whole step: placed even if another process published one of its ids meanwhile.
+        for pi in (rec.items if self.layout == SHARDS else new):
             for e in plan[pi.row.id]:
                 os.replace(e.tmp, e.final)  # a path an old row names gets the same bytes (see beside_published)
                 dirs.add(e.final.parent)
@@ -474,7 +499,7 @@ class LocalStore(LocalMaintenance):
 
     def _write_snapshot(self, name: str) -> None:
         """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
-        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name).encode("utf-8"))
+        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name, layout=self.layout or FILES).encode("utf-8"))
 
     def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
         """(Re)write README.md: the dataset card, listing the sources and predictors seen so far."""
@@ -487,6 +512,8 @@ class LocalStore(LocalMaintenance):
             sources=sorted(set(seen) | set(sources or self._card_sources)),
             predictors=predictors,
             index_glob=layout.index_glob(self.index_path),
+            layout=self.layout or FILES,
+            ply_config=self.layout == SHARDS and (self.root / PLY_DIR).is_dir(),
         )
         path = self.root / layout.README_PATH
         # Same bytes: leave the file (and its inode) alone, so readers and invariant 2 see no rewrite.

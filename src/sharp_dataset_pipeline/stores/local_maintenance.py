@@ -23,7 +23,9 @@ from ..errors import LeaseConflict
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive, temp_writer
 from ..publish import layout
 from ..publish.index import row_files, row_from_json
+from ..publish.layout_choice import SHARDS
 from . import local_schema as sql
+from .local_shards import compact_parquet
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class LocalMaintenance:
     root: Path
     index_path: str
     description: str
+    layout: str
     _clock: Callable[[], float]
     _conn: Callable[[], sqlite3.Connection]
     _settle_intents: Callable[..., None]
@@ -76,6 +79,8 @@ class LocalMaintenance:
                 ready = [n for n in sql.shards_in(conn, "committed") if (self._data_dir / n).exists()]
                 sql.set_shard_state(conn, ready, "compacting")
             count = self._finish_compaction()
+            if self.layout == SHARDS:
+                compact_parquet(self.root)  # the Parquet index of the sharded layout, under the same lock
         finally:
             self._drop_maintenance(owner)
         self._refresh_card()

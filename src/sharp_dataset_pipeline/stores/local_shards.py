@@ -1,0 +1,107 @@
+"""The local store's sharded layout (issue #14): its layout marker, the packed publish step's files,
+and the Parquet index compaction. The layout on disk is the Hub repo's (``publish/shard_layout.py``).
+
+- **Layout.** ``.coord/layout.json`` is written when a dataset is new (``layout_choice``); a folder
+  without it that holds published rows, index files or the predecessor's ``unsplash/`` folders is
+  ``files``.
+- **Publish.** ``pack_step`` packs the step's new items (``shard_pack.pack_batch``) in the staging
+  folder; the first packed item carries the step's files (tars and the pending Parquet index shard),
+  so the store's one staging path (intent journal, rename before the ledger transaction, crash
+  repair) places them: invariant 1 holds as for per-item files.
+- **Compaction.** Pending Parquet index shards merge into ``data/index/parts`` (``parquet_index``):
+  the merged file is in place before its inputs go, so a reader may see a row twice for a moment
+  (``merge_index`` keeps one when it next runs), never miss one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..fsio import atomic_file, atomic_write, fsync_dir
+from ..publish.index import row_files
+from ..publish.layout_choice import MARKER_PATH, decide_layout, marker_bytes, read_marker
+from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
+from ..publish.shard_layout import INDEX_DIR, index_shard_path, parse_shard_path
+from ..publish.shard_pack import PackedBatch, pack_batch
+from ..records import IndexRow, ProcessedItem
+
+log = logging.getLogger(__name__)
+
+PREDECESSOR_DIR = "unsplash"
+
+
+def local_layout(root: Path, requested: str, has_rows: bool, new_default: str) -> str:
+    """The layout of the dataset at ``root``, writing its marker when the dataset is new."""
+    marker = root / MARKER_PATH
+    recorded = read_marker(marker.read_bytes()) if marker.is_file() else None
+    predecessor = (root / PREDECESSOR_DIR).is_dir()
+    chosen, write = decide_layout(requested, recorded, has_rows or predecessor, new_default)
+    if write:
+        atomic_write(marker, marker_bytes(chosen))
+    return chosen
+
+
+def step_files(row: IndexRow) -> list[str]:
+    """Repo paths a row's publish step placed: its own files, or its shards and the step's index shard."""
+    paths = row_files(row)
+    for shard in (row.shard_path, row.ply_shard_path):
+        if shard:
+            paths.append(shard)
+            parsed = parse_shard_path(shard)
+            if parsed is not None:
+                paths.append(index_shard_path(parsed[1]))
+    return paths
+
+
+def pack_step(items: Sequence[ProcessedItem], client_id: str, staging: Path) -> tuple[list[ProcessedItem], Path]:
+    """The step's new items packed: their rows point into the shards, and the first item carries
+    every file of the step. Returns the items and the work folder to delete once the step is over."""
+    work = staging / f"pack-{os.getpid()}-{secrets.token_hex(4)}"
+    packed: PackedBatch = pack_batch(items, client_id, work)
+    out = list(packed.items)
+    out[0] = dataclasses.replace(out[0], files=list(packed.files))
+    return out, work
+
+
+def drop_work(work: Path | None) -> None:
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def index_files(root: Path) -> list[IndexShardInfo]:
+    """Every Parquet index file under ``data/index`` with its size (rows unknown without reading)."""
+    base = root / INDEX_DIR
+    if not base.is_dir():
+        return []
+    return [IndexShardInfo(p.relative_to(root).as_posix(), 0, p.stat().st_size)
+            for p in sorted(base.rglob("*.parquet")) if not p.name.startswith(".")]
+
+
+def compact_parquet(root: Path) -> int:
+    """Merge the pending Parquet index shards (and small parts) into parts; returns files merged."""
+    merged = 0
+    for step in plan_compaction(index_files(root)):
+        out = root / step.output
+        out.parent.mkdir(parents=True, exist_ok=True)
+        inputs = [root / p for p in step.inputs]
+        handles = [p.open("rb") for p in inputs]
+        try:
+            with atomic_file(out, fsync=True) as fh:
+                merge_index(handles, fh)
+        finally:
+            for h in handles:
+                h.close()
+        fsync_dir(out.parent)
+        for p in inputs:
+            if p != out:
+                p.unlink(missing_ok=True)
+        merged += len(inputs)
+    if merged:
+        log.debug("compacted %d Parquet index files", merged)
+    return merged

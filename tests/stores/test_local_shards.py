@@ -1,0 +1,164 @@
+"""The local store in the sharded layout (issue #14), through the real CLI and the store itself:
+what `make demo` publishes, read back by `datasets`, `webdataset` and our SPZ decoder; the layout
+kept per dataset; a kill -9 between placing the shards and the ledger commit; Parquet compaction."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from e2e.e2e_utils import run_cli
+from sharp_dataset_pipeline.publish.parquet_index import read_index, row_members
+from sharp_dataset_pipeline.publish.tar_shard import read_member_at
+from sharp_dataset_pipeline.records import Batch
+from sharp_dataset_pipeline.splat.spz import decode_spz
+from sharp_dataset_pipeline.stores.local import LocalStore
+from stores.shard_items import planar_items
+
+SAMPLE_PHOTOS = 6  # the bundled samples that are photos (one more file is skipped: not an image)
+
+
+def _demo(tmp: Path, store: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(tmp, "run", "--source", "samples", "--predictor", "planar", "--planar-resolution", "32",
+                   "--store", f"local:{store}", **env)
+
+
+def _parquet_ids(root: Path) -> list[str]:
+    ids = []
+    for path in sorted((root / "data" / "index").rglob("*.parquet")):
+        with path.open("rb") as fh:
+            ids += [e.row.id for e in read_index(fh)]
+    return ids
+
+
+def test_demo_publishes_shards_that_datasets_and_webdataset_read(tmp_path: Path) -> None:
+    store = tmp_path / "out"
+    done = _demo(tmp_path, store, LAYOUT="shards")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((store / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
+    rows = list(LocalStore(store).rows())
+    assert len(rows) == SAMPLE_PHOTOS and len({r.id for r in rows}) == SAMPLE_PHOTOS
+    assert all(r.shard_path.startswith("data/shards/") and r.image_path == "" for r in rows)
+    tars = sorted((store / "data" / "shards").rglob("*.tar"))
+    assert tars and not list(store.rglob("*.ply"))  # SPZ by default, no per-item files
+    # The card's default config: the Parquet index, one row per item, previews as images.
+    index = datasets.load_dataset(str(store), split="train")
+    assert sorted(index["id"]) == sorted(r.id for r in rows)
+    assert isinstance(index[0]["preview"], Image.Image) and index[0]["preview"].size[0] > 0
+    assert index[0]["members"] and index.features["preview"].__class__.__name__ == "Image"
+    files = {"train": str(store / "data" / "shards" / "**" / "*.tar")}
+    for streaming in (True, False):
+        splats = list(datasets.load_dataset("webdataset", data_files=files, split="train", streaming=streaming))
+        assert len(splats) == SAMPLE_PHOTOS
+        for s in splats:
+            meta = s["json"]
+            assert decode_spz(s["spz"]).scene.positions.shape[0] == meta["num_gaussians"] > 0
+            assert meta["camera"]["image_size"] == [meta["width"], meta["height"]]
+            assert s["jpg"].size == (meta["width"], meta["height"]) and s["webp"].size[0] > 0
+    samples = list(wds.WebDataset([str(t) for t in tars], shardshuffle=False))
+    assert sorted(json.loads(s["json"])["id"] for s in samples) == sorted(r.id for r in rows)
+    for row in rows:  # every member where its row says, byte for byte
+        for m in row_members(row):
+            with (store / m.shard).open("rb") as fh:
+                assert len(read_member_at(fh, m.offset, m.size, m.sha256)) == m.size
+
+
+def test_layout_files_keeps_per_item_files_and_a_dataset_keeps_its_layout(tmp_path: Path) -> None:
+    store = tmp_path / "files"
+    done = _demo(tmp_path, store, LAYOUT="files")
+    assert done.returncode == 0, done.stderr
+    rows = list(LocalStore(store).rows())
+    assert len(rows) == SAMPLE_PHOTOS and all((store / r.ply_path).is_file() and not r.shard_path for r in rows)
+    assert not (store / "data" / "shards").exists()
+    again = _demo(tmp_path, store)  # LAYOUT unset: the dataset's own layout, nothing new
+    assert again.returncode == 0, again.stderr
+    assert not (store / "data" / "shards").exists()
+    new = tmp_path / "new"
+    assert _demo(tmp_path, new, LAYOUT="shards").returncode == 0
+    again = _demo(tmp_path, new)  # and a shards dataset stays shards with LAYOUT unset
+    assert len(list(LocalStore(new).rows())) == SAMPLE_PHOTOS and (new / "data" / "shards").is_dir()
+    assert again.returncode == 0, again.stderr
+    assert not (store / "data" / "shards").exists()
+    wrong = _demo(tmp_path, store, LAYOUT="shards")
+    assert wrong.returncode == 2 and "migrate --to shards" in wrong.stderr
+    assert len(list(LocalStore(store).rows())) == SAMPLE_PHOTOS
+
+
+def test_a_folder_with_published_files_but_no_marker_is_the_files_layout(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", dataset_layout="files")
+    store.open()
+    store.publish(Batch(client_id="c", items=planar_items(tmp_path / "w", ["a1"], formats=("ply",))))
+    store.close()
+    (tmp_path / "s" / ".coord" / "layout.json").unlink()  # a store from before the marker
+    again = LocalStore(tmp_path / "s")
+    again.open()
+    assert again.layout == "files"
+    assert not (tmp_path / "s" / ".coord" / "layout.json").exists()
+
+
+KILL_BEFORE_COMMIT = r'''
+import os, signal, sys
+from pathlib import Path
+from sharp_dataset_pipeline.records import Batch
+from sharp_dataset_pipeline.stores import local_schema
+from sharp_dataset_pipeline.stores.local import LocalStore
+sys.path.insert(0, sys.argv[3])
+from stores.shard_items import planar_items
+
+root, work = Path(sys.argv[1]), Path(sys.argv[2])
+items = planar_items(work, ["k1", "k2", "k3"])
+store = LocalStore(root, dataset_layout="shards")
+store.open()
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the tars are in place; the transaction naming them is not done
+local_schema.insert_items = killed
+store.publish(Batch(client_id="c", items=items))
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_kill9_after_the_shards_are_placed_leaves_no_orphan_counted(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_BEFORE_COMMIT)
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "w"), tests_dir],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert list((root / "data" / "shards").rglob("*.tar"))  # the kill came after the rename
+    store = LocalStore(root)  # an existing dataset: its marker says shards
+    store.open()  # crash repair
+    assert list(store.rows()) == [] and store.counts().published == 0
+    assert not list((root / "data").rglob("*.tar")) and _parquet_ids(root) == []
+    # and the same items publish cleanly afterwards, each once
+    receipt = store.publish(Batch(client_id="c", items=planar_items(tmp_path / "w2", ["k1", "k2", "k3"])))
+    assert sorted(receipt.published_ids) == ["k1", "k2", "k3"] and sorted(_parquet_ids(root)) == ["k1", "k2", "k3"]
+
+
+def test_compact_merges_the_pending_parquet_index_into_parts(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", new_layout="shards")
+    store.open()
+    for n in range(3):
+        ids = [f"c{n}x{j}" for j in range(2)]
+        store.publish(Batch(client_id="c", items=planar_items(tmp_path / f"w{n}", ids)))
+    pending = tmp_path / "s" / "data" / "index" / "pending"
+    assert len(list(pending.rglob("*.parquet"))) == 3
+    assert store.compact() == 6
+    assert not list(pending.rglob("*.parquet"))
+    parts = list((tmp_path / "s" / "data" / "index" / "parts").glob("*.parquet"))
+    assert len(parts) == 1 and sorted(_parquet_ids(tmp_path / "s")) == sorted(r.id for r in store.rows())
+    with parts[0].open("rb") as fh:
+        entries = read_index(fh)
+    assert all(e.preview and Image.open(io.BytesIO(e.preview)).format == "WEBP" for e in entries)
+    assert all(e.ply_shard_path for e in entries)  # planar_items publishes the PLY too: its own shards
+    index = datasets.load_dataset(str(tmp_path / "s"), split="train")
+    assert sorted(index["id"]) == sorted(e.row.id for e in entries)
