@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .factories import default_subdir
 from .pipeline.options import BatchOptions, ClaimOptions, FetchPoolOptions, PostPoolOptions, RunOptions
 from .pipeline.stages import ShareFileOptions
+from .publish.batch_sizing import BatchPolicy
 from .settings import Settings
 from .splat.formats import FormatOptions, parse_formats
 
@@ -117,6 +118,9 @@ def run_options(settings: Settings) -> RunOptions:
                                max_pixels=settings.max_image_pixels, max_bytes=settings.max_download_bytes),
         post=PostPoolOptions(workers=settings.upload_workers, queue_max=settings.upload_queue_max,
                              formats=format_options(settings)),
-        batch=BatchOptions(size=size, wait_s=wait, keep_run_files=keep_run_files(settings)),
+        # The policy applies where the store has a commit budget to size from (the Hub store's shards
+        # layout); elsewhere the store answers none and ``size`` / ``wait_s`` stay as they are.
+        batch=BatchOptions(size=size, wait_s=wait, keep_run_files=keep_run_files(settings),
+                           policy=BatchPolicy(commits_per_hour=settings.hf_commits_per_hour)),
         stop_drain_secs=settings.stop_drain_secs,
     )
