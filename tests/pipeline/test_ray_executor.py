@@ -14,6 +14,7 @@ from ray_utils import MarkingPredictor, failures, kill_first_busy_actor, run_onc
 
 from e2e.e2e_utils import check_consistent, read_rows
 from sharp_dataset_pipeline.pipeline.ray_executor import RayOptions
+from sharp_dataset_pipeline.pipeline.runner import RunSummary
 from sharp_dataset_pipeline.predict.planar import PlanarPredictor
 
 ray = pytest.importorskip("ray")  # CI installs the [ray] extra, so nothing here is skipped there
@@ -97,6 +98,35 @@ def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: No
     assert (second.published, second.already_published) == (40 - first.published, 0)
     rows = check_consistent(store)
     assert len(rows) == len({r["id"] for r in rows}) == 40
+
+
+def test_more_items_than_the_in_flight_cap_are_all_published_once(local_ray: None, tmp_path: Path) -> None:
+    """Many more photos than ``max_in_flight``, in a run that outlasts Ray Data's first resource
+    re-plan (about 10 s in): every photo is published exactly once. Before the executor switched Ray
+    Data's per-operator budgets off, the re-plan left post-processing less than one task's CPU for
+    as long as the feeder task lived, the cap filled up in front of it and the run hung."""
+    photos, marks, store = tmp_path / "photos", tmp_path / "marks", tmp_path / "out"
+    n = 48
+    make_photos(photos, n)
+    marks.mkdir()
+    stop_file = tmp_path / "control" / "STOP"
+    done: list[RunSummary] = []
+    # 0.3 s per image, one at a time: the run lasts well past the re-plan.
+    predictor = MarkingPredictor(marks, per_image_s=0.3, batch_size=1)
+    run = threading.Thread(target=lambda: done.append(
+        run_once(tmp_path, photos, store, predictor, RayOptions(max_in_flight=6))))
+    run.start()
+    run.join(timeout=120)
+    if run.is_alive():  # a hang: stop it so the test fails with what it published, not by timing out
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.write_text("test: no progress\n")
+        run.join(timeout=60)
+    assert done, "the run neither finished nor stopped"
+    rows = check_consistent(store)
+    assert done[0].stop_cause != "stop", f"the run hung after publishing {done[0].published} of {n}"
+    assert done[0].published == len(rows) == len({r["id"] for r in rows}) == n
+    assert sorted(r["source_path"] for r in rows) == sorted(p.name for p in photos.iterdir())
+    assert done[0].failed_total == 0
 
 
 def test_ray_run_feeds_the_share_stage_from_the_driver(local_ray: None, tmp_path: Path) -> None:

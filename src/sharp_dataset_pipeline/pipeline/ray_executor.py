@@ -177,6 +177,16 @@ class RayExecutor:
         ctx.target_max_block_size = 1
         # A publisher waiting out a Hub rate limit must not fail the dataset after 30 min.
         ctx.execution_no_progress_timeout_s = -1
+        # No per-operator budgets from Ray Data: ours is the bound (max_in_flight items inside Ray).
+        # Ray Data 2.60 sizes its budgets from what its autoscaling coordinator reserved: one task per
+        # operator plus each node's leftover rounded down to whole CPUs (2 CPUs asked for 1.01 leave
+        # 0.99, which counts as 0). About 10 s into a run it re-plans on that, the operators upstream
+        # are served first, and post-processing is left less than one task's CPU for as long as the
+        # feeder task lives: once max_in_flight items wait in front of it, the run hangs.
+        ctx.op_resource_reservation_enabled = False
+        # Nor its byte-based hold on an operator whose outputs outweigh what the next one is reading:
+        # with rows of a few KiB it held post-processing back while the cap was full in front of it.
+        ctx.downstream_capacity_backpressure_ratio = None
 
     def _dataset(self, runner: Runner) -> Any:
         import ray
