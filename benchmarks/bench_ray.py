@@ -54,7 +54,7 @@ def run_once(root: Path, photos: Path, predict_s: float, executor: RayExecutor |
 
 
 def ray_run(root: Path, photos: Path, predict_s: float, gpus: int, batch_size: int,
-            batch: int) -> tuple[RunSummary, float]:
+            ray_opts: RayOptions) -> tuple[RunSummary, float]:
     """One run on a fresh local Ray with ``gpus`` logical GPUs (all actors warm before the clock)."""
     import ray
     from ray.data import DataContext
@@ -65,7 +65,7 @@ def ray_run(root: Path, photos: Path, predict_s: float, gpus: int, batch_size: i
     ray.cloudpickle.register_pickle_by_value(bench_pipeline)
     DataContext.get_current().wait_for_min_actors_s = 120
     try:
-        executor = RayExecutor(RayOptions(fetch_batch=batch, post_batch=batch, actor_cpus=0.25))
+        executor = RayExecutor(ray_opts)
         return run_once(root, photos, predict_s, executor, batch_size)
     finally:
         ray.shutdown()
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-ms", type=float, default=50.0)
     parser.add_argument("--batch-size", type=int, default=1, help="predictor batch size")
     parser.add_argument("--stage-batch", type=int, default=8, help="fetch and post-process batch size (rows per task)")
+    parser.add_argument("--predict-rows", type=int, default=None,
+                        help="photos per predictor actor call (RayOptions.predict_rows; default: the executor's)")
+    parser.add_argument("--in-flight", type=int, default=None,
+                        help="items inside Ray at once (RayOptions.max_in_flight; default: the executor's)")
     parser.add_argument("--quick", action="store_true", help="80 images")
     args = parser.parse_args(argv)
     n, predict_s = (80 if args.quick else args.images), args.predict_ms / 1000
@@ -95,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         photos = root / "photos"
         make_photos(photos, n)
         threads, t_wall = run_once(root, photos, predict_s, None, args.batch_size)
-        one, one_wall = ray_run(root, photos, predict_s, 1, args.batch_size, args.stage_batch)
-        two, two_wall = ray_run(root, photos, predict_s, 2, args.batch_size, args.stage_batch)
+        ray_opts = RayOptions(fetch_batch=args.stage_batch, post_batch=args.stage_batch, actor_cpus=0.25,
+                              predict_rows=args.predict_rows, max_in_flight=args.in_flight)
+        one, one_wall = ray_run(root, photos, predict_s, 1, args.batch_size, ray_opts)
+        two, two_wall = ray_run(root, photos, predict_s, 2, args.batch_size, ray_opts)
     actors = two.extra["ray"]["actors"]
     t0 = min(a["first"] for a in actors.values())
     for name, a in actors.items():
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     rate1, win1 = window_rate(one)
     rate2, win2 = window_rate(two)
     print(f"images: {n}, synthetic predictor {args.predict_ms:.0f} ms/image, batch {args.batch_size}, "
-          f"fetch/post batch {args.stage_batch}, {os.cpu_count()} CPUs")
+          f"fetch/post batch {args.stage_batch}, {os.cpu_count()} CPUs; photos per actor call "
+          f"{one.extra['ray']['predict_rows']}, items inside Ray at most {one.extra['ray']['max_in_flight']} "
+          f"(1 GPU) / {two.extra['ray']['max_in_flight']} (2 GPUs)")
     print(f"thread runner:    published {threads.published}, wall {t_wall:.2f} s, "
           f"predictor busy fraction {threads.predictor_busy_fraction:.4f}")
     print(f"ray, 1 GPU actor: published {one.published}, wall {one_wall:.2f} s (incl. Ray start), "

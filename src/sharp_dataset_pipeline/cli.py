@@ -83,6 +83,10 @@ def main() -> None:
               "[env EXECUTOR, thread].")
 @click.option("--ray-address", default=None, help="Join this Ray cluster (auto, ray://HOST:10001); empty: start "
               "a local Ray sized to this machine [env RAY_ADDRESS].")
+@click.option("--ray-predict-rows", type=click.IntRange(1, 4096), default=None,
+              help="Photos per call of a Ray predictor actor, predicted batch by batch while the last batch's "
+              "results are handed on; more spreads Ray's per-call time over more photos, each holds a "
+              "prediction (~66 MB for SHARP) in Ray's object store [env RAY_PREDICT_ROWS, 4 predictor batches].")
 @click.option("--planar-resolution", type=int, default=None,
               help="Long side in pixels of the planar predictor's grid [env PLANAR_RESOLUTION, 256].")
 @click.option("--redo", type=click.Choice(["failed", "model-changed", "all"]), default=None,

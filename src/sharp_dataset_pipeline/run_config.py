@@ -100,7 +100,8 @@ def gsplat_options(settings: Settings) -> ShareOptions:
 def ray_options(settings: Settings) -> RayOptions:
     from .pipeline.ray_executor import RayOptions
 
-    return RayOptions(address=settings.ray_address, num_gpus=settings.ray_num_gpus)
+    return RayOptions(address=settings.ray_address, num_gpus=settings.ray_num_gpus,
+                      predict_rows=settings.ray_predict_rows)
 
 
 def run_options(settings: Settings) -> RunOptions:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     executor: Literal["thread", "ray"] = "thread"
     ray_address: str = ""
     ray_num_gpus: float | None = Field(default=None, ge=0, le=1024)
+    # Photos per call of a Ray predictor actor; unset: 4 of the predictor's batches.
+    ray_predict_rows: int | None = Field(default=None, ge=1, le=4096)
     client_id: str = Field(default_factory=default_client_id)
     run_id: str = Field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
     # Unset: ``runs`` beside a local store's folder (one filesystem, so its hard links of the run

@@ -13,7 +13,8 @@ from pipeline_utils import make_photos
 from ray_utils import MarkingPredictor, failures, kill_first_busy_actor, run_once, start_local_ray
 
 from e2e.e2e_utils import check_consistent, read_rows
-from sharp_dataset_pipeline.pipeline.ray_executor import RayOptions
+from sharp_dataset_pipeline.errors import ConfigError
+from sharp_dataset_pipeline.pipeline.ray_executor import RayOptions, in_flight_bound
 from sharp_dataset_pipeline.pipeline.runner import RunSummary
 from sharp_dataset_pipeline.predict.planar import PlanarPredictor
 
@@ -89,7 +90,7 @@ def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: No
     stopper = threading.Thread(target=stop_after_first_publish, daemon=True)
     stopper.start()
     first = run_once(tmp_path, photos, store, MarkingPredictor(marks, per_image_s=0.1),
-                     RayOptions(max_in_flight=8), range_size=8)
+                     RayOptions(max_in_flight=8, predict_rows=2), range_size=8)
     stop_file.unlink()
     assert first.stop_cause == "stop" and 0 < first.published < 40, (first.stop_cause, first.published)
     assert first.units.get("units_released", 0) >= 1
@@ -101,7 +102,7 @@ def test_stop_file_publishes_in_flight_then_next_run_does_the_rest(local_ray: No
 
 
 def test_more_items_than_the_in_flight_cap_are_all_published_once(local_ray: None, tmp_path: Path) -> None:
-    """Many more photos than ``max_in_flight``, in a run that outlasts Ray Data's first resource
+    """Six times as many photos as ``max_in_flight``, in a run that outlasts Ray Data's first resource
     re-plan (about 10 s in): every photo is published exactly once. Before the executor switched Ray
     Data's per-operator budgets off, the re-plan left post-processing less than one task's CPU for
     as long as the feeder task lived, the cap filled up in front of it and the run hung."""
@@ -110,11 +111,17 @@ def test_more_items_than_the_in_flight_cap_are_all_published_once(local_ray: Non
     make_photos(photos, n)
     marks.mkdir()
     stop_file = tmp_path / "control" / "STOP"
-    done: list[RunSummary] = []
+    done: list[RunSummary | Exception] = []
     # 0.3 s per image, one at a time: the run lasts well past the re-plan.
     predictor = MarkingPredictor(marks, per_image_s=0.3, batch_size=1)
-    run = threading.Thread(target=lambda: done.append(
-        run_once(tmp_path, photos, store, predictor, RayOptions(max_in_flight=6))))
+
+    def run_it() -> None:
+        try:
+            done.append(run_once(tmp_path, photos, store, predictor, RayOptions(max_in_flight=8)))
+        except Exception as exc:  # handed to the test's thread, which fails with it
+            done.append(exc)
+
+    run = threading.Thread(target=run_it)
     run.start()
     run.join(timeout=120)
     if run.is_alive():  # a hang: stop it so the test fails with what it published, not by timing out
@@ -122,11 +129,26 @@ def test_more_items_than_the_in_flight_cap_are_all_published_once(local_ray: Non
         stop_file.write_text("test: no progress\n")
         run.join(timeout=60)
     assert done, "the run neither finished nor stopped"
+    summary = done[0]
+    if isinstance(summary, Exception):
+        raise summary
     rows = check_consistent(store)
-    assert done[0].stop_cause != "stop", f"the run hung after publishing {done[0].published} of {n}"
-    assert done[0].published == len(rows) == len({r["id"] for r in rows}) == n
+    assert summary.stop_cause != "stop", f"the run hung after publishing {summary.published} of {n}"
+    assert summary.published == len(rows) == len({r["id"] for r in rows}) == n
     assert sorted(r["source_path"] for r in rows) == sorted(p.name for p in photos.iterdir())
-    assert done[0].failed_total == 0
+    assert summary.failed_total == 0
+
+
+def test_in_flight_bound_leaves_room_for_every_stage_to_fill_a_batch() -> None:
+    """Items left in partial batches of fetch, predict and post must never be all there is inside Ray."""
+    opts = RayOptions(fetch_batch=4, post_batch=2)
+    assert in_flight_bound(RayOptions(fetch_batch=4, post_batch=2, max_in_flight=8), 1, 4) == 8
+    with pytest.raises(ConfigError, match="at least fetch"):
+        in_flight_bound(RayOptions(fetch_batch=4, post_batch=2, max_in_flight=7), 1, 4)
+    # The default grows with the actors and the photos per actor call, and is never below the floor.
+    one, two = in_flight_bound(opts, 1, 4), in_flight_bound(opts, 2, 4)
+    assert 8 <= one < two == 2 * one
+    assert in_flight_bound(opts, 1, 16) > one
 
 
 def test_ray_run_feeds_the_share_stage_from_the_driver(local_ray: None, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .ray_stages import (
     feed_rows,
     fetch_rows,
     postprocess_rows,
+    warm_worker,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +47,15 @@ GIB = 1 << 30
 STORE_PER_GPU = 8 * GIB
 STORE_BASE = 2 * GIB
 PUT_POLL_S = 0.25
+PREDICT_CALL_BATCHES = 4
+WARM_WORKERS, WARM_HOLD_S, WARM_TIMEOUT_S = 8, 0.5, 60.0
+# Two calls run at once in each predictor actor: while one hands on its last rows and Ray sets up
+# the next, the other's batches keep the device busy. The predictor itself is only ever called from
+# one thread per actor (PredictActor), so two calls never share the GPU.
+# A third call waits at the actor with its input already there.
+ACTOR_CALLS = {"max_tasks_in_flight_per_actor": 3, "max_concurrent_calls_per_actor": 2,
+               "enable_true_multi_threading": True}
+IN_FLIGHT_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,15 @@ class RayOptions:
     actors: int | None = None  # predictor actors; None: one per GPU (at least one)
     fetch_batch: int = 4
     post_batch: int = 1
+    # Photos per call of a predictor actor; None: PREDICT_CALL_BATCHES of the predictor's batches.
+    # The actor predicts them batch by batch, each one's rows handed on while the next is predicted;
+    # more per call spreads Ray's time between two calls over more images.
+    predict_rows: int | None = None
     feeders: int = 1
     queue_max: int = 8
-    # Items inside Ray at once; None: 8 predictor batches per actor + 4 fetch and post batches. Ray's own
-    # back-pressure counts bytes, and item rows are tiny: without this bound intake would push the
-    # whole source into Ray, and a stop would have to drain all of it.
+    # Items inside Ray at once; None: IN_FLIGHT_CALLS actor calls per actor + 2 fetch and post batches
+    # per actor. The executor's only back-pressure (Ray Data's byte budgets are off, see _init_ray):
+    # without it intake would push the whole source into Ray, and a stop would have to drain all of it.
     max_in_flight: int | None = None
     actor_cpus: float = 0.5  # leave CPUs to fetch/post tasks (an actor pool that takes them all hangs)
     fetch_cpus: float = 0.25
@@ -80,6 +95,22 @@ def object_store_size(gpus: float, ram_bytes: int) -> int:
     default (30 % of RAM) is fine on big nodes but not on a laptop that runs other things."""
     want = STORE_BASE + STORE_PER_GPU * max(1, int(gpus))
     return int(max(GIB, min(want, 0.3 * ram_bytes)))
+
+
+def in_flight_bound(opts: RayOptions, actors: int, predict_rows: int) -> int:
+    """How many items may be inside Ray at once (``RayOptions.max_in_flight``, or the default).
+
+    A stage waits for a full batch while its upstream is running, so items left in partial batches
+    of all three stages ((fetch - 1) + (predict - 1) + (post - 1)) must not reach the bound: then no
+    batch could ever fill. ConfigError for an explicit bound that low.
+    """
+    floor = opts.fetch_batch + predict_rows + opts.post_batch - 2
+    if opts.max_in_flight is not None:
+        if opts.max_in_flight < floor:
+            raise ConfigError(f"max_in_flight {opts.max_in_flight}: at least fetch + predict + post batch - 2 "
+                              f"= {floor} items must fit inside Ray, or no batch can fill")
+        return opts.max_in_flight
+    return max(floor, actors * (IN_FLIGHT_CALLS * predict_rows + 2 * (opts.fetch_batch + opts.post_batch)))
 
 
 def _ram_bytes() -> int:
@@ -106,6 +137,7 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._max_in_flight = 8
+        self._predict_rows = 1
         self._closed = False
         self._actors: dict[str, _ActorTime] = {}
         self._gpus = 0.0
@@ -118,6 +150,7 @@ class RayExecutor:
         from ray.util.queue import Queue
 
         self._init_ray(ray)
+        self._warm_workers(ray)
         self._queue = Queue(maxsize=self.opts.queue_max, actor_options={"num_cpus": 0})
         dataset = self._dataset(runner)
         feed = threading.Thread(target=self._feed, args=(runner,), name="ray-feed")
@@ -140,7 +173,8 @@ class RayExecutor:
         window = sum(a.last - a.first for a in self._actors.values())
         summary.predictor_busy_fraction = round(busy / window, 4) if window > 0 else 0.0
         summary.extra["ray"] = {"gpus": self._gpus, "actors": actors,
-                                "gpu_busy_fraction": summary.predictor_busy_fraction}
+                                "gpu_busy_fraction": summary.predictor_busy_fraction,
+                                "predict_rows": self._predict_rows, "max_in_flight": self._max_in_flight}
         self.close()
 
     def close(self) -> None:
@@ -188,18 +222,30 @@ class RayExecutor:
         # with rows of a few KiB it held post-processing back while the cap was full in front of it.
         ctx.downstream_capacity_backpressure_ratio = None
 
+    def _warm_workers(self, ray: Any) -> None:
+        """Start the CPU task workers before the first photo (as many as could run at once, at
+        most WARM_WORKERS); a cluster too busy to start them within WARM_TIMEOUT_S is not waited for."""
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        task_cpus = max(0.01, min(self.opts.fetch_cpus, self.opts.post_cpus))
+        count = min(WARM_WORKERS, int(cpus / task_cpus))
+        warm = ray.remote(num_cpus=task_cpus)(warm_worker)
+        ray.wait([warm.remote(WARM_HOLD_S) for _ in range(count)], num_returns=count, timeout=WARM_TIMEOUT_S)
+
     def _dataset(self, runner: Runner) -> Any:
         import ray
+        from ray.data import DataContext
 
         opts, ro = self.opts, runner.opts
         actors = opts.actors or max(1, int(self._gpus))
-        # Enough for every stage to fill its batches at once: a fetch or post task waits for a full
-        # batch, so a tighter bound makes the stages move in lock-step and the GPU wait.
-        per_actor = 8 * max(1, runner.predictor.batch_size)
-        self._max_in_flight = opts.max_in_flight or actors * per_actor + 4 * (opts.fetch_batch + opts.post_batch)
         if actors > 1 and self._gpus and actors > self._gpus:
             raise ConfigError(f"RAY_NUM_GPUS: {actors} predictor actors need {actors} GPUs, "
                               f"the cluster has {self._gpus:g}")
+        rows = self._predict_rows = opts.predict_rows or PREDICT_CALL_BATCHES * max(1, runner.predictor.batch_size)
+        self._max_in_flight = in_flight_bound(opts, actors, rows)
+        # A task may hand on every row of its batch before Ray Data takes the first (default: 2):
+        # with one row per block, the actor would otherwise wait on the driver between its rows.
+        DataContext.get_current()._max_num_blocks_in_streaming_gen_buffer = max(
+            2, opts.fetch_batch, rows, opts.post_batch)
         gpu_args = {"num_gpus": 1} if self._gpus >= 1 else {}
         # GSPLAT_UPLOAD: post-process tasks only write the file to share; the driver's publisher
         # feeds the runner's share stage, as in the thread executor.
@@ -208,11 +254,11 @@ class RayExecutor:
         seeds = ray.data.from_items([{"feeder": i} for i in range(opts.feeders)], override_num_blocks=opts.feeders)
         return (
             seeds.map_batches(feed_rows, batch_size=1, num_cpus=0.01,
-                              fn_kwargs={"queue": self._queue, "chunk": opts.fetch_batch})
+                              fn_kwargs={"queue": self._queue})
             .map_batches(fetch_rows, batch_size=opts.fetch_batch, num_cpus=opts.fetch_cpus,
                          fn_kwargs={"opts": ro.fetch, "images_dir": runner.images_dir.resolve()})
-            .map_batches(PredictActor, batch_size=max(1, runner.predictor.batch_size),
-                         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
+            .map_batches(PredictActor, batch_size=rows,
+                         compute=ray.data.ActorPoolStrategy(size=actors, **ACTOR_CALLS),
                          num_cpus=opts.actor_cpus, fn_constructor_kwargs={"predictor": runner.predictor},
                          **gpu_args)
             .map_batches(postprocess_rows, batch_size=opts.post_batch, num_cpus=opts.post_cpus,
@@ -221,34 +267,63 @@ class RayExecutor:
 
     # ---- driver threads -------------------------------------------------------------------
     def _feed(self, runner: Runner) -> None:
-        """Admitted items → the Ray queue, until intake ends or a stop; then one END per feeder."""
-        from ray.util.queue import Full
-
-        control = runner.control
+        """Admitted items → the Ray queue, up to a fetch batch per put, until intake ends or a stop;
+        then one END per feeder."""
         try:
-            while True:
-                item = runner.todo.get()
-                if item is END:
-                    break
-                assert isinstance(item, Item)
-                if control.stopping:
-                    self._give_back(runner, [item])
-                    continue
-                control.wait_while_paused()
-                if not self._admit(runner, item):
-                    self._give_back(runner, [item])
-                    continue
-                blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-                while True:
-                    try:
-                        self._queue.put(blob, timeout=PUT_POLL_S)
-                        break
-                    except Full:
-                        if control.stopping:
-                            self._give_back(runner, [item])
-                            break
+            ended = False
+            while not ended:
+                items, ended = self._next_items(runner)
+                admitted: list[Item] = []
+                for item in items:
+                    if not self._has_room():  # what is admitted goes in before waiting for room
+                        self._put(runner, admitted)
+                        admitted = []
+                    if runner.control.stopping:
+                        self._give_back(runner, [item])
+                        continue
+                    runner.control.wait_while_paused()
+                    if self._admit(runner, item):
+                        admitted.append(item)
+                    else:
+                        self._give_back(runner, [item])
+                self._put(runner, admitted)
         finally:
             self._end_feed(runner)
+
+    def _next_items(self, runner: Runner) -> tuple[list[Item], bool]:
+        """The next admitted item (waiting for it) and those already behind it, up to a fetch batch;
+        True once intake has ended."""
+        items: list[Item] = []
+        while len(items) < self.opts.fetch_batch:
+            try:
+                item = runner.todo.get() if not items else runner.todo.get_nowait()
+            except queue.Empty:
+                break
+            if item is END:
+                return items, True
+            assert isinstance(item, Item)
+            items.append(item)
+        return items, False
+
+    def _put(self, runner: Runner, items: list[Item]) -> None:
+        """One queue entry for several items: one call to the queue actor, not one per item."""
+        from ray.util.queue import Full
+
+        if not items:
+            return
+        entry = [(i.id, pickle.dumps(i, protocol=pickle.HIGHEST_PROTOCOL)) for i in items]
+        while True:
+            try:
+                self._queue.put(entry, timeout=PUT_POLL_S)
+                return
+            except Full:
+                if runner.control.stopping:
+                    self._give_back(runner, items)
+                    return
+
+    def _has_room(self) -> bool:
+        with self._lock:
+            return len(self._inflight) < self._max_in_flight
 
     def _admit(self, runner: Runner, item: Item) -> bool:
         """Wait until fewer than ``max_in_flight`` items are inside Ray, then count ``item`` in.
@@ -268,9 +343,10 @@ class RayExecutor:
         waiting: list[Item] = []
         while runner.control.stopping:
             try:
-                waiting.append(pickle.loads(self._queue.get_nowait()))
+                entry = self._queue.get_nowait()
             except Empty:
                 break
+            waiting.extend(pickle.loads(blob) for _, blob in entry)
         self._give_back(runner, [w for w in waiting if isinstance(w, Item)])
         for _ in range(self.opts.feeders):
             self._queue.put(FEED_END)

@@ -18,6 +18,7 @@ import pickle
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,36 +80,34 @@ def _rows(batch: dict[str, np.ndarray]) -> Iterator[tuple[str, str, bytes, str]]
     yield from zip(batch["kind"], batch["id"], batch["payload"], batch["meta"], strict=True)
 
 
-def feed_rows(batch: dict[str, np.ndarray], *, queue: Any, chunk: int) -> Iterator[dict[str, np.ndarray]]:
-    """One long-running feeder task: pull pickled items from the driver's queue until its FEED_END.
+def feed_rows(batch: dict[str, np.ndarray], *, queue: Any) -> Iterator[dict[str, np.ndarray]]:
+    """One long-running feeder task: pull the driver's queue entries (each a list of
+    ``(id, pickled item)``) until its FEED_END, one block of rows per item.
 
-    Yielding small blocks as they come lets Ray stream them on while the driver keeps admitting;
-    Ray's back-pressure on this generator bounds how far intake runs ahead of the GPUs.
+    Yielding as they come lets Ray stream them on while the driver keeps admitting;
+    the driver's bound on the items inside Ray keeps intake from running ahead of the GPUs.
     """
     from ray.util.queue import Empty
 
     while True:
         try:
-            first = queue.get(block=True, timeout=FEED_POLL_S)
+            entry = queue.get(block=True, timeout=FEED_POLL_S)
         except Empty:
             continue
-        ended, blobs = first == FEED_END, [] if first == FEED_END else [first]
-        while not ended and len(blobs) < chunk:
-            try:
-                nxt = queue.get_nowait()
-            except Empty:
-                break
-            ended = nxt == FEED_END
-            if not ended:
-                blobs.append(nxt)
-        if blobs:
-            rows = Rows()
-            for blob in blobs:
-                item: Item = pickle.loads(blob)
-                rows.keep(ITEM, item.id, blob, "{}")
-            yield rows.batch()
-        if ended:
+        if entry == FEED_END:
             return
+        rows = Rows()
+        for item_id, blob in entry:
+            rows.keep(ITEM, item_id, blob, "{}")
+        yield rows.batch()
+
+
+def warm_worker(hold_s: float) -> int:
+    """A task with no work, run a few times at once before the first photo: each starts a worker
+    process and imports these stages into it, so the first fetch and post tasks find one ready
+    instead of starting it while the GPUs wait. Holding a moment keeps the tasks on distinct workers."""
+    time.sleep(hold_s)
+    return os.getpid()
 
 
 def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchPoolOptions, images_dir: Path) -> dict[str, np.ndarray]:
@@ -142,45 +141,84 @@ def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchPoolOptions, images_d
     return out.batch()
 
 
+@dataclass
+class _Chunk:
+    """One ``predict`` call's images, and what came back (results, or the error it raised)."""
+
+    todo: list[tuple[FetchedImage, dict[str, Any]]]
+    t0: float = 0.0
+    t1: float = 0.0
+    results: list[object] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 class PredictActor:
     """One resident predictor per actor (per GPU): built once, reused for every batch.
 
+    A call gets several of the predictor's batches (``RayOptions.predict_rows``) and yields each
+    one's rows as soon as it is predicted, while a second thread is already predicting the next:
+    pickling a result and handing it to Ray never leaves the GPU idle, nor does Ray's time between
+    two calls, once per several batches instead of once per batch.
+
     Ray restarts a killed actor and re-sends its batch; that repeats a prediction, never a
-    publish (the driver publishes). The times of each call ride along so the driver can tell
-    how busy each actor was.
+    publish (the driver publishes). The times of each predict call ride along so the driver can
+    tell how busy each actor was.
     """
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = Rows()
-        todo: list[tuple[FetchedImage, dict[str, Any]]] = []
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        passed, todo = Rows(), []
         for kind, item_id, payload, meta in _rows(batch):
             if kind != FETCHED:
-                out.keep(kind, item_id, payload, meta)
+                passed.keep(kind, item_id, payload, meta)
             else:
                 todo.append((pickle.loads(payload), json.loads(meta)))
-        if todo:
-            self._predict(todo, out)
-        return out.batch()
+        if passed.kind:
+            yield passed.batch()
+        size = max(1, self.predictor.batch_size)
+        chunks = [_Chunk(todo[i:i + size]) for i in range(0, len(todo), size)]
+        running: Future[_Chunk] | None = self._pool.submit(self._predict, chunks[0]) if chunks else None
+        for index in range(len(chunks)):
+            assert running is not None
+            chunk = running.result()
+            fatal = isinstance(chunk.error, FatalDeviceError)
+            following = chunks[index + 1] if index + 1 < len(chunks) else None
+            # The next chunk starts before this one's rows are built: the device stays busy.
+            running = self._pool.submit(self._predict, following) if following and not fatal else None
+            out = Rows()
+            self._add_rows(chunk, out)
+            for rest in chunks[index + 1:] if fatal else ():
+                rest.error = chunk.error
+                self._add_rows(rest, out)
+            yield out.batch()
+            if fatal:
+                return
 
-    def _predict(self, todo: list[tuple[FetchedImage, dict[str, Any]]], out: Rows) -> None:
-        images = [f for f, _ in todo]
-        t0 = time.time()
+    def _predict(self, chunk: _Chunk) -> _Chunk:
+        images = [f for f, _ in chunk.todo]
+        chunk.t0 = time.time()
         try:
-            results: list[object] = list(self.predictor.predict(images))
+            chunk.results = list(self.predictor.predict(images))
         except FatalDeviceError as exc:
-            for fetched, meta in todo:
-                out.add(FATAL, fetched.item.id, fetched.item, {**meta, "detail": str(exc)})
-            return
+            chunk.error = exc
         except Exception as exc:  # stage boundary: the batch's photos fail, the run goes on
             log.exception("prediction failed for a batch of %d", len(images))
-            results = [failure_from_error(f.item, "predict", exc) for f in images]
-        t1 = time.time()
-        timing = {"actor": self.name, "t0": t0, "t1": t1, "predict_s": (t1 - t0) / len(images)}
-        for (fetched, meta), result in zip(todo, results, strict=True):
+            chunk.results = [failure_from_error(f.item, "predict", exc) for f in images]
+        chunk.t1 = time.time()
+        return chunk
+
+    def _add_rows(self, chunk: _Chunk, out: Rows) -> None:
+        if isinstance(chunk.error, FatalDeviceError):
+            for fetched, meta in chunk.todo:
+                out.add(FATAL, fetched.item.id, fetched.item, {**meta, "detail": str(chunk.error)})
+            return
+        timing = {"actor": self.name, "t0": chunk.t0, "t1": chunk.t1,
+                  "predict_s": (chunk.t1 - chunk.t0) / len(chunk.todo)}
+        for (fetched, meta), result in zip(chunk.todo, chunk.results, strict=True):
             info = {**meta, **timing}
             if isinstance(result, Failure):
                 out.add(FAILURE, fetched.item.id, with_source(result, fetched.item), info)
