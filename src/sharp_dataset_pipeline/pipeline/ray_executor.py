@@ -221,6 +221,8 @@ class RayExecutor:
         # Nor its byte-based hold on an operator whose outputs outweigh what the next one is reading:
         # with rows of a few KiB it held post-processing back while the cap was full in front of it.
         ctx.downstream_capacity_backpressure_ratio = None
+        # Nor a thread in every task sampling its memory each second (psutil; CPU the stages need).
+        ctx.memory_usage_poll_interval_s = None
 
     def _warm_workers(self, ray: Any) -> None:
         """Start the CPU task workers before the first photo (as many as could run at once, at

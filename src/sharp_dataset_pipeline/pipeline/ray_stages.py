@@ -11,6 +11,7 @@ Nothing here publishes or leases: Ray may run any of these twice (task retries, 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from ..predict.base import Predictor
 from ..records import Failure, FetchedImage, Item
 from .options import FetchPoolOptions
 from .stages import PostprocessOptions, failure_from_error, postprocess_item, with_source
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -102,42 +106,52 @@ def feed_rows(batch: dict[str, np.ndarray], *, queue: Any) -> Iterator[dict[str,
         yield rows.batch()
 
 
+@functools.cache
+def _worker_client() -> httpx.Client:
+    """One HTTP client per worker process, kept for all the fetch tasks it runs (as the thread
+    runner keeps one per fetch thread): making one costs ~40 ms of CPU (its TLS context), more than
+    reading and decoding a small photo; its connections are reused too."""
+    from ..net import make_client
+
+    return make_client()
+
+
 def warm_worker(hold_s: float) -> int:
     """A task with no work, run a few times at once before the first photo: each starts a worker
     process and imports these stages into it, so the first fetch and post tasks find one ready
-    instead of starting it while the GPUs wait. Holding a moment keeps the tasks on distinct workers."""
+    instead of starting it (and its HTTP client) while the GPUs wait. Holding a moment keeps the
+    tasks on distinct workers."""
+    _worker_client()
     time.sleep(hold_s)
     return os.getpid()
 
 
 def fetch_rows(batch: dict[str, np.ndarray], *, opts: FetchPoolOptions, images_dir: Path) -> dict[str, np.ndarray]:
     """Download or read each photo into the run folder and decode it; one failure row per bad photo."""
-    from ..net import make_client
-
     out = Rows()
-    with make_client() as client:
-        for kind, item_id, payload, meta in _rows(batch):
-            if kind != ITEM:
-                out.keep(kind, item_id, payload, meta)
-                continue
-            item: Item = pickle.loads(payload)
-            started = time.perf_counter()
-            info: dict[str, Any] = {}
-            try:
-                fetched = fetch_item(item, images_dir, client, max_pixels=opts.max_pixels,
-                                     max_bytes=opts.max_bytes, attempts=opts.attempts,
-                                     deadline_s=opts.timeout_s)
-            except (TransientError, PermanentError, RateLimited, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    info["disk_full"] = True
-                result: object = failure_from_error(item, "fetch", exc)
-            except Exception as exc:  # stage boundary: one bad photo fails alone
-                log.exception("fetching %s failed", item.id)
-                result = failure_from_error(item, "fetch", exc)
-            else:
-                result = fetched
-            info["fetch_s"] = time.perf_counter() - started
-            out.add(FAILURE if isinstance(result, Failure) else FETCHED, item_id, result, info)
+    client = _worker_client()
+    for kind, item_id, payload, meta in _rows(batch):
+        if kind != ITEM:
+            out.keep(kind, item_id, payload, meta)
+            continue
+        item: Item = pickle.loads(payload)
+        started = time.perf_counter()
+        info: dict[str, Any] = {}
+        try:
+            fetched = fetch_item(item, images_dir, client, max_pixels=opts.max_pixels,
+                                 max_bytes=opts.max_bytes, attempts=opts.attempts,
+                                 deadline_s=opts.timeout_s)
+        except (TransientError, PermanentError, RateLimited, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                info["disk_full"] = True
+            result: object = failure_from_error(item, "fetch", exc)
+        except Exception as exc:  # stage boundary: one bad photo fails alone
+            log.exception("fetching %s failed", item.id)
+            result = failure_from_error(item, "fetch", exc)
+        else:
+            result = fetched
+        info["fetch_s"] = time.perf_counter() - started
+        out.add(FAILURE if isinstance(result, Failure) else FETCHED, item_id, result, info)
     return out.batch()
 
 
