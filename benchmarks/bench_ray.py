@@ -11,7 +11,7 @@ fetch, post-process and local-store publish stages:
    (first image started to last image finished, so Ray's start-up is not counted) against (2)
    (target >= 1.8x).
 
-    python benchmarks/bench_ray.py [--images 200] [--predict-ms 50] [--quick]
+    python benchmarks/bench_ray.py [--images 200] [--predict-ms 50] [--predict-rows N] [--in-flight N] [--quick]
 """
 
 from __future__ import annotations
