@@ -4,6 +4,7 @@ kept per dataset; a kill -9 between placing the shards and the ledger commit; Pa
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import signal
@@ -162,3 +163,16 @@ def test_compact_merges_the_pending_parquet_index_into_parts(tmp_path: Path) -> 
     assert all(e.ply_shard_path for e in entries)  # planar_items publishes the PLY too: its own shards
     index = datasets.load_dataset(str(tmp_path / "s"), split="train")
     assert sorted(index["id"]) == sorted(e.row.id for e in entries)
+
+
+def test_an_item_the_packer_refuses_fails_alone(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", new_layout="shards")
+    store.open()
+    good, bad = planar_items(tmp_path / "w", ["ok1", "nophoto"])
+    bad = dataclasses.replace(bad, files=[f for f in bad.files if f.kind != "image"])  # nothing to pack as photo
+    receipt = store.publish(Batch(client_id="c", items=[good, bad], units_done=["folder/x/0"]))
+    assert receipt.published_ids == ["ok1"]
+    assert [(f.item_id, f.reason) for f in receipt.failed] == [("nophoto", "no_photo")]
+    assert [r.id for r in store.rows()] == ["ok1"] and _parquet_ids(tmp_path / "s") == ["ok1"]
+    status = store.unit_status(["folder/x/0"])["folder/x/0"]
+    assert status.failed == 1 and status.done  # a permanent failure is recorded; nothing to retry

@@ -61,7 +61,6 @@ from .hub_ops import (
 from .hub_shards import (
     PREDECESSOR_DIR,
     IndexFiles,
-    ShardPacker,
     add_index_compaction,
     add_marker,
     add_packed,
@@ -71,6 +70,7 @@ from .hub_shards import (
 )
 from .hub_state import BATCH, LEDGER, PROGRESS, SHARD, HubState, parse_content
 from .hub_sync import HubSync
+from .shard_packer import ShardPacker
 
 if TYPE_CHECKING:
     from .hub_admin import HubAdmin

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PermanentError, StoreError
+from ..errors import StoreError
 from ..publish.layout_choice import decide_layout, marker_bytes
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
-from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR, batch_digest
-from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch, content_salt, pack_batch
-from ..records import Batch, Failure, ProcessedItem
+from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR
+from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch
+from ..records import Batch, Failure
 from .hub_ops import Plan, to_replace
 from .hub_state import LAYOUT, LAYOUT_PATH, HubState
-from .item_checks import publish_failure, units_held_back
+from .item_checks import units_held_back
+from .shard_packer import ShardPacker
 
 log = logging.getLogger(__name__)
 
@@ -55,59 +55,6 @@ def repo_layout(state: HubState, requested: str, predecessor: Callable[[], bool]
 def add_marker(plan: Plan, layout_name: str) -> None:
     """The layout marker rides on ``plan`` (parsed into the state the commit leaves)."""
     plan.add_known(LAYOUT_PATH, marker_bytes(layout_name), LAYOUT)
-
-
-class ShardPacker:
-    """Packs the new items of one publish step, once per distinct item set (keyed by batch digest).
-
-    An item that cannot be packed (``pack_batch`` refuses it) fails alone (invariant 8): the set is
-    then packed item by item to find it, and packed again without it. ``clear`` removes the packed
-    files once the step is over (landed or given up).
-    """
-
-    def __init__(self, work_dir: Path, client_id: str, max_shard_bytes: int) -> None:
-        self._work_dir, self._client, self._max = work_dir, client_id, max_shard_bytes
-        self._packed: dict[str, tuple[PackedBatch | None, list[Failure]]] = {}
-
-    def pack(self, items: list[ProcessedItem]) -> tuple[PackedBatch | None, list[Failure]]:
-        """The packed items (``None`` when none could be packed) and a failure per refused item."""
-        key = batch_digest(self._client, (pi.row.id for pi in items), salt=content_salt(items))
-        found = self._packed.get(key)
-        if found is None:
-            try:
-                found = (pack_batch(items, self._client, self._work_dir / key, max_shard_bytes=self._max), [])
-            except (PermanentError, StoreError):
-                found = self._pack_without_refused(items, key)
-            self._packed[key] = found
-        return found
-
-    def _pack_without_refused(self, items: list[ProcessedItem], key: str) -> tuple[PackedBatch | None, list[Failure]]:
-        good, failed = [], []
-        probe = self._work_dir / f"scratch-probe-{key}"
-        for pi in items:
-            try:
-                pack_batch([pi], self._client, probe, max_shard_bytes=self._max)
-            except (PermanentError, StoreError) as exc:
-                reason = exc.reason if isinstance(exc, PermanentError) else "bad_metadata"
-                failed.append(publish_failure(pi, reason, str(exc), transient=False))
-            else:
-                good.append(pi)
-            finally:
-                shutil.rmtree(probe, ignore_errors=True)
-        if not good:
-            return None, failed
-        return pack_batch(good, self._client, self._work_dir / key, max_shard_bytes=self._max), failed
-
-    def scratch(self, name: str) -> Path:
-        """A folder for one step's other files (compaction's merged index), removed by ``clear``."""
-        return self._work_dir / f"scratch-{name[:16]}"
-
-    def clear(self) -> None:
-        for key in self._packed:
-            shutil.rmtree(self._work_dir / key, ignore_errors=True)
-        self._packed.clear()
-        for path in self._work_dir.glob("scratch-*"):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None, list[Failure]]:

@@ -43,8 +43,9 @@ from .item_checks import beside_published, publish_failure, screen_items, units_
 from .local_admin import LocalAdmin
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
-from .local_shards import drop_work, local_layout, pack_step, step_files
+from .local_shards import local_layout, pack_step, step_files
 from .local_staging import Recorded, Staged, replaces, stage_files
+from .shard_packer import ShardPacker
 
 __all__ = ["LocalStore", "StoreCounts"]
 
@@ -293,9 +294,10 @@ class LocalStore(LocalMaintenance):
         # A replaced item's changed files get new names: its old row keeps naming intact bytes
         # until the commit that names the new ones (readers never see other than the ledger says).
         items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
-        work = None
+        packer = None
         if self.layout == SHARDS:
-            items, work = self._packed(items, skip, old_rows, batch.client_id)
+            items, refused, packer = self._packed(items, skip, old_rows, batch.client_id)
+            failed.extend(refused)
         plan: dict[str, list[Staged]] = {}
         for pi in items:
             if pi.row.id in skip:
@@ -330,7 +332,8 @@ class LocalStore(LocalMaintenance):
         except OSError as exc:  # disk full, permissions, ...: the batch is not published
             raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         finally:
-            drop_work(work)
+            if packer is not None:
+                packer.clear()
             for e in staged:
                 e.tmp.unlink(missing_ok=True)
             if staged and not (outcome and outcome.committed):
@@ -345,7 +348,7 @@ class LocalStore(LocalMaintenance):
                               units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
 
     def _packed(self, items: list[ProcessedItem], skip: set[str], old_rows: dict[str, tuple[str, str]],
-                client_id: str) -> tuple[list[ProcessedItem], Path | None]:
+                client_id: str) -> tuple[list[ProcessedItem], list[Failure], ShardPacker | None]:
         """The step's new items as shards (``local_shards.pack_step``). A ``--redo`` of a published
         item keeps it for now: its bytes sit in a shard shared with other items (as on the hub)."""
         kept = sorted(i for i in old_rows if i not in skip)
@@ -354,9 +357,9 @@ class LocalStore(LocalMaintenance):
             skip.update(kept)
         new = [pi for pi in items if pi.row.id not in skip]
         if not new:
-            return items, None
-        packed, work = pack_step(new, client_id, self.root / layout.COORD_DIR / "staging")
-        return packed + [pi for pi in items if pi.row.id in skip], work
+            return items, [], None
+        packed, refused, packer = pack_step(new, client_id, self.root / layout.COORD_DIR / "staging")
+        return packed + [pi for pi in items if pi.row.id in skip], refused, packer
 
     def _skipped(self, conn: sqlite3.Connection, items: list[ProcessedItem], redo: str) -> set[str]:
         """Ids this publish leaves alone: excluded ones, and published ones it does not replace."""

@@ -19,17 +19,15 @@ import dataclasses
 import logging
 import os
 import secrets
-import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..fsio import atomic_file, atomic_write, fsync_dir
 from ..publish.index import row_files
 from ..publish.layout_choice import MARKER_PATH, decide_layout, marker_bytes, read_marker
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
-from ..publish.shard_layout import INDEX_DIR, index_shard_path, parse_shard_path
-from ..publish.shard_pack import PackedBatch, pack_batch
-from ..records import IndexRow, ProcessedItem
+from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES, INDEX_DIR, index_shard_path, parse_shard_path
+from ..records import Failure, IndexRow, ProcessedItem
+from .shard_packer import ShardPacker
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +57,18 @@ def step_files(row: IndexRow) -> list[str]:
     return paths
 
 
-def pack_step(items: Sequence[ProcessedItem], client_id: str, staging: Path) -> tuple[list[ProcessedItem], Path]:
+def pack_step(items: list[ProcessedItem], client_id: str,
+              staging: Path) -> tuple[list[ProcessedItem], list[Failure], ShardPacker]:
     """The step's new items packed: their rows point into the shards, and the first item carries
-    every file of the step. Returns the items and the work folder to delete once the step is over."""
-    work = staging / f"pack-{os.getpid()}-{secrets.token_hex(4)}"
-    packed: PackedBatch = pack_batch(items, client_id, work)
+    every file of the step. An item the packer refuses fails alone (invariant 8). Returns the packed
+    items, the refused items' failures and the packer (``clear`` it once the step is over)."""
+    packer = ShardPacker(staging / f"pack-{os.getpid()}-{secrets.token_hex(4)}", client_id, DEFAULT_MAX_SHARD_BYTES)
+    packed, failed = packer.pack(items)
+    if packed is None:
+        return [], failed, packer
     out = list(packed.items)
     out[0] = dataclasses.replace(out[0], files=list(packed.files))
-    return out, work
-
-
-def drop_work(work: Path | None) -> None:
-    if work is not None:
-        shutil.rmtree(work, ignore_errors=True)
+    return out, failed, packer
 
 
 def index_files(root: Path) -> list[IndexShardInfo]:
