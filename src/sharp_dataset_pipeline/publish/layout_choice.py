@@ -16,6 +16,7 @@ from .layout import COORD_DIR
 SHARDS, FILES = "shards", "files"
 LAYOUTS = (SHARDS, FILES)
 MARKER_PATH = f"{COORD_DIR}/layout.json"
+PREDECESSOR_DIR = "unsplash"  # the predecessor project's per-item folders: unsplash/<id>/<id>.ply
 
 
 def check_layout(requested: str) -> str:

@@ -40,7 +40,7 @@ from ..errors import StoreError
 from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
-from ..publish.layout_choice import FILES, SHARDS, check_layout
+from ..publish.layout_choice import FILES, PREDECESSOR_DIR, SHARDS, check_layout
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
@@ -59,7 +59,6 @@ from .hub_ops import (
     to_replace,
 )
 from .hub_shards import (
-    PREDECESSOR_DIR,
     IndexFiles,
     add_index_compaction,
     add_marker,

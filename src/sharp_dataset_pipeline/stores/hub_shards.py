@@ -37,7 +37,6 @@ from .shard_packer import ShardPacker
 
 log = logging.getLogger(__name__)
 
-PREDECESSOR_DIR = "unsplash"  # the predecessor project's per-item folders: unsplash/<id>/<id>.ply
 
 
 def repo_layout(state: HubState, requested: str, predecessor: Callable[[], bool],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..fsio import atomic_file, atomic_write, fsync_dir
 from ..publish.index import row_files
-from ..publish.layout_choice import MARKER_PATH, decide_layout, marker_bytes, read_marker
+from ..publish.layout_choice import MARKER_PATH, PREDECESSOR_DIR, decide_layout, marker_bytes, read_marker
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES, INDEX_DIR, index_shard_path, parse_shard_path
 from ..records import Failure, IndexRow, ProcessedItem
@@ -31,7 +31,6 @@ from .shard_packer import ShardPacker
 
 log = logging.getLogger(__name__)
 
-PREDECESSOR_DIR = "unsplash"
 
 
 def local_layout(root: Path, requested: str, has_rows: bool, new_default: str) -> str:
