@@ -27,6 +27,8 @@ class RemoveResult:
     already_removed: list[str] = field(default_factory=list)
     files_deleted: list[str] = field(default_factory=list)
     index_files_rewritten: list[str] = field(default_factory=list)
+    # Shards rewritten without the removed samples (the sharded layout; emptied ones are in files_deleted).
+    shards_rewritten: list[str] = field(default_factory=list)
     # A preview (``remove --dry-run``): what the removal would do; nothing was changed.
     dry_run: bool = False
 
@@ -34,7 +36,9 @@ class RemoveResult:
         if self.dry_run:
             return self._preview_text()
         lines = [f"removed {len(self.removed)} items ({len(self.files_deleted)} files deleted, "
-                 f"{len(self.index_files_rewritten)} index files rewritten)"]
+                 f"{len(self.index_files_rewritten)} index files rewritten"
+                 + (f", {len(self.shards_rewritten)} shards rewritten without them" if self.shards_rewritten else "")
+                 + ")"]
         if self.removed:
             lines.append("  " + " ".join(self.removed))
         if self.already_removed:
@@ -51,6 +55,7 @@ class RemoveResult:
         if self.removed:
             lines.append("  items: " + " ".join(self.removed))
         lines += [f"  delete {path}" for path in self.files_deleted]
+        lines += [f"  rewrite shard {path} without the removed samples" for path in self.shards_rewritten]
         lines += [f"  rewrite {name}" for name in self.index_files_rewritten]
         if self.already_removed:
             lines.append(f"{len(self.already_removed)} ids were removed before: " + " ".join(self.already_removed))

@@ -11,14 +11,24 @@ tar, the edited rows and the edited Parquet files one atomic step.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import StoreError
 from ..records import IndexRow
-from .parquet_index import IndexEntry, ShardMember, members_json, row_members, shard_members
+from .parquet_index import (
+    IndexEntry,
+    ShardMember,
+    members_json,
+    read_index,
+    row_members,
+    shard_members,
+    write_index,
+)
 from .tar_shard import MESH_FIELDS, MemberMismatch, ShardItem, ShardResult, write_shard
 
 
@@ -122,3 +132,88 @@ def rewrite_entries(entries: Iterable[IndexEntry], drop_ids: set[str],
             entry = dataclasses.replace(entry, row=row, members=ordered)
         out.append(entry)
     return out
+
+
+def takedown_drops(removed: Iterable[IndexRow]) -> dict[str, set[str]]:
+    """Shard path -> the sample keys a takedown of ``removed`` drops from it (splat and PLY shards)."""
+    drops: dict[str, set[str]] = {}
+    for row in removed:
+        for shard in (row.shard_path, row.ply_shard_path):
+            if shard and row.shard_key:
+                drops.setdefault(shard, set()).add(row.shard_key)
+    return drops
+
+
+def emptied_shards(drops: dict[str, set[str]], shard_rows: Iterable[IndexRow]) -> list[str]:
+    """The shards of ``drops`` no other row keeps a sample in (a takedown deletes them), from the rows
+    (for a preview: no shard is read)."""
+    kept: set[str] = set()
+    for row in shard_rows:
+        for shard in (row.shard_path, row.ply_shard_path):
+            if shard in drops and row.shard_key not in drops[shard]:
+                kept.add(shard)
+    return sorted(s for s in drops if s not in kept)
+
+
+@dataclass
+class Takedown:
+    """A takedown's new shards: ``files[shard path]`` the rewritten tar (local), ``deleted`` the shards
+    with nothing left, ``updates[id]`` the kept rows' new ``members`` (for ``index_edit.update_lines``)."""
+
+    rewritten: list[RewrittenShard]
+    files: dict[str, Path]
+    deleted: list[str]
+    updates: dict[str, dict[str, str]]
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted([*self.files, *self.deleted])
+
+
+def kept_updates(rows: Iterable[IndexRow], rewritten: Sequence[RewrittenShard]) -> dict[str, dict[str, str]]:
+    """``row_updates`` over every rewritten shard, composed (a row's splat and PLY shards may both move)."""
+    out: dict[str, dict[str, str]] = {}
+    for row in rows:
+        for shard in rewritten:
+            update = row_updates([row], shard).get(row.id)
+            if update:
+                row = dataclasses.replace(row, members=update["members"])
+                out[row.id] = update
+    return out
+
+
+def plan_takedown(removed: Sequence[IndexRow], shard_rows: Iterable[IndexRow], local_copy: Callable[[str], Path],
+                  work_dir: Path) -> Takedown:
+    """Rewrite every shard holding a sample of ``removed`` (``local_copy(path)`` gives its bytes on disk)
+    into ``work_dir``; ``shard_rows`` are the rows naming those shards (removed ones may be among them)."""
+    gone = {r.id for r in removed}
+    drops = takedown_drops(removed)
+    rewritten: list[RewrittenShard] = []
+    files: dict[str, Path] = {}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for n, shard in enumerate(sorted(drops)):
+        out, scratch = work_dir / f"shard-{n:04d}.tar", work_dir / f"members-{n:04d}"
+        try:
+            done = rewrite_shard(local_copy(shard), shard, drops[shard], out, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        rewritten.append(done)
+        if not done.empty:
+            files[shard] = out
+    kept = [r for r in shard_rows if r.id not in gone]
+    deleted = sorted(r.shard_path for r in rewritten if r.empty)
+    return Takedown(rewritten, files, deleted, kept_updates(kept, rewritten))
+
+
+def rewrite_index(src: BinaryIO, drop_ids: set[str], takedown: Takedown, out: Callable[[], BinaryIO]) -> int | None:
+    """One Parquet index file after a takedown: None when it holds no row the takedown touches (nothing
+    written), else the rows left, written to ``out()`` unless none is (the caller deletes the file)."""
+    entries = read_index(src)
+    touched = drop_ids | set(takedown.updates)
+    if not any(e.row.id in touched for e in entries):
+        return None
+    kept = rewrite_entries(entries, drop_ids, takedown.rewritten)
+    if kept:
+        with out() as fh:
+            write_index(kept, fh)
+    return len(kept)

@@ -43,6 +43,7 @@ from .item_checks import beside_published, publish_failure, screen_items, units_
 from .local_admin import LocalAdmin
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
+from .local_shard_remove import TAKEDOWN
 from .local_shards import local_layout, pack_step, step_files
 from .local_staging import Recorded, Staged, replaces, stage_files
 from .shard_packer import ShardPacker
@@ -484,8 +485,8 @@ class LocalStore(LocalMaintenance):
         try:
             with sql.write_tx(conn):
                 for tmp, final, item_id, pid in sql.intents(conn, tmps):
-                    if (tmps is None and pid_alive(pid)) or tmp.startswith(RETIRE):
-                        continue  # another live process is mid-publish; retired files wait for rewrites
+                    if (tmps is None and pid_alive(pid)) or tmp.startswith((RETIRE, *TAKEDOWN)):
+                        continue  # a live process is mid-publish; retired files wait; takedowns roll forward
                     kept = self.root / tmp
                     if posixpath.basename(tmp).startswith("." + _BACKUP_PREFIX):
                         if kept.exists():

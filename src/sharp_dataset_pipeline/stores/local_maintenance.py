@@ -25,6 +25,7 @@ from ..publish import layout
 from ..publish.index import row_files, row_from_json
 from ..publish.layout_choice import SHARDS
 from . import local_schema as sql
+from .local_shard_remove import finish_takedowns
 from .local_shards import compact_parquet
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class LocalMaintenance:
 
     def _repair(self) -> None:
         """Bring the files in line with the ledger after a crash (the ledger is the authority)."""
+        finish_takedowns(self.root, self._conn())  # first: its staged files are temps
         self._settle_intents()
         self._remove_dead_temps()
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"

@@ -25,9 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..fsio import pid_alive, temp_writer
+from ..ledger.shard_checks import ShardOpener
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import row_file_refs, row_from_json
+from ..publish.layout_choice import MARKER_PATH, SHARDS, read_marker
+from ..publish.parquet_index import read_index
+from ..publish.shard_layout import INDEX_DIR, KIND_DIRS, parse_shard_path
 from ..records import IndexRow, Lease
 from . import local_schema as sql
 from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file
@@ -90,6 +94,30 @@ def _list_item_files(root: Path, index_path: str) -> dict[str, int]:
     return out
 
 
+def _list_shards(root: Path) -> dict[str, int]:
+    """The sharded layout's tars (``data/shards``, ``data/ply``): their rows' members are checked in them."""
+    out: dict[str, int] = {}
+    for folder in KIND_DIRS.values():
+        for path in sorted((root / folder).rglob("*.tar")) if (root / folder).is_dir() else []:
+            rel = path.relative_to(root).as_posix()
+            if parse_shard_path(rel) is not None:
+                out[rel] = path.stat().st_size
+    return out
+
+
+def _parquet_ids(root: Path) -> set[str] | None:
+    """Ids in the Parquet index of a sharded dataset (None for the files layout: not checked)."""
+    marker = root / MARKER_PATH
+    if not marker.is_file() or read_marker(marker.read_bytes()) != SHARDS:
+        return None
+    ids: set[str] = set()
+    for path in sorted((root / INDEX_DIR).rglob("*.parquet")) if (root / INDEX_DIR).is_dir() else []:
+        if not path.name.startswith("."):
+            with path.open("rb") as fh:
+                ids |= {e.row.id for e in read_index(fh)}
+    return ids
+
+
 def _read_ledger(conn: sqlite3.Connection, index_path: str, on_disk: set[str]) -> dict:
     index_name = posixpath.basename(index_path)
     rows: dict[str, IndexRow] = {}
@@ -122,10 +150,11 @@ def scan_local(root: Path, index_path: str, description: str) -> StoreView:
         ledger = _read_ledger(conn, index_path, set(index_files))
     finally:
         conn.close()
-    return StoreView(description=description, index_files=index_files, listing=_list_item_files(root, index_path),
+    listing = {**_list_shards(root), **_list_item_files(root, index_path)}
+    return StoreView(description=description, index_files=index_files, listing=listing,
                      leases=ledger["leases"], done_units=ledger["done"], ledger_rows=ledger["rows"],
                      expected_file=ledger["expected"], known_index_files=ledger["known"],
-                     ledger_problems=ledger["counts"])
+                     ledger_problems=ledger["counts"], parquet_ids=_parquet_ids(root))
 
 
 def sha256_file(path: Path) -> str:
@@ -146,10 +175,11 @@ def verify_local(root: Path, index_path: str, description: str, now: float, deep
     root = Path(root)
     first = find_problems(scan_local(root, index_path, description), now)
     hasher = (lambda rel: sha256_file(root / rel)) if deep else None
+    opener: ShardOpener | None = (lambda rel: open(root / rel, "rb")) if deep else None
     if not any(p.kind in TRANSIENT for p in first.problems):
-        return find_problems(scan_local(root, index_path, description), now, hasher) if deep else first
+        return find_problems(scan_local(root, index_path, description), now, hasher, opener) if deep else first
     sleep(settle_s)
-    second = find_problems(scan_local(root, index_path, description), now, hasher)
+    second = find_problems(scan_local(root, index_path, description), now, hasher, opener)
     seen = set(first.problems)
     second.problems = [p for p in second.problems if p.kind not in TRANSIENT or p in seen]
     return second
