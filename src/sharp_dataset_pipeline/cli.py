@@ -215,6 +215,9 @@ def _register_operations() -> None:
     from .convert_cli import convert_cmd
 
     main.add_command(convert_cmd)
+    from .push_cli import push_cmd
+
+    main.add_command(push_cmd)
 
 
 _register_operations()

@@ -1,0 +1,186 @@
+"""``push`` onto a Hub store: a local store's shard tars as they are, in bounded compare-and-swap commits.
+
+Each push commit is one intent through ``HubSync.run``, so it follows the Hub store's rules: the
+tars (and the step's Parquet index shard) are uploaded with ``preupload_lfs_files`` before the
+commit and never re-sent by a retry; 409 waits, 412 re-decides at the new head, 429 pauses,
+5xx / a lost answer is settled by reading the head and looking for the commit's unique file
+(``.coord/progress/ops.<client>.json`` with a fresh nonce). One commit carries:
+
+- the step's tars, byte for byte the local files, at their local paths (deterministic digests, so
+  a step that landed before a kill is found again at the target: its rows are there);
+- a new JSONL index shard with the rows, and a Parquet index shard of the same rows (previews
+  read out of the local tars, each member checked by its sha256);
+- the done markers of the local units whose last rows this commit lands (the done set carried
+  over: a later ``run`` on the Hub store leases none of them and publishes none of their items).
+
+Decided at the parent of each attempt: rows whose ids the target has already (published there by a
+run, or an earlier push) or has removed are left out; a commit left with no rows carries no tars
+(they would be orphans) but still its done markers. The repo must be new or sharded
+(``layout_at_head`` reads that without writing anything).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import StoreError
+from ..publish import layout
+from ..publish.index import encode_rows
+from ..publish.layout_choice import PREDECESSOR_DIR, SHARDS
+from ..publish.parquet_index import entry_of_row, row_members, write_index
+from ..publish.shard_layout import batch_digest, index_shard_path
+from ..publish.shard_read import member_bytes
+from ..records import IndexRow
+from .hub import HubStore
+from .hub_ops import Plan
+from .hub_shards import repo_layout
+from .hub_state import DONE, PROGRESS, PROGRESS_DIR, HubState, git_blob_oid, summarize_rows
+
+log = logging.getLogger(__name__)
+
+PREVIEW_FIELD = "webp"  # shard_pack's member field of the preview
+
+
+@dataclass(frozen=True)
+class PushCommit:
+    """What one push commit is asked to carry: shard files, the rows that point into them, done units."""
+
+    shards: tuple[str, ...]
+    rows: tuple[IndexRow, ...]
+    units_done: tuple[str, ...] = ()
+
+
+@dataclass
+class PushOutcome:
+    """What one push commit did (``commit`` empty: nothing was left to do at the target)."""
+
+    published: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the target had them already (or removed them)
+    units_done: list[str] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+    bytes: int = 0
+    commit: str = ""
+
+
+class HubPushTarget:
+    """The push side of one opened ``HubStore``: what it holds, and one commit per push step.
+
+    ``local_file`` maps a repo path of the source dataset to its local file."""
+
+    def __init__(self, store: HubStore, local_file: Callable[[str], Path], work_dir: Path,
+                 clock: Callable[[], float]) -> None:
+        self._store, self._admin = store, store.admin()
+        self._sync = self._admin.sync
+        self._local_file, self._work_dir, self._clock = local_file, work_dir, clock
+        self._client = self._admin.client_id
+        self._index_files: dict[str, Path] = {}  # digest of a row set -> its Parquet index shard
+
+    @staticmethod
+    def layout_at_head(store: HubStore) -> str | None:
+        """The layout of ``store``'s repo as it is now (None: no such repo), read without any write."""
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        sync = store.admin().sync
+        try:
+            sync.api_call(lambda: sync.api.repo_info(sync.repo_id, repo_type=sync.repo_type), missing_ok=True)
+        except RepositoryNotFoundError:
+            return None
+        state = sync.refresh()
+
+        def predecessor() -> bool:
+            return bool(sync.api_call(lambda: sync.api.get_paths_info(
+                sync.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=sync.repo_type)))
+
+        return repo_layout(state, "", predecessor, SHARDS)[0]
+
+    def holdings(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(ids the target has published or removed, units done there), at the head."""
+        state = self._sync.refresh()
+        return state.published | self._admin.excluded(state), state.done_units
+
+    def budget_report(self) -> dict[str, object]:
+        return self._store.budget_report()
+
+    def commit(self, step: PushCommit) -> PushOutcome:
+        """Land ``step`` in one commit (or find it landed); what the target had already is left out."""
+        decided: list[tuple[Plan, PushOutcome]] = []
+
+        def build(state: HubState) -> Plan | None:
+            out = self._plan(state, step)
+            if out is not None:
+                decided.append(out)
+            return out[0] if out is not None else None
+
+        try:
+            with self._sync.lock:
+                plan, state = self._sync.run(build, max_age=0.0)
+        finally:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._index_files.clear()
+        outcome = next((o for p, o in decided if p is plan), None)
+        if plan is None or outcome is None:
+            return PushOutcome(skipped=[r.id for r in step.rows])
+        outcome.commit = state.sha
+        self._sync.count("published_items", len(outcome.published))
+        return outcome
+
+    def _plan(self, state: HubState, step: PushCommit) -> tuple[Plan, PushOutcome] | None:
+        have = state.published | self._admin.excluded(state)
+        rows = [r for r in step.rows if r.id not in have]
+        units = [u for u in dict.fromkeys(step.units_done) if u not in state.done_units]
+        if not rows and not units:
+            return None
+        now, nonce = self._clock(), secrets.token_hex(6)
+        out = PushOutcome(published=[r.id for r in rows], skipped=[r.id for r in step.rows if r.id in have],
+                          units_done=units)
+        plan = Plan(title=f"push {len(rows)} items, {len(step.shards) if rows else 0} shards ({self._client})")
+        if rows:
+            for path in step.shards:
+                local = self._local_file(path)
+                if not local.is_file():
+                    raise StoreError(f"push: {path} is missing from the local store (run verify on it)")
+                plan.adds[path] = local
+                out.bytes += local.stat().st_size
+            out.shards = list(step.shards)
+            digest = batch_digest(f"push.{self._client}", out.published)
+            plan.adds[index_shard_path(digest)] = self._index_file(digest, rows)
+            shard = layout.shard_path(self._store.index_path, self._client, now, nonce)
+            data = encode_rows(rows)
+            plan.adds[shard] = data
+            plan.known[shard] = (git_blob_oid(data), summarize_rows(rows))
+            plan.published_ids = list(out.published)
+            plan.rows = len(rows)
+        for unit in units:
+            marker = {"unit": unit, "client": self._client, "at": now, "nonce": nonce, "by": "push"}
+            plan.add_known(layout.unit_done_path(unit), (json.dumps(marker, sort_keys=True) + "\n").encode(), DONE)
+        progress = {"client": self._client, "action": "push", "at": now, "nonce": nonce, "items": len(rows),
+                    "units_done": len(units)}
+        path = f"{PROGRESS_DIR}/{layout.safe_client('ops.' + self._client)}.json"
+        plan.add_known(path, (json.dumps(progress, sort_keys=True) + "\n").encode(), PROGRESS)
+        plan.marker = path
+        return plan, out
+
+    def _index_file(self, digest: str, rows: list[IndexRow]) -> Path:
+        """The Parquet index shard of ``rows`` (built once per row set: a 412 that leaves the set
+        unchanged reuses it, and so its upload)."""
+        found = self._index_files.get(digest)
+        if found is not None:
+            return found
+        entries = []
+        for row in rows:
+            preview = next((m for m in row_members(row) if m.field == PREVIEW_FIELD), None)
+            data = member_bytes(self._local_file(preview.shard), preview) if preview is not None else None
+            entries.append(entry_of_row(row, data, f"{row.shard_key}.{PREVIEW_FIELD}" if data is not None else None))
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        path = self._work_dir / f"{digest}.parquet"
+        with path.open("wb") as fh:
+            write_index(entries, fh)
+        self._index_files[digest] = path
+        return path
+

@@ -1,0 +1,58 @@
+"""What ``push`` reads from a local store: its layout, its published rows and its done units.
+
+Read-only: the ledger is read in one read transaction (``BEGIN`` of a WAL reader sees one snapshot,
+so a publisher running meanwhile cannot make the rows and the done set disagree), and the local
+store is never opened (opening repairs, and could create a store in a mistyped folder). The
+layout is the dataset's own: its marker, or ``files`` for a folder that predates markers and holds
+rows or the predecessor's folders (``layout_choice``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..publish.index import row_from_json
+from ..publish.layout_choice import FILES, MARKER_PATH, PREDECESSOR_DIR, SHARDS, read_marker
+from ..records import IndexRow
+from . import local_schema as sql
+from .local_ledger import connect_ledger
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    """A local store as ``push`` sees it: where it is, its layout, every visible row, its done units."""
+
+    root: Path
+    layout: str
+    rows: tuple[IndexRow, ...]
+    units_done: tuple[str, ...]
+
+    def file(self, repo_path: str) -> Path:
+        """The local file at a repo path of the dataset."""
+        return self.root / repo_path
+
+
+def read_local_dataset(root: Path) -> LocalDataset:
+    """The published rows (removed ones left out) and done units of the local store at ``root``.
+
+    Raises ``StoreError`` when ``root`` holds no local store (no ledger) and ``ConfigError`` for a
+    malformed layout marker."""
+    root = Path(root)
+    conn = connect_ledger(root)
+    try:
+        with sql.read_tx(conn):
+            lines = conn.execute("""SELECT row FROM items WHERE id NOT IN (SELECT item_id FROM exclusions)
+                                    ORDER BY published_at, id""").fetchall()
+            units = conn.execute("SELECT unit FROM units_done ORDER BY unit").fetchall()
+    finally:
+        conn.close()
+    rows = tuple(row_from_json(line) for (line,) in lines)
+    marker = root / MARKER_PATH
+    if marker.is_file():
+        chosen = read_marker(marker.read_bytes())
+    elif rows or (root / PREDECESSOR_DIR).is_dir():
+        chosen = FILES
+    else:
+        chosen = SHARDS  # nothing published yet: nothing to convert
+    return LocalDataset(root, chosen, rows, tuple(u for (u,) in units))
