@@ -37,8 +37,8 @@ IO_MODULES = frozenset({
 IO_SUBMODULES = frozenset({"urllib.request", "xml.etree.ElementTree.parse"})
 LOWER = frozenset({"records", "errors", "fsio", "redact", "splat", "sources", "fetch", "predict", "net", "observe",
                    "ledger"})
-UPPER = frozenset({"stores", "pipeline", "ops", "app", "cli", "ops_cli", "convert_cli", "push_cli", "factories",
-                   "cli_support"})
+UPPER = frozenset({"stores", "pipeline", "ops", "app", "cli", "ops_cli", "convert_cli", "push_cli", "migrate_cli",
+                   "factories", "cli_support"})
 # Cycles that exist today (none since issue 12). The set may only shrink: a new cycle fails, and a removed
 # one fails too until it is taken off this list, so it cannot come back unnoticed.
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
@@ -195,6 +195,7 @@ def test_no_import_cycles_between_parts_beyond_the_known_ones() -> None:
 def test_only_the_cli_layer_imports_the_cli() -> None:
     modules = _modules()
     cli = {f"{PKG_NAME}.cli", f"{PKG_NAME}.ops_cli", f"{PKG_NAME}.convert_cli", f"{PKG_NAME}.push_cli",
+           f"{PKG_NAME}.migrate_cli",
            f"{PKG_NAME}.cli_support",
            f"{PKG_NAME}.__main__"}
     bad = [f"{name} imports {other}" for name, path in modules.items() if name not in cli

@@ -218,6 +218,9 @@ def _register_operations() -> None:
     from .push_cli import push_cmd
 
     main.add_command(push_cmd)
+    from .migrate_cli import migrate_cmd
+
+    main.add_command(migrate_cmd)
 
 
 _register_operations()

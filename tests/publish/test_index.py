@@ -73,3 +73,16 @@ def test_malformed_lines_name_their_number(data: bytes, line: int) -> None:
 def test_decode_ignores_unknown_keys_and_blank_lines() -> None:
     data = b'{"id": "a", "source": "s", "unit": "u", "future_col": 1}\n\n'
     assert decode_rows(data) == [IndexRow(id="a", source="s", unit="u")]
+
+
+def test_a_predecessor_line_reads_as_its_files_layout_row_and_drops_by_image_id() -> None:
+    from sharp_dataset_pipeline.publish.index_edit import drop_lines
+
+    ours = b'{"id": "a", "source": "s", "unit": "u"}\n'
+    theirs = b'{"image": "https://huggingface.co/datasets/o/n/resolve/main/unsplash/b1/b1.jpg", "image_id": "b1"}\n'
+    rows = decode_rows(ours + theirs)
+    assert [(r.id, r.source, r.unit, r.image_path, r.ply_path) for r in rows] == [
+        ("a", "s", "u", "", ""), ("b1", "unsplash", "predecessor", "unsplash/b1/b1.jpg", "unsplash/b1/b1.ply")]
+    assert drop_lines(ours + theirs, {"b1"}) == ours and drop_lines(ours + theirs, {"a"}) == theirs
+    with pytest.raises(StoreError, match="line 1"):
+        decode_rows(b'{"image_id": "../x"}\n')

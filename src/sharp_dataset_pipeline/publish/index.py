@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..records import IndexRow
+from .predecessor_index import is_predecessor_row, predecessor_row
 
 _DTYPES = {str: "string", int: "int64", float: "float64"}
 
@@ -66,7 +67,10 @@ def encode_rows(rows: list[IndexRow]) -> bytes:
 
 def row_from_json(line: str) -> IndexRow:
     """Parse one JSON line written by ``row_to_json`` (unknown keys are ignored)."""
-    data = json.loads(line)
+    return _row_of(json.loads(line))
+
+
+def _row_of(data: Any) -> IndexRow:
     if not isinstance(data, dict):
         raise StoreError("index line is not a JSON object")
     types = dict(_field_types())
@@ -78,13 +82,18 @@ def row_from_json(line: str) -> IndexRow:
 
 
 def decode_rows(data: bytes) -> list[IndexRow]:
-    """Parse JSONL bytes; a malformed line raises ``StoreError`` naming its line number."""
+    """Parse JSONL bytes; a malformed line raises ``StoreError`` naming its line number.
+
+    A line of the predecessor's index (``image_id`` and none of our keys: its ``data/train.jsonl``
+    sits at our default index path) reads as the files-layout row it describes, so a predecessor
+    dataset opens as a ``files`` dataset and ``migrate --to shards`` carries its rows over."""
     rows: list[IndexRow] = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(row_from_json(line))
+            obj = json.loads(line)
+            rows.append(predecessor_row(obj) if isinstance(obj, dict) and is_predecessor_row(obj) else _row_of(obj))
         except (ValueError, StoreError) as exc:
             raise StoreError(f"malformed index line {number}: {exc}") from exc
     return rows

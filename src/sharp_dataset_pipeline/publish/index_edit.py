@@ -31,9 +31,14 @@ def _edit(data: bytes, change: Callable[[dict[str, Any]], dict[str, Any] | None]
     return "".join(out).encode("utf-8")
 
 
+def _line_id(obj: dict[str, Any]) -> Any:
+    """A row's id: ``id``, or a predecessor row's ``image_id`` (``publish.index.decode_rows`` reads both)."""
+    return obj["id"] if "id" in obj else obj.get("image_id")
+
+
 def drop_lines(data: bytes, ids: set[str]) -> bytes:
-    """Index file bytes without the rows of ``ids``."""
-    return _edit(data, lambda obj: None if obj.get("id") in ids else obj)
+    """Index file bytes without the rows of ``ids`` (predecessor rows by their ``image_id``)."""
+    return _edit(data, lambda obj: None if _line_id(obj) in ids else obj)
 
 
 def update_lines(data: bytes, updates: dict[str, dict[str, str]]) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from ..ledger.results import GcResult, RemoveResult
 from ..ledger.status import FailedItem, LedgerSnapshot, PublishEvent
 from ..ledger.verify import Problem, VerifyReport
+from ..publish.shard_pack import PackedBatch
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 
 
@@ -175,4 +176,45 @@ class Store(Protocol):
 
     def complete_followups(self, done: list[Followup]) -> None:
         """Mark followups done (the hub store may carry this on the next publish commit)."""
+        ...
+
+
+@dataclass
+class MigrationStep:
+    """What one ``migrate --to shards`` step landed: the items now in shards, the shard files it
+    added, and the old per-item files it deleted (those of earlier steps, whose shards had landed)."""
+
+    migrated_ids: list[str] = field(default_factory=list)
+    shard_files: list[str] = field(default_factory=list)
+    deleted: int = 0
+    commit: str = ""
+
+
+class ShardMigration(Protocol):
+    """A store's side of ``migrate --to shards`` (``ops/migrate.py`` drives it).
+
+    Each ``land_step`` is ONE atomic store step: the packed shards and the step's index shard are
+    added and the items' files-layout rows replaced by their shard rows (hub: one commit; local:
+    one ledger transaction). Old per-item files are deleted only once the shards holding them have
+    landed (a later step, or ``finish``). A step that did not land left nothing a reader sees, and
+    a rerun recognises the rows already in shards (``IndexRow.shard_path``)."""
+
+    description: str
+    layout: str  # the dataset's layout now: "files" until ``finish`` records "shards"
+    step_items: int  # items per step by default (the hub's is bounded by files per commit)
+
+    def rows(self) -> list[IndexRow]:
+        """Every published row, in either layout (a predecessor index's rows converted)."""
+        ...
+
+    def local_path(self, repo_path: str) -> Path:
+        """A local path with the bytes of one of ``rows()``'s files."""
+        ...
+
+    def land_step(self, packed: PackedBatch, old_rows: list[IndexRow]) -> MigrationStep:
+        """Add ``packed`` (its items' rows replace ``old_rows``) in one atomic step."""
+        ...
+
+    def finish(self) -> MigrationStep:
+        """Delete the old files still left of migrated rows and record the ``shards`` layout."""
         ...

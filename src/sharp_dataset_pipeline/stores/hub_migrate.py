@@ -1,0 +1,260 @@
+"""``migrate --to shards`` on the Hub store (``ShardMigration``): one compare-and-swap commit per step.
+
+A step's commit (decided at the head it names as parent, through ``HubSync.run``: 412 → decide
+again, unknown outcome → look for its marker, commit budget obeyed) carries:
+
+- the step's tars and Parquet index shard, uploaded before the commit (``HubSync.upload``:
+  ``preupload_lfs_files``), so a retried commit never sends their bytes again;
+- a new JSONL index shard with the items' shard rows, and the index files that held their
+  files-layout rows rewritten without them (line by line: other rows keep their bytes; the
+  predecessor's ``data/train.jsonl`` included, whose untouched lines stay predecessor rows that
+  ``decode_rows`` reads);
+- deletes of the old per-item files of EARLIER steps, whose shards landed in an earlier commit,
+  at most what keeps the commit under ``MAX_OPS`` files (the rest wait for the next step);
+- ``.coord/progress/ops.migrate.json``: the commit's unique marker, listing the old files still to
+  delete, so a rerun after kill -9 finds them in the repo itself.
+
+The first step on a predecessor repo also keeps its original ``data/train.jsonl`` bytes at
+``.coord/migrate/predecessor-train.jsonl`` (fields our rows do not carry survive there). ``finish``
+deletes what is left (listed files, and any file left in a migrated item's folder) in bounded
+commits, the last of which writes the ``shards`` marker and, for a generated card, the card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import StoreError
+from ..publish import layout
+from ..publish.card import card_facts, render_card
+from ..publish.index import decode_rows, encode_rows, row_files
+from ..publish.index_edit import drop_lines
+from ..publish.layout_choice import SHARDS
+from ..publish.predecessor_index import is_predecessor_row
+from ..publish.shard_layout import PLY_DIR
+from ..publish.shard_pack import PackedBatch
+from ..records import IndexRow
+from .base import MigrationStep
+from .hub import HubStore
+from .hub_ops import Plan
+from .hub_shards import add_marker
+from .hub_state import INDEX, PROGRESS, PROGRESS_DIR, HubState, git_blob_oid, summarize_rows
+
+log = logging.getLogger(__name__)
+
+MIGRATE_MARK = f"{PROGRESS_DIR}/ops.migrate.json"
+PREDECESSOR_COPY = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
+MAX_OPS = 100  # files added or deleted per commit: the Hub's advice (reference: 50-100)
+DEFAULT_STEP_ITEMS = 24  # a step's old files (photo, PLY, preview or SPZ) are deleted within one later commit
+_PATHS_CHUNK = 100
+
+
+def _has_predecessor_rows(data: bytes) -> bool:
+    for line in data.decode("utf-8").splitlines():
+        try:
+            obj = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and is_predecessor_row(obj):
+            return True
+    return False
+
+
+class HubMigration:
+    """``ShardMigration`` of an opened ``HubStore`` (see the module docstring)."""
+
+    step_items = DEFAULT_STEP_ITEMS
+
+    def __init__(self, store: HubStore, client_id: str, card_title: str = "SHARP Gaussian splats",
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._admin = store.admin()
+        self._sync = self._admin.sync
+        self._client = client_id or "migrate"
+        self._card_title = card_title
+        self._clock = clock
+        self.description = store.description
+
+    @property
+    def layout(self) -> str:
+        return self._store.layout
+
+    def rows(self) -> list[IndexRow]:
+        return self._admin.rows()
+
+    def local_path(self, repo_path: str) -> Any:
+        return self._admin.local_path(repo_path)
+
+    # -- reads at a state ------------------------------------------------------------------------
+
+    def _existing(self, paths: list[str], sha: str) -> list[str]:
+        """Which of ``paths`` exist at ``sha`` (deleting a missing file would fail the commit)."""
+        todo = sorted(set(paths))
+        found: set[str] = set()
+        api, sync = self._sync.api, self._sync
+        for start in range(0, len(todo), _PATHS_CHUNK):
+            chunk = todo[start:start + _PATHS_CHUNK]
+            infos = sync.api_call(lambda c=chunk: api.get_paths_info(sync.repo_id, c, revision=sha,
+                                                                     repo_type=sync.repo_type))
+            found.update(i.path for i in infos if getattr(i, "blob_id", None) is not None)
+        return [p for p in todo if p in found]
+
+    def _pending(self, state: HubState) -> list[str]:
+        """Old files the last migration commit left to delete (its marker's list)."""
+        if MIGRATE_MARK not in state.entries:
+            return []
+        try:
+            body = json.loads(self._sync.download(MIGRATE_MARK, state.sha).decode("utf-8"))
+            return [str(p) for p in body.get("delete_next", [])]
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise StoreError(f"{MIGRATE_MARK} is unreadable: {exc}") from exc
+
+    def _mark(self, plan: Plan, delete_next: list[str], migrated: int) -> None:
+        body = {"client": self._client, "action": "migrate", "at": self._clock(), "nonce": secrets.token_hex(6),
+                "migrated": migrated, "delete_next": sorted(set(delete_next))}
+        plan.add_known(MIGRATE_MARK, (json.dumps(body, sort_keys=True) + "\n").encode("utf-8"), PROGRESS)
+        plan.marker = MIGRATE_MARK
+
+    def _commit(self, build: Callable[[HubState], tuple[Plan, Any] | None]) -> tuple[Any, str]:
+        """``build`` through the compare-and-swap loop: (the meaning of the plan that landed, head)."""
+        decided: list[tuple[Plan, Any]] = []
+
+        def plan_of(state: HubState) -> Plan | None:
+            out = build(state)
+            if out is None:
+                return None
+            decided.append(out)
+            return out[0]
+
+        with self._sync.lock:
+            plan, state = self._sync.run(plan_of, max_age=0.0)
+        return next((meaning for p, meaning in decided if p is plan), None), state.sha
+
+    # -- a step ----------------------------------------------------------------------------------
+
+    def _drop_rows(self, plan: Plan, state: HubState, ids: set[str]) -> None:
+        """The index files holding ``ids``' rows, rewritten without them (the first one of a
+        predecessor index kept whole beside ``.coord/`` first)."""
+        for path in state.index_files_of(ids):
+            raw = self._sync.download(path, state.sha)
+            rows = {r.id: r for r in reversed(decode_rows(raw)) if r.id in ids}
+            if any(r.shard_path for r in rows.values()):
+                raise StoreError(f"{self.description}: {path} already holds shard rows of this step's items: "
+                                 "is another migration running?")
+            if _has_predecessor_rows(raw) and not self._existing([PREDECESSOR_COPY], state.sha):
+                plan.adds[PREDECESSOR_COPY] = raw
+            kept = drop_lines(raw, ids)
+            if kept.strip() or state.kind(path) == INDEX:
+                plan.adds[path] = kept
+                plan.known[path] = (git_blob_oid(kept), summarize_rows(decode_rows(kept)))
+            else:
+                plan.deletes.append(path)
+
+    def _plan_step(self, state: HubState, packed: PackedBatch,
+                   old_rows: list[IndexRow]) -> tuple[Plan, MigrationStep] | None:
+        ids = {pi.row.id for pi in packed.items}
+        if not ids & state.published:
+            return None  # removed meanwhile: nothing to replace
+        now, nonce = self._clock(), secrets.token_hex(6)
+        plan = Plan(title=f"migrate {len(ids)} items to shards ({self._client})")
+        for f in packed.files:
+            plan.adds[f.repo_path] = f.local_path
+        self._drop_rows(plan, state, ids)
+        new_rows = [pi.row for pi in packed.items]
+        shard = layout.shard_path(self._store.index_path, self._client, now, nonce)
+        data = encode_rows(new_rows)
+        plan.adds[shard] = data
+        plan.known[shard] = (git_blob_oid(data), summarize_rows(new_rows))
+        pending = self._existing(self._pending(state), state.sha)
+        room = max(0, MAX_OPS - len(plan.adds) - len(plan.deletes) - 1)
+        plan.deletes += pending[:room]
+        later = pending[room:] + [p for r in old_rows for p in row_files(r)]
+        self._mark(plan, later, len(ids))
+        return plan, MigrationStep(migrated_ids=sorted(ids), shard_files=packed.paths(),
+                                   deleted=len(pending[:room]))
+
+    def land_step(self, packed: PackedBatch, old_rows: list[IndexRow]) -> MigrationStep:
+        """One commit: the packed shards in, ``old_rows`` replaced, earlier steps' old files out."""
+        step, sha = self._commit(lambda st: self._plan_step(st, packed, old_rows))
+        if step is None:
+            return MigrationStep()
+        step.commit = sha
+        return step
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def _leftovers(self, state: HubState, migrated: set[str]) -> list[str]:
+        """Files left in migrated items' folders (``<holder>/<id>/<id>.*``): one recursive listing."""
+        sync = self._sync
+        entries = sync.read_at(state.sha, lambda: list(sync.api.list_repo_tree(
+            sync.repo_id, recursive=True, revision=state.sha, repo_type=sync.repo_type)))
+        sync.count("api", 1 + len(entries) // 1000)
+        out = []
+        for e in entries:
+            parts = e.path.split("/")
+            if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] in (layout.COORD_DIR, "data"):
+                continue
+            if parts[-2] in migrated and layout.holder_of(e.path, parts[-2]) is not None:
+                out.append(e.path)
+        return out
+
+    def _card(self, state: HubState, rows: list[IndexRow]) -> bytes | None:
+        """The generated card for the shards layout; None for a hand-written one (left as it is)."""
+        try:
+            text = self._sync.download(layout.README_PATH, state.sha).decode("utf-8")
+        except (StoreError, UnicodeDecodeError):
+            return None
+        if card_facts(text) is None:
+            log.info("%s: the dataset card is hand-written: it is left as it is", self.description)
+            return None
+        ply = any(r.ply_shard_path.startswith(PLY_DIR + "/") for r in rows)
+        card = render_card(title=self._card_title, sources=sorted({r.source for r in rows if r.source}),
+                           predictors=sorted({r.predictor for r in rows if r.predictor}),
+                           index_glob=layout.index_glob(self._store.index_path), layout=SHARDS,
+                           ply_config=ply, repo=self._sync.repo_id)
+        return card.encode("utf-8")
+
+    def _plan_finish(self, state: HubState, rows: list[IndexRow]) -> tuple[Plan, MigrationStep]:
+        migrated = {r.id for r in rows if r.shard_path}
+        todo = sorted(set(self._existing(self._pending(state), state.sha)) | set(self._leftovers(state, migrated)))
+        room = MAX_OPS - 3
+        plan = Plan(title=f"migrate: delete {min(room, len(todo))} old files ({self._client})")
+        plan.deletes += todo[:room]
+        last = len(todo) <= room
+        if last:
+            plan.title = f"migrate: shards layout ({self._client})"
+            add_marker(plan, SHARDS)
+            card = self._card(state, rows)
+            if card is not None:
+                plan.adds[layout.README_PATH] = card
+        self._mark(plan, todo[room:], 0)
+        return plan, MigrationStep(deleted=len(plan.deletes), commit="last" if last else "")
+
+    def finish(self) -> MigrationStep:
+        """Bounded commits deleting what is left; the last one records the ``shards`` layout."""
+        rows = self.rows()
+        total = MigrationStep()
+        while True:
+            step, sha = self._commit(lambda st: self._plan_finish(st, rows))
+            total.deleted += step.deleted
+            if step.commit == "last":
+                total.commit = sha
+                self._store.layout = SHARDS
+                return total
+
+
+def repo_exists(store: HubStore) -> bool:
+    """Whether the store's repo exists (``HubStore.open`` would create a missing one)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    sync = store.admin().sync
+    try:
+        sync.api_call(lambda: sync.api.repo_info(sync.repo_id, repo_type=sync.repo_type), missing_ok=True)
+    except RepositoryNotFoundError:
+        return False
+    return True
