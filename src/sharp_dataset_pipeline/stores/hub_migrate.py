@@ -71,7 +71,10 @@ class HubMigration:
     step_items = DEFAULT_STEP_ITEMS
 
     def __init__(self, store: HubStore, client_id: str, card_title: str = "SHARP Gaussian splats",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_ops: int = MAX_OPS) -> None:
+        if max_ops < 8:
+            raise StoreError("a migration commit needs room for at least 8 files")
+        self._max_ops = max_ops
         self._store = store
         self._admin = store.admin()
         self._sync = self._admin.sync
@@ -171,7 +174,7 @@ class HubMigration:
         plan.adds[shard] = data
         plan.known[shard] = (git_blob_oid(data), summarize_rows(new_rows))
         pending = self._existing(self._pending(state), state.sha)
-        room = max(0, MAX_OPS - len(plan.adds) - len(plan.deletes) - 1)
+        room = max(0, self._max_ops - len(plan.adds) - len(plan.deletes) - 1)
         plan.deletes += pending[:room]
         later = pending[room:] + [p for r in old_rows for p in row_files(r)]
         self._mark(plan, later, len(ids))
@@ -222,7 +225,7 @@ class HubMigration:
     def _plan_finish(self, state: HubState, rows: list[IndexRow]) -> tuple[Plan, MigrationStep]:
         migrated = {r.id for r in rows if r.shard_path}
         todo = sorted(set(self._existing(self._pending(state), state.sha)) | set(self._leftovers(state, migrated)))
-        room = MAX_OPS - 3
+        room = self._max_ops - 3
         plan = Plan(title=f"migrate: delete {min(room, len(todo))} old files ({self._client})")
         plan.deletes += todo[:room]
         last = len(todo) <= room

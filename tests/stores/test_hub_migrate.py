@@ -1,0 +1,109 @@
+"""``migrate --to shards`` on the Hub store (``stores/hub_migrate.py`` driven by ``ops/migrate.py``),
+against the loopback Hub with the real client: a files-layout repo published by the store itself
+moves over in commits of at most ``max_ops`` files, no old file is deleted before the commit after
+the one that landed its shards, a 500 after an applied commit and a 412 neither lose nor duplicate
+an item, and an item whose file does not match its row stays in the files layout, named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi
+
+from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows
+from sharp_dataset_pipeline.ops.migrate import MigrateRun, migrate_to_shards
+from sharp_dataset_pipeline.publish.index import row_files
+from sharp_dataset_pipeline.records import Batch, IndexRow
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
+from sharp_dataset_pipeline.stores.hub_migrate import HubMigration
+from stores.shard_items import members, planar_items, tar_keys
+
+REPO = "tester/to-migrate"
+TOKEN = "hf_migratetesttoken00000"
+IDS = [f"item{n}" for n in range(7)]
+
+
+def _store(hub: HubEmulator, clock: ManualClock, tmp: Path, layout: str = "") -> HubStore:
+    store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp / "cache",
+                                state_max_age_s=0.0, retry_base_s=0.5, layout=layout, new_layout="files"),
+                     clock=clock, sleep=clock.sleep)
+    store.open()
+    return store
+
+
+def _files_repo(hub: HubEmulator, clock: ManualClock, tmp: Path) -> dict[str, list[str]]:
+    """A files-layout repo (photo, PLY, preview per item) in two publish steps; id -> its files."""
+    store = _store(hub, clock, tmp, layout="files")
+    items = planar_items(tmp / "items", IDS, formats=("ply", "preview"))
+    for part in (items[:4], items[4:]):
+        assert len(store.publish(Batch(client_id="c1", items=part)).published_ids) == len(part)
+    store.close()
+    return {r["id"]: row_files(IndexRow.from_dict(r)) for r in index_rows(hub.files(REPO))}
+
+
+def _shard_rows_at(hub: HubEmulator, sha: str) -> set[str]:
+    return {r["id"] for r in index_rows(hub.files(REPO, rev=sha)) if r.get("shard_path")}
+
+
+def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_their_shards(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock) as hub:
+        old = _files_repo(hub, clock, tmp_path)
+        assert len(old) == 7 and all(len(paths) == 3 for paths in old.values())
+        started = len(hub.history(REPO))
+        hub.set_faults(HubFaults(script=[None, "500-after", 412]))  # step 2's answer lost, step 3 refused once
+        store = _store(hub, clock, tmp_path)
+        migration = HubMigration(store, "mover", clock=clock, max_ops=10)
+        result = migrate_to_shards(migration, tmp_path / "work", MigrateRun(step_items=3))
+        store.close()
+        assert result.finished and result.migrated == 7 and not result.failed
+        assert hub.stats["commit_500_after_apply"] == 1
+        assert result.deleted == 21  # every old file, each once
+
+        commits = hub.history(REPO)[started:]
+        owner = {p: i for i, paths in old.items() for p in paths}
+        for commit in commits:
+            assert len(commit.added) + len(commit.deleted) <= 10, commit.title
+            # an old file goes only in a commit whose parent already had its item's shard row
+            gone = {owner[p] for p in commit.deleted if p in owner}
+            assert gone <= _shard_rows_at(hub, commit.parent), (commit.title, gone)
+
+        files = hub.files(REPO)
+        rows = index_rows(files)
+        assert sorted(r["id"] for r in rows) == IDS  # each once, the lost answer and the 412 included
+        assert not [p for p in files if p in owner]
+        for row in rows:
+            assert {m["field"] for m in members(row)} >= {"jpg", "spz", "json", "webp", "ply"}
+            assert all(m["shard"] in files for m in members(row))
+        tars = [p for p in files if p.startswith("data/shards/")]
+        assert sorted(k for t in tars for k in tar_keys(files[t])) == IDS
+        assert json.loads(files[".coord/layout.json"]) == {"layout": "shards"}
+        assert "config_name: splats" in files["README.md"].decode()  # the generated card, for shards
+
+        again = _store(hub, clock, tmp_path)
+        assert again.layout == "shards"
+        done = migrate_to_shards(HubMigration(again, "mover", clock=clock), tmp_path / "work2")
+        assert done.nothing_to_do and done.migrated == 0
+        again.close()
+
+
+def test_an_item_whose_file_does_not_match_its_row_stays_in_files(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock) as hub:
+        old = _files_repo(hub, clock, tmp_path)
+        ply = next(p for p in old["item2"] if p.endswith(".ply"))
+        HfApi(endpoint=hub.url, token=TOKEN).create_commit(
+            REPO, [CommitOperationAdd(ply, b"not the PLY its row recorded")], commit_message="damage",
+            repo_type="dataset")
+        store = _store(hub, clock, tmp_path)
+        result = migrate_to_shards(HubMigration(store, "mover", clock=clock), tmp_path / "work",
+                                   MigrateRun(step_items=4))
+        store.close()
+        assert result.migrated == 6 and list(result.failed) == ["item2"] and not result.finished
+        assert "is not the file its row recorded" in result.failed["item2"]
+        files = hub.files(REPO)
+        rows = {r["id"]: r for r in index_rows(files)}
+        assert sorted(rows) == IDS and not rows["item2"]["shard_path"]
+        assert all(p in files for p in old["item2"])  # its files stay with its row
+        assert json.loads(files[".coord/layout.json"]) == {"layout": "files"}  # nothing claims shards
