@@ -23,7 +23,8 @@ Costs (API calls, the Hub's 5-minute buckets; resolver calls are HEAD + GET per 
 - ``verify``: the same, plus one tree page per 1000 files of the repo; ``--deep`` takes LFS
   files' SHA-256 from that listing and downloads only regular (non-LFS) item files.
 - ``remove`` / ``gc`` / ``fix``: the head read, one paths-info call per 100 files to delete, and
-  one commit.
+  one commit; a removal inside shards also reads what ``hub_shard_remove`` lists (the affected tars
+  and Parquet files, rewritten and uploaded before that commit).
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEv
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
-from ..publish.index_edit import drop_lines, update_lines
+from ..publish.index_edit import update_lines
 from ..publish.shard_layout import parse_shard_path
 from ..records import Batch, Failure, IndexRow, Lease
 from .hub_failures import fold_failures
 from .hub_ops import Plan
 from .hub_reads import REMOVE_STAGE, REMOVED_REASON, client_activity, excluded_ids, shard_time
+from .hub_shard_remove import HubTakedown, edit_index_files, plan_hub_takedown, takedown_dir
+from .hub_shards import list_index_files
 from .hub_state import (
     BATCH,
     BATCH_DIR,
@@ -421,13 +424,15 @@ class HubAdmin:
         return fixed
 
     def remove(self, item_ids: list[str], reason: str, now: float) -> RemoveResult:
-        """Take ids down in ONE commit: their files deleted, the index files that held their rows
-        rewritten without them, and their exclusion recorded (see the module docstring)."""
+        """Take ids down in ONE commit: their files deleted (or their samples cut out of their shards),
+        the index files that held their rows rewritten without them, and their exclusion recorded (see
+        the module docstring and ``hub_shard_remove``)."""
         ids = sorted({layout.check_item_id(i) for i in item_ids})
         if not ids:
             raise StoreError("remove: no item id given")
         reason = reason.strip() or "removal requested"
-        result = self._commit(lambda state: self._plan_remove(state, set(ids), reason, now))
+        with takedown_dir(self.sync.reader.cache_dir) as work:
+            result = self._commit(lambda state: self._plan_remove(state, set(ids), reason, now, work))
         if result is None:  # every id was excluded before and has no row left
             result = RemoveResult(already_removed=ids)
         log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
@@ -435,41 +440,52 @@ class HubAdmin:
         return result
 
     def preview_remove(self, item_ids: list[str], now: float) -> RemoveResult:
-        """What ``remove`` would do at the head now (``dry_run``); commits nothing."""
+        """What ``remove`` would do at the head now (``dry_run``); commits nothing (in the sharded layout
+        the affected tars are downloaded and rewritten locally, to say what the commit would carry)."""
         ids = sorted({layout.check_item_id(i) for i in item_ids})
         if not ids:
             raise StoreError("remove: no item id given")
-        out = self._plan_remove(self.sync.refresh(), set(ids), "preview", now)
+        with takedown_dir(self.sync.reader.cache_dir) as work:
+            out = self._plan_remove(self.sync.refresh(), set(ids), "preview", now, work)
         result = out[1] if out is not None else RemoveResult(already_removed=ids)
         result.dry_run = True
         return result
 
+    def _takedown(self, state: HubState, rows: dict[str, IndexRow], work: str) -> HubTakedown | None:
+        """The shard rewrite of the removed rows that sit in shards, planned at ``state``."""
+        sync = self.sync
+
+        def parquet() -> list[str]:
+            sync.count("api")
+            return sorted(sync.read_at(state.sha, lambda: list_index_files(
+                sync.api, sync.repo_id, sync.repo_type, state.sha)).sizes)
+
+        every = (row for _, row in self._rows_at(state))  # lazy: read only when a row sits in a shard
+        return plan_hub_takedown(rows, every, lambda p: self._download(p, state.sha), parquet,
+                                 Path(work) / state.sha[:16])
+
     def _plan_remove(self, state: HubState, ids: set[str], reason: str,
-                     now: float) -> tuple[Plan, RemoveResult] | None:
+                     now: float, work: str) -> tuple[Plan, RemoveResult] | None:
         gone = self.excluded(state)
         plan = Plan(title=f"remove {len(ids)} items ({self.client_id})")
         rows: dict[str, IndexRow] = {}
         files: set[str] = set()
-        rewritten = []
         for path in self._index_paths(state):
-            hit = ids & state.parsed[path].ids
-            if not hit:
-                continue
-            data = self._blob(state, path)
-            for row in decode_rows(data):
-                if row.id in hit:
-                    rows.setdefault(row.id, row)
-                    files.update(row_files(row))
-            kept = drop_lines(data, hit)
-            rewritten.append(path)
-            if kept.strip():
-                plan.adds[path] = kept
-                plan.known[path] = (git_blob_oid(kept), summarize_rows(decode_rows(kept)))
-                self._blobs[git_blob_oid(kept)] = kept
-            else:
-                plan.deletes.append(path)
+            if ids & state.parsed[path].ids:
+                for row in decode_rows(self._blob(state, path)):
+                    if row.id in ids:
+                        rows.setdefault(row.id, row)
+                        files.update(row_files(row))
+        takedown = self._takedown(state, rows, work)
+        updates = takedown.updates if takedown else {}
+        rewritten = edit_index_files(state, plan, ids, updates, lambda p: self._blob(state, p),
+                                     self._index_paths(state), self._blobs)
         deleted = self._existing(files, state.sha)
         plan.deletes.extend(deleted)
+        if takedown:
+            takedown.add_to(plan)
+            deleted += takedown.takedown.deleted + sorted(p for p, new in takedown.index.items() if new is None)
+            rewritten += sorted(p for p, new in takedown.index.items() if new is not None)
         new = sorted(ids - gone)
         if new:
             failures = tuple({"item_id": i, "unit": rows[i].unit if i in rows else "", "stage": REMOVE_STAGE,
@@ -484,7 +500,8 @@ class HubAdmin:
         self._mark(plan, "remove", now, {"ids": sorted(ids)})
         result = RemoveResult(removed=sorted(rows), blocked=[i for i in new if i not in rows],
                               already_removed=sorted(i for i in ids & gone if i not in rows),
-                              files_deleted=deleted, index_files_rewritten=rewritten)
+                              files_deleted=deleted, index_files_rewritten=rewritten,
+                              shards_rewritten=takedown.rewritten_shards if takedown else [])
         return plan, result
 
     def update_share_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
