@@ -63,6 +63,14 @@ def test_units_that_do_not_fit_their_commit_follow_in_markers_only_commits() -> 
     assert list(commits[0].units_done + commits[1].units_done) == units
 
 
+def test_local_removals_ride_on_the_first_commit() -> None:
+    removed = [("gone1", "takedown"), ("gone2", "takedown")]
+    commits = plan_push(ROWS, [], {"gone2"}, set(), PushOptions(step_files=1), removed)  # gone2: removed there
+    assert [c.removed for c in commits] == [(("gone1", "takedown"),), (), ()]
+    alone = plan_push(ROWS, [], {r.id for r in ROWS}, set(), PushOptions(), removed)  # nothing else to push
+    assert [(c.shards, c.rows, c.removed) for c in alone] == [((), (), tuple(removed))]
+
+
 def test_step_limits_are_checked() -> None:
     with pytest.raises(ConfigError, match="--step-files"):
         PushOptions(step_files=0)

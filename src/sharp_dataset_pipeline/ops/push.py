@@ -14,6 +14,7 @@ dataset card for the pushed rows' sources and predictors), unless asked not to.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,6 +54,8 @@ class PushReport:
     published: int = 0
     already_there: int = 0  # rows the target had (an earlier push, a run, a removal)
     units_done: int = 0
+    removed: int = 0  # local removals recorded at the target
+    removed_published: tuple[str, ...] = ()  # removed locally, but published at the target (by a run)
     shards: int = 0
     bytes: int = 0
     index_rows: int | None = None  # rows in the target's index after compaction (None: not compacted)
@@ -62,6 +65,12 @@ class PushReport:
         lines = [f"pushed {self.source} -> {self.target}: {self.published} items in {self.shards} shards "
                  f"({self.bytes / 1e6:.1f} MB), {self.units_done} units marked done, "
                  f"{self.commits_landed} commits; {self.already_there} items were at the target already"]
+        if self.removed:
+            lines.append(f"{self.removed} local removals recorded at the target (never published there)")
+        if self.removed_published:
+            ids = " ".join(self.removed_published[:20]) + (" …" if len(self.removed_published) > 20 else "")
+            lines.append(f"{len(self.removed_published)} items removed locally are published at the target: take "
+                         f"them down there with `sharp-dataset remove --store {self.target} {ids}`")
         if self.index_rows is not None:
             lines.append(f"index compacted: {self.index_rows} rows")
         if self.budget:
@@ -96,12 +105,15 @@ def _units_by_last_step(steps: Sequence[tuple[tuple[str, ...], tuple[IndexRow, .
 
 
 def plan_push(rows: Iterable[IndexRow], units_done: Iterable[str], have: set[str] | frozenset[str],
-              done_there: set[str] | frozenset[str], options: PushOptions) -> list[PushCommit]:
+              done_there: set[str] | frozenset[str], options: PushOptions,
+              removed: Iterable[tuple[str, str]] = ()) -> list[PushCommit]:
     """The commits still to make, in order. Pure.
 
     ``have``: ids the target has (published or removed); ``done_there``: units done at the target.
     A unit goes in the commit that lands its last row, when that commit has room; otherwise (and for
-    units with no row left to push) in the trailing commits of done markers alone."""
+    units with no row left to push) in the trailing commits of done markers alone. The local
+    removals (``(id, reason)``) the target lacks ride on the first commit (one file for them all),
+    so no later commit of the push can publish them."""
     rows = list(rows)
     steps = [(s.shards, s.rows) for s in push_steps(rows, set(have), max_files=options.step_files,
                                                      max_bytes=options.step_bytes)]
@@ -120,6 +132,10 @@ def plan_push(rows: Iterable[IndexRow], units_done: Iterable[str], have: set[str
                                                                                               strict=True)]
     per = COMMIT_FILES - 1  # the progress file rides on each
     out += [PushCommit((), (), tuple(rest[i:i + per])) for i in range(0, len(rest), per)]
+    gone = tuple((i, why) for i, why in dict(removed).items() if i not in have)
+    if gone:
+        first = out[0] if out else PushCommit((), ())
+        out[:1] = [dataclasses.replace(first, removed=gone)]
     return out
 
 
@@ -135,9 +151,11 @@ def push_dataset(source: LocalDataset, target: HubPushTarget, options: PushOptio
     """Push ``source`` (a local sharded store) onto ``target`` (an opened, sharded Hub store)."""
     check_source(source)
     progress = progress or NoProgress()
-    have, done_there = target.holdings()
-    commits = plan_push(source.rows, source.units_done, have, done_there, options)
+    held = target.holdings()
+    have = held.has
+    commits = plan_push(source.rows, source.units_done, have, held.units_done, options, source.removed)
     report = PushReport(f"local:{source.root}", target_name, commits_planned=len(commits))
+    report.removed_published = tuple(sorted(i for i, _ in source.removed if i in held.published - held.removed))
     report.already_there = sum(1 for r in source.rows if r.shard_path and r.id in have)
     tars = [source.file(p) for c in commits for p in c.shards]
     size = sum(t.stat().st_size for t in tars if t.is_file())
@@ -149,6 +167,7 @@ def push_dataset(source: LocalDataset, target: HubPushTarget, options: PushOptio
         report.published += len(outcome.published)
         report.already_there += len(outcome.skipped)
         report.units_done += len(outcome.units_done)
+        report.removed += len(outcome.removed)
         report.shards += len(outcome.shards)
         report.bytes += outcome.bytes
         progress.landed(outcome)

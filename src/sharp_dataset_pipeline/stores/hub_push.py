@@ -11,7 +11,10 @@ commit and never re-sent by a retry; 409 waits, 412 re-decides at the new head, 
 - a new JSONL index shard with the rows, and a Parquet index shard of the same rows (previews
   read out of the local tars, each member checked by its sha256);
 - the done markers of the local units whose last rows this commit lands (the done set carried
-  over: a later ``run`` on the Hub store leases none of them and publishes none of their items).
+  over: a later ``run`` on the Hub store leases none of them and publishes none of their items);
+- (the first commit) the local removals, as the Hub store's removal record
+  (``.coord/batches/zz-removal-…``, as ``remove`` writes it), so no client publishes them there;
+  an id the target has published is left to a ``remove`` there (a push never deletes rows).
 
 Decided at the parent of each attempt: rows whose ids the target has already (published there by a
 run, or an earlier push) or has removed are left out; a commit left with no rows carries no tars
@@ -38,9 +41,22 @@ from ..publish.shard_layout import batch_digest, index_shard_path
 from ..publish.shard_read import member_bytes
 from ..records import IndexRow
 from .hub import HubStore
+from .hub_admin import REMOVAL_PREFIX
 from .hub_ops import Plan
+from .hub_reads import REMOVE_STAGE, REMOVED_REASON
 from .hub_shards import repo_layout
-from .hub_state import DONE, PROGRESS, PROGRESS_DIR, HubState, git_blob_oid, summarize_rows
+from .hub_state import (
+    BATCH,
+    BATCH_DIR,
+    DONE,
+    PROGRESS,
+    PROGRESS_DIR,
+    HubState,
+    LedgerDelta,
+    encode_ledger,
+    git_blob_oid,
+    summarize_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +70,21 @@ class PushCommit:
     shards: tuple[str, ...]
     rows: tuple[IndexRow, ...]
     units_done: tuple[str, ...] = ()
+    removed: tuple[tuple[str, str], ...] = ()  # (id, reason) of the local removals
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a push target holds: ids published and ids removed there, units done there."""
+
+    published: frozenset[str]
+    removed: frozenset[str]
+    units_done: frozenset[str]
+
+    @property
+    def has(self) -> frozenset[str]:
+        """Ids a push leaves out: published or removed at the target."""
+        return self.published | self.removed
 
 
 @dataclass
@@ -63,6 +94,7 @@ class PushOutcome:
     published: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # the target had them already (or removed them)
     units_done: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # local removals recorded at the target
     shards: list[str] = field(default_factory=list)
     bytes: int = 0
     commit: str = ""
@@ -99,10 +131,10 @@ class HubPushTarget:
 
         return repo_layout(state, "", predecessor, SHARDS)[0]
 
-    def holdings(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(ids the target has published or removed, units done there), at the head."""
+    def holdings(self) -> Holdings:
+        """What the target holds at the head."""
         state = self._sync.refresh()
-        return state.published | self._admin.excluded(state), state.done_units
+        return Holdings(state.published, self._admin.excluded(state), state.done_units)
 
     def budget_report(self) -> dict[str, object]:
         return self._store.budget_report()
@@ -131,14 +163,16 @@ class HubPushTarget:
         return outcome
 
     def _plan(self, state: HubState, step: PushCommit) -> tuple[Plan, PushOutcome] | None:
-        have = state.published | self._admin.excluded(state)
+        gone = self._admin.excluded(state)
+        have = state.published | gone
         rows = [r for r in step.rows if r.id not in have]
         units = [u for u in dict.fromkeys(step.units_done) if u not in state.done_units]
-        if not rows and not units:
+        removed = [(i, why) for i, why in step.removed if i not in have]
+        if not rows and not units and not removed:
             return None
         now, nonce = self._clock(), secrets.token_hex(6)
         out = PushOutcome(published=[r.id for r in rows], skipped=[r.id for r in step.rows if r.id in have],
-                          units_done=units)
+                          units_done=units, removed=[i for i, _ in removed])
         plan = Plan(title=f"push {len(rows)} items, {len(step.shards) if rows else 0} shards ({self._client})")
         if rows:
             for path in step.shards:
@@ -156,15 +190,26 @@ class HubPushTarget:
             plan.known[shard] = (git_blob_oid(data), summarize_rows(rows))
             plan.published_ids = list(out.published)
             plan.rows = len(rows)
+        if removed:
+            self._add_removals(plan, removed, now, nonce)
         for unit in units:
             marker = {"unit": unit, "client": self._client, "at": now, "nonce": nonce, "by": "push"}
             plan.add_known(layout.unit_done_path(unit), (json.dumps(marker, sort_keys=True) + "\n").encode(), DONE)
         progress = {"client": self._client, "action": "push", "at": now, "nonce": nonce, "items": len(rows),
-                    "units_done": len(units)}
+                    "units_done": len(units), "removed": len(removed)}
         path = f"{PROGRESS_DIR}/{layout.safe_client('ops.' + self._client)}.json"
         plan.add_known(path, (json.dumps(progress, sort_keys=True) + "\n").encode(), PROGRESS)
         plan.marker = path
         return plan, out
+
+    def _add_removals(self, plan: Plan, removed: list[tuple[str, str]], now: float, nonce: str) -> None:
+        """The local removals as the Hub store's removal record (``HubAdmin.remove`` writes the same)."""
+        failures = tuple({"item_id": i, "unit": "", "stage": REMOVE_STAGE, "reason": REMOVED_REASON,
+                          "detail": why[:500], "transient": False, "count": 1} for i, why in removed)
+        name = f"{REMOVAL_PREFIX}{layout.utc_stamp(now)}-{layout.safe_client(self._client)}-{nonce}.json"
+        plan.add_known(f"{BATCH_DIR}/{name}", encode_ledger(LedgerDelta(failures=failures), client=self._client,
+                                                           at=now, reason="removed in the pushed local store"),
+                       BATCH)
 
     def _index_file(self, digest: str, rows: list[IndexRow]) -> Path:
         """The Parquet index shard of ``rows`` (built once per row set: a 412 that leaves the set

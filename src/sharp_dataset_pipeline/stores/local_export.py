@@ -1,4 +1,4 @@
-"""What ``push`` reads from a local store: its layout, its published rows and its done units.
+"""What ``push`` reads from a local store: its layout, its published rows, its done units and removals.
 
 Read-only: the ledger is read in one read transaction (``BEGIN`` of a WAL reader sees one snapshot,
 so a publisher running meanwhile cannot make the rows and the done set disagree), and the local
@@ -21,12 +21,14 @@ from .local_ledger import connect_ledger
 
 @dataclass(frozen=True)
 class LocalDataset:
-    """A local store as ``push`` sees it: where it is, its layout, every visible row, its done units."""
+    """A local store as ``push`` sees it: where it is, its layout, every visible row, its done units and
+    the ids it removed (``remove``: excluded for good) with the reason given."""
 
     root: Path
     layout: str
     rows: tuple[IndexRow, ...]
     units_done: tuple[str, ...]
+    removed: tuple[tuple[str, str], ...] = ()
 
     def file(self, repo_path: str) -> Path:
         """The local file at a repo path of the dataset."""
@@ -45,6 +47,7 @@ def read_local_dataset(root: Path) -> LocalDataset:
             lines = conn.execute("""SELECT row FROM items WHERE id NOT IN (SELECT item_id FROM exclusions)
                                     ORDER BY published_at, id""").fetchall()
             units = conn.execute("SELECT unit FROM units_done ORDER BY unit").fetchall()
+            removed = conn.execute("SELECT item_id, reason FROM exclusions ORDER BY item_id").fetchall()
     finally:
         conn.close()
     rows = tuple(row_from_json(line) for (line,) in lines)
@@ -55,4 +58,4 @@ def read_local_dataset(root: Path) -> LocalDataset:
         chosen = FILES
     else:
         chosen = SHARDS  # nothing published yet: nothing to convert
-    return LocalDataset(root, chosen, rows, tuple(u for (u,) in units))
+    return LocalDataset(root, chosen, rows, tuple(u for (u,) in units), tuple((str(i), str(r)) for i, r in removed))

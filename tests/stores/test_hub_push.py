@@ -1,0 +1,82 @@
+"""``stores.hub_push`` and ``ops.push`` in process, on the loopback Hub with a shared fake clock: the
+commit budget (``HF_COMMITS_PER_HOUR``) holds for a push too. The CLI is tested in
+``tests/e2e/test_push_e2e.py``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from e2e.e2e_utils import run_cli
+from emulators.hub import HubEmulator, ManualClock, index_rows
+from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.ops.push import PushOptions, push_dataset
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
+from sharp_dataset_pipeline.stores.hub_push import HubPushTarget
+from sharp_dataset_pipeline.stores.local_export import read_local_dataset
+
+REPO = "me/pushed"
+TOKEN = "hf_pushstoretoken0123456789"
+HOUR = 3600.0
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled samples in the sharded layout, two per publish step (three tars)."""
+    work = tmp_path_factory.mktemp("push_store_src")
+    proc = run_cli(work, "run", "--source", "samples", "--predictor", "planar", "--planar-resolution", "32",
+                   "--store", f"local:{work / 'store'}", "--batch-size", "2", "--progress", "none", LAYOUT="shards")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work / "store"
+
+
+def _hub_store(hub: HubEmulator, clock: ManualClock, tmp: Path, **kw: object) -> HubStore:
+    return HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="pusher", cache_dir=tmp / "cache",
+                               layout="shards", new_layout="shards", retry_base_s=0.5, **kw),
+                    clock=clock, sleep=clock.sleep)
+
+
+def test_a_push_keeps_under_the_commit_budget(tmp_path: Path, local_store: Path) -> None:
+    clock = ManualClock()
+    dataset = read_local_dataset(local_store)
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _hub_store(hub, clock, tmp_path, commits_per_hour=2)
+        store.open()
+        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}",
+                              compact=store.compact)
+        store.close()
+        assert report.published == len(dataset.rows) == 6 and report.commits_landed == 3
+        assert sorted(r["id"] for r in index_rows(hub.files(REPO))) == sorted(r.id for r in dataset.rows)
+        applied = hub.repo(REPO).applied_at  # card, three push steps, the compaction
+        assert len(applied) == 5
+        for t in applied:
+            assert sum(1 for u in applied if t <= u < t + HOUR) <= 2, "more than 2 commits in an hour"
+        assert applied[-1] - applied[0] >= 2 * HOUR  # five commits at two an hour: two hours of waiting
+
+
+def test_local_removals_go_along_and_the_target_never_publishes_them(tmp_path: Path, local_store: Path) -> None:
+    source = tmp_path / "store"
+    shutil.copytree(local_store, source)
+    gone = sorted(r.id for r in read_local_dataset(source).rows)[0]
+    proc = run_cli(tmp_path, "remove", gone, "--reason", "takedown request", "--store", f"local:{source}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = read_local_dataset(source)
+    assert gone not in {r.id for r in dataset.rows} and dict(dataset.removed) == {gone: "takedown request"}
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _hub_store(hub, clock, tmp_path)
+        store.open()
+        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}")
+        assert report.published == 5 and report.removed == 1
+        assert gone not in {r["id"] for r in index_rows(hub.files(REPO))}
+        # The target knows it was removed: a run there would never publish it, whatever it is asked.
+        assert store.item_states([gone])[gone].excluded
+        failed = {f.item_id: f for f in store.admin().failed_items()}
+        assert gone not in failed  # a removal, not a failure
+        again = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}")
+        assert again.removed == 0 and again.commits_landed == 0  # recorded once
+        store.close()
