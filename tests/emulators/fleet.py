@@ -166,7 +166,8 @@ class FleetSpec:
     clients: int = 8
     rate: float = 1.0
     hours: float = 2.0
-    commits_per_hour: int = 100
+    commits_per_hour: int = 100  # the repo's quota (the emulator's) and, unless below, each client's budget
+    client_commits_per_hour: int | None = None  # each client's own governor (None: ``commits_per_hour``)
     policy: BatchPolicy | None = None  # None: fixed batches (the files layout)
     batch_size: int = 32
     batch_wait_s: float = 1.0
@@ -174,6 +175,10 @@ class FleetSpec:
     lease_ttl_s: float = 1800.0
     kinds: tuple[tuple[str, str, int], ...] = FILES_KINDS
     store_options: dict[str, Any] = field(default_factory=dict)  # more HubOptions fields (a layout)
+    # False: what is still queued for a publisher at the end is dropped, not published. A layout
+    # over its budget queues without bound here (the pipeline's bounded queues would hold the GPU
+    # back instead), and draining that backlog would take many hours of virtual time.
+    drain: bool = True
 
 
 @dataclass
@@ -224,6 +229,11 @@ def _producer(clock: VirtualClock, store: HubStore, tracker: UnitTracker, inbox:
             tracker.close(key, complete=True)
             n += spec.range_size
     finally:
+        while not spec.drain:
+            try:
+                queue.Queue.get(inbox, block=False)  # not the virtual wait: never blocks
+            except queue.Empty:
+                break
         inbox.put(END)
         clock.leave()
 
@@ -250,7 +260,8 @@ def run_fleet(spec: FleetSpec, work: Path, faults: HubFaults | None = None) -> F
         for i in range(spec.clients):
             cid = f"c{i}"
             store = HubStore(HubOptions("bench/fleet", endpoint=hub.url, token="hf_fleet", client_id=cid,
-                                        commits_per_hour=spec.commits_per_hour, cache_dir=work / f"cache{i}",
+                                        commits_per_hour=spec.client_commits_per_hour or spec.commits_per_hour,
+                                        cache_dir=work / f"cache{i}",
                                         **spec.store_options), clock=clock, sleep=clock.sleep)
             store.open()
             stores.append(store)

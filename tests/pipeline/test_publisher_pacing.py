@@ -20,7 +20,7 @@ from sharp_dataset_pipeline.pipeline.publisher import END, BatchPublisher, Publi
 from sharp_dataset_pipeline.pipeline.stop import StopControl
 from sharp_dataset_pipeline.pipeline.tracker import UnitTracker
 from sharp_dataset_pipeline.publish.batch_sizing import BatchPolicy, size_batch
-from sharp_dataset_pipeline.records import Batch, ProcessedItem
+from sharp_dataset_pipeline.records import Batch, ProcessedItem, Unit
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from stores.memory_store import MemoryStore
 
@@ -109,6 +109,13 @@ def test_hub_store_reports_its_budget_and_every_client_last_publish(tmp_path: Pa
         assert pacing.commits_per_hour == 77
         assert dict(pacing.last_publish) == published  # b's progress file read from the repo, a's known
         assert pacing.now == clock()
+        assert len(pacing.own_commits) == 2  # a's card commit and its publish step, the hour it counts
+        clock.advance(10.0)
+        leased_at = clock()
+        assert stores[1].acquire(Unit("u/c", 0, 10), "c", 1800.0) is not None  # c took a unit, published nothing
+        clock.advance(301.0)
+        seen = dict(stores[0].publish_pacing().last_publish)
+        assert seen == {**published, "c": leased_at}  # c counts before its first step lands
         files = HubStore(HubOptions("t/files", endpoint=hub.url, token="hf_test", client_id="f", commits_per_hour=77,
                                     layout="files", cache_dir=tmp_path / "f"), clock=clock, sleep=clock.sleep)
         files.open()
@@ -129,6 +136,22 @@ def test_two_emulated_clients_stay_under_the_quota_and_both_publish(tmp_path: Pa
         sizes = [n for _, n in client.published_at]
         # 60 * 0.9 / 2 = 27 commits an hour each, so about 134 items a step once both are seen
         assert max(sizes) >= 130 and len(sizes) <= 20
+
+
+def test_a_fleet_that_starts_together_stays_under_the_quota_from_its_first_hour(tmp_path: Path) -> None:
+    # 4 clients start at once; each takes a unit lease an hour (as many leases as the 10 % reserve
+    # holds). Paced by the interval alone, the steps made before they saw each other and the leases
+    # came on top of an hour of steps: the emulator answered 429 (9 times) in the first hour.
+    spec = FleetSpec(clients=4, hours=1.1, rate=0.25, range_size=900, commits_per_hour=40,
+                     policy=BatchPolicy(commits_per_hour=40), kinds=SHARDS_KINDS, store_options={"layout": "shards"})
+    result = run_fleet(spec, tmp_path)
+    assert result.stats.get("commit_429", 0) == 0  # every commit of the fleet landed at the first try
+    assert result.max_commits_per_hour() <= spec.commits_per_hour
+    made = int(spec.hours * 3600 * spec.rate)
+    for client in result.clients:
+        assert client.budget["published_items"] == made  # everything, by every client: none starved
+        assert len(client.published_at) >= 8  # publishing all along, not in one step at the end
+        assert client.budget["commit_rate_limited_429"] == 0
 
 
 def test_virtual_clock_moves_only_when_every_thread_waits() -> None:

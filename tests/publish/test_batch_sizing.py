@@ -9,6 +9,7 @@ import pytest
 from sharp_dataset_pipeline.errors import ConfigError
 from sharp_dataset_pipeline.publish.batch_sizing import (
     BatchPolicy,
+    commits_per_hour_share,
     count_active_clients,
     ready_to_publish,
     size_batch,
@@ -69,6 +70,22 @@ def test_bad_rate_is_a_config_error(rate: float) -> None:
 def test_ready_to_publish(pending: int, oldest: float, since: float, expected: bool) -> None:
     size = size_batch(POLICY, active_clients=8, item_rate=1.0)
     assert ready_to_publish(size, POLICY, pending=pending, oldest_wait_s=oldest, since_last_commit_s=since) is expected
+
+
+@pytest.mark.parametrize(
+    ("commits", "steps", "expected"),
+    [
+        (10, 9, True),  # 90 / 8 = 11.25 an hour: 11 commits of every kind
+        (11, 10, False),  # the hour's share is used (a lease among them): wait, even at the interval
+        (11, 0, True),  # ...unless it made no publish step this hour: never starved
+        (30, 1, False),  # steps made while it saw fewer clients still count in the hour
+    ],
+)
+def test_the_share_is_also_a_count_per_sliding_hour(commits: int, steps: int, expected: bool) -> None:
+    size = size_batch(POLICY, active_clients=8, item_rate=1.0)
+    assert commits_per_hour_share(size) == 11
+    assert ready_to_publish(size, POLICY, pending=320, oldest_wait_s=100, since_last_commit_s=9999,
+                            commits_last_hour=commits, steps_last_hour=steps) is expected
 
 
 def test_count_active_clients() -> None:

@@ -15,6 +15,10 @@ near 1 GB; ``max_wait_s`` stops a slow client from holding finished items for ho
 smaller batches, never more often than its share); ``max_items`` bounds memory and disk. When even
 ``max_items`` per share cannot carry a client's rate, the result says so (``bound="max_items"``) and
 the client publishes ``max_items`` per interval: slower, but still under the budget.
+
+The share is also a count per sliding hour (``commits_per_hour_share``) of everything the client
+commits, leases included, as the Hub counts them: the interval spaces the steps, the count keeps
+every hour under the budget from the first step on.
 """
 
 from __future__ import annotations
@@ -89,11 +93,26 @@ def size_batch(policy: BatchPolicy, *, active_clients: int, item_rate: float) ->
     return BatchSize(max(1, items), min_interval, share, bound)
 
 
+def commits_per_hour_share(size: BatchSize) -> int:
+    """The most commits of every kind (publish steps, leases, the card...) one client may land in any
+    sliding hour: its share, rounded down, so that N clients together stay under ``budget * (1 -
+    reserve)`` in every hour, whatever their phases and however their view of N changed."""
+    return max(1, math.floor(size.share_per_hour + 1e-9))
+
+
 def ready_to_publish(size: BatchSize, policy: BatchPolicy, *, pending: int, oldest_wait_s: float,
-                     since_last_commit_s: float) -> bool:
+                     since_last_commit_s: float, commits_last_hour: int = 0, steps_last_hour: int = 0) -> bool:
     """Whether a client holding ``pending`` finished items should publish now: it has a full batch, or its
-    oldest item has waited ``max_wait_s`` — and never sooner than its share allows after its last commit."""
+    oldest item has waited ``max_wait_s`` — and never sooner than its share allows after its last commit,
+    nor while its commits of the last sliding hour (``commits_last_hour``, every kind) fill its share of
+    that hour, unless it made no publish step in that hour (``steps_last_hour``): none is starved.
+
+    The interval alone bounds a client's long-run rate, not each hour: steps made while it saw fewer
+    clients (at start-up, before the others' first commits) and its leases came on top of a full hour
+    of steps at the interval, and a fleet that starts together went over the budget."""
     if pending <= 0 or since_last_commit_s < size.min_interval_s:
+        return False
+    if commits_last_hour >= commits_per_hour_share(size) and steps_last_hour > 0:
         return False
     return pending >= size.items or oldest_wait_s >= policy.max_wait_s
 

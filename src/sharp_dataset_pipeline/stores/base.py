@@ -48,11 +48,14 @@ class PublishPacing:
     ``commits_per_hour`` 0: the store has no commit budget (the local store), so the publisher keeps
     its fixed batch size. ``last_publish`` maps a client id to the wall-clock time (the store's clock)
     of its last publish step the store has seen; ``now`` is that clock when this was read.
+    ``own_commits``: when this client's own commits of the last hour landed, every kind (publish steps,
+    leases, releases, compaction, the card), so its share of an hour counts them all.
     """
 
     commits_per_hour: int = 0
     last_publish: Mapping[str, float] = field(default_factory=dict)
     now: float = 0.0
+    own_commits: tuple[float, ...] = ()
 
 
 @dataclass

@@ -81,12 +81,22 @@ class CallCounter:
         self._clock = clock
         self.totals: Counter[str] = Counter()
         self._api_recent: deque[float] = deque()
+        self._landed_recent: deque[float] = deque()
 
     def add(self, kind: str, n: int = 1) -> None:
         self.totals[kind] += n
         if kind == "api":
             now = self._clock()
             self._api_recent.extend([now] * n)
+        elif kind == "commit_landed":
+            self._landed_recent.extend([self._clock()] * n)
+
+    def landed_last_hour(self) -> tuple[float, ...]:
+        """When this client's commits of the last hour landed (every kind): what the repo's quota counts."""
+        now = self._clock()
+        while self._landed_recent and now - self._landed_recent[0] >= HOUR_S:
+            self._landed_recent.popleft()
+        return tuple(self._landed_recent)
 
     def api_last_window(self) -> int:
         now = self._clock()

@@ -176,7 +176,8 @@ class HubStore:
 
     def publish_pacing(self) -> PublishPacing:
         """The commit budget and each client's last commit time, from the progress files every publish
-        commit carries (a recent state; only progress files changed since the last call are read). The
+        commit carries and the unexpired leases (when each was taken), at a recent state (only progress
+        files changed since the last call are read). The
         files layout answers no budget: its batches stay bounded by the files one commit may carry."""
         if self.layout != SHARDS:
             return PublishPacing(0, {}, self._clock())
@@ -186,7 +187,11 @@ class HubStore:
             seen = self._progress_of(state, path)
             if seen is not None:
                 last[seen[0]] = max(last.get(seen[0], seen[1]), seen[1])
-        return PublishPacing(self._commits_per_hour, last, self._clock())
+        now = self._clock()
+        for lease in state.leases.values():  # a client that took a unit is about to publish: it counts
+            if lease.expires_at > now:  # before its first step lands (a fleet that starts together)
+                last[lease.owner] = max(last.get(lease.owner, lease.acquired_at), lease.acquired_at)
+        return PublishPacing(self._commits_per_hour, last, now, self._sync.landed_last_hour())
 
     def _progress_of(self, state: HubState, path: str) -> tuple[str, float] | None:
         """(client, time) of one progress file; None for a maintenance command's (``ops.``) or an

@@ -111,6 +111,10 @@ class HubSync:
         self._counter.add("waited_ms", int(seconds * 1000))
         self._sleep(seconds)
 
+    def landed_last_hour(self) -> tuple[float, ...]:
+        """When this client's commits of the last hour landed (publish steps, leases, the card...)."""
+        return self._counter.landed_last_hour()
+
     def budget_report(self) -> dict[str, Any]:
         """Commits last hour, API calls, and both per published item (metrics + final summary)."""
         report: dict[str, Any] = dict(self._counter.report(self._commits.count()))
