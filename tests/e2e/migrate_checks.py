@@ -11,10 +11,46 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import webdataset as wds
-from e2e_utils import cli_cmd, cli_env
+from e2e_utils import cli_cmd, cli_env, make_photos
 
+from sharp_dataset_pipeline.splat.gaussians import Gaussians
+from sharp_dataset_pipeline.splat.ply import encode_ply
 from sharp_dataset_pipeline.splat.spz import decode_spz
+
+HAND_CARD = b"# SHARP PLY share\nWritten by hand.\n"
+
+
+def _ply(n: int, seed: int) -> bytes:
+    """A small scene in SHARP's layout (vertex block + SHARP's metadata elements)."""
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, 14)).astype(np.float32) * 0.3
+    v[:, 2] = rng.uniform(1.0, 8.0, n)
+    return encode_ply(Gaussians(vertices=v, focal_px=400.0, width=96, height=64))
+
+
+def predecessor_files(tmp: Path, ids: list[str], repo: str) -> tuple[dict[str, bytes], dict[str, str], dict[str, int]]:
+    """A dataset as the predecessor published it: per photo ``unsplash/<id>/<id>.jpg|.ply|.spz`` and one
+    compact row in ``data/train.jsonl`` (resolve URL, hashes, sizes), and a hand-written card.
+    Returns (repo path -> bytes, id -> photo sha256, id -> Gaussians in its PLY)."""
+    photos = make_photos(tmp / "photos", len(ids), seed=5)
+    files: dict[str, bytes] = {}
+    lines, photo_sha, counts = [], {}, {}
+    for n, (item_id, photo) in enumerate(zip(ids, photos, strict=True)):
+        jpg, ply = photo.read_bytes(), _ply(200 + 37 * n, n)
+        photo_sha[item_id], counts[item_id] = hashlib.sha256(jpg).hexdigest(), 200 + 37 * n
+        base = f"unsplash/{item_id}/{item_id}"
+        files.update({f"{base}.jpg": jpg, f"{base}.ply": ply, f"{base}.spz": b"an spz of another converter"})
+        lines.append(json.dumps({
+            "image": f"https://huggingface.co/datasets/{repo}/resolve/main/{base}.jpg", "image_id": item_id,
+            "jpg_sha256": photo_sha[item_id], "ply_sha256": hashlib.sha256(ply).hexdigest(), "spz_sha256": "",
+            "jpg_bytes": len(jpg), "ply_bytes": len(ply), "spz_bytes": 27, "gsplat_order_id": f"o{n}",
+            "tags": "sea sky", "tags_text": "sea sky", "alt_description": "a view",
+            "created_at": "2021-05-06T07:08:09Z", "user_username": "ann"}))
+    files["data/train.jsonl"] = ("\n".join(lines) + "\n").encode()
+    files["README.md"] = HAND_CARD
+    return files, photo_sha, counts
 
 
 def migrate_killed_after_step(cwd: Path, store: str, step: int, *extra: str, **env: str) -> str:

@@ -13,51 +13,25 @@ import json
 import tarfile
 from pathlib import Path
 
-import numpy as np
-from e2e_utils import make_photos, run_cli
+from e2e_utils import run_cli
 from huggingface_hub import CommitOperationAdd, HfApi
-from migrate_checks import check_migrated, migrate_killed_after_step
+from migrate_checks import HAND_CARD, check_migrated, migrate_killed_after_step, predecessor_files
 
 from emulators.hub import HubEmulator, HubFaults, index_rows
-from sharp_dataset_pipeline.splat.gaussians import Gaussians
-from sharp_dataset_pipeline.splat.ply import encode_ply
 
 REPO = "old/sharp-ply-share"
 TOKEN = "hf_migratecanarytoken0123456789"
 IDS = [f"Ph{n}oto-x_{n:02d}" for n in range(7)]
 
 
-def _ply(n: int, seed: int) -> bytes:
-    """A small scene in SHARP's layout (vertex block + SHARP's metadata elements)."""
-    rng = np.random.default_rng(seed)
-    v = rng.standard_normal((n, 14)).astype(np.float32) * 0.3
-    v[:, 2] = rng.uniform(1.0, 8.0, n)
-    return encode_ply(Gaussians(vertices=v, focal_px=400.0, width=96, height=64))
-
-
 def _predecessor_repo(hub: HubEmulator, tmp: Path) -> tuple[dict[str, str], dict[str, int], bytes]:
-    """The predecessor's repo: per photo its files and one compact index row (resolve URL, hashes, sizes)."""
-    photos = make_photos(tmp / "photos", len(IDS), seed=5)
-    ops, lines, photo_sha, counts = [], [], {}, {}
-    for n, (item_id, photo) in enumerate(zip(IDS, photos, strict=True)):
-        jpg, ply = photo.read_bytes(), _ply(200 + 37 * n, n)
-        photo_sha[item_id], counts[item_id] = hashlib.sha256(jpg).hexdigest(), 200 + 37 * n
-        base = f"unsplash/{item_id}/{item_id}"
-        ops += [CommitOperationAdd(f"{base}.jpg", jpg), CommitOperationAdd(f"{base}.ply", ply),
-                CommitOperationAdd(f"{base}.spz", b"an spz of another converter")]
-        lines.append(json.dumps({
-            "image": f"https://huggingface.co/datasets/{REPO}/resolve/main/{base}.jpg", "image_id": item_id,
-            "jpg_sha256": photo_sha[item_id], "ply_sha256": hashlib.sha256(ply).hexdigest(), "spz_sha256": "",
-            "jpg_bytes": len(jpg), "ply_bytes": len(ply), "spz_bytes": 27, "gsplat_order_id": f"o{n}",
-            "tags": "sea sky", "tags_text": "sea sky", "alt_description": "a view",
-            "created_at": "2021-05-06T07:08:09Z", "user_username": "ann"}))
-    index = ("\n".join(lines) + "\n").encode()
-    ops += [CommitOperationAdd("data/train.jsonl", index),
-            CommitOperationAdd("README.md", b"# SHARP PLY share\nWritten by hand.\n")]
+    """The predecessor's repo (``predecessor_files``), uploaded in one commit by the real client."""
+    files, photo_sha, counts = predecessor_files(tmp, IDS, REPO)
     api = HfApi(endpoint=hub.url, token=TOKEN)
     api.create_repo(REPO, repo_type="dataset")
-    api.create_commit(REPO, ops, commit_message="predecessor uploads", repo_type="dataset")
-    return photo_sha, counts, index
+    api.create_commit(REPO, [CommitOperationAdd(p, data) for p, data in files.items()],
+                      commit_message="predecessor uploads", repo_type="dataset")
+    return photo_sha, counts, files["data/train.jsonl"]
 
 
 def test_a_predecessor_dataset_on_the_hub_migrates_to_shards_across_a_kill(tmp_path: Path) -> None:
@@ -102,7 +76,7 @@ def test_a_predecessor_dataset_on_the_hub_migrates_to_shards_across_a_kill(tmp_p
         ply_tar = tarfile.open(fileobj=io.BytesIO(files[by_id[IDS[3]]["ply_shard_path"]]))
         assert hashlib.sha256(ply_tar.extractfile(f"{by_id[IDS[3]]['shard_key']}.ply").read()).hexdigest() \
             == json.loads(index.decode().splitlines()[3])["ply_sha256"]  # the full PLY kept, as it was
-        assert files["README.md"] == b"# SHARP PLY share\nWritten by hand.\n"  # a hand-written card stays
+        assert files["README.md"] == HAND_CARD  # a hand-written card stays
         for commit in hub.history(REPO)[started:]:
             assert len(commit.added) + len(commit.deleted) <= 100, commit.title
 

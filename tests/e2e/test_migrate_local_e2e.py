@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from e2e_utils import read_rows, run_cli
-from migrate_checks import check_migrated, migrate_killed_after_step
+from migrate_checks import HAND_CARD, check_migrated, migrate_killed_after_step, predecessor_files
 
 from sharp_dataset_pipeline.publish.shard_read import ItemReader
 from sharp_dataset_pipeline.records import IndexRow
@@ -64,3 +64,30 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
 
     done = run_cli(tmp_path, "migrate", "--to", "shards", "--store", store)
     assert done.returncode == 0 and "nothing to migrate" in done.stdout, done.stdout + done.stderr[-2000:]
+
+
+def test_a_local_copy_of_a_predecessor_dataset_migrates_and_keeps_its_index(tmp_path: Path) -> None:
+    ds = tmp_path / "old"
+    ids = [f"Ph{n}oto-y_{n:02d}" for n in range(5)]
+    files, photo_sha, counts = predecessor_files(tmp_path, ids, "old/sharp-ply-share")
+    for rel, data in files.items():
+        (ds / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ds / rel).write_bytes(data)
+    store = f"local:{ds}"
+
+    migrate_killed_after_step(tmp_path, store, 1, "--step-items", "2")
+    copy = ds / ".coord" / "migrate" / "predecessor-train.jsonl"
+    assert copy.read_bytes() == files["data/train.jsonl"]  # never clobbered, never lost
+    assert sorted(r["id"] for r in read_rows(ds)) == sorted(ids)  # its rows carried into our index
+
+    resumed = run_cli(tmp_path, "migrate", "--to", "shards", "--store", store, "--step-items", "2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_rows(ds)
+    check_migrated(rows, lambda p: ds / p, photo_sha, counts)
+    assert not (ds / "unsplash").exists() and copy.read_bytes() == files["data/train.jsonl"]
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[ids[0]]["tags"] == "sea, sky" and by_id[ids[0]]["source"] == "unsplash"
+    assert (ds / "README.md").read_bytes() == HAND_CARD
+    assert json.loads((ds / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
+    deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")
+    assert deep.returncode == 0 and json.loads(deep.stdout)["problems"] == [], deep.stdout[-3000:]

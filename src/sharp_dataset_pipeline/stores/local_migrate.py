@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 from ..errors import StoreError
 from ..fsio import atomic_write
 from ..publish import layout
+from ..publish.card import card_facts
 from ..publish.index import row_files
 from ..publish.layout_choice import MARKER_PATH, SHARDS, marker_bytes
 from ..publish.shard_pack import PackedBatch
 from ..records import Batch, IndexRow
 from .base import MigrationStep
 from .local import LocalStore
+from .local_adopt import adopt_predecessor_index, holds_predecessor_rows
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,12 @@ class LocalMigration:
         return self._store.layout
 
     def rows(self) -> list[IndexRow]:
-        rows = list(self._store.rows())
+        """Every row of the ledger; a predecessor index at the index path is taken into it first
+        (``local_adopt``: its bytes kept, its rows recorded, never clobbered)."""
         index = self.root / self._store.index_path
-        if not rows and index.is_file() and index.stat().st_size > 0:
-            raise StoreError(f"{self.description}: its index file has rows its ledger does not know (a copy of "
-                             "the predecessor's dataset?): migrate such a dataset on the Hub store")
-        return rows
+        if index.is_file() and holds_predecessor_rows(index.read_bytes()):
+            adopt_predecessor_index(self.root, self._store.index_path, time.time())
+        return list(self._store.rows())
 
     def local_path(self, repo_path: str) -> Path:
         return self.root / layout.check_repo_path(repo_path)
@@ -90,7 +93,15 @@ class LocalMigration:
                 top.rmdir()
         atomic_write(self.root / MARKER_PATH, marker_bytes(SHARDS))
         self._store.layout = SHARDS
-        self._store.write_card()
+        card = self.root / layout.README_PATH
+        try:
+            generated = card_facts(card.read_text(encoding="utf-8")) is not None
+        except (OSError, UnicodeDecodeError):
+            generated = not card.exists()
+        if generated:
+            self._store.write_card()  # the card of the shards layout (configs index, splats, ply)
+        else:
+            log.info("%s: the dataset card is hand-written: it is left as it is", self.description)
         log.info("%s: shards layout recorded (%d old files removed at the end)", self.description, deleted)
         return MigrationStep(deleted=deleted)
 
