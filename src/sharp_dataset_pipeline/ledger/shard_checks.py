@@ -1,8 +1,10 @@
 """``verify`` checks of the sharded layout (pure): rows' members against the shards they name.
 
-Every member of a row must lie inside its shard as listed (``missing_member``); ``deep``, each shard is
-read once and every member's offset, size and sha256 compared with the rows (``member_mismatch``,
-through ``tar_shard.verify_shard``); the Parquet index must hold exactly the JSONL rows' ids
+Every member of a row must lie inside its shard as listed (``missing_member``); where a store can read
+a shard's tar headers cheaply (a local file), its member listing must hold every member at its offset
+with its size (``tar_shard.check_listing``); ``deep``, each shard is read once and every member's offset,
+size and sha256 compared with the rows (``member_mismatch``, through ``tar_shard.verify_shard``); a
+member absent from its tar is a ``missing_member`` either way; the Parquet index must hold exactly the JSONL rows' ids
 (``index_mismatch``). A shard no row references is an ``orphan_file`` like any other file: the shard
 paths the rows name are returned as referenced.
 """
@@ -14,11 +16,13 @@ from typing import BinaryIO
 
 from ..errors import StoreError
 from ..publish.parquet_index import ShardMember, row_members
-from ..publish.tar_shard import MemberRecord, verify_shard
+from ..publish.tar_shard import ABSENT_FROM_SHARD, MemberMismatch, MemberRecord, check_listing, verify_shard
 from ..records import IndexRow
 
 # Opens a shard's local bytes for reading (the caller's store: the file itself or a downloaded copy).
 ShardOpener = Callable[[str], BinaryIO]
+# A shard's member listing from its tar headers (``tar_shard.list_members``), where reading them is cheap.
+ShardLister = Callable[[str], list[MemberRecord]]
 # (kind, subject, detail, target), built into ``verify.Problem`` by the caller (no import cycle).
 Found = tuple[str, str, str, str]
 
@@ -42,13 +46,28 @@ def _members(rows: dict[str, IndexRow]) -> tuple[dict[str, list[tuple[str, Shard
     return by_shard, bad
 
 
-def shard_problems(rows: dict[str, IndexRow], listing: dict[str, int],
-                   opener: ShardOpener | None = None) -> tuple[list[Found], set[str]]:
-    """Problems of the shards layout's rows and the shard paths they reference.
+def _shard_lines(shard: str, expected: list[MemberRecord], opener: ShardOpener | None,
+                 lister: ShardLister | None) -> list[str]:
+    """One shard's problem lines: every member hashed (``opener``), else its member listing (``lister``)."""
+    try:
+        if opener is not None:
+            with opener(shard) as src:
+                return verify_shard(src, expected)
+        assert lister is not None
+        return check_listing(lister(shard), expected)
+    except (MemberMismatch, OSError) as exc:
+        return [f"cannot read the shard: {exc}"]
+
+
+def shard_problems(rows: dict[str, IndexRow], listing: dict[str, int], opener: ShardOpener | None = None,
+                   lister: ShardLister | None = None) -> tuple[list[Found], set[str], int]:
+    """Problems of the shards layout's rows, the shard paths they reference and how many members they name.
 
     A member whose shard is not listed, or whose bytes would end past the shard's listed size, is a
     ``missing_member``; with ``opener`` (deep), a member that moved, was resized or has other bytes is a
-    ``member_mismatch`` naming the member (``<key>.<field>``) and the item."""
+    ``member_mismatch`` naming the member (``<key>.<field>``) and the item. Without ``opener``, ``lister``
+    (a shard's member listing, read from its headers) catches a member absent from its tar
+    (``missing_member``) or at another offset or size (``member_mismatch``), but not other bytes."""
     by_shard, found = _members(rows)
     for shard in sorted(by_shard):
         size = listing.get(shard)
@@ -58,20 +77,16 @@ def shard_problems(rows: dict[str, IndexRow], listing: dict[str, int],
             elif m.offset + m.size > size:
                 found.append(("missing_member", item_id, f"{m.name}: ends at {m.offset + m.size}, shard {shard} "
                               f"is {size} bytes", shard))
-        if opener is None or size is None:
+        if (opener is None and lister is None) or size is None:
             continue
         owner = {m.name: item_id for item_id, m in by_shard[shard]}
         expected = [MemberRecord(m.name, m.name.partition(".")[0], m.field, m.offset, m.size, m.sha256)
                     for _, m in by_shard[shard]]
-        try:
-            with opener(shard) as src:
-                lines = verify_shard(src, expected)
-        except OSError as exc:
-            lines = [f"cannot read the shard: {exc}"]
-        for line in lines:
+        for line in _shard_lines(shard, expected, opener, lister):
             name = line.split(":", 1)[0]
-            found.append(("member_mismatch", owner.get(name, shard), f"{shard}: {line}", shard))
-    return found, set(by_shard)
+            kind = "missing_member" if line.endswith(ABSENT_FROM_SHARD) else "member_mismatch"
+            found.append((kind, owner.get(name, shard), f"{shard}: {line}", shard))
+    return found, set(by_shard), sum(len(ms) for ms in by_shard.values())
 
 
 def index_id_problems(jsonl_ids: set[str], parquet_ids: set[str]) -> list[Found]:

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..publish.index import row_file_refs, row_from_json
 from ..records import IndexRow, Lease
-from .shard_checks import ShardOpener, index_id_problems, shard_problems
+from .shard_checks import ShardLister, ShardOpener, index_id_problems, shard_problems
 
 # kind → (fixable, one-line meaning)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -126,6 +126,7 @@ class VerifyReport:
     files: int = 0
     leases: int = 0
     problems: list[Problem] = field(default_factory=list)
+    members: int = 0  # shard members the rows name (sharded layout), each checked in its tar
     fixed: list[Problem] = field(default_factory=list)
     # Kinds this store's --fix repairs (None: every fixable kind); the hub store repairs fewer.
     repairs: frozenset[str] | None = None
@@ -157,7 +158,7 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "deep": self.deep, "rows": self.rows, "files": self.files,
-                "leases": self.leases, "counts": self.counts(),
+                "members": self.members, "leases": self.leases, "counts": self.counts(),
                 "problems": [asdict(p) | {"fixable": self.repairable(p),
                                           "fix": p.fix_action() if self.repairable(p) else "",
                                           "needs": "" if self.repairable(p) else p.needs()}
@@ -165,7 +166,8 @@ class VerifyReport:
                 "fixed": [asdict(p) for p in self.fixed], "dry_run": self.dry_run}
 
     def text(self, limit: int = 200) -> str:
-        head = (f"{self.store}: {self.rows} rows, {self.files} files, {self.leases} leases checked"
+        members = f"{self.members} shard members, " if self.members else ""
+        head = (f"{self.store}: {self.rows} rows, {self.files} files, {members}{self.leases} leases checked"
                 f"{' (with hashes)' if self.deep else ''}")
         lines = [head]
         if self.fixed:
@@ -274,16 +276,17 @@ def lease_problems(leases: list[Lease], done_units: set[str], now: float) -> lis
 
 
 def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | None = None,
-                  opener: ShardOpener | None = None) -> VerifyReport:
+                  opener: ShardOpener | None = None, lister: ShardLister | None = None) -> VerifyReport:
     """Every inconsistency of ``view`` at ``now``; ``hasher(path)`` (SHA-256 hex) enables deep checks of
-    files, ``opener(shard path)`` (a readable stream) those of every shard member."""
+    files, ``opener(shard path)`` (a readable stream) those of every shard member; without ``opener``,
+    ``lister(shard path)`` (its member listing) checks that every member is in its tar."""
     found, problems = parse_index_files(view.index_files)
     problems += _index_problems(view, found)
     if view.ledger_rows is not None:
         rows = view.ledger_rows
     else:
         rows = {item_id: places[0][1] for item_id, places in found.items()}
-    shard_found, shards = shard_problems(rows, view.listing, opener)
+    shard_found, shards, members = shard_problems(rows, view.listing, opener, lister)
     file_problems, _ = _file_problems(rows, {p: s for p, s in view.listing.items() if p not in shards}, hasher)
     problems += file_problems + [Problem(*f) for f in shard_found]
     if view.parquet_ids is not None:
@@ -291,4 +294,4 @@ def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | No
     problems += lease_problems(view.leases, view.done_units, now)
     problems += view.ledger_problems
     return VerifyReport(store=view.description, deep=hasher is not None, rows=len(rows),
-                        files=len(view.listing), leases=len(view.leases), problems=problems)
+                        files=len(view.listing), leases=len(view.leases), problems=problems, members=members)

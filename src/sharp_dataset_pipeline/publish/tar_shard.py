@@ -35,6 +35,7 @@ _ENCODING = "utf-8"
 _CHUNK = 1 << 20
 _USTAR_NAME = 100  # tarfile.LENGTH_NAME
 _USTAR_MAX_SIZE = 8**11  # 11 octal digits in the ustar size field
+ABSENT_FROM_SHARD = "in the index but not in the shard"  # how a problem line says a member is missing
 
 
 class ShardError(StoreError):
@@ -275,6 +276,44 @@ def iter_members(src: BinaryIO) -> Iterator[MemberRecord]:
         raise MemberMismatch(f"shard is not a readable tar: {exc}") from exc
 
 
+def list_members(src: BinaryIO) -> list[MemberRecord]:
+    """Every regular member of a seekable tar by its headers alone (the data is skipped, not read):
+    name, offset and size, with an empty sha256. What plain ``verify`` compares with the index: a
+    shard's member listing costs one 512-byte read per member, whatever the members' sizes. Raises
+    ``MemberMismatch`` for a tar whose headers cannot be read."""
+    src.seek(0)
+    out = []
+    try:
+        with tarfile.open(fileobj=src, mode="r:", encoding=_ENCODING) as tar:
+            for info in tar:
+                if info.isreg():
+                    key, _, field_name = info.name.partition(".")
+                    out.append(MemberRecord(info.name, key, field_name, info.offset_data, info.size, ""))
+    except (tarfile.TarError, EOFError) as exc:
+        raise MemberMismatch(f"shard is not a readable tar: {exc}") from exc
+    return out
+
+
+def _compare(got: MemberRecord, rec: MemberRecord | None, hashes: bool) -> str:
+    """One problem line for a member found in the shard ("" when it matches its index record)."""
+    if rec is None:
+        return f"{got.name}: in the shard but not in the index"
+    if (got.offset, got.size) != (rec.offset, rec.size):
+        return f"{got.name}: at {got.offset} ({got.size} bytes), the index says {rec.offset} ({rec.size} bytes)"
+    if hashes and got.sha256 != rec.sha256:
+        return f"{got.name}: sha256 {got.sha256[:12]}…, the index says {rec.sha256[:12]}…"
+    return ""
+
+
+def check_listing(listed: Sequence[MemberRecord], expected: Iterable[MemberRecord]) -> list[str]:
+    """``verify_shard`` without the hashes: a shard's member listing (``list_members``) against the
+    members an index says it holds; names, offsets and sizes only."""
+    want = {m.name: m for m in expected}
+    problems = [line for got in listed if (line := _compare(got, want.get(got.name), hashes=False))]
+    seen = {m.name for m in listed}
+    return problems + [f"{name}: {ABSENT_FROM_SHARD}" for name in sorted(set(want) - seen)]
+
+
 def verify_shard(src: BinaryIO, expected: Iterable[MemberRecord]) -> list[str]:
     """Read a shard once (a stream; no seeking) and compare it with the members an index says it holds.
 
@@ -288,15 +327,10 @@ def verify_shard(src: BinaryIO, expected: Iterable[MemberRecord]) -> list[str]:
     try:
         for got in iter_members(src):
             seen.add(got.name)
-            rec = want.get(got.name)
-            if rec is None:
-                problems.append(f"{got.name}: in the shard but not in the index")
-            elif (got.offset, got.size) != (rec.offset, rec.size):
-                problems.append(f"{got.name}: at {got.offset} ({got.size} bytes), the index says "
-                                f"{rec.offset} ({rec.size} bytes)")
-            elif got.sha256 != rec.sha256:
-                problems.append(f"{got.name}: sha256 {got.sha256[:12]}…, the index says {rec.sha256[:12]}…")
+            line = _compare(got, want.get(got.name), hashes=True)
+            if line:
+                problems.append(line)
     except MemberMismatch as exc:
         problems.append(f"unreadable after {len(seen)} members: {exc}")
-    problems += [f"{name}: in the index but not in the shard" for name in sorted(set(want) - seen)]
+    problems += [f"{name}: {ABSENT_FROM_SHARD}" for name in sorted(set(want) - seen)]
     return problems

@@ -24,23 +24,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import ConfigError, StoreError
 from ..fsio import pid_alive, temp_writer
-from ..ledger.shard_checks import ShardOpener
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import row_file_refs, row_from_json
 from ..publish.layout_choice import MARKER_PATH, SHARDS, read_marker
-from ..publish.parquet_index import read_index
+from ..publish.parquet_index import read_ids, row_members
 from ..publish.shard_layout import INDEX_DIR, KIND_DIRS, parse_shard_path
+from ..publish.tar_shard import MemberRecord, list_members
 from ..records import IndexRow, Lease
 from . import local_schema as sql
 from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file
+from .local_shards import index_files
 
 log = logging.getLogger(__name__)
 
 # Problems a concurrent publish step can show for a moment; reported only when seen twice.
 TRANSIENT = frozenset({"orphan_file", "missing_row", "unrecorded_row", "missing_index_file",
-                       "unrecorded_index_file", "missing_file", "duplicate_row"})
+                       "unrecorded_index_file", "missing_file", "duplicate_row", "missing_member", "index_mismatch"})
 _INDEX_KINDS = frozenset({"duplicate_row", "bad_row", "unrecorded_row", "missing_row",
                           "unrecorded_index_file", "missing_index_file"})
 _LEASE_KINDS = frozenset({"expired_lease", "bad_lease", "lease_on_done_unit"})
@@ -105,17 +107,32 @@ def _list_shards(root: Path) -> dict[str, int]:
     return out
 
 
-def _parquet_ids(root: Path) -> set[str] | None:
-    """Ids in the Parquet index of a sharded dataset (None for the files layout: not checked)."""
+def _is_sharded(root: Path) -> bool:
     marker = root / MARKER_PATH
-    if not marker.is_file() or read_marker(marker.read_bytes()) != SHARDS:
-        return None
+    try:
+        return read_marker(marker.read_bytes()) == SHARDS
+    except (FileNotFoundError, ConfigError):
+        return False
+
+
+def _parquet_ids(root: Path) -> tuple[set[str] | None, list[Problem]]:
+    """Ids in the Parquet index of a sharded dataset (None for the files layout: not checked), and a
+    problem per unreadable file. Read after the ledger: a publish step places its index shard before
+    its ledger commit, so every committed row's file is there (an extra id of a step in flight is
+    confirmed by the second scan or not)."""
+    if not _is_sharded(root):
+        return None, []
     ids: set[str] = set()
-    for path in sorted((root / INDEX_DIR).rglob("*.parquet")) if (root / INDEX_DIR).is_dir() else []:
-        if not path.name.startswith("."):
-            with path.open("rb") as fh:
-                ids |= {e.row.id for e in read_index(fh)}
-    return ids
+    bad = []
+    for info in index_files(root):
+        try:
+            with (root / info.path).open("rb") as fh:
+                ids.update(read_ids(fh))
+        except FileNotFoundError:
+            continue  # merged away by a compaction meanwhile: its rows are in the merged part
+        except (OSError, StoreError) as exc:
+            bad.append(Problem("index_mismatch", info.path, str(exc)[:200], INDEX_DIR))
+    return ids, bad
 
 
 def _read_ledger(conn: sqlite3.Connection, index_path: str, on_disk: set[str]) -> dict:
@@ -142,7 +159,8 @@ def _read_ledger(conn: sqlite3.Connection, index_path: str, on_disk: set[str]) -
 
 
 def scan_local(root: Path, index_path: str, description: str) -> StoreView:
-    """Read a local store into a ``StoreView`` (index files, ledger, then the item files)."""
+    """Read a local store into a ``StoreView`` (index files, ledger, then the item files and, in the
+    sharded layout, the tars and the Parquet index's ids)."""
     root = Path(root)
     index_files = _read_index_files(root, index_path)
     conn = connect_ledger(root)
@@ -151,10 +169,16 @@ def scan_local(root: Path, index_path: str, description: str) -> StoreView:
     finally:
         conn.close()
     listing = {**_list_shards(root), **_list_item_files(root, index_path)}
+    parquet_ids, unreadable = _parquet_ids(root)
     return StoreView(description=description, index_files=index_files, listing=listing,
                      leases=ledger["leases"], done_units=ledger["done"], ledger_rows=ledger["rows"],
                      expected_file=ledger["expected"], known_index_files=ledger["known"],
-                     ledger_problems=ledger["counts"], parquet_ids=_parquet_ids(root))
+                     ledger_problems=ledger["counts"] + unreadable, parquet_ids=parquet_ids)
+
+
+def _listing(root: Path, rel: str) -> list[MemberRecord]:
+    with (root / rel).open("rb") as fh:
+        return list_members(fh)
 
 
 def sha256_file(path: Path) -> str:
@@ -173,13 +197,18 @@ def verify_local(root: Path, index_path: str, description: str, now: float, deep
     ``settle_s`` seconds later; only those seen by both scans are reported.
     """
     root = Path(root)
-    first = find_problems(scan_local(root, index_path, description), now)
-    hasher = (lambda rel: sha256_file(root / rel)) if deep else None
-    opener: ShardOpener | None = (lambda rel: open(root / rel, "rb")) if deep else None
+
+    def check(deep_now: bool) -> VerifyReport:
+        if not deep_now:  # a shard's member listing: its tar headers, one small read per member
+            return find_problems(scan_local(root, index_path, description), now, lister=lambda rel: _listing(root, rel))
+        return find_problems(scan_local(root, index_path, description), now, lambda rel: sha256_file(root / rel),
+                             opener=lambda rel: (root / rel).open("rb"))
+
+    first = check(False)
     if not any(p.kind in TRANSIENT for p in first.problems):
-        return find_problems(scan_local(root, index_path, description), now, hasher, opener) if deep else first
+        return check(True) if deep else first
     sleep(settle_s)
-    second = find_problems(scan_local(root, index_path, description), now, hasher, opener)
+    second = check(deep)
     seen = set(first.problems)
     second.problems = [p for p in second.problems if p.kind not in TRANSIENT or p in seen]
     return second
@@ -202,13 +231,24 @@ class _OrphanCheck:
             row = self.conn.execute(
                 "SELECT row FROM items WHERE id = ? AND id NOT IN (SELECT item_id FROM exclusions)",
                 (parts[-2],)).fetchone()
-            if row and any(ref.path == rel for ref in row_file_refs(row_from_json(row[0]))):
+            if row and rel in _referenced(row_from_json(row[0])):
                 return False
-        if self._all is None:  # an unusual layout: read every row once
-            self._all = {ref.path for (line,) in self.conn.execute(
+        if self._all is None:  # a shard, or an unusual layout: read every row once
+            self._all = {path for (line,) in self.conn.execute(
                 "SELECT row FROM items WHERE id NOT IN (SELECT item_id FROM exclusions)")
-                for ref in row_file_refs(row_from_json(line))}
+                for path in _referenced(row_from_json(line))}
         return rel not in self._all
+
+
+def _referenced(row: IndexRow) -> set[str]:
+    """Every path a row keeps alive: its files, its shards and the shards its members name (a row whose
+    members cannot be read still keeps the shards it names)."""
+    paths = {ref.path for ref in row_file_refs(row)} | {p for p in (row.shard_path, row.ply_shard_path) if p}
+    try:
+        paths |= {m.shard for m in row_members(row)}
+    except StoreError:
+        pass
+    return paths
 
 
 def _remove_file(root: Path, rel: str) -> None:
