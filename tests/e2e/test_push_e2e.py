@@ -6,7 +6,8 @@ per publish step: three shards, one unit). Pushed with one tar per commit:
 - every item exactly once in the target's index, each tar byte-identical (sha256) to the local one
   and sent through LFS, ``verify --deep`` clean, ``webdataset`` reading every sample, and a ``run``
   over the same photos on the Hub store publishing nothing (the unit's done marker came along);
-- kill -9 once the first step landed, then the same command: complete, each tar committed once;
+- kill -9 once the first step landed, or while the second step's tar is being uploaded, then the
+  same command: complete, each tar committed once, ``verify --deep`` clean;
 - a 500 after the commit was applied, a 412 and a 409 on the push commits: retried, each step once,
   no tar uploaded twice;
 - a files-layout target and a files-layout local store: one line, exit 2, nothing written.
@@ -141,32 +142,45 @@ def test_push_lands_every_shard_once_and_a_later_run_skips_everything(tmp_path: 
         _check_target(hub, local_store)
 
 
-def _kill_after_first_step(proc: subprocess.Popen[str], hub: HubEmulator) -> None:
+def _kill_when(proc: subprocess.Popen[str], hub: HubEmulator, moment: str) -> None:
+    """SIGKILL the push once the first step landed, or while the second step's tar is being uploaded
+    (its LFS object stored, its commit not sent yet: the API answers slowly)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if REPO in {k[1] for k in hub.repos} and _tar_commits(hub):
-            break
-        time.sleep(0.01)
+        if REPO in {k[1] for k in hub.repos}:
+            if moment == "after a commit" and _tar_commits(hub):
+                break
+            if moment == "during an upload" and hub.stats["lfs_objects_stored"] >= 3:  # tar + Parquet, then a tar
+                break
+        time.sleep(0.005)
     assert proc.poll() is None, "the push finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
 
-def test_a_push_killed_after_its_first_commit_completes_when_run_again(tmp_path: Path, local_store: Path) -> None:
-    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES, faults=HubFaults(delay_s=0.05)) as hub:
+@pytest.mark.parametrize("moment", ["after a commit", "during an upload"])
+def test_a_killed_push_completes_when_run_again(tmp_path: Path, local_store: Path, moment: str) -> None:
+    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES, faults=HubFaults(delay_s=0.1)) as hub:
         cmd = cli_cmd("push", "--from", f"local:{local_store}", "--to", f"hf:{REPO}", "--step-files", "1")
         killed = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(**_hub_env(hub)), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, text=True)
-        _kill_after_first_step(killed, hub)
+        _kill_when(killed, hub, moment)
         landed = {r["id"] for r in index_rows(hub.files(REPO))}
-        assert 0 < len(landed) < SAMPLE_PHOTOS, "the kill did not fall between two steps"
+        assert len(_tar_commits(hub)) == 1 and len(landed) == 2, "the kill did not fall in the second step"
+        if moment == "during an upload":  # the killed step's tar reached the storage host, not the tree
+            assert hub.stats["lfs_objects_stored"] >= 3
 
         hub.set_faults(HubFaults())
-        again = _push(tmp_path, hub, local_store)
+        again = _push(tmp_path, hub, local_store, "--progress", "rich")
         assert again.returncode == 0, again.stderr[-3000:]
         assert f"{len(landed)} items were at the target already" in again.stdout
+        assert "2 commits" in again.stdout and "4/4 items" in again.stderr  # the rest, with a live bar
         _check_target(hub, local_store)
         assert _tar_commits(hub) == Counter({p: 1 for p in _local_tars(local_store)}), "a tar was committed twice"
+        if moment == "during an upload":
+            assert hub.stats["lfs_already_present"] >= 1  # the killed step's tar was not sent again
+        deep = run_cli(tmp_path, "verify", "--deep", "--json", "--store", f"hf:{REPO}", **_hub_env(hub))
+        assert deep.returncode == 0 and json.loads(deep.stdout)["problems"] == [], deep.stdout[-3000:]
 
 
 def test_faults_on_the_push_commits_are_retried_and_land_once(tmp_path: Path, local_store: Path) -> None:
