@@ -69,9 +69,11 @@ def check_removed(files: dict[str, bytes], gone: list[str], kept: list[str], tmp
     return rows
 
 
-@pytest.mark.parametrize(("fault", "compacted"), [(412, False), (409, False), (412, True)])
-def test_remove_inside_a_shard_is_one_commit_and_survives_a_refused_commit(tmp_path: Path, fault: int,
+@pytest.mark.parametrize(("fault", "compacted"), [(412, False), (409, False), (412, True), ("moved", False)])
+def test_remove_inside_a_shard_is_one_commit_and_survives_a_refused_commit(tmp_path: Path, fault: int | str,
                                                                           compacted: bool) -> None:
+    """``moved``: another client's publish lands after the head the remove planned at (a lagging head
+    read), so the 412 is real and the remove is planned again at the new head, which it keeps whole."""
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
         store = _store(hub, clock, tmp_path)
@@ -89,10 +91,23 @@ def test_remove_inside_a_shard_is_one_commit_and_survives_a_refused_commit(tmp_p
         assert any(p.endswith(".parquet") for p in preview.index_files_rewritten)
         assert len(hub.history(REPO)) == commits  # a preview commits nothing
 
-        hub.faults.script = [fault]
+        late: list[str] = []
+        if fault == "moved":
+            other = _store(hub, clock, tmp_path, "c9")
+            hub.faults.lag_reads = 1  # the next head read, the remove's, still names the head before c9's step
+            late = sorted(other.publish(Batch("c9", items=planar_items(tmp_path / "w8", ["m1", "m2"]))).published_ids)
+            assert late == ["m1", "m2"]
+            other.close()
+            commits += 1
+        else:
+            hub.faults.script = [fault]
+        refused = f"status_{412 if fault == 'moved' else fault}"
+        seen = hub.stats[refused]
         result = admin.remove(["a2"], "takedown request", clock())
         assert result.removed == ["a2"] and sorted(result.shards_rewritten) == sorted([shard, ply_shard])
-        assert hub.stats[f"status_{fault}"] >= 1  # the first attempt was refused
+        assert hub.stats[refused] == seen + 1  # the remove's first attempt was refused, the second landed
+        if fault == "moved":
+            assert hub.stats["lagged_head_reads"] >= 1
         history = hub.history(REPO)
         assert len(history) == commits + 1  # removed exactly once, in one commit
         last = history[-1]
@@ -100,19 +115,19 @@ def test_remove_inside_a_shard_is_one_commit_and_survives_a_refused_commit(tmp_p
         files = hub.files(REPO)
         removals = [p for p in files if "zz-removal-" in p]
         assert len(removals) == 1 and "a2" in files[removals[0]].decode()
-        rows = check_removed(files, ["a2"], ["a1", "a3", *STEP2], tmp_path)
+        rows = check_removed(files, ["a2"], ["a1", "a3", *STEP2, *late], tmp_path)
         assert rows["b1"] == before["b1"]  # another step's rows are untouched
         assert members(rows["a3"]) != members(before["a3"])  # a3 sat after a2: its members moved
 
         report = admin.verify(clock(), deep=True)
-        assert report.problems == [] and report.rows == 4
+        assert report.problems == [] and report.rows == 4 + len(late)
         store.close()
 
         # a rerun over the same photos, by another client, never publishes a2 again
         other = _store(hub, clock, tmp_path, "c2")
         again = other.publish(Batch("c2", items=planar_items(tmp_path / "w9", STEP1)))
         assert "a2" not in again.published_ids and other.item_states(["a2"])["a2"].excluded
-        check_removed(hub.files(REPO), ["a2"], ["a1", "a3", *STEP2], tmp_path)
+        check_removed(hub.files(REPO), ["a2"], ["a1", "a3", *STEP2, *late], tmp_path)
         other.close()
 
 

@@ -152,7 +152,9 @@ from sharp_dataset_pipeline.stores.local import LocalStore
 root, point = Path(sys.argv[1]), sys.argv[2]
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
-if point == "staged":  # the new tars and Parquet files are staged; the transaction is open, not committed
+if point == "rewriting":  # the new tars are written, the Parquet files not yet: nothing is recorded
+    local_shard_remove._stage_index = die
+elif point == "staged":  # the new tars and Parquet files are staged; the transaction is open, not committed
     local_remove.record_takedown = die
 else:  # committed; the first staged file renamed into place, the rest not yet
     carry = local_shard_remove._carry_out
@@ -167,7 +169,7 @@ store.admin().remove(["a2"], "killed", time.time())
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-@pytest.mark.parametrize("point", ["staged", "carrying_out"])
+@pytest.mark.parametrize("point", ["rewriting", "staged", "carrying_out"])
 def test_kill9_during_remove_leaves_the_store_consistent(tmp_path: Path, point: str) -> None:
     store, root = _publish(tmp_path)
     store.close()
@@ -182,7 +184,8 @@ def test_kill9_during_remove_leaves_the_store_consistent(tmp_path: Path, point: 
     reopened = LocalStore(root)
     reopened.open()  # crash repair
     assert not [p for p in (root / ".coord" / "staging").rglob("*") if p.is_file()]
-    if point == "staged":  # untouched: every row, member and Parquet entry as before
+    assert not list((root / ".coord" / "staging").glob(".takedown*"))  # nor a scratch folder
+    if point != "carrying_out":  # untouched: every row, member and Parquet entry as before
         assert jsonl_rows(root) == before and sorted(parquet_entries(root)) == sorted(before)
         assert {t.relative_to(root).as_posix(): tar_digests(t) for t in (root / "data").rglob("*.tar")} == digests
         assert not reopened.item_states(["a2"])["a2"].excluded
@@ -194,3 +197,24 @@ def test_kill9_during_remove_leaves_the_store_consistent(tmp_path: Path, point: 
     # and a remove afterwards finishes (or repeats harmlessly) the takedown
     reopened.admin().remove(["a2"], "again", time.time())
     assert_removed(root, ["a2"], ["a1", "a3", *STEP2])
+
+
+def test_a_rerun_of_the_same_photos_after_a_remove_publishes_nothing_again(tmp_path: Path) -> None:
+    """Through the CLI: `run` on the bundled photos (sharded), `remove` one that shares its shard with
+    the others, `run` again: the removed photo is skipped as excluded, nothing is published twice."""
+    root = tmp_path / "out"
+    args = ("run", "--source", "samples", "--predictor", "planar", "--planar-resolution", "32",
+            "--store", f"local:{root}")
+    first = run_cli(tmp_path, *args, LAYOUT="shards")
+    assert first.returncode == 0, first.stderr
+    rows = jsonl_rows(root)
+    victim = sorted(rows)[1]
+    assert sum(r.shard_path == rows[victim].shard_path for r in rows.values()) > 1  # it shares its shard
+    done = run_cli(tmp_path, "remove", victim, "--store", f"local:{root}")
+    assert done.returncode == 0, done.stderr
+    kept = sorted(i for i in rows if i != victim)
+    assert_removed(root, [victim], kept)
+    again = run_cli(tmp_path, *args, "--redo", "all")  # every unit reopened: each photo considered again
+    assert again.returncode == 0, again.stderr
+    assert "published 0," in again.stdout and "removed: 1" in again.stdout  # considered, and skipped
+    assert_removed(root, [victim], kept)

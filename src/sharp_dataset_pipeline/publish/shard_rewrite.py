@@ -5,7 +5,8 @@ tar is exactly what packing the kept items alone would have made); their members
 that point into the shard get new ``members`` (JSONL rows through ``index_edit.update_lines``, Parquet
 entries through ``rewrite_entries``). A shard with nothing left is deleted, not rewritten. Pure apart
 from reading the old shard and writing the new one to the caller's path; the caller makes the rewritten
-tar, the edited rows and the edited Parquet files one atomic step.
+tar, the edited rows and the edited Parquet files one atomic step. ``plan_takedown`` does it for every
+shard a takedown touches, ``rewrite_index`` for one Parquet index file (both stores use them).
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import StoreError
-from ..fsio import fsync_dir, fsync_path, pid_alive, tmp_for
+from ..fsio import fsync_dir, fsync_path, pid_alive, temp_writer, tmp_for
 from ..publish.index import row_from_json, row_to_json
+from ..publish.layout import COORD_DIR
 from ..publish.parquet_index import read_index
 from ..publish.shard_layout import INDEX_DIR
 from ..publish.shard_rewrite import Takedown, emptied_shards, plan_takedown, rewrite_index, takedown_drops
@@ -205,7 +206,13 @@ def _carry_out(root: Path, entries: list[tuple[str, str]]) -> None:
 
 def finish_takedowns(root: Path, conn: sqlite3.Connection) -> int:
     """Roll forward the committed takedowns of processes that died before carrying them out (run by
-    ``open()`` before temps are cleaned: the staged files are temps). Returns the entries finished."""
+    ``open()`` before temps are cleaned: the staged files are temps), and drop dead removers' scratch
+    folders. Returns the entries finished."""
+    staging = root / COORD_DIR / "staging"
+    for folder in staging.iterdir() if staging.is_dir() else []:
+        writer = temp_writer(folder.name)  # a dead remover's scratch folder (``stage_takedown``)
+        if folder.is_dir() and folder.name.startswith(".takedown") and writer is not None and not pid_alive(writer):
+            shutil.rmtree(folder, ignore_errors=True)
     with sql.write_tx(conn):
         todo = [(tmp, final) for tmp, final, _, pid in sql.intents(conn)
                 if tmp.startswith(TAKEDOWN) and not pid_alive(pid)]
