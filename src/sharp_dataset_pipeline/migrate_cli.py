@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,18 @@ def _open(settings: Settings) -> tuple[Store, ShardMigration]:
     raise StoreError(f"{store.description}: this store cannot be migrated")
 
 
-def _show(p: MigrateProgress) -> None:
-    step = p.landed
-    click.echo(f"step {p.step}/{p.steps}: {len(step.migrated_ids)} items into {len(step.shard_files)} shard files "
-               f"({p.done}/{p.total}); {step.deleted} old files deleted", err=True)
+class _Progress:
+    """One line per landed step: items so far, the rate, and the time left at that rate."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def __call__(self, p: MigrateProgress) -> None:
+        step, elapsed = p.landed, max(time.monotonic() - self._start, 1e-6)
+        rate = p.done / elapsed
+        left = f", ~{(p.total - p.done) / rate:.0f}s left" if rate > 0 and p.done < p.total else ""
+        click.echo(f"step {p.step}/{p.steps}: {len(step.migrated_ids)} items into {len(step.shard_files)} shard "
+                   f"files ({p.done}/{p.total}, {rate:.2f} items/s{left}); {step.deleted} old files deleted", err=True)
 
 
 def _report(result: MigrateResult) -> int:
@@ -99,7 +108,7 @@ def migrate_cmd(env_file: str, target: str, step_items: int | None, drop_ply: bo
         store, migration = _open(settings)
         try:
             with tempfile.TemporaryDirectory(prefix="sharp-migrate-") as work:
-                return migrate_to_shards(migration, Path(work), run, _show)
+                return migrate_to_shards(migration, Path(work), run, _Progress())
         finally:
             store.close()
 

@@ -16,6 +16,7 @@ from migrate_checks import HAND_CARD, check_migrated, migrate_killed_after_step,
 from sharp_dataset_pipeline.publish.shard_read import ItemReader
 from sharp_dataset_pipeline.records import IndexRow
 from sharp_dataset_pipeline.splat.ply import validate_ply
+from sharp_dataset_pipeline.stores.local import LocalStore
 
 
 def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -> None:
@@ -43,6 +44,12 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
     reader = ItemReader(lambda p: ds / p)  # readers take both kinds of rows meanwhile
     for row in (IndexRow.from_dict(r) for r in mixed.values()):
         assert hashlib.sha256(reader.photo(row)).hexdigest() == photo_sha[row.id]
+
+    repaired = LocalStore(ds)  # its crash repair (any open) settles a step the kill cut short
+    repaired.open()
+    repaired.close()
+    mid = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")  # a mixed dataset is consistent
+    assert mid.returncode == 0 and json.loads(mid.stdout)["problems"] == [], mid.stdout[-3000:]
 
     resumed = run_cli(tmp_path, "migrate", "--to", "shards", "--store", store, "--step-items", "1")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

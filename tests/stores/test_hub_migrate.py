@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows
+from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.ops.migrate import MigrateRun, migrate_to_shards
 from sharp_dataset_pipeline.publish.index import row_files
 from sharp_dataset_pipeline.records import Batch, IndexRow
@@ -107,3 +109,20 @@ def test_an_item_whose_file_does_not_match_its_row_stays_in_files(tmp_path: Path
         assert sorted(rows) == IDS and not rows["item2"]["shard_path"]
         assert all(p in files for p in old["item2"])  # its files stay with its row
         assert json.loads(files[".coord/layout.json"]) == {"layout": "files"}  # nothing claims shards
+
+
+def test_compaction_never_rewrites_a_predecessor_index(tmp_path: Path) -> None:
+    """Rewritten in this project's row shape, the predecessor's own fields would be lost: refused."""
+    clock = ManualClock()
+    line = b'{"image_id": "abc", "jpg_sha256": "", "gsplat_order_id": "o1", "tags_text": "sea"}\n'
+    with HubEmulator(clock=clock) as hub:
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        api.create_repo(REPO, repo_type="dataset")
+        api.create_commit(REPO, [CommitOperationAdd("data/train.jsonl", line)], commit_message="old",
+                          repo_type="dataset")
+        store = _store(hub, clock, tmp_path)
+        assert store.layout == "files" and store.item_states(["abc"])["abc"].published  # read as a row
+        with pytest.raises(StoreError, match="predecessor's index"):
+            store.compact()
+        store.close()
+        assert hub.files(REPO)["data/train.jsonl"] == line

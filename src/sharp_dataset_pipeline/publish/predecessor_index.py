@@ -33,6 +33,22 @@ def is_predecessor_row(data: dict[str, Any]) -> bool:
     return "image_id" in data and "id" not in data
 
 
+def holds_predecessor_rows(data: bytes) -> bool:
+    """Whether index file bytes hold a line of the predecessor's index."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            obj = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and is_predecessor_row(obj):
+            return True
+    return False
+
+
+PREDECESSOR_INDEX_HINT = ("it is the predecessor's index: `sharp-dataset migrate --to shards` carries its rows "
+                          "into this project's index (keeping its bytes)")
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""

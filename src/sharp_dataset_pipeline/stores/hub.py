@@ -41,6 +41,7 @@ from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
 from ..publish.layout_choice import FILES, PREDECESSOR_DIR, SHARDS, check_layout
+from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
@@ -471,7 +472,10 @@ class HubStore:
         def build(state: HubState) -> Plan | None:
             index_rows = []
             if self.index_path in state.entries:
-                index_rows = decode_rows(self._sync.download(self.index_path, state.sha))
+                raw = self._sync.download(self.index_path, state.sha)
+                if holds_predecessor_rows(raw):  # rewritten in our shape, its own fields would be lost
+                    raise StoreError(f"not compacting {self.index_path}: {PREDECESSOR_INDEX_HINT}")
+                index_rows = decode_rows(raw)
             shards = {p: decode_rows(self._sync.download(p, state.sha)) for p in state.paths_of(SHARD)}
             ledgers = {p: state.parsed[p] for p in state.paths_of(LEDGER, BATCH)}
             plan = plan_compact(state, index_rows, shards, ledgers, self.index_path)

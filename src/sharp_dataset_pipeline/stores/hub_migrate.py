@@ -35,7 +35,7 @@ from ..publish.card import card_facts, render_card
 from ..publish.index import decode_rows, encode_rows, row_files
 from ..publish.index_edit import drop_lines
 from ..publish.layout_choice import SHARDS
-from ..publish.predecessor_index import is_predecessor_row
+from ..publish.predecessor_index import holds_predecessor_rows
 from ..publish.shard_layout import PLY_DIR
 from ..publish.shard_pack import PackedBatch
 from ..records import IndexRow
@@ -52,17 +52,6 @@ PREDECESSOR_COPY = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
 MAX_OPS = 100  # files added or deleted per commit: the Hub's advice (reference: 50-100)
 DEFAULT_STEP_ITEMS = 24  # a step's old files (photo, PLY, preview or SPZ) are deleted within one later commit
 _PATHS_CHUNK = 100
-
-
-def _has_predecessor_rows(data: bytes) -> bool:
-    for line in data.decode("utf-8").splitlines():
-        try:
-            obj = json.loads(line) if line.strip() else None
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and is_predecessor_row(obj):
-            return True
-    return False
 
 
 class HubMigration:
@@ -149,7 +138,7 @@ class HubMigration:
             if any(r.shard_path for r in rows.values()):
                 raise StoreError(f"{self.description}: {path} already holds shard rows of this step's items: "
                                  "is another migration running?")
-            if _has_predecessor_rows(raw) and not self._existing([PREDECESSOR_COPY], state.sha):
+            if holds_predecessor_rows(raw) and not self._existing([PREDECESSOR_COPY], state.sha):
                 plan.adds[PREDECESSOR_COPY] = raw
             kept = drop_lines(raw, ids)
             if kept.strip() or state.kind(path) == INDEX:
@@ -173,8 +162,13 @@ class HubMigration:
         data = encode_rows(new_rows)
         plan.adds[shard] = data
         plan.known[shard] = (git_blob_oid(data), summarize_rows(new_rows))
+        used = len(plan.adds) + len(plan.deletes) + 1  # and the marker
+        if used > self._max_ops:
+            raise StoreError(f"{self.description}: a step of {len(ids)} items would change {used} files, over "
+                             f"{self._max_ops} per commit (its rows sit in many index files): run `sharp-dataset "
+                             "compact` first, or migrate with a smaller --step-items")
         pending = self._existing(self._pending(state), state.sha)
-        room = max(0, self._max_ops - len(plan.adds) - len(plan.deletes) - 1)
+        room = self._max_ops - used
         plan.deletes += pending[:room]
         later = pending[room:] + [p for r in old_rows for p in row_files(r)]
         self._mark(plan, later, len(ids))

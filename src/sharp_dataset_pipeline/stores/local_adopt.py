@@ -12,7 +12,6 @@ only finishes the last step.
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import secrets
@@ -23,7 +22,7 @@ from ..errors import StoreError
 from ..fsio import atomic_write
 from ..publish import layout
 from ..publish.index import row_to_json
-from ..publish.predecessor_index import is_predecessor_row, parse_predecessor_index
+from ..publish.predecessor_index import parse_predecessor_index
 from ..records import IndexRow
 from . import local_schema as sql
 from .local_ledger import connect_ledger
@@ -32,18 +31,6 @@ log = logging.getLogger(__name__)
 
 COPY_PATH = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
 ADOPT_CLIENT = "predecessor"
-
-
-def holds_predecessor_rows(data: bytes) -> bool:
-    """Whether index bytes hold a line of the predecessor's index."""
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            obj = json.loads(line) if line.strip() else None
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and is_predecessor_row(obj):
-            return True
-    return False
 
 
 def adopt_predecessor_index(root: Path, index_path: str, now: float) -> int:

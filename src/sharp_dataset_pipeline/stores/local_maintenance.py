@@ -19,11 +19,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import LeaseConflict
+from ..errors import LeaseConflict, StoreError
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive, temp_writer
 from ..publish import layout
 from ..publish.index import row_files, row_from_json
 from ..publish.layout_choice import SHARDS
+from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from . import local_schema as sql
 from .local_shard_remove import finish_takedowns
 from .local_shards import compact_parquet
@@ -71,6 +72,9 @@ class LocalMaintenance:
         reader may briefly see a row twice but never misses one; a crash in between is finished
         by the next ``open()``.
         """
+        if self._index_file.is_file() and holds_predecessor_rows(self._index_file.read_bytes()):
+            # Compaction writes this file from the ledger: the predecessor's rows would be lost.
+            raise StoreError(f"{self.description}: not compacting {self.index_path}: {PREDECESSOR_INDEX_HINT}")
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         if not self._take_maintenance(owner):
             raise LeaseConflict(f"{self.description}: another process is compacting")

@@ -22,11 +22,12 @@ from ..publish import layout
 from ..publish.card import card_facts
 from ..publish.index import row_files
 from ..publish.layout_choice import MARKER_PATH, SHARDS, marker_bytes
+from ..publish.predecessor_index import holds_predecessor_rows
 from ..publish.shard_pack import PackedBatch
 from ..records import Batch, IndexRow
 from .base import MigrationStep
 from .local import LocalStore
-from .local_adopt import adopt_predecessor_index, holds_predecessor_rows
+from .local_adopt import adopt_predecessor_index
 
 log = logging.getLogger(__name__)
 
