@@ -53,6 +53,11 @@ def test_a_predecessor_dataset_on_the_hub_migrates_to_shards_across_a_kill(tmp_p
                                                                        for e in ("jpg", "ply")]
             assert all(p in files for p in named), (item_id, named)
 
+        waiting = set(json.loads(files[".coord/progress/ops.migrate.json"])["delete_next"])
+        mid = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json", **env)
+        problems = json.loads(mid.stdout)["problems"]  # the last landed step's old files, to be deleted next
+        assert problems and {(p["kind"], p["target"] in waiting) for p in problems} == {("orphan_file", True)}
+
         resumed = run_cli(tmp_path, "migrate", "--to", "shards", "--store", store, "--step-items", "2", **env)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "is in the shards layout now" in resumed.stdout, resumed.stdout

@@ -66,11 +66,16 @@ def encode_rows(rows: list[IndexRow]) -> bytes:
 
 
 def row_from_json(line: str) -> IndexRow:
-    """Parse one JSON line written by ``row_to_json`` (unknown keys are ignored)."""
+    """Parse one JSON line written by ``row_to_json`` (unknown keys are ignored). A line of the
+    predecessor's index (``image_id`` and none of our keys: its ``data/train.jsonl`` sits at our
+    default index path) reads as the files-layout row it describes (``publish.predecessor_index``),
+    so a predecessor dataset opens, verifies and migrates as a ``files`` dataset."""
     return _row_of(json.loads(line))
 
 
 def _row_of(data: Any) -> IndexRow:
+    if isinstance(data, dict) and is_predecessor_row(data):
+        return predecessor_row(data)
     if not isinstance(data, dict):
         raise StoreError("index line is not a JSON object")
     types = dict(_field_types())
@@ -82,18 +87,14 @@ def _row_of(data: Any) -> IndexRow:
 
 
 def decode_rows(data: bytes) -> list[IndexRow]:
-    """Parse JSONL bytes; a malformed line raises ``StoreError`` naming its line number.
-
-    A line of the predecessor's index (``image_id`` and none of our keys: its ``data/train.jsonl``
-    sits at our default index path) reads as the files-layout row it describes, so a predecessor
-    dataset opens as a ``files`` dataset and ``migrate --to shards`` carries its rows over."""
+    """Parse JSONL bytes (predecessor lines too: ``row_from_json``); a malformed line raises
+    ``StoreError`` naming its line number."""
     rows: list[IndexRow] = []
     for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            rows.append(predecessor_row(obj) if isinstance(obj, dict) and is_predecessor_row(obj) else _row_of(obj))
+            rows.append(row_from_json(line))
         except (ValueError, StoreError) as exc:
             raise StoreError(f"malformed index line {number}: {exc}") from exc
     return rows
