@@ -80,3 +80,27 @@ def test_local_removals_go_along_and_the_target_never_publishes_them(tmp_path: P
         again = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}")
         assert again.removed == 0 and again.commits_landed == 0  # recorded once
         store.close()
+
+
+def test_plys_go_in_their_own_tars_and_the_card_gets_their_config(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "run", "--source", "samples", "--predictor", "planar", "--planar-resolution", "32",
+                   "--store", f"local:{tmp_path / 'store'}", "--batch-size", "3", "--progress", "none",
+                   LAYOUT="shards", PUBLISH_FORMATS="spz,preview,ply")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dataset = read_local_dataset(tmp_path / "store")
+    assert all(r.ply_shard_path for r in dataset.rows)
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _hub_store(hub, clock, tmp_path)
+        store.open()
+        assert b"config_name: ply" not in hub.files(REPO)["README.md"]
+        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        report = push_dataset(dataset, target, PushOptions(step_files=2), target_name=f"hf:{REPO}")
+        files = hub.files(REPO)
+        plys = sorted(p for p in files if p.startswith("data/ply/"))
+        assert report.published == 6 and report.commits_landed == 2 and len(plys) == 2
+        for path in plys:  # each PLY tar travelled with the splat tar of the same rows, byte for byte
+            assert files[path] == dataset.file(path).read_bytes()
+        assert b"config_name: ply" in files["README.md"] and b"planar" in files["README.md"]
+        assert store.admin().verify(clock(), deep=True).problems == []
+        store.close()

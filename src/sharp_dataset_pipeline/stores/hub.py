@@ -290,6 +290,16 @@ class HubStore:
             sources, predictors)
         return None if facts == self._card and not force else facts
 
+    def card_refresh(self, rows: list[IndexRow], ply_shards: bool) -> tuple[bytes, tuple[CardFacts, bool]] | None:
+        """The card a commit bringing ``rows`` (and PLY tars, ``ply_shards``) must carry to stay true, and
+        what ``card_landed`` notes once that commit landed; None: the card stays (or is hand-written)."""
+        ply = self._card_ply or ply_shards
+        card = self._card_update(rows, force=ply != self._card_ply)
+        return None if card is None else (self._render_card(card, ply).encode("utf-8"), (card, ply))
+
+    def card_landed(self, refreshed: tuple[CardFacts, bool]) -> None:
+        self._card, self._card_ply = refreshed
+
     def close(self) -> None:
         """Commit what is still buffered (failures, completed followups), then drop the read cache."""
         with self._buf_lock:
@@ -411,11 +421,10 @@ class HubStore:
             plan = plan_publish(state, todo, inputs)
             # The first PLY tars give the card its ``ply`` config, in this commit.
             has_ply = plan is not None and packed is not None and add_packed(plan, packed)
-            ply = self._card_ply or has_ply
-            card = self._card_update([pi.row for pi in todo.items], force=ply != self._card_ply)
+            card = self.card_refresh([pi.row for pi in todo.items], has_ply)
             if plan is not None and card is not None and plan.published_ids:  # rides on this commit
-                plan.adds[layout.README_PATH] = self._render_card(card, ply).encode("utf-8")
-                refreshed.append((card, ply))
+                plan.adds[layout.README_PATH] = card[0]
+                refreshed.append(card[1])
             return plan
 
         refreshed: list[tuple[CardFacts, bool]] = []
@@ -431,7 +440,7 @@ class HubStore:
             self._packer.clear()  # landed (the repo holds them) or not: packed again if sent again
         self._note_lost(plan)
         if plan is not None and refreshed and layout.README_PATH in plan.adds:
-            self._card, self._card_ply = refreshed[-1]
+            self.card_landed(refreshed[-1])
         if self._journal is not None and done and plan is not None:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
         lost = list(plan.lost) if plan is not None else []

@@ -10,6 +10,8 @@ commit and never re-sent by a retry; 409 waits, 412 re-decides at the new head, 
   a step that landed before a kill is found again at the target: its rows are there);
 - a new JSONL index shard with the rows, and a Parquet index shard of the same rows (previews
   read out of the local tars, each member checked by its sha256);
+- the dataset card, when the rows bring sources or predictors it does not name yet, or the first
+  PLY tars (its ``ply`` config), as a publish step refreshes it;
 - the done markers of the local units whose last rows this commit lands (the done set carried
   over: a later ``run`` on the Hub store leases none of them and publishes none of their items);
 - (the first commit) the local removals, as the Hub store's removal record
@@ -34,10 +36,11 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..publish import layout
+from ..publish.card import CardFacts
 from ..publish.index import encode_rows
 from ..publish.layout_choice import PREDECESSOR_DIR, SHARDS
 from ..publish.parquet_index import entry_of_row, row_members, write_index
-from ..publish.shard_layout import batch_digest, index_shard_path
+from ..publish.shard_layout import PLY_DIR, batch_digest, index_shard_path
 from ..publish.shard_read import member_bytes
 from ..records import IndexRow
 from .hub import HubStore
@@ -98,6 +101,7 @@ class PushOutcome:
     shards: list[str] = field(default_factory=list)
     bytes: int = 0
     commit: str = ""
+    card: tuple[CardFacts, bool] | None = None  # the refreshed card this commit carried
 
 
 class HubPushTarget:
@@ -159,6 +163,8 @@ class HubPushTarget:
         if plan is None or outcome is None:
             return PushOutcome(skipped=[r.id for r in step.rows])
         outcome.commit = state.sha
+        if outcome.card is not None:
+            self._store.card_landed(outcome.card)
         self._sync.count("published_items", len(outcome.published))
         return outcome
 
@@ -190,6 +196,11 @@ class HubPushTarget:
             plan.known[shard] = (git_blob_oid(data), summarize_rows(rows))
             plan.published_ids = list(out.published)
             plan.rows = len(rows)
+            # The card names the pushed rows' sources and predictors, and the ``ply`` config with PLY tars.
+            card = self._store.card_refresh(rows, any(p.startswith(PLY_DIR + "/") for p in step.shards))
+            if card is not None:
+                plan.adds[layout.README_PATH] = card[0]
+                out.card = card[1]
         if removed:
             self._add_removals(plan, removed, now, nonce)
         for unit in units:
