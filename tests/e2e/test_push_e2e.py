@@ -16,6 +16,7 @@ per publish step: three shards, one unit). Pushed with one tar per commit:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import signal
@@ -30,6 +31,7 @@ from e2e_utils import cli_cmd, cli_env, make_photos, run_cli
 
 from emulators.hub import HubEmulator, HubFaults, index_rows
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.publish.parquet_index import read_index
 from sharp_dataset_pipeline.stores.local_export import read_local_dataset
 
 REPO = "me/splats"
@@ -97,6 +99,10 @@ def _check_target(hub: HubEmulator, store: Path) -> list[dict]:
     assert remote == local, "the tars at the target are not the local ones"
     assert {r["shard_path"] for r in rows} == set(local)
     assert _pushed_ids(hub) == Counter(dict.fromkeys(ids, 1)), "an item was pushed twice"
+    parquet: Counter[str] = Counter()  # the typed index (the card's default config): each item once
+    for path in sorted(p for p in files if p.startswith("data/index/") and p.endswith(".parquet")):
+        parquet.update(e.row.id for e in read_index(io.BytesIO(files[path])))
+    assert parquet == Counter(dict.fromkeys(ids, 1)), "the Parquet index does not hold each item once"
     for data in files.values():
         assert TOKEN.encode() not in data
     return rows
