@@ -395,3 +395,14 @@ def arrays_from_gaussians(g: Gaussians) -> SplatArrays:
 def encode_gaussians(g: Gaussians, *, version: int = DEFAULT_VERSION, zstd_level: int = DEFAULT_ZSTD_LEVEL) -> bytes:
     """A SHARP-layout scene as ``.spz`` bytes (see :func:`encode_spz`)."""
     return encode_spz(arrays_from_gaussians(g), version=version, zstd_level=zstd_level)
+
+
+def gaussians_from_spz(data: bytes | bytearray | memoryview, *, focal_px: float, width: int,
+                       height: int) -> Gaussians:
+    """An ``.spz`` file's scene in SHARP's layout, for a tool that takes a PLY (the gallery's viewer).
+
+    The camera comes from the caller (SPZ stores none); higher SH bands, which SHARP never makes, are
+    dropped. Raises :class:`SpzError` for bytes that are not a complete SPZ file."""
+    s = decode_spz(data).scene
+    return Gaussians.from_attributes(s.positions, s.colors, s.alphas, s.scales, s.rotations,
+                                     focal_px=focal_px, width=width, height=height)

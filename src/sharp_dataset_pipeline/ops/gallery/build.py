@@ -7,7 +7,8 @@ Layout of the site::
     report.html                     plots: items/minute per client, stage timings, GPU memory
     media/<id>/photo.jpg            thumbnail of the source photo
     media/<id>/preview.jpg          the splat rendered on the CPU (``splat.preview.render_preview``)
-    media/<id>/splat.ply            the item's PLY (hard-linked where possible), read by the viewer
+    media/<id>/splat.ply            the item's PLY (hard-linked where possible), read by the viewer; in the
+                                    sharded layout its PLY member, or one converted from its SPZ member
     assets/                         style.css, viewer.js and the bundled PlayCanvas engine
     gallery.json                    what was rendered from which file hashes (rebuilds reuse it)
 
@@ -35,11 +36,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ...errors import PermanentError, StoreError
 from ...fetch.image import to_rgb_array
 from ...ledger.status import PublishEvent
+from ...publish.parquet_index import row_members
 from ...publish.shard_read import ItemReader
 from ...records import IndexRow
+from ...splat.filter import top_visible
 from ...splat.gaussians import XYZ, Gaussians
-from ...splat.ply import InvalidSplat, read_ply
+from ...splat.ply import InvalidSplat, read_ply, write_ply
 from ...splat.preview import render_preview, save_preview
+from ...splat.spz import gaussians_from_spz
 from . import pages, plots
 from .runs import RunData, gpu_series, items_per_minute, stage_timings, throughput
 from .viewer_assets import copy_viewer_assets
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MANIFEST = "gallery.json"
+VIEWER_MAX_GAUSSIANS = 500_000
 
 
 class FileAccess(Protocol):
@@ -73,6 +78,9 @@ class GalleryOptions:
     thumb_long_side: int = 480
     preview_long_side: int = 480
     viewer: bool = True
+    # Gaussians in a PLY converted from an SPZ member for the viewer: the most visible are kept, so a
+    # page's splat stays under ~28 MB (56 bytes a Gaussian) and converts in about a second.
+    viewer_max_gaussians: int = VIEWER_MAX_GAUSSIANS
 
 
 @dataclass
@@ -110,12 +118,15 @@ def _thumbnail(src: Path | BinaryIO, dst: Path, long_side: int) -> None:
 
 
 def _render(ply: Path, dst: Path, long_side: int) -> float:
-    """Render the preview; returns the scene's median depth (where the viewer orbits).
-
-    A splat with fewer Gaussians than the preview has pixels would render as scattered dots,
-    so it is rendered at about one Gaussian per pixel and scaled up.
-    """
+    """Render the preview; returns the scene's median depth (where the viewer orbits)."""
     g = read_ply(ply)
+    _render_gaussians(g, dst, long_side)
+    return _median_depth(g)
+
+
+def _render_gaussians(g: Gaussians, dst: Path, long_side: int) -> None:
+    """A splat with fewer Gaussians than the preview has pixels would render as scattered dots, so it
+    is rendered at about one Gaussian per pixel and scaled up."""
     side = max(16, min(long_side, int(math.sqrt(max(1, g.count)) * 0.9)))
     img = Image.fromarray(render_preview(g, side))
     if side < long_side:
@@ -123,7 +134,6 @@ def _render(ply: Path, dst: Path, long_side: int) -> float:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BILINEAR)
     save_preview(np.asarray(img), dst, quality=85)
-    return _median_depth(g)
 
 
 def _median_depth(g: Gaussians) -> float:
@@ -144,17 +154,49 @@ def _published_preview(row: IndexRow) -> str:
     return ""
 
 
-def _make_shard_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOptions) -> dict:
-    """Media of a shards-layout row: photo, WebP preview and PLY read out of its tars (sha256 checked).
+def _splat_sha256(row: IndexRow) -> str:
+    """What the item's splat is made from: the PLY's sha256, or in the sharded layout that of the member
+    the viewer's PLY comes from (a redone item gets new media; shard rows record no ``ply_sha256``)."""
+    if not row.shard_path:
+        return row.ply_sha256
+    try:
+        by_field = {m.field: m.sha256 for m in row_members(row)}
+    except StoreError:
+        return ""
+    return by_field.get("ply") or by_field.get("spz", "")
 
-    The viewer takes a PLY, so a row whose shards hold no PLY member is skipped (``MissingPart``)."""
+
+def _shard_splat(row: IndexRow, reader: ItemReader, dst: Path, opts: GalleryOptions) -> Gaussians:
+    """The viewer's PLY of a shards-layout row, written to ``dst``: its PLY member as published, else
+    its SPZ member converted in process (the pinned PlayCanvas reads PLY and SOG, not SPZ), keeping
+    the ``opts.viewer_max_gaussians`` most visible Gaussians."""
+    if reader.has(row, "ply"):
+        _write_atomic(dst, reader.ply(row))
+        return read_ply(dst)
+    g = viewer_splat(reader.spz(row), row, opts.viewer_max_gaussians)
+    write_ply(g, dst)
+    return g
+
+
+def viewer_splat(spz: bytes, row: IndexRow, max_gaussians: int) -> Gaussians:
+    """An SPZ splat as the viewer's scene, with the row's camera: at most ``max_gaussians``, the most
+    visible (``splat.filter.top_visible``, as for the small PLY that is shared)."""
+    g = gaussians_from_spz(spz, focal_px=row.focal_px, width=row.width, height=row.height)
+    return top_visible(g, max_gaussians) if g.count > max_gaussians else g
+
+
+def _make_shard_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOptions) -> dict:
+    """Media of a shards-layout row: photo, WebP preview and the viewer's PLY read out of its tars
+    (sha256 checked); without a preview member the preview is rendered from the splat. A row with
+    neither a PLY nor an SPZ member is skipped (``MissingPart``)."""
     reader = ItemReader(files.local_path)
-    ply_bytes = reader.ply(row)  # first: a row without a PLY is skipped before anything is written
-    _write_atomic(media / "splat.ply", ply_bytes)
+    g = _shard_splat(row, reader, media / "splat.ply", opts)  # first: a row without a splat writes nothing else
     _thumbnail(io.BytesIO(reader.photo(row)), media / "photo.jpg", opts.thumb_long_side)
-    _thumbnail(io.BytesIO(reader.preview(row)), media / "preview.jpg", opts.preview_long_side)
-    depth = _median_depth(read_ply(media / "splat.ply"))
-    return {"image_sha256": row.image_sha256, "ply_sha256": row.ply_sha256, "depth": depth}
+    if reader.has(row, "webp"):
+        _thumbnail(io.BytesIO(reader.preview(row)), media / "preview.jpg", opts.preview_long_side)
+    else:
+        _render_gaussians(g, media / "preview.jpg", opts.preview_long_side)
+    return {"image_sha256": row.image_sha256, "ply_sha256": _splat_sha256(row), "depth": _median_depth(g)}
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
@@ -183,7 +225,7 @@ def _make_media(row: IndexRow, files: FileAccess, media: Path, opts: GalleryOpti
 
 def _fresh(entry: dict | None, row: IndexRow, media: Path) -> bool:
     return (entry is not None and entry.get("image_sha256") == row.image_sha256
-            and entry.get("ply_sha256") == row.ply_sha256
+            and entry.get("ply_sha256") == _splat_sha256(row)
             and all((media / n).is_file() for n in ("photo.jpg", "preview.jpg", "splat.ply")))
 
 

@@ -1,4 +1,5 @@
-"""The 3D viewer's engine: the PlayCanvas npm package, pinned in ``viewer/package.json``.
+"""The 3D viewer's engine: the PlayCanvas npm package, pinned in ``viewer/package.json``. Its splat
+loader (``GSplatHandler``) parses PLY, SOG bundles and SOG's JSON, not SPZ: ``build`` converts SPZ to PLY.
 
 It is installed with ``npm ci --prefix src/sharp_dataset_pipeline/ops/gallery/viewer`` and
 copied into each site at build time (no CDN: the site works without the internet). A copy of
