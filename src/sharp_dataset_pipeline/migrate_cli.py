@@ -60,7 +60,8 @@ class _Progress:
         rate = p.done / elapsed
         left = f", ~{(p.total - p.done) / rate:.0f}s left" if rate > 0 and p.done < p.total else ""
         click.echo(f"step {p.step}/{p.steps}: {len(step.migrated_ids)} items into {len(step.shard_files)} shard "
-                   f"files ({p.done}/{p.total}, {rate:.2f} items/s{left}); {step.deleted} old files deleted", err=True)
+                   f"files ({p.done}/{p.total}, {rate:.2f} items/s{left}); {step.deleted} old item folders or files "
+                   "deleted", err=True)
 
 
 def _report(result: MigrateResult) -> int:
@@ -69,7 +70,7 @@ def _report(result: MigrateResult) -> int:
         return 0
     resumed = f" ({result.already} were in shards already)" if result.already else ""
     click.echo(f"migrated {result.migrated} of {result.to_migrate} items in {result.steps} steps{resumed}; "
-               f"{result.deleted} old files deleted")
+               f"{result.deleted} old item folders or files deleted")
     if result.failed:
         for item_id, why in sorted(result.failed.items()):
             click.echo(f"  not migrated: {item_id}: {why}")
@@ -85,8 +86,8 @@ def _report(result: MigrateResult) -> int:
 @click.option("--to", "target", type=click.Choice(["shards"]), required=True,
               help="The layout to move the dataset to (only shards: WebDataset tars + a Parquet index).")
 @click.option("--step-items", type=click.IntRange(1, 100_000), default=None,
-              help="Items per atomic step (default: 24 on the Hub, where a step's old files are deleted in one "
-              "later commit of at most 100 files; 256 on a local store).")
+              help="Items per atomic step (default: 64 on the Hub, where a step's old item folders are deleted "
+              "in one later commit of at most 100 files and folders; 256 on a local store).")
 @click.option("--drop-ply", is_flag=True, help="Do not keep the full PLYs (the ply shards): only the SPZ made "
               "from each PLY, the photo, the camera and the preview.")
 @click.option("--client-id", default=None, help="Who the migration commits as [env CLIENT_ID].")

@@ -61,15 +61,20 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
         store.close()
         assert result.finished and result.migrated == 7 and not result.failed
         assert hub.stats["commit_500_after_apply"] == 1
-        assert result.deleted == 21  # every old file, each once
+        assert result.deleted == 7  # every old item folder (its photo, PLY and preview), each once
 
         commits = hub.history(REPO)[started:]
+        assert commits[0].title.startswith("compact 2 index shards")  # first, so each step rewrites one file
         owner = {p: i for i, paths in old.items() for p in paths}
+        folders = {p.rsplit("/", 1)[0]: i for p, i in owner.items()}
         for commit in commits:
             assert len(commit.added) + len(commit.deleted) <= 10, commit.title
             # an old file goes only in a commit whose parent already had its item's shard row
-            gone = {owner[p] for p in commit.deleted if p in owner}
+            gone = {folders[p.rstrip("/")] for p in commit.deleted if p.rstrip("/") in folders}
+            gone |= {owner[p] for p in commit.deleted if p in owner}
             assert gone <= _shard_rows_at(hub, commit.parent), (commit.title, gone)
+        assert sorted(p for c in commits for p in c.deleted if p.rstrip("/") in folders) == sorted(
+            f + "/" for f in folders)  # each item folder deleted whole, once
 
         files = hub.files(REPO)
         rows = index_rows(files)

@@ -9,8 +9,9 @@ again, unknown outcome → look for its marker, commit budget obeyed) carries:
   files-layout rows rewritten without them (line by line: other rows keep their bytes; the
   predecessor's ``data/train.jsonl`` included, whose untouched lines stay predecessor rows that
   ``decode_rows`` reads);
-- deletes of the old per-item files of EARLIER steps, whose shards landed in an earlier commit,
-  at most what keeps the commit under ``MAX_OPS`` files (the rest wait for the next step);
+- deletes of the old per-item files of EARLIER steps, whose shards landed in an earlier commit:
+  each item's folder ``<holder>/<id>/`` as one operation (``old_entries``), at most what keeps the
+  commit under ``MAX_OPS`` files and folders (the rest wait for the next step);
 - ``.coord/progress/ops.migrate.json``: the commit's unique marker, listing the old files still to
   delete, so a rerun after kill -9 finds them in the repo itself.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import secrets
 import time
 from collections.abc import Callable
@@ -43,15 +45,26 @@ from .base import MigrationStep
 from .hub import HubStore
 from .hub_ops import Plan
 from .hub_shards import add_marker
-from .hub_state import INDEX, PROGRESS, PROGRESS_DIR, HubState, git_blob_oid, summarize_rows
+from .hub_state import INDEX, PROGRESS, PROGRESS_DIR, SHARD, HubState, git_blob_oid, summarize_rows
 
 log = logging.getLogger(__name__)
 
 MIGRATE_MARK = f"{PROGRESS_DIR}/ops.migrate.json"
 PREDECESSOR_COPY = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
 MAX_OPS = 100  # files added or deleted per commit: the Hub's advice (reference: 50-100)
-DEFAULT_STEP_ITEMS = 24  # a step's old files (photo, PLY, preview or SPZ) are deleted within one later commit
+DEFAULT_STEP_ITEMS = 64  # a step's item folders are deleted (one operation each) within one later commit
 _PATHS_CHUNK = 100
+
+
+def old_entries(item_id: str, paths: list[str]) -> list[str]:
+    """What deletes an item's old files: its folder ``<holder>/<id>/`` (one operation) when every one
+    of ``paths`` lies in it, else each file. Never a folder at the top or under ``data/`` or ``.coord/``."""
+    folders = {posixpath.dirname(p) for p in paths}
+    if len(folders) == 1 and all(layout.holder_of(p, item_id) for p in paths):
+        folder = folders.pop()
+        if folder.split("/")[0] not in (layout.COORD_DIR, "data"):
+            return [folder + "/"]
+    return list(paths)
 
 
 class HubMigration:
@@ -71,12 +84,22 @@ class HubMigration:
         self._card_title = card_title
         self._clock = clock
         self.description = store.description
+        self._prepared = False
 
     @property
     def layout(self) -> str:
         return self._store.layout
 
     def rows(self) -> list[IndexRow]:
+        """Every row at the head; the first call compacts an index of several shards first (one
+        commit), so each step rewrites one index file, not one per shard its rows sit in."""
+        if not self._prepared:
+            self._prepared = True
+            if len(self._sync.refresh().paths_of(SHARD)) > 1:
+                try:
+                    self._store.compact()
+                except StoreError as exc:  # e.g. a predecessor index: it is never rewritten whole
+                    log.info("%s: index not compacted first (%s)", self.description, exc)
         return self._admin.rows()
 
     def local_path(self, repo_path: str) -> Any:
@@ -85,15 +108,18 @@ class HubMigration:
     # -- reads at a state ------------------------------------------------------------------------
 
     def _existing(self, paths: list[str], sha: str) -> list[str]:
-        """Which of ``paths`` exist at ``sha`` (deleting a missing file would fail the commit)."""
+        """Which of ``paths`` (files, and folders ending in ``/``) exist at ``sha`` (deleting a
+        missing one would fail the commit)."""
+        from huggingface_hub.hf_api import RepoFolder
+
         todo = sorted(set(paths))
         found: set[str] = set()
         api, sync = self._sync.api, self._sync
         for start in range(0, len(todo), _PATHS_CHUNK):
-            chunk = todo[start:start + _PATHS_CHUNK]
+            chunk = [p.rstrip("/") for p in todo[start:start + _PATHS_CHUNK]]
             infos = sync.api_call(lambda c=chunk: api.get_paths_info(sync.repo_id, c, revision=sha,
                                                                      repo_type=sync.repo_type))
-            found.update(i.path for i in infos if getattr(i, "blob_id", None) is not None)
+            found.update(i.path + "/" if isinstance(i, RepoFolder) else i.path for i in infos)
         return [p for p in todo if p in found]
 
     def _pending(self, state: HubState) -> list[str]:
@@ -170,7 +196,7 @@ class HubMigration:
         pending = self._existing(self._pending(state), state.sha)
         room = self._max_ops - used
         plan.deletes += pending[:room]
-        later = pending[room:] + [p for r in old_rows for p in row_files(r)]
+        later = pending[room:] + [p for r in old_rows for p in old_entries(r.id, row_files(r))]
         self._mark(plan, later, len(ids))
         return plan, MigrationStep(migrated_ids=sorted(ids), shard_files=packed.paths(),
                                    deleted=len(pending[:room]))
@@ -186,7 +212,8 @@ class HubMigration:
     # -- the end ---------------------------------------------------------------------------------
 
     def _leftovers(self, state: HubState, migrated: set[str]) -> list[str]:
-        """Files left in migrated items' folders (``<holder>/<id>/<id>.*``): one recursive listing."""
+        """Migrated items' folders still there (``<holder>/<id>/``, or their files where a folder
+        may not be deleted whole): one recursive listing."""
         sync = self._sync
         entries = sync.read_at(state.sha, lambda: list(sync.api.list_repo_tree(
             sync.repo_id, recursive=True, revision=state.sha, repo_type=sync.repo_type)))
@@ -197,8 +224,8 @@ class HubMigration:
             if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] in (layout.COORD_DIR, "data"):
                 continue
             if parts[-2] in migrated and layout.holder_of(e.path, parts[-2]) is not None:
-                out.append(e.path)
-        return out
+                out += old_entries(parts[-2], [e.path])
+        return sorted(set(out))
 
     def _card(self, state: HubState, rows: list[IndexRow]) -> bytes | None:
         """The generated card for the shards layout; None for a hand-written one (left as it is)."""
