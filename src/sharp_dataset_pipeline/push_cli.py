@@ -16,17 +16,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .cli_support import fail, guarded, load_cli_settings
 from .errors import ConfigError
 from .publish.layout_choice import SHARDS
 from .publish.transfer_plan import DEFAULT_STEP_BYTES, DEFAULT_STEP_FILES
 from .stores.hub_push import PushOutcome
+
+if TYPE_CHECKING:
+    from .ops.push import PushOptions, PushReport
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ class _Plain:
     def landed(self, outcome: PushOutcome) -> None:
         self._done += 1
         what = "nothing left to send" if not outcome.commit else (
-            f"{len(outcome.published)} items, {len(outcome.shards)} shards, {outcome.bytes / 1e6:.1f} MB, "
+            f"{len(outcome.published)} items, {len(outcome.shards)} shards, {outcome.tar_bytes / 1e6:.1f} MB, "
             f"{len(outcome.units_done)} units done")
         click.echo(f"push: commit {self._done}/{self._commits}: {what}", err=True)
 
@@ -78,7 +82,7 @@ class _Live:
         self._bar = Progress(TextColumn("[bold]push[/]"), BarColumn(), DownloadColumn(),
                              TextColumn("{task.fields[commits]} commits, {task.fields[items]} items"),
                              TimeElapsedColumn(), console=console, transient=False)
-        self._task: Any = None
+        self._task: TaskID | None = None
         self._commits, self._items, self._total_commits, self._total_items = 0, 0, 0, 0
 
     def __enter__(self) -> _Live:
@@ -93,9 +97,11 @@ class _Live:
         self._total_commits, self._total_items = commits, items
 
     def landed(self, outcome: PushOutcome) -> None:
+        if self._task is None:
+            return
         self._commits += 1
         self._items += len(outcome.published)
-        self._bar.update(self._task, advance=outcome.bytes, commits=f"{self._commits}/{self._total_commits}",
+        self._bar.update(self._task, advance=outcome.tar_bytes, commits=f"{self._commits}/{self._total_commits}",
                          items=f"{self._items}/{self._total_items}")
 
 
@@ -146,7 +152,8 @@ def push_cmd(source: str, target: str, step_files: int, step_bytes: int, no_comp
     click.echo(report.text())
 
 
-def _push(settings: Any, root: Path, spec: str, options: Any, mode: str, console: Console) -> Any:
+def _push(settings: Settings, root: Path, spec: str, options: PushOptions, mode: str,
+          console: Console) -> PushReport:
     from .factories import hub_options
     from .ops.push import NoProgress, check_source, push_dataset
     from .stores.hub import HubStore

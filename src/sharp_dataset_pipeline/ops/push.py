@@ -57,13 +57,13 @@ class PushReport:
     removed: int = 0  # local removals recorded at the target
     removed_published: tuple[str, ...] = ()  # removed locally, but published at the target (by a run)
     shards: int = 0
-    bytes: int = 0
+    tar_bytes: int = 0
     index_rows: int | None = None  # rows in the target's index after compaction (None: not compacted)
     budget: dict[str, Any] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"pushed {self.source} -> {self.target}: {self.published} items in {self.shards} shards "
-                 f"({self.bytes / 1e6:.1f} MB), {self.units_done} units marked done, "
+                 f"({self.tar_bytes / 1e6:.1f} MB), {self.units_done} units marked done, "
                  f"{self.commits_landed} commits; {self.already_there} items were at the target already"]
         if self.removed:
             lines.append(f"{self.removed} local removals recorded at the target (never published there)")
@@ -169,7 +169,7 @@ def push_dataset(source: LocalDataset, target: HubPushTarget, options: PushOptio
         report.units_done += len(outcome.units_done)
         report.removed += len(outcome.removed)
         report.shards += len(outcome.shards)
-        report.bytes += outcome.bytes
+        report.tar_bytes += outcome.tar_bytes
         progress.landed(outcome)
     if options.compact and compact is not None:
         report.index_rows = compact()

@@ -99,7 +99,7 @@ class PushOutcome:
     units_done: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # local removals recorded at the target
     shards: list[str] = field(default_factory=list)
-    bytes: int = 0
+    tar_bytes: int = 0
     commit: str = ""
     card: tuple[CardFacts, bool] | None = None  # the refreshed card this commit carried
 
@@ -186,7 +186,7 @@ class HubPushTarget:
                 if not local.is_file():
                     raise StoreError(f"push: {path} is missing from the local store (run verify on it)")
                 plan.adds[path] = local
-                out.bytes += local.stat().st_size
+                out.tar_bytes += local.stat().st_size
             out.shards = list(step.shards)
             digest = batch_digest(f"push.{self._client}", out.published)
             plan.adds[index_shard_path(digest)] = self._index_file(digest, rows)
