@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sharp_dataset_pipeline.ledger.verify import Problem, VerifyReport
 from sharp_dataset_pipeline.publish.parquet_index import row_members
 from sharp_dataset_pipeline.stores.local import LocalStore
 from sharp_dataset_pipeline.stores.local_verify import fix_local
+from stores.test_local_shards import KILL_BEFORE_COMMIT
 
 SAMPLE_PHOTOS = 6  # the bundled samples that are photos
 FIELDS = 4  # jpg, json, spz, webp per item (LAYOUT=shards defaults)
@@ -134,6 +137,32 @@ def test_fix_never_deletes_a_shard_a_row_references(store: Path) -> None:
     assert (store / tar).is_file()
     rc, report = _verify(store, "--deep")
     assert rc == 0 and report["ok"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_fix_leaves_the_tars_of_a_publish_step_that_is_placing_them(tmp_path: Path) -> None:
+    """A publish step killed between placing its tars and its ledger commit: the tars are orphans to
+    verify, but the step's journal still names them, so --fix leaves them to the store's crash repair
+    (which rolls the step back on the next open)."""
+    root = tmp_path / "s"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_BEFORE_COMMIT)
+    done = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "w"),
+                           str(Path(__file__).resolve().parents[1])], capture_output=True, text=True, timeout=180)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    tars = sorted(p.relative_to(root).as_posix() for p in (root / "data").rglob("*.tar"))
+    assert len(tars) == 2  # the splats' tar and the PLYs' tar
+    rc, report = _verify(root)
+    assert rc == 1 and [s for k, s in _problems(report) if k == "orphan_file"] == tars
+    fixed = _ops(root, "verify", "--fix", "--yes")
+    assert fixed.returncode == 1 and "fixed 0 problems" not in fixed.stdout
+    assert all((root / t).is_file() for t in tars)
+    store = LocalStore(root)
+    store.open()  # crash repair: the step never committed, its files go
+    store.close()
+    assert not list((root / "data").rglob("*.tar"))
+    rc, report = _verify(root, "--deep")
+    assert rc == 0 and report["rows"] == 0
 
 
 def test_a_lost_parquet_index_shard_is_an_index_mismatch(store: Path) -> None:
