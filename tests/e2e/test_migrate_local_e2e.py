@@ -58,6 +58,7 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
     check_migrated(rows, lambda p: ds / p, photo_sha, gaussians)
     assert not (ds / "folder").exists() and not [p for p in old_files if (ds / p).exists()]
     assert json.loads((ds / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
+    assert "config_name: splats" in (ds / "README.md").read_text()  # the card of the shards layout
 
     deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")
     assert deep.returncode == 0, deep.stdout[-3000:] + deep.stderr[-2000:]

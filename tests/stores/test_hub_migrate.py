@@ -15,10 +15,12 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows
 from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.ops.migrate import MigrateRun, migrate_to_shards
+from sharp_dataset_pipeline.ops.migrate_items import stage_item
 from sharp_dataset_pipeline.publish.index import row_files
 from sharp_dataset_pipeline.records import Batch, IndexRow
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from sharp_dataset_pipeline.stores.hub_migrate import HubMigration
+from sharp_dataset_pipeline.stores.shard_packer import ShardPacker
 from stores.shard_items import members, planar_items, tar_keys
 
 REPO = "tester/to-migrate"
@@ -90,6 +92,8 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
 
         again = _store(hub, clock, tmp_path)
         assert again.layout == "shards"
+        rerun = again.publish(Batch(client_id="c2", items=planar_items(tmp_path / "again", IDS)))
+        assert rerun.published_ids == []  # the migrated items are done: a later run publishes none
         done = migrate_to_shards(HubMigration(again, "mover", clock=clock), tmp_path / "work2")
         assert done.nothing_to_do and done.migrated == 0
         again.close()
@@ -131,3 +135,21 @@ def test_compaction_never_rewrites_a_predecessor_index(tmp_path: Path) -> None:
             store.compact()
         store.close()
         assert hub.files(REPO)["data/train.jsonl"] == line
+
+
+def test_an_item_removed_while_its_step_is_packed_gets_no_shard_row(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with HubEmulator(clock=clock) as hub:
+        _files_repo(hub, clock, tmp_path)
+        store = _store(hub, clock, tmp_path)
+        migration = HubMigration(store, "mover", clock=clock)
+        rows = [r for r in migration.rows() if r.id in ("item0", "item1")]
+        staged = [stage_item(r, migration.local_path, tmp_path / "stage") for r in rows]
+        packed, refused = ShardPacker(tmp_path / "packs", "migrate", 10**9).pack(staged)
+        assert packed is not None and not refused
+        store.admin().remove(["item1"], "takedown", clock())  # lands before the step
+        step = migration.land_step(packed, rows)
+        store.close()
+        assert step.migrated_ids == ["item0"]
+        found = {r["id"]: r for r in index_rows(hub.files(REPO))}
+        assert "item1" not in found and found["item0"]["shard_path"]

@@ -1,5 +1,6 @@
-"""The local store and a predecessor's index at its index path: compaction (which writes that file
-from the ledger) refuses to clobber it, and a migration keeps its bytes and takes its rows in."""
+"""``migrate`` on the local store: a predecessor's index at the index path is never clobbered by
+compaction (which writes that file from the ledger) and is taken into the ledger with its bytes kept;
+an item removed while its step is packed gets no shard row, and the step's tars land all the same."""
 
 from __future__ import annotations
 
@@ -30,4 +31,27 @@ def test_compaction_refuses_a_predecessor_index_and_migration_takes_it_in(tmp_pa
     assert not (tmp_path / "data" / "train.jsonl").exists()
     assert [r.id for r in LocalMigration(store, "mover").rows()] == ["abc"]  # taken in once
     assert store.compact() == 1  # our own index file now
+    store.close()
+
+
+def test_an_item_removed_while_its_step_is_packed_gets_no_shard_row(tmp_path: Path) -> None:
+    from sharp_dataset_pipeline.ops.migrate_items import stage_item
+    from sharp_dataset_pipeline.records import Batch
+    from sharp_dataset_pipeline.stores.shard_packer import ShardPacker
+    from stores.shard_items import planar_items
+
+    store = LocalStore(tmp_path / "ds", dataset_layout="files")
+    store.open()
+    store.publish(Batch(client_id="c1", items=planar_items(tmp_path / "items", ["a0", "a1"],
+                                                           formats=("ply", "preview"))))
+    migration = LocalMigration(store, "mover")
+    rows = migration.rows()
+    staged = [stage_item(r, migration.local_path, tmp_path / "stage") for r in rows]
+    packed, _ = ShardPacker(tmp_path / "packs", "migrate", 10**9).pack(staged)
+    assert packed is not None and packed.items[0].row.id == "a0"  # the item that carries the tars
+    store.admin().remove(["a0"], "takedown", 0.0)
+    step = migration.land_step(packed, rows)
+    assert step.migrated_ids == ["a1"]
+    (row,) = [r for r in store.rows()]
+    assert row.id == "a1" and (store.root / row.shard_path).is_file()  # its tar placed all the same
     store.close()

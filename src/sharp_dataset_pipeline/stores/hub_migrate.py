@@ -175,15 +175,16 @@ class HubMigration:
 
     def _plan_step(self, state: HubState, packed: PackedBatch,
                    old_rows: list[IndexRow]) -> tuple[Plan, MigrationStep] | None:
-        ids = {pi.row.id for pi in packed.items}
-        if not ids & state.published:
+        # Ids taken down since the rows were read keep no row (their samples stay unreferenced in the tar).
+        ids = {pi.row.id for pi in packed.items} & (state.published - self._admin.excluded(state))
+        if not ids:
             return None  # removed meanwhile: nothing to replace
         now, nonce = self._clock(), secrets.token_hex(6)
         plan = Plan(title=f"migrate {len(ids)} items to shards ({self._client})")
         for f in packed.files:
             plan.adds[f.repo_path] = f.local_path
         self._drop_rows(plan, state, ids)
-        new_rows = [pi.row for pi in packed.items]
+        new_rows = [pi.row for pi in packed.items if pi.row.id in ids]
         shard = layout.shard_path(self._store.index_path, self._client, now, nonce)
         data = encode_rows(new_rows)
         plan.adds[shard] = data
@@ -196,7 +197,7 @@ class HubMigration:
         pending = self._existing(self._pending(state), state.sha)
         room = self._max_ops - used
         plan.deletes += pending[:room]
-        later = pending[room:] + [p for r in old_rows for p in old_entries(r.id, row_files(r))]
+        later = pending[room:] + [p for r in old_rows if r.id in ids for p in old_entries(r.id, row_files(r))]
         self._mark(plan, later, len(ids))
         return plan, MigrationStep(migrated_ids=sorted(ids), shard_files=packed.paths(),
                                    deleted=len(pending[:room]))

@@ -66,7 +66,12 @@ class LocalMigration:
         """One publish step replacing ``old_rows`` by the packed rows (the first item carries the files)."""
         if self._store.layout == SHARDS:
             raise StoreError(f"{self.description}: already in the shards layout")
-        items = list(packed.items)
+        # Ids taken down since the rows were read are left out (their samples stay unreferenced in
+        # the tar): the first item kept carries the step's files, which the publish places with it.
+        states = self._store.item_states([pi.row.id for pi in packed.items])
+        items = [pi for pi in packed.items if not (pi.row.id in states and states[pi.row.id].excluded)]
+        if not items:
+            return MigrationStep()
         items[0] = dataclasses.replace(items[0], files=list(packed.files))
         receipt = self._store.publish(Batch(client_id=self._client, items=items, redo="all"))
         if receipt.failed:
