@@ -31,6 +31,7 @@ from .stores.hub_push import PushOutcome
 if TYPE_CHECKING:
     from .ops.push import PushOptions, PushReport
     from .settings import Settings
+    from .stores.local_export import LocalDataset
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +155,21 @@ def push_cmd(source: str, target: str, step_files: int, step_bytes: int, no_comp
 
 def _push(settings: Settings, root: Path, spec: str, options: PushOptions, mode: str,
           console: Console) -> PushReport:
+    from .ops.push import check_source
+    from .stores.local_export import held_for_push
+
+    with held_for_push(root, time.time()) as dataset:
+        check_source(dataset)  # refused before the Hub is even asked
+        return _push_held(settings, dataset, spec, options, mode, console)
+
+
+def _push_held(settings: Settings, dataset: LocalDataset, spec: str, options: PushOptions, mode: str,
+               console: Console) -> PushReport:
     from .factories import hub_options
-    from .ops.push import NoProgress, check_source, push_dataset
+    from .ops.push import NoProgress, push_dataset
     from .stores.hub import HubStore
     from .stores.hub_push import HubPushTarget
-    from .stores.local_export import read_local_dataset
 
-    dataset = read_local_dataset(root)
-    check_source(dataset)  # refused before the Hub is even asked
     store = HubStore(dataclasses.replace(hub_options(settings, spec.partition(":")[2]), layout=SHARDS,
                                          new_layout=SHARDS))
     work = Path(tempfile.mkdtemp(prefix="sharp-push-"))

@@ -15,7 +15,7 @@ from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
 from sharp_dataset_pipeline.ops.push import PushOptions, push_dataset
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from sharp_dataset_pipeline.stores.hub_push import HubPushTarget
-from sharp_dataset_pipeline.stores.local_export import read_local_dataset
+from sharp_dataset_pipeline.stores.local_export import held_for_push, read_local_dataset
 
 REPO = "me/pushed"
 TOKEN = "hf_pushstoretoken0123456789"
@@ -104,3 +104,47 @@ def test_plys_go_in_their_own_tars_and_the_card_gets_their_config(tmp_path: Path
         assert b"config_name: ply" in files["README.md"] and b"planar" in files["README.md"]
         assert store.admin().verify(clock(), deep=True).problems == []
         store.close()
+
+
+class _RemoveMidway:
+    """Progress that tries a local ``remove`` once the first commit landed (it must be refused)."""
+
+    def __init__(self, cwd: Path, store: Path, item_id: str) -> None:
+        self.cwd, self.store, self.item_id = cwd, store, item_id
+        self.tried: list[tuple[int, str]] = []
+
+    def planned(self, commits: int, items: int, size: int) -> None:
+        return None
+
+    def landed(self, outcome: object) -> None:
+        if not self.tried:
+            proc = run_cli(self.cwd, "remove", self.item_id, "--store", f"local:{self.store}")
+            self.tried.append((proc.returncode, proc.stderr))
+
+
+def test_a_local_remove_waits_until_the_push_is_over(tmp_path: Path, local_store: Path) -> None:
+    """A ``remove`` rewrites tars in place: while a push sends them it is refused, so the tars sent
+    are the ones the pushed rows describe; once the push is over it works."""
+    source = tmp_path / "store"
+    shutil.copytree(local_store, source)
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = _hub_store(hub, clock, tmp_path)
+        store.open()
+        with held_for_push(source, clock()) as dataset:
+            victim = sorted(r.id for r in dataset.rows)[-1]
+            midway = _RemoveMidway(tmp_path, source, victim)
+            target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+            report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}",
+                                  progress=midway)
+        assert report.published == 6 and len(midway.tried) == 1
+        code, err = midway.tried[0]
+        assert code == 1 and "is compacting or repairing this store" in err, err[-2000:]
+        assert victim in {r.id for r in read_local_dataset(source).rows}  # nothing was removed meanwhile
+        files = hub.files(REPO)
+        for path in (p for p in files if p.endswith(".tar")):
+            assert files[path] == dataset.file(path).read_bytes()
+        assert store.admin().verify(clock(), deep=True).problems == []
+        store.close()
+    after = run_cli(tmp_path, "remove", victim, "--store", f"local:{source}")
+    assert after.returncode == 0, after.stderr[-2000:]

@@ -5,13 +5,23 @@ so a publisher running meanwhile cannot make the rows and the done set disagree)
 store is never opened (opening repairs, and could create a store in a mistyped folder). The
 layout is the dataset's own: its marker, or ``files`` for a folder that predates markers and holds
 rows or the predecessor's folders (``layout_choice``).
+
+``held_for_push`` reads it under the store's maintenance claim and holds the claim until the push
+is over: a ``remove`` (which rewrites tars in place), ``verify --fix`` or a compaction refuses
+meanwhile, so the tars sent are the ones the rows read describe; runs go on publishing new tars
+(their rows wait for the next push).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import LeaseConflict
 from ..publish.index import row_from_json
 from ..publish.layout_choice import FILES, MARKER_PATH, PREDECESSOR_DIR, SHARDS, read_marker
 from ..records import IndexRow
@@ -59,3 +69,22 @@ def read_local_dataset(root: Path) -> LocalDataset:
     else:
         chosen = SHARDS  # nothing published yet: nothing to convert
     return LocalDataset(root, chosen, rows, tuple(u for (u,) in units), tuple((str(i), str(r)) for i, r in removed))
+
+
+@contextmanager
+def held_for_push(root: Path, now: float) -> Iterator[LocalDataset]:
+    """The dataset at ``root``, read and kept as read until the block ends (see the module docstring).
+    ``LeaseConflict`` when another process maintains the store now (a ``remove``, a compaction)."""
+    conn = connect_ledger(Path(root))
+    owner = f"push-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        holder = sql.take_maintenance(conn, owner, os.getpid(), now)
+        if holder is not None:
+            raise LeaseConflict(f"push: another process (pid {holder[1]}) is compacting or repairing local:{root}; "
+                                "run the push again once it is done")
+        try:
+            yield read_local_dataset(root)
+        finally:
+            sql.drop_maintenance(conn, owner)
+    finally:
+        conn.close()
