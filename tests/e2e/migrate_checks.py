@@ -30,16 +30,19 @@ def _ply(n: int, seed: int) -> bytes:
     return encode_ply(Gaussians(vertices=v, focal_px=400.0, width=96, height=64))
 
 
-def predecessor_files(tmp: Path, ids: list[str], repo: str) -> tuple[dict[str, bytes], dict[str, str], dict[str, int]]:
+def predecessor_files(tmp: Path, ids: list[str], repo: str,
+                      big: int = -1) -> tuple[dict[str, bytes], dict[str, str], dict[str, int]]:
     """A dataset as the predecessor published it: per photo ``unsplash/<id>/<id>.jpg|.ply|.spz`` and one
-    compact row in ``data/train.jsonl`` (resolve URL, hashes, sizes), and a hand-written card.
+    compact row in ``data/train.jsonl`` (resolve URL, hashes, sizes), and a hand-written card; item
+    ``big`` gets a PLY over 10 MB (the Hub sends such files through LFS).
     Returns (repo path -> bytes, id -> photo sha256, id -> Gaussians in its PLY)."""
     photos = make_photos(tmp / "photos", len(ids), seed=5)
     files: dict[str, bytes] = {}
     lines, photo_sha, counts = [], {}, {}
     for n, (item_id, photo) in enumerate(zip(ids, photos, strict=True)):
-        jpg, ply = photo.read_bytes(), _ply(200 + 37 * n, n)
-        photo_sha[item_id], counts[item_id] = hashlib.sha256(jpg).hexdigest(), 200 + 37 * n
+        count = 200_000 if n == big else 200 + 37 * n
+        jpg, ply = photo.read_bytes(), _ply(count, n)
+        photo_sha[item_id], counts[item_id] = hashlib.sha256(jpg).hexdigest(), count
         base = f"unsplash/{item_id}/{item_id}"
         files.update({f"{base}.jpg": jpg, f"{base}.ply": ply, f"{base}.spz": b"an spz of another converter"})
         lines.append(json.dumps({

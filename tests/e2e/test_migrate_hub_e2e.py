@@ -1,9 +1,10 @@
 """``migrate --to shards`` through the real CLI on a predecessor-style dataset in the loopback Hub
 (``unsplash/<id>/<id>.jpg|.ply|.spz``, its compact ``data/train.jsonl``, a hand-written card), with
-the real client and LFS (Xet off). Killed with kill -9 after its second step and run again: every
-item once in shards (photo bytes as published, SPZ made from each PLY), no old per-item file, the
-predecessor's index rows carried into ours (its original bytes kept in ``.coord/``), every commit
-under 100 files, a clean ``verify --deep`` and the ``shards`` marker."""
+the real client and LFS (Xet off; one PLY is over 10 MB, so its tar goes through LFS). Killed with
+kill -9 after its second step and run again: every item once in shards (photo bytes as published,
+SPZ made from each PLY), no old per-item file, the predecessor's index rows carried into ours (its
+original bytes kept in ``.coord/``), every commit under 100 files, a clean ``verify --deep`` and
+the ``shards`` marker."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ IDS = [f"Ph{n}oto-x_{n:02d}" for n in range(7)]
 
 def _predecessor_repo(hub: HubEmulator, tmp: Path) -> tuple[dict[str, str], dict[str, int], bytes]:
     """The predecessor's repo (``predecessor_files``), uploaded in one commit by the real client."""
-    files, photo_sha, counts = predecessor_files(tmp, IDS, REPO)
+    files, photo_sha, counts = predecessor_files(tmp, IDS, REPO, big=5)
     api = HfApi(endpoint=hub.url, token=TOKEN)
     api.create_repo(REPO, repo_type="dataset")
     api.create_commit(REPO, [CommitOperationAdd(p, data) for p, data in files.items()],
@@ -85,6 +86,8 @@ def test_a_predecessor_dataset_on_the_hub_migrates_to_shards_across_a_kill(tmp_p
         assert files["README.md"] == HAND_CARD  # a hand-written card stays
         for commit in hub.history(REPO)[started:]:
             assert len(commit.added) + len(commit.deleted) <= 100, commit.title
+        big_tar = by_id[IDS[5]]["ply_shard_path"]  # over 10 MB: uploaded through LFS before its commit
+        assert [big_tar] == [p for c in hub.history(REPO)[started:] for p in c.lfs_added]
 
         deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json", **env)
         assert deep.returncode == 0, deep.stdout[-3000:] + deep.stderr[-2000:]

@@ -99,3 +99,13 @@ def test_a_local_copy_of_a_predecessor_dataset_migrates_and_keeps_its_index(tmp_
     assert json.loads((ds / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
     deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")
     assert deep.returncode == 0 and json.loads(deep.stdout)["problems"] == [], deep.stdout[-3000:]
+
+
+def test_migrate_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
+    missing = run_cli(tmp_path, "migrate", "--to", "shards", "--store", f"local:{tmp_path / 'nothing'}")
+    assert missing.returncode == 1 and "error: local:" in missing.stderr and "no dataset there" in missing.stderr
+    assert not (tmp_path / "nothing").exists()  # never created
+    no_target = run_cli(tmp_path, "migrate", "--store", f"local:{tmp_path}")
+    assert no_target.returncode == 2 and "--to" in no_target.stderr
+    helped = run_cli(tmp_path, "migrate", "--help")
+    assert helped.returncode == 0 and "--step-items" in helped.stdout and "kill -9" in helped.stdout
