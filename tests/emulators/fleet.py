@@ -44,7 +44,9 @@ class VirtualClock:
 
     A joined thread may also block on a real lock held by one that waits here (a store's commit
     lock held across a ``Retry-After`` pause): when nothing has changed for ``STALL_S`` real seconds,
-    the waiting threads are all that can move, and time advances for them.
+    the waiting threads are all that can move, and time advances for them. The threads that were
+    neither waiting nor gone then count as blocked until they next wait (or leave), so one such
+    lock costs ``STALL_S`` of real time once, not once per step of virtual time it is held.
     """
 
     def __init__(self, start: float = START) -> None:
@@ -52,6 +54,7 @@ class VirtualClock:
         self._cv = threading.Condition()
         self._joined: set[int] = set()
         self._waiting: dict[int, tuple[float, Callable[[], bool]]] = {}
+        self._blocked: set[int] = set()  # joined threads found blocked on a real lock (see above)
         self._held = 0
         self._changed_at = time.monotonic()
 
@@ -73,6 +76,7 @@ class VirtualClock:
     def leave(self) -> None:
         with self._cv:
             self._joined.discard(threading.get_ident())
+            self._blocked.discard(threading.get_ident())
             self._changed_at = time.monotonic()
             self._advance()
 
@@ -89,6 +93,7 @@ class VirtualClock:
         """Wait until ``ready()`` (True) or ``timeout`` virtual seconds passed (False)."""
         me = threading.get_ident()
         with self._cv:
+            self._blocked.discard(me)
             deadline = self._now + max(0.0, timeout)
             while True:
                 if ready():
@@ -104,7 +109,9 @@ class VirtualClock:
                 self._waiting.pop(me, None)
 
     def _advance(self, stalled: bool = False) -> None:
-        if self._held or not self._waiting or not (stalled or self._joined <= set(self._waiting)):
+        if stalled:
+            self._blocked = self._joined - set(self._waiting)
+        if self._held or not self._waiting or not self._joined <= set(self._waiting) | self._blocked:
             return
         if any(d <= self._now or ready() for d, ready in self._waiting.values()):
             self._cv.notify_all()
