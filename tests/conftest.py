@@ -43,6 +43,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture
+def files_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LAYOUT=files, for the tests of the per-item files layout (a new dataset is sharded by default)."""
+    monkeypatch.setenv("LAYOUT", "files")
+
+
+@pytest.fixture
 def bad_inputs(tmp_path: Path) -> Callable[[Path | None], dict[Path, str]]:
     """Builder: ``bad_inputs(folder=None)`` writes the bad-input set and returns path -> expected outcome."""
 

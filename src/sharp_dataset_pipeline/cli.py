@@ -77,7 +77,7 @@ def main() -> None:
               "small.ply [env PUBLISH_FORMATS; default spz,preview in the shards layout, ply,preview in files].")
 @click.option("--layout", type=click.Choice(["shards", "files"]), default=None,
               help="Layout of a NEW dataset: shards (WebDataset tars + a Parquet index) or files (per-item "
-              "files); an existing dataset keeps its own [env LAYOUT, default: the dataset's, files when new].")
+              "files); an existing dataset keeps its own [env LAYOUT, default: the dataset's, shards when new].")
 @click.option("--executor", type=click.Choice(["thread", "ray"]), default=None,
               help="thread (this machine) or ray (Ray Data: a GPU actor pool, needs the [ray] extra) "
               "[env EXECUTOR, thread].")

@@ -111,10 +111,9 @@ def unsplash_options(settings: Settings, kind: str, arg: str) -> UnsplashOptions
     )
 
 
-# The layout a NEW dataset gets when LAYOUT is unset. Still "files": in the sharded layout publishing,
-# verify and share --missing work on both stores, but remove inside a shard, the gallery and status
-# do not yet (issue #14); LAYOUT=shards opts a new dataset in. An existing dataset keeps its own.
-NEW_DATASET_LAYOUT = "files"
+# The layout a NEW dataset gets when LAYOUT is unset: shards (every operating command works on
+# them, on both stores); LAYOUT=files opts a new dataset out. An existing dataset keeps its own.
+NEW_DATASET_LAYOUT = "shards"
 
 
 def make_store(settings: Settings) -> Store:

@@ -206,6 +206,9 @@ class ProcessedItem:
     # SHARP's camera for the item (intrinsics, extrinsics, image size, disparity, colour space,
     # version): what the splat formats cannot carry; the sharded layout publishes it in ``<key>.json``.
     camera: dict[str, Any] | None = None
+    # Run-folder files made on the way but never published (the SHARP PLY when PLY is not a publish
+    # format): dropped with the published ones when the run does not keep its files.
+    scratch: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

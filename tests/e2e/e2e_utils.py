@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
     assert len(ids) == len(set(ids)), "an id is published twice"
     referenced = set()
     for r in rows:
+        _check_members(store, r)
         files = [(r[f"{kind}_path"], r[f"{kind}_size"], r[f"{kind}_sha256"]) for kind in ("image", "ply")]
         files += [(e["path"], e["size"], e["sha256"]) for e in json.loads(r["extra_files"])]
         for rel, size, digest in files:
@@ -89,6 +91,21 @@ def check_consistent(store: Path, allow_stray: bool = False) -> list[dict]:
     stray = on_disk - referenced
     assert allow_stray or not stray, f"files published without a row: {sorted(stray)[:5]}"
     return rows
+
+
+def _check_members(store: Path, row: dict) -> None:
+    """A sharded row's members: each in its tar at the recorded offset, with the recorded size and hash."""
+    members = json.loads(row.get("members") or "[]")
+    assert bool(members) == bool(row.get("shard_path")), f"row {row['id']}: members and shard_path disagree"
+    for m in members:
+        tar = store / m["shard"]
+        assert tar.is_file(), f"row {row['id']} points into missing {m['shard']}"
+        with tarfile.open(tar, mode="r:") as archive:
+            info = archive.getmember(m["name"])
+            assert info.offset_data == m["offset"] and info.size == m["size"], (row["id"], m["name"])
+            handle = archive.extractfile(info)
+            assert handle is not None
+            assert hashlib.sha256(handle.read()).hexdigest() == m["sha256"], (row["id"], m["name"])
 
 
 def start_together(cwd: Path, runs: dict[str, tuple[list[str], dict[str, str]]], control: Path,

@@ -9,7 +9,8 @@ from pathlib import Path
 from e2e_utils import check_consistent, make_photos, run_cli
 
 from sharp_dataset_pipeline.factories import samples_dir
-from sharp_dataset_pipeline.splat.ply import validate_ply
+from sharp_dataset_pipeline.publish.tar_shard import read_member_at
+from sharp_dataset_pipeline.splat.spz import decode_spz
 
 
 def test_demo_publishes_every_sample_and_loads_with_datasets(tmp_path: Path) -> None:
@@ -19,11 +20,15 @@ def test_demo_publishes_every_sample_and_loads_with_datasets(tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr
     samples = sorted(samples_dir().glob("*.jpg"))
     assert len(samples) >= 4
-    rows = check_consistent(store)
+    rows = check_consistent(store)  # every member in its tar, size and hash as recorded
     assert len(rows) == len(samples)
+    # A new dataset is sharded: each item's SPZ member decodes to the Gaussians its row counts.
+    assert json.loads((store / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
     for row in rows:
-        info = validate_ply(store / row["ply_path"])
-        assert info.count == row["num_gaussians"] > 0
+        spz = next(m for m in json.loads(row["members"]) if m["field"] == "spz")
+        with (store / spz["shard"]).open("rb") as fh:
+            blob = read_member_at(fh, spz["offset"], spz["size"], spz["sha256"])
+        assert decode_spz(blob).scene.positions.shape[0] == row["num_gaussians"] > 0
         assert row["predictor"] == "planar" and "not SHARP" in row["model_version"]
     assert f"local:{store}" in res.stdout and f"published {len(samples)}" in res.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -32,8 +37,8 @@ def test_demo_publishes_every_sample_and_loads_with_datasets(tmp_path: Path) -> 
 
     import datasets
 
-    ds = datasets.load_dataset(str(store), split="train")
-    assert ds.num_rows == len(samples)
+    ds = datasets.load_dataset(str(store), split="train")  # the card's default config: the index
+    assert ds.num_rows == len(samples) and sorted(ds["id"]) == sorted(r["id"] for r in rows)
     assert ds.features["image_size"].dtype == "int64" and ds.features["id"].dtype == "string"
 
 

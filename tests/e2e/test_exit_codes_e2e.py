@@ -51,8 +51,8 @@ def test_exit_1_when_the_store_cannot_publish(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     make_photos(photos, 3)
     store = tmp_path / "out"
-    store.mkdir()
-    (store / "folder").write_text("a file where the store puts the items' folders\n")  # every publish fails
+    (store / "data").mkdir(parents=True)
+    (store / "data" / "shards").write_text("a file where the store puts its shards\n")  # every publish fails
     done = _run(tmp_path, photos, store)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "stopped: the store failed to publish" in done.stdout

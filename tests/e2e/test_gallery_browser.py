@@ -22,6 +22,9 @@ import pytest
 from e2e_utils import cli_env, make_photos, run_cli
 from PIL import Image
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "gallery"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -43,7 +46,7 @@ def served_gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     work = tmp_path_factory.mktemp("gallery_browser")
     make_photos(work / "photos", PHOTOS, seed=11, size=(160, 120))
     run = run_cli(work, "run", "--source", "folder:photos", "--predictor", "planar", "--store", "local:store",
-                  "--run-id", "G1", "--client-id", "browser", "--planar-resolution", "96")
+                  "--run-id", "G1", "--client-id", "browser", "--planar-resolution", "96", LAYOUT="files")
     assert run.returncode == 0, run.stderr[-2000:]
     proc = subprocess.Popen(
         [sys.executable, "-m", "sharp_dataset_pipeline.ops_cli", "gallery", "--store", "local:store", "--out", "site",

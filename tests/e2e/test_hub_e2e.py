@@ -18,9 +18,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from e2e_utils import cli_cmd, cli_env, make_photos
 
 from emulators.hub import HubEmulator, HubFaults, index_rows
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 REPO = "crowd/splats"
 TOKEN = "hf_e2ecanarytoken0123456789"

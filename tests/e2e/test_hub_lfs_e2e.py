@@ -10,9 +10,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from e2e_utils import make_photos, run_cli
 
 from emulators.hub import HubEmulator, HubFaults, index_rows
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 REPO = "crowd/bigsplats"
 TOKEN = "hf_e2ecanarytoken0123456789"

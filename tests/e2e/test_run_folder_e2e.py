@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from e2e_utils import make_photos, read_rows, run_cli
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 
 @pytest.fixture
 def other_fs(tmp_path: Path) -> Iterator[Path]:

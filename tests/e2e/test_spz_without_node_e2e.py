@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from e2e_utils import check_consistent, make_photos, run_cli
 
 from sharp_dataset_pipeline.splat.ply import read_ply
 from sharp_dataset_pipeline.splat.spz import decode_spz
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 
 def test_spz_is_published_without_node(tmp_path):

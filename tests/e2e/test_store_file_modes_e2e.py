@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from e2e_utils import cli_cmd, cli_env, make_photos, read_rows
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_every_published_file_has_the_umask_mode(tmp_path: Path, umask: int, mode: int) -> None:

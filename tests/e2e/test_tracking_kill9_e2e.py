@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from e2e_utils import cli_cmd, cli_env, read_rows
 
 from emulators.hub import HubEmulator, index_rows
 from emulators.unsplash import UnsplashEmulator
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 KEY = "test-access-key-0123"
 TOKEN = "hf_trackingkillcanary0123456789"

@@ -24,7 +24,8 @@ def pipeline_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("ops_template")
     make_photos(work / "photos", PHOTOS, seed=7)
     proc = run_cli(work, "run", "--source", "folder:photos", "--predictor", "planar", "--store", "local:store",
-                   "--run-id", "R1", "--client-id", "alpha", "--planar-resolution", "48", "--batch-size", "4")
+                   "--run-id", "R1", "--client-id", "alpha", "--planar-resolution", "48", "--batch-size", "4",
+                   LAYOUT="files")  # the per-item layout; the sharded one has its own tests
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from e2e.e2e_utils import read_rows
@@ -17,6 +18,9 @@ from sharp_dataset_pipeline.ops.status import publish_events
 from sharp_dataset_pipeline.records import IndexRow
 from sharp_dataset_pipeline.stores.local import LocalStore
 from sharp_dataset_pipeline.stores.local_remove import remove_local
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 GPU_CSV = ("timestamp,gpu_index,gpu_name,mem_used_mib,mem_total_mib,util_gpu_pct,event\n"
            "2026-01-01T00:00:00+00:00,0,H100,1000,80000,5,start\n"

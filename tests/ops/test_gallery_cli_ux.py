@@ -9,9 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from e2e.e2e_utils import make_photos, run_cli
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 
 def _grey16(path: Path) -> np.ndarray:

@@ -23,6 +23,9 @@ from sharp_dataset_pipeline.publish import layout
 from sharp_dataset_pipeline.records import Batch, Failure, Lease, Unit
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 TEMPLATE = "ops/template"
 TOKEN = "hf_opscanarytoken0123456789"
 PHOTOS = 6
@@ -73,7 +76,7 @@ def store(hub: HubEmulator, repo: str, tmp_path: Path) -> Callable[..., HubStore
 
 def _cli(cwd: Path, hub: HubEmulator, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(cwd, *args, CLIENT_ID="ops-tester", HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN,
-                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1")
+                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1", LAYOUT="files")
 
 
 def _api(hub: HubEmulator):

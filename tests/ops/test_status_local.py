@@ -14,6 +14,9 @@ from sharp_dataset_pipeline.ops.status import count_units, dataset_status, publi
 from sharp_dataset_pipeline.records import Failure, Unit
 from sharp_dataset_pipeline.stores.local import LocalStore
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 
 def test_status_counts_come_from_the_ledger_not_the_files(workspace: Path) -> None:
     store = workspace / "store"

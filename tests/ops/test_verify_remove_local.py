@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from e2e.e2e_utils import check_consistent, cli_env, read_rows, run_cli
 from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.records import Lease, Unit
@@ -15,6 +17,9 @@ from sharp_dataset_pipeline.stores import local_schema as sql
 from sharp_dataset_pipeline.stores.local import LocalStore
 from sharp_dataset_pipeline.stores.local_remove import exclusions, gc_local, remove_local
 from sharp_dataset_pipeline.stores.local_verify import fix_local, verify_local
+
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
 
 INDEX = "data/train.jsonl"
 

@@ -17,6 +17,9 @@ import pytest
 
 from e2e.e2e_utils import check_consistent, make_photos, run_cli
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 
 

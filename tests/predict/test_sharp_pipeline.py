@@ -20,6 +20,9 @@ from PIL import Image
 from e2e.e2e_utils import check_consistent, make_photos, run_cli
 from sharp_dataset_pipeline.splat.ply import read_ply
 
+# These tests are about the per-item files layout; the sharded layout (the default) has its own.
+pytestmark = pytest.mark.usefixtures("files_layout")
+
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 
 

@@ -244,7 +244,7 @@ def _delete_run_files(batch: Batch, keep: set[Path | None]) -> None:
     """The store holds its own copy now; drop the run folder's (the hub store's 66 MB per item).
     Files in ``keep`` wait for the share stage, which deletes them once it has shared them."""
     for item in batch.items:
-        paths = [f.local_path for f in item.files]
+        paths = [f.local_path for f in item.files] + list(item.scratch)
         if item.share_file is not None and item.share_file not in paths:
             paths.append(item.share_file)  # a share file of its own (never published)
         for path in paths:

@@ -93,8 +93,9 @@ def postprocess_item(fetched: FetchedImage, raw: RawSplat, opts: PostprocessOpti
     row.processed_at = utc_now_iso()
     row.client_id = opts.client_id
     payload = str(item.meta.get("download_location", ""))
+    scratch = [] if "ply" in opts.formats.formats or share_file == ply_local else [ply_local]
     return ProcessedItem(row=row, files=files, followup_payload=payload, share_file=share_file,
-                         camera=camera_metadata(gaussians))
+                         camera=camera_metadata(gaussians), scratch=scratch)
 
 
 def camera_metadata(g: Gaussians) -> dict[str, Any]:
