@@ -55,3 +55,22 @@ def test_an_item_removed_while_its_step_is_packed_gets_no_shard_row(tmp_path: Pa
     (row,) = [r for r in store.rows()]
     assert row.id == "a1" and (store.root / row.shard_path).is_file()  # its tar placed all the same
     store.close()
+
+
+def test_an_item_whose_file_is_gone_fails_alone_and_keeps_the_layout_files(tmp_path: Path) -> None:
+    from sharp_dataset_pipeline.ops.migrate import MigrateRun, migrate_to_shards
+    from sharp_dataset_pipeline.records import Batch
+    from stores.shard_items import planar_items
+
+    store = LocalStore(tmp_path / "ds", dataset_layout="files")
+    store.open()
+    store.publish(Batch(client_id="c1", items=planar_items(tmp_path / "items", ["b0", "b1", "b2"],
+                                                           formats=("ply", "preview"))))
+    gone = next(r for r in store.rows() if r.id == "b1")
+    (store.root / gone.ply_path).unlink()
+    result = migrate_to_shards(LocalMigration(store, "mover"), tmp_path / "work", MigrateRun(step_items=2))
+    assert result.migrated == 2 and list(result.failed) == ["b1"] and not result.finished
+    rows = {r.id: r for r in store.rows()}
+    assert rows["b1"].image_path and not rows["b1"].shard_path and rows["b0"].shard_path and rows["b2"].shard_path
+    assert (store.root / rows["b1"].image_path).is_file() and store.layout == "files"
+    store.close()

@@ -69,13 +69,21 @@ class MigrateResult:
 
 def _stage(rows: list[IndexRow], target: ShardMigration, work: Path, opts: MigrateOptions,
            failed: dict[str, str]) -> list[ProcessedItem]:
-    staged = []
+    """The step's items staged; one that cannot be (a bad or unreadable file) fails alone. When every
+    item fails to be read from the store, the store is the problem: the migration stops there."""
+    staged: list[ProcessedItem] = []
+    unread: list[StoreError] = []
     for row in rows:
         try:
             staged.append(stage_item(row, target.local_path, work, opts))
-        except PermanentError as exc:
+        except (PermanentError, OSError, StoreError) as exc:
+            if isinstance(exc, StoreError):
+                unread.append(exc)
             log.warning("item %s stays in the files layout: %s", row.id, exc)
             failed[row.id] = str(exc)
+    if rows and len(unread) == len(rows):
+        raise StoreError(f"{target.description}: no file of a step's {len(rows)} items could be read "
+                         f"({unread[-1]}); nothing of it changed, run migrate again") from unread[-1]
     return staged
 
 

@@ -29,6 +29,7 @@ import posixpath
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
@@ -102,7 +103,7 @@ class HubMigration:
                     log.info("%s: index not compacted first (%s)", self.description, exc)
         return self._admin.rows()
 
-    def local_path(self, repo_path: str) -> Any:
+    def local_path(self, repo_path: str) -> Path:
         return self._admin.local_path(repo_path)
 
     # -- reads at a state ------------------------------------------------------------------------
