@@ -6,6 +6,7 @@ an item, and an item whose file does not match its row stays in the files layout
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def _files_repo(hub: HubEmulator, clock: ManualClock, tmp: Path) -> dict[str, li
     return {r["id"]: row_files(IndexRow.from_dict(r)) for r in index_rows(hub.files(REPO))}
 
 
+def _rows(hub: HubEmulator) -> list[IndexRow]:
+    return [IndexRow.from_dict(r) for r in index_rows(hub.files(REPO))]
+
+
 def _shard_rows_at(hub: HubEmulator, sha: str) -> set[str]:
     return {r["id"] for r in index_rows(hub.files(REPO, rev=sha)) if r.get("shard_path")}
 
@@ -55,6 +60,7 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
     with HubEmulator(clock=clock) as hub:
         old = _files_repo(hub, clock, tmp_path)
         assert len(old) == 7 and all(len(paths) == 3 for paths in old.values())
+        old_rows = _rows(hub)
         started = len(hub.history(REPO))
         hub.set_faults(HubFaults(script=[None, "500-after", 412]))  # step 2's answer lost, step 3 refused once
         store = _store(hub, clock, tmp_path)
@@ -64,6 +70,9 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
         assert result.finished and result.migrated == 7 and not result.failed
         assert hub.stats["commit_500_after_apply"] == 1
         assert result.deleted == 7  # every old item folder (its photo, PLY and preview), each once
+        cached = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+        plys = {r.ply_sha256 for r in old_rows}
+        assert len(plys) == 6 and not cached & plys  # (7 items of 6 sample photos) the downloaded PLYs are gone
 
         commits = hub.history(REPO)[started:]
         assert commits[0].title.startswith("compact 2 index shards")  # first, so each step rewrites one file

@@ -86,6 +86,7 @@ class HubMigration:
         self._clock = clock
         self.description = store.description
         self._prepared = False
+        self._downloaded: list[Path] = []  # cache blobs of old files this step read
 
     @property
     def layout(self) -> str:
@@ -104,7 +105,10 @@ class HubMigration:
         return self._admin.rows()
 
     def local_path(self, repo_path: str) -> Path:
-        return self._admin.local_path(repo_path)
+        """A downloaded copy (in the store's cache, at the sha ``rows()`` read), dropped after the step."""
+        blob = self._admin.local_path(repo_path)
+        self._downloaded.append(blob)
+        return blob
 
     # -- reads at a state ------------------------------------------------------------------------
 
@@ -204,8 +208,15 @@ class HubMigration:
                                    deleted=len(pending[:room]))
 
     def land_step(self, packed: PackedBatch, old_rows: list[IndexRow]) -> MigrationStep:
-        """One commit: the packed shards in, ``old_rows`` replaced, earlier steps' old files out."""
-        step, sha = self._commit(lambda st: self._plan_step(st, packed, old_rows))
+        """One commit: the packed shards in, ``old_rows`` replaced, earlier steps' old files out.
+        Then the old files downloaded so far leave the local cache (the tars hold their bytes), so a
+        migration needs the disk of a step, not of the dataset."""
+        try:
+            step, sha = self._commit(lambda st: self._plan_step(st, packed, old_rows))
+        finally:
+            for blob in self._downloaded:
+                blob.unlink(missing_ok=True)
+            self._downloaded.clear()
         if step is None:
             return MigrationStep()
         step.commit = sha
