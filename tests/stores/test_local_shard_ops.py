@@ -176,6 +176,15 @@ def test_a_lost_parquet_index_shard_is_an_index_mismatch(store: Path) -> None:
     assert all("not in the Parquet index" in p["detail"] for p in report["problems"])
 
 
+def test_an_unreadable_parquet_index_file_is_reported_not_a_crash(store: Path) -> None:
+    pending = sorted((store / "data" / "index").rglob("*.parquet"))[0]
+    pending.write_bytes(b"not parquet at all" * 10)
+    rc, report = _verify(store)
+    rel = pending.relative_to(store).as_posix()
+    assert rc == 1 and ("index_mismatch", rel) in _problems(report)
+    assert "not readable Parquet" in next(p["detail"] for p in report["problems"] if p["subject"] == rel)
+
+
 def test_status_of_a_sharded_store(store: Path) -> None:
     done = _ops(store, "status", "--json")
     assert done.returncode == 0, done.stderr
