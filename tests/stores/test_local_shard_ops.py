@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.e2e_utils import run_cli
+from e2e.e2e_utils import make_photos, run_cli
 from sharp_dataset_pipeline.ledger.verify import Problem, VerifyReport
 from sharp_dataset_pipeline.publish.parquet_index import row_members
 from sharp_dataset_pipeline.stores.local import LocalStore
@@ -186,10 +186,16 @@ def test_an_unreadable_parquet_index_file_is_reported_not_a_crash(store: Path) -
 
 
 def test_status_of_a_sharded_store(store: Path) -> None:
+    make_photos(store.parent / "more", 3, seed=5)
+    more = run_cli(store.parent, "run", "--source", f"folder:{store.parent / 'more'}", "--predictor", "planar",
+                   "--planar-resolution", "32", "--client-id", "beta", "--store", f"local:{store}")
+    assert more.returncode == 0, more.stderr
     done = _ops(store, "status", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert status["published"] == SAMPLE_PHOTOS and status["units_done"] == 1
-    assert [(c["published"], c["units_done"]) for c in status["clients"]] == [(SAMPLE_PHOTOS, 1)]
+    assert status["published"] == SAMPLE_PHOTOS + 3 and status["units_done"] == 2
+    by = {c["client"]: (c["published"], c["units_done"]) for c in status["clients"]}
+    assert by.pop("beta") == (3, 1) and list(by.values()) == [(SAMPLE_PHOTOS, 1)]
+    assert all(r.shard_path for r in _rows(store))  # the second run kept the dataset's layout
     text = _ops(store, "status").stdout
-    assert f"items: {SAMPLE_PHOTOS} published" in text
+    assert f"items: {SAMPLE_PHOTOS + 3} published" in text and "beta" in text
