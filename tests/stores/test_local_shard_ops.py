@@ -199,3 +199,4 @@ def test_status_of_a_sharded_store(store: Path) -> None:
     assert all(r.shard_path for r in _rows(store))  # the second run kept the dataset's layout
     text = _ops(store, "status").stdout
     assert f"items: {SAMPLE_PHOTOS + 3} published" in text and "beta" in text
+    assert f"index: {STEPS + 1} index files not yet compacted" in text  # a step each, not the tars

@@ -342,7 +342,8 @@ def format_status(report: StatusReport, max_leases: int = 50) -> str:
         f"eta: {human_duration(report.eta_s)} ({report.eta_basis})",
     ]
     if report.shards_pending:
-        lines.append(f"index: {report.shards_pending} shards not yet compacted")
+        # "index files", not "shards": in the sharded layout a shard is a tar of items.
+        lines.append(f"index: {report.shards_pending} index files not yet compacted (`compact` merges them)")
     if report.budgets:
         lines.append("budgets: " + ", ".join(f"{k} {v}" for k, v in sorted(report.budgets.items())))
     lines += ["", "clients:"]
