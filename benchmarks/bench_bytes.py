@@ -11,13 +11,17 @@ items; against the 66 MB PLY the per-item layout uploads for the same item (with
 Two 1,179,648-Gaussian scenes (``bench_formats.scene``) bracket real output: ``smooth`` compresses
 very well, ``noisy`` badly. Goal (issue 14): bytes per item <= 1/4 of the PLY's size.
 
-    python benchmarks/bench_bytes.py [--quick] [--items 4]
+Printed: where each item's bytes go (tar members, tar headers and padding, the index) and its
+``.spz`` by attribute stream; ``--options`` adds the ``.spz`` under other encoder settings.
+
+    python benchmarks/bench_bytes.py [--quick] [--items 4] [--options]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import struct
 import tempfile
 from pathlib import Path
 
@@ -29,13 +33,16 @@ from harness import machine_line
 from sharp_dataset_pipeline.pipeline.stages import camera_metadata
 from sharp_dataset_pipeline.publish.index import encode_rows
 from sharp_dataset_pipeline.publish.layout import item_path
+from sharp_dataset_pipeline.publish.parquet_index import row_members
 from sharp_dataset_pipeline.publish.shard_pack import pack_batch
 from sharp_dataset_pipeline.records import IndexRow, ProcessedItem, PublishedFile
 from sharp_dataset_pipeline.splat.formats import FormatOptions, extra_files_json, make_extra_files
 from sharp_dataset_pipeline.splat.gaussians import Gaussians
 from sharp_dataset_pipeline.splat.ply import write_ply
+from sharp_dataset_pipeline.splat.spz import arrays_from_gaussians, encode_spz
 
 SHARDS_FORMATS = FormatOptions(formats=("spz", "preview"))  # the sharded layout's default
+SPZ_STREAMS = ("positions", "alphas", "colours", "scales", "rotations")  # SHARP has no higher SH bands
 
 
 def photo(path: Path, seed: int) -> int:
@@ -75,22 +82,54 @@ def item(g: Gaussians, item_id: str, work: Path, seed: int) -> ProcessedItem:
     return ProcessedItem(row, files, camera=camera_metadata(g))
 
 
-def measure(name: str, g: Gaussians, n: int, work: Path) -> float:
+def spz_streams(path: Path) -> dict[str, int]:
+    """Compressed bytes of each attribute stream of a version 4 ``.spz`` (its table of contents)."""
+    data = path.read_bytes()
+    count, toc = struct.unpack_from("<BI", data, 15)  # the header's stream count and table offset
+    sizes = [struct.unpack_from("<QQ", data, toc + 16 * i)[0] for i in range(count)]
+    return {"header": toc + 16 * count, **dict(zip(SPZ_STREAMS, sizes, strict=False))}
+
+
+def breakdown(packed_items: list[ProcessedItem], parts: dict[str, int], n: int) -> dict[str, float]:
+    """Bytes per item by where they go: each tar member kind, the tars' headers and padding, the index."""
+    fields: dict[str, int] = {}
+    for p in packed_items:
+        for m in row_members(p.row):
+            fields[m.field] = fields.get(m.field, 0) + m.size
+    out = {f"member .{k}": v / n for k, v in sorted(fields.items())}
+    out["tar headers + padding"] = (parts.get("shard", 0) - sum(fields.values())) / n
+    out["Parquet index shard"] = parts.get("index_shard", 0) / n
+    out["JSONL row"] = len(encode_rows([p.row for p in packed_items])) / n
+    return out
+
+
+def spz_options(g: Gaussians) -> None:
+    """The item's ``.spz`` under other encoder settings SPZ allows (not the defaults): zstd levels, and
+    fewer position fractional bits (coarser than the reference's 1/4096 grid: less fidelity)."""
+    arrays = arrays_from_gaussians(g)
+    sizes = {f"zstd {lvl}": len(encode_spz(arrays, zstd_level=lvl)) for lvl in (3, 6, 12, 19)}
+    sizes |= {f"{bits} fractional bits": len(encode_spz(arrays, fractional_bits=bits)) for bits in (11, 10)}
+    print("  .spz with other encoder settings: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+
+
+def measure(name: str, g: Gaussians, n: int, work: Path, options: bool = False) -> float:
     items = [item(g, f"{name}{k:03d}", work / "items", seed=k) for k in range(n)]
     ply_size = (work / "items" / f"{name}000.ply").stat().st_size
+    spz = next(p.local_path for p in items[0].files if p.kind == "spz")
     packed = pack_batch(items, "bench", work / "packed")
     step = sum(f.size for f in packed.files) + len(encode_rows([p.row for p in packed.items]))
     per_item = step / n
-    parts = {}
+    parts: dict[str, int] = {}
     for f in packed.files:
         parts[f.kind] = parts.get(f.kind, 0) + f.size
-    members = {k: sum(p.size for p in items[0].files if p.kind == k) for k in ("image", "spz", "preview")}
-    print(f"{name}: PLY {ply_size / 1e6:.2f} MB; one item's photo {members['image'] / 1e6:.2f} MB, "
-          f"spz {members['spz'] / 1e6:.2f} MB, preview {members['preview'] / 1e3:.0f} kB")
-    print(f"  a step of {n} items uploads {step / 1e6:.2f} MB: "
-          + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in parts.items())
-          + f", JSONL rows {len(encode_rows([p.row for p in packed.items])) / 1e3:.1f} kB")
+    print(f"{name}: PLY {ply_size / 1e6:.2f} MB; a step of {n} items uploads {step / 1e6:.2f} MB: "
+          + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in parts.items()))
+    print("  per item: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in breakdown(packed.items, parts, n).items()))
+    print("  its .spz by stream (zstd-compressed bytes): "
+          + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in spz_streams(spz).items()))
     print(f"  per item {per_item / 1e6:.2f} MB = {per_item / ply_size:.3f} of the PLY (goal <= 0.25)")
+    if options:
+        spz_options(g)
     return per_item / ply_size
 
 
@@ -98,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 items per step")
     parser.add_argument("--items", type=int, default=4)
+    parser.add_argument("--options", action="store_true", help="also the .spz under other encoder settings (~30 s)")
     args = parser.parse_args(argv)
     n = 2 if args.quick else args.items
     print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
-        fractions = {name: measure(name, scene(noisy=name == "noisy"), n, Path(tmp) / name)
+        fractions = {name: measure(name, scene(noisy=name == "noisy"), n, Path(tmp) / name, args.options)
                      for name in ("smooth", "noisy")}
     for name, frac in fractions.items():
         print(f"{'met    ' if frac <= 0.25 else 'NOT met'} {name}: bytes per item {frac:.3f} of the PLY (<= 0.25)")
