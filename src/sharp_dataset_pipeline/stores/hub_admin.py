@@ -1,10 +1,10 @@
 """Operations on a Hub store (``HubStore.admin()``, a ``StoreAdmin``): ``status``, ``verify`` /
-``verify --fix``, ``remove``, ``gc``, and file access for the gallery.
+``verify --fix``, ``remove``, ``gc``, and file access for the gallery. The reads (status, verify,
+rows, the exclusion set) are ``HubAdminReads`` in ``hub_admin_reads``; this module holds the writes.
 
-Reads name the sha they decide at (never ``revision="main"``). Every write is ONE commit through
-``HubSync.run`` (compare-and-swap on the head, re-decide on 412, the governor, the unknown-outcome
-rules) carrying ``.coord/progress/ops.<client>.json`` with a fresh nonce, so a lost answer can be
-told apart from a commit that did not land.
+Every write is ONE commit through ``HubSync.run`` (compare-and-swap on the head, re-decide on 412,
+the governor, the unknown-outcome rules) carrying ``.coord/progress/ops.<client>.json`` with a fresh
+nonce, so a lost answer can be told apart from a commit that did not land.
 
 Removal. A removed id is recorded in ``.coord/batches/zz-removal-<utc>-<client>-<nonce>.json`` as
 a permanent failure (stage ``remove``, reason ``removed``) in the commit that deletes its files
@@ -14,314 +14,60 @@ drops excluded ids at the head it commits on, and clients that predate removals 
 permanent failure and never fetch the id. ``zz-`` sorts removal files after every publish-step
 file, so a merge keeps the removal as the id's last word.
 
-Costs (API calls, the Hub's 5-minute buckets; resolver calls are HEAD + GET per file):
-- ``ledger_snapshot`` (status): one repo-info call for the head, one tree page per 1000 entries
-  of the index folder and of ``.coord/``, and 2 resolver calls per coordination file not read
-  before (index files, leases, unit done markers, ledger files). Per-client counts and done
-  times are parsed from the copies that read left in the local cache: no further call, and no
-  item file is ever downloaded.
-- ``verify``: the same, plus one tree page per 1000 files of the repo; ``--deep`` takes LFS
-  files' SHA-256 from that listing and downloads only regular (non-LFS) item files.
-- ``remove`` / ``gc`` / ``fix``: the head read, one paths-info call per 100 files to delete, and
-  one commit; a removal inside shards also reads what ``hub_shard_remove`` lists (the affected tars
-  and Parquet files, rewritten and uploaded before that commit).
+Costs (API calls, the Hub's 5-minute buckets): the reads' are in ``hub_admin_reads``.
+``remove`` / ``gc`` / ``fix``: the head read, one paths-info call per 100 files to delete, and
+one commit; a removal inside shards also reads what ``hub_shard_remove`` lists (the affected tars
+and Parquet files, rewritten and uploaded before that commit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import StoreError
 from ..ledger.results import GcResult, RemoveResult
-from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
-from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
+from ..ledger.verify import Problem, VerifyReport
 from ..publish import layout
 from ..publish.index import decode_rows
 from ..publish.index_edit import update_lines
-from ..publish.shard_layout import parse_shard_path
-from ..records import Batch, Failure, IndexRow, Lease
-from .hub_failures import fold_failures
+from ..records import IndexRow, Lease
+from .hub_admin_reads import LEASE_FIXES, HubAdminReads
 from .hub_ops import Plan
-from .hub_reads import REMOVE_STAGE, REMOVED_REASON, client_activity, excluded_ids, shard_time
+from .hub_reads import REMOVE_STAGE, REMOVED_REASON
 from .hub_shard_remove import HubTakedown, edit_index_files, plan_hub_takedown, takedown_dir
 from .hub_shards import list_index_files
 from .hub_state import (
     BATCH,
     BATCH_DIR,
-    DONE,
-    INDEX,
     LEASE,
-    LEDGER,
     PROGRESS,
     PROGRESS_DIR,
-    SHARD,
     HubState,
     LedgerDelta,
-    _quiet_tqdm,
     encode_ledger,
     git_blob_oid,
-    holder_of,
     row_files,
     summarize_rows,
 )
-from .hub_sync import HubSync
 
 log = logging.getLogger(__name__)
 
 REMOVAL_PREFIX = "zz-removal-"
-PATHS_INFO_CHUNK = 100
-LEASE_FIXES = frozenset({"expired_lease", "lease_on_done_unit", "bad_lease"})
-FIXES = LEASE_FIXES | {"orphan_file"}  # what ``fix`` repairs here (it never regenerates index files)
 
 
 def _nonce() -> str:
     return secrets.token_hex(6)
 
 
-class HubAdmin:
+class HubAdmin(HubAdminReads):
     """``StoreAdmin`` of a hub store: the operation commands on one ``HubSync`` (one repo, one client)."""
 
     share_record_every = 50  # late shares per commit (commits are the scarce resource)
-
-    def __init__(self, sync: HubSync, description: str, client_id: str) -> None:
-        self.sync = sync
-        self.description = description
-        self.client_id = client_id or "hub-store"
-        self._blobs: dict[str, bytes] = {}  # git blob oid -> content (index files, done markers)
-        self._excluded: tuple[str, frozenset[str]] = ("", frozenset())
-        self._files_sha = ""  # the sha ``rows()`` read at; ``local_path`` downloads at it
-
-    # -- exclusions on the publish path --------------------------------------------------------
-
-    def excluded(self, state: HubState) -> frozenset[str]:
-        """Excluded ids at ``state`` (computed once per sha)."""
-        sha, ids = self._excluded
-        if sha != state.sha:
-            ids = excluded_ids(state)
-            self._excluded = (state.sha, ids)
-        return ids
-
-    def without_excluded(self, state: HubState, batch: Batch, failures: list[Failure]) -> tuple[Batch, list[Failure]]:
-        """``batch`` and buffered ``failures`` with every excluded id left out (decided at ``state``,
-        the parent of the publish commit, so a removal that landed first always wins)."""
-        gone = self.excluded(state)
-        if not gone:
-            return batch, failures
-        kept = [pi for pi in batch.items if pi.row.id not in gone]
-        if len(kept) < len(batch.items):
-            log.info("not publishing %d removed items", len(batch.items) - len(kept))
-        batch = replace(batch, items=kept, failures=[f for f in batch.failures if f.item_id not in gone],
-                        followups=[f for f in batch.followups if f.item_id not in gone])
-        return batch, [f for f in failures if f.item_id not in gone]
-
-    # -- reads -----------------------------------------------------------------------------------
-
-    def _blob(self, state: HubState, path: str) -> bytes:
-        """A coordination file's bytes at ``state``: from memory, the local download cache, or the Hub."""
-        oid = state.entries.get(path, "")
-        if oid in self._blobs:
-            return self._blobs[oid]
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(self.sync.repo_id, path, cache_dir=self.sync.reader.cache_dir,
-                                        revision=state.sha, repo_type=self.sync.repo_type)
-        data = Path(cached).read_bytes() if isinstance(cached, str) else self.sync.download(path, state.sha)
-        if oid:
-            self._blobs[oid] = data
-        return data
-
-    def _index_paths(self, state: HubState) -> list[str]:
-        """The compacted index first, then the shards by name (publish time): compaction's order."""
-        return state.paths_of(INDEX) + state.paths_of(SHARD)
-
-    def _rows_at(self, state: HubState) -> Iterator[tuple[str, IndexRow]]:
-        for path in self._index_paths(state):
-            # Every index file in a state parsed already (a malformed one fails the state read).
-            for row in decode_rows(self._blob(state, path)):
-                yield path, row
-
-    def _records(self, state: HubState) -> list[tuple[float | None, str, str, float | None]]:
-        """(publish time, client, publish step, made at) per visible published item: a shard is one
-        step with its name's time; compacted rows keep no steps, so their ``processed_at`` stands in."""
-        gone = self.excluded(state)
-        seen: set[str] = set()
-        out = []
-        for path, row in self._rows_at(state):
-            if row.id in seen or row.id in gone:
-                continue
-            seen.add(row.id)
-            shard = state.kind(path) == SHARD
-            made = iso_epoch(row.processed_at)
-            t = shard_time(path) if shard else made
-            out.append((t, row.client_id or "unknown", path if shard else "", made))
-        return out
-
-    def _done_markers(self, state: HubState) -> list[tuple[str, float | None]]:
-        out = []
-        for path in state.paths_of(DONE):
-            try:
-                obj = json.loads(self._blob(state, path).decode("utf-8"))
-                out.append((str(obj.get("client") or "unknown"), float(obj["at"])))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                out.append(("unknown", None))
-        return out
-
-    def _failed(self, state: HubState, skip: frozenset[str]) -> dict[str, int]:
-        """Failure reason -> items never published (the compacted ledger first, then the batches)."""
-        last: dict[str, str] = {}
-        for path in state.paths_of(LEDGER) + state.paths_of(BATCH):
-            for f in state.parsed[path].failures:
-                last[str(f["item_id"])] = str(f.get("reason", ""))
-        counts = Counter(r for i, r in last.items() if i not in skip)
-        return dict(sorted(counts.items()))
-
-    def failed_items(self) -> list[FailedItem]:
-        """Items that failed and were never published (removed ones left out): see ``hub_failures``."""
-        state = self.sync.refresh()
-        paths = state.paths_of(LEDGER) + state.paths_of(BATCH)
-        return fold_failures(((p, state.parsed[p]) for p in paths), state.published | self.excluded(state))
-
-    def snapshot(self, now: float) -> LedgerSnapshot:
-        """Status aggregates at the head (cost: see the module docstring). Per-client counts parse the
-        index rows the state read fetched anyway (CPU grows with rows, calls do not). ``budgets`` are
-        this process's own (commits in the last hour, API calls in the last 5 minutes, this read
-        included): the Hub gives a repo's commit count only through its whole history."""
-        state = self.sync.refresh()
-        gone = self.excluded(state)
-        done = self._done_markers(state)
-        budget = self.sync.budget_report()
-        return LedgerSnapshot(
-            store=self.description,
-            taken_at=now,
-            published=len(state.published - gone),
-            excluded=len(gone),
-            failed=self._failed(state, state.published | gone),
-            units_done=len(state.done_units),
-            units_done_last_hour=sum(1 for _, t in done if t is not None and t >= now - HOUR_S),
-            units_done_last_day=sum(1 for _, t in done if t is not None and t >= now - DAY_S),
-            leases=tuple(sorted(state.leases.values(), key=lambda le: le.unit)),
-            clients=client_activity(self._records(state), done, now),
-            shards_pending=len(state.paths_of(SHARD)),
-            done_unit_keys=tuple(sorted(state.done_units)),
-            budgets={k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
-                                            "resolver_calls")},
-        )
-
-    def publish_events(self) -> list[PublishEvent]:
-        """Publish steps at the head: one per shard, and per (client, second) for compacted rows."""
-        groups: Counter[tuple[float, str, str]] = Counter()
-        for t, client, step, _ in self._records(self.sync.refresh()):
-            if t is not None:
-                groups[(t, client, step)] += 1
-        return [PublishEvent(t, c, n) for (t, c, _), n in sorted(groups.items())]
-
-    def rows(self) -> list[IndexRow]:
-        """Every visible published row at the head (first row of an id wins, as in compaction)."""
-        state = self.sync.refresh()
-        self._files_sha = state.sha
-        gone = self.excluded(state)
-        seen: set[str] = set()
-        out = []
-        for _, row in self._rows_at(state):
-            if row.id not in seen and row.id not in gone:
-                seen.add(row.id)
-                out.append(row)
-        return out
-
-    def local_path(self, repo_path: str) -> Path:
-        """A downloaded copy of ``repo_path`` at the sha ``rows()`` read (the head if none yet)."""
-        layout.check_repo_path(repo_path)
-        sha = self._files_sha or self.sync.refresh().sha
-        return self._download(repo_path, sha)
-
-    def _download(self, repo_path: str, sha: str) -> Path:
-        from huggingface_hub import try_to_load_from_cache
-
-        sync = self.sync
-        cached = try_to_load_from_cache(sync.repo_id, repo_path, cache_dir=sync.reader.cache_dir, revision=sha,
-                                        repo_type=sync.repo_type)
-        if not isinstance(cached, str):
-            sync.count("resolver", 2)
-            cached = sync.read_at(sha, lambda: sync.api.hf_hub_download(
-                sync.repo_id, repo_path, repo_type=sync.repo_type, revision=sha, cache_dir=sync.reader.cache_dir,
-                tqdm_class=_quiet_tqdm()))
-        # The cache's snapshot entry is a relative symlink: callers that hard-link it need the blob.
-        return Path(cached).resolve()
-
-    def _existing(self, paths: Iterable[str], sha: str) -> list[str]:
-        """Which of ``paths`` exist at ``sha`` (deleting a missing file would fail the commit)."""
-        todo = sorted(set(paths))
-        found: set[str] = set()
-        sync = self.sync
-        for start in range(0, len(todo), PATHS_INFO_CHUNK):
-            chunk = todo[start:start + PATHS_INFO_CHUNK]
-            sync.count("api")
-            infos = sync.read_at(sha, lambda c=chunk: sync.api.get_paths_info(
-                sync.repo_id, c, revision=sha, repo_type=sync.repo_type))
-            found.update(i.path for i in infos if getattr(i, "blob_id", None) is not None)
-        return [p for p in todo if p in found]
-
-    # -- verify ----------------------------------------------------------------------------------
-
-    def _item_listing(self, state: HubState) -> tuple[dict[str, int], dict[str, str]]:
-        """Size (and LFS SHA-256) of every file shaped like a per-item file (``<holder>/<id>/<id>.<ext>``)
-        under a top folder that holds published items; other files (the card, the index, ``.coord/``,
-        anything a person added beside the dataset) are not the item area and never orphans."""
-        sync = self.sync
-        entries = sync.read_at(state.sha, lambda: list(sync.api.list_repo_tree(
-            sync.repo_id, recursive=True, revision=state.sha, repo_type=sync.repo_type)))
-        sync.count("api", 1 + len(entries) // 1000)
-        tops = {h.split("/")[0] for h in state.holders}
-        sizes: dict[str, int] = {}
-        lfs: dict[str, str] = {}
-        for e in entries:
-            parts = e.path.split("/")
-            if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] == layout.COORD_DIR:
-                continue
-            holder = holder_of(e.path, parts[-2])
-            is_shard = parse_shard_path(e.path) is not None  # a tar of the sharded layout: its rows' members
-            outside = holder is None or (tops and "" not in state.holders and holder.split("/")[0] not in tops)
-            if not is_shard and outside:
-                continue
-            sizes[e.path] = int(e.size)
-            if getattr(e, "lfs", None) is not None:
-                lfs[e.path] = str(e.lfs.sha256)
-        return sizes, lfs
-
-    def verify(self, now: float, deep: bool = False) -> VerifyReport:
-        """Check the dataset at the head: one sha, so a concurrent publish cannot look half-done."""
-        state = self.sync.refresh()
-        listing, lfs = self._item_listing(state)
-        index_files = {p: self._blob(state, p) for p in self._index_paths(state)}
-        unreadable = [Problem("bad_lease", p, "lease file is not a valid lease", p)
-                      for p in state.paths_of(LEASE) if state.parsed.get(p) is None]
-        view = StoreView(description=self.description, index_files=index_files, listing=listing,
-                         leases=list(state.leases.values()), done_units=set(state.done_units),
-                         ledger_problems=unreadable)
-
-        def sha256(path: str) -> str:
-            if path in lfs:  # the Hub keeps LFS files' SHA-256: no download
-                return lfs[path]
-            h = hashlib.sha256()
-            with open(self._download(path, state.sha), "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            return h.hexdigest()
-
-        def opener(path: str) -> BinaryIO:
-            return open(self._download(path, state.sha), "rb")
-
-        report = find_problems(view, now, sha256 if deep else None, opener if deep else None)
-        report.repairs = FIXES
-        return report
 
     # -- writes ----------------------------------------------------------------------------------
 
