@@ -37,9 +37,11 @@ from .sources.base import Source
 from .splat.formats import FormatOptions, needs_splat_transform
 
 if TYPE_CHECKING:
+    from .pipeline.options import RunOptions
     from .pipeline.share_stage import ShareRecorder, ShareSettings
     from .predict.gpu_memory import GpuMemoryLogger
-    from .publish.share import GsplatClient, ShareSummary
+    from .publish.gsplat_client import GsplatClient
+    from .publish.share import ShareSummary
     from .stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def share_client(settings: Settings) -> GsplatClient | None:
     """GSPLAT_UPLOAD=1 only: a gsplat.org client (GSPLAT_BASE is checked against the allow-list)."""
     if not settings.gsplat_upload:
         return None
-    from .publish.share import GsplatClient
+    from .publish.gsplat_client import GsplatClient
 
     return GsplatClient(gsplat_options(settings))
 
@@ -174,12 +176,9 @@ def check_random_weights(settings: Settings, timing_only: bool) -> None:
         raise ConfigError(f"SHARP_RANDOM_WEIGHTS: timing runs write only into a new folder; {store} exists")
 
 
-def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = False) -> RunSummary:
-    """Build source, store and predictor from ``settings``, run once, return the summary.
-
-    ``timing_only`` is the benchmark's switch that admits SHARP_RANDOM_WEIGHTS (see
-    ``check_random_weights``); the CLI never sets it.
-    """
+def _preflight(settings: Settings, timing_only: bool) -> tuple[RunOptions, StopControl]:
+    """The checks before anything is built: random weights, a leftover STOP file, the formats; the run's
+    option groups and its stop control."""
     check_random_weights(settings, timing_only)
     opts = run_options(settings)
     control = StopControl(settings.control_path, settings.stop_file, settings.pause_file)
@@ -190,6 +189,16 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     elif settings.resolved_store().startswith("local:") and not settings.store:
         log.info("no HF_REPO_ID configured: publishing to the local store %s", settings.resolved_store())
     _check_formats(opts.post.formats)
+    return opts, control
+
+
+def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = False) -> RunSummary:
+    """Build source, store and predictor from ``settings``, run once, return the summary.
+
+    ``timing_only`` is the benchmark's switch that admits SHARP_RANDOM_WEIGHTS (see
+    ``check_random_weights``); the CLI never sets it.
+    """
+    opts, control = _preflight(settings, timing_only)
     sharer = share_client(settings)
     executor = make_executor(settings)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
@@ -256,7 +265,8 @@ def share_missing_items(settings: Settings, limit: int | None) -> ShareSummary:
     Files come through the store's admin (a local store's own files, the hub's downloaded at the
     head); the results go through the same recorder as the run's share stage (``share_recorder``).
     """
-    from .publish.share import GsplatClient, share_file_picker, share_missing
+    from .publish.gsplat_client import GsplatClient
+    from .publish.share import share_file_picker, share_missing
 
     store = make_store(settings)
     admin = store.admin()

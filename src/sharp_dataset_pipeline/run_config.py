@@ -19,7 +19,7 @@ from .splat.formats import FormatOptions, parse_formats
 
 if TYPE_CHECKING:
     from .pipeline.ray_executor import RayOptions
-    from .publish.share import ShareOptions
+    from .publish.gsplat_client import ShareOptions
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def share_file_options(settings: Settings) -> ShareFileOptions:
 
 def gsplat_options(settings: Settings) -> ShareOptions:
     """How the gsplat.org client talks (GSPLAT_BASE is checked against the allow-list by the client)."""
-    from .publish.share import ShareOptions
+    from .publish.gsplat_client import ShareOptions
 
     return ShareOptions(base=settings.gsplat_base, expiration_type=settings.gsplat_expiration_type,
                         total_timeout_s=settings.gsplat_timeout_secs,

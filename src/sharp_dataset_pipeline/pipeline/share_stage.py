@@ -24,7 +24,7 @@ from typing import Protocol
 
 from ..errors import SharpDatasetError
 from ..observe.events import EventSink
-from ..publish.share import GsplatClient, share_fields, try_share
+from ..publish.gsplat_client import GsplatClient, share_fields, try_share
 from ..records import ProcessedItem
 
 log = logging.getLogger(__name__)

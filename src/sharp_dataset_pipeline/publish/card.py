@@ -309,7 +309,16 @@ def render_card(
         f"Sources: {', '.join(source_list) if source_list else 'none yet'}.",
         "",
     ]
-    lines += _shards_layout(repo, ply_config) if shards else [
+    lines += _shards_layout(repo, ply_config) if shards else _files_layout(index_glob)
+    lines += _columns_section(feats, shards)
+    lines += _licence_section(source_list, predictor_list, licence_notes or [])
+    lines += _REMOVAL_SECTION
+    return "\n".join(lines)
+
+
+def _files_layout(index_glob: str) -> list[str]:
+    """The files layout's section: the JSONL index and one folder per item."""
+    return [
         "## Layout",
         "",
         f"- `{index_glob}`: the index, one JSON line per item (a compacted file plus newer shards).",
@@ -320,7 +329,11 @@ def render_card(
         "Load the index with `datasets.load_dataset(<this repo or folder>)`.",
         "",
     ]
-    lines += ["## Columns", ""]
+
+
+def _columns_section(feats: dict[str, str], shards: bool) -> list[str]:
+    """The columns table (and, in the sharded layout, what the Parquet index adds to it)."""
+    lines = ["## Columns", ""]
     if shards:
         lines += ["The index's Parquet columns follow these with real types (null when unknown; `tags` and",
                   "`topics` lists, `extra_files` structs) plus `layout`, `key` (the item's sample key in the",
@@ -333,14 +346,15 @@ def render_card(
     for name, dtype in feats.items():
         lines.append(f"| `{name}` | {dtype} | {_COLUMNS.get(name, '')} |")
     lines.append("")
-    lines += _licence_section(source_list, predictor_list, licence_notes or [])
-    lines += [
-        "## Removal requests",
-        "",
-        "If you are the author of a photo (or appear in one) and want it removed, open a discussion",
-        "on this dataset's page (or contact its maintainer) with the item `id` or the photo URL.",
-        "Maintainers carry out a request with `sharp-dataset remove ID --reason ...`: the item's files",
-        "and index row are deleted in one step and its id is excluded, so no client publishes it again.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
+
+
+_REMOVAL_SECTION = (
+    "## Removal requests",
+    "",
+    "If you are the author of a photo (or appear in one) and want it removed, open a discussion",
+    "on this dataset's page (or contact its maintainer) with the item `id` or the photo URL.",
+    "Maintainers carry out a request with `sharp-dataset remove ID --reason ...`: the item's files",
+    "and index row are deleted in one step and its id is excluded, so no client publishes it again.",
+    "",
+)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..publish import layout
+from ..publish.gsplat_client import SHARE_FIELDS
 from ..publish.index import row_from_json, row_to_json
-from ..publish.share import SHARE_FIELDS
 from . import local_schema as sql
 
 if TYPE_CHECKING:
