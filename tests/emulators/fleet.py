@@ -173,8 +173,7 @@ class FleetSpec:
     clients: int = 8
     rate: float = 1.0
     hours: float = 2.0
-    commits_per_hour: int = 100  # the repo's quota (the emulator's) and, unless below, each client's budget
-    client_commits_per_hour: int | None = None  # each client's own governor (None: ``commits_per_hour``)
+    commits_per_hour: int = 100  # the repo's quota (the emulator's) and each client's governor
     policy: BatchPolicy | None = None  # None: fixed batches (the files layout)
     batch_size: int = 32
     batch_wait_s: float = 1.0
@@ -267,8 +266,7 @@ def run_fleet(spec: FleetSpec, work: Path, faults: HubFaults | None = None) -> F
         for i in range(spec.clients):
             cid = f"c{i}"
             store = HubStore(HubOptions("bench/fleet", endpoint=hub.url, token="hf_fleet", client_id=cid,
-                                        commits_per_hour=spec.client_commits_per_hour or spec.commits_per_hour,
-                                        cache_dir=work / f"cache{i}",
+                                        commits_per_hour=spec.commits_per_hour, cache_dir=work / f"cache{i}",
                                         **spec.store_options), clock=clock, sleep=clock.sleep)
             store.open()
             stores.append(store)
