@@ -338,7 +338,9 @@ def _write_records(records: list[dict[str, Any]], out: BinaryIO, max_row_group_b
 def read_index(src: BinaryIO) -> list[IndexEntry]:
     """Every entry of one index file. Raises ``StoreError`` when it is not Parquet or lacks columns."""
     try:
-        table = pq.read_table(src)
+        # The plain file reader on one thread, as in ``read_ids``: ``read_table``'s scanner thread pools
+        # can abort a short-lived command at exit.
+        table = pq.ParquetFile(src, pre_buffer=False).read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise StoreError(f"index file is not readable Parquet: {exc}") from exc
     missing = [n for n in index_schema().names if n not in table.column_names]
