@@ -162,3 +162,30 @@ def test_an_item_removed_while_its_step_is_packed_gets_no_shard_row(tmp_path: Pa
         assert step.migrated_ids == ["item0"]
         found = {r["id"]: r for r in index_rows(hub.files(REPO))}
         assert "item1" not in found and found["item0"]["shard_path"]
+
+
+def test_a_big_index_file_is_split_into_step_sized_shards_first(tmp_path: Path) -> None:
+    """So that each step rewrites one or two small index files, not the whole index (which made the
+    bytes uploaded grow with steps x index size)."""
+    clock = ManualClock()
+    ids = [f"p{n:04d}" for n in range(300)]
+    index = "".join(json.dumps({"image_id": i, "jpg_bytes": 10, "tags": "a b"}) + "\n" for i in reversed(ids)).encode()
+    with HubEmulator(clock=clock) as hub:
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        api.create_repo(REPO, repo_type="dataset")
+        api.create_commit(REPO, [CommitOperationAdd("data/train.jsonl", index)], commit_message="old",
+                          repo_type="dataset")
+        started = len(hub.history(REPO))
+        store = _store(hub, clock, tmp_path)
+        rows = HubMigration(store, "mover", clock=clock).rows()
+        store.close()
+        assert sorted(r.id for r in rows) == ids  # every row still there, read in either file
+        files = hub.files(REPO)
+        shards = sorted(p for p in files if p.startswith("data/train-shard-"))
+        chunks = [[json.loads(ln)["image_id"] for ln in files[p].decode().splitlines()] for p in shards]
+        assert chunks == [ids[k:k + 64] for k in range(0, 256, 64)]  # a step's rows each, in id order
+        left = [json.loads(ln)["image_id"] for ln in files["data/train.jsonl"].decode().splitlines()]
+        assert sorted(left) == ids[256:]  # lines kept as they were (a predecessor's stay its own)
+        assert files[".coord/migrate/predecessor-train.jsonl"] == index  # copied before any line moved
+        splits = [c for c in hub.history(REPO)[started:] if c.title.startswith("migrate: split")]
+        assert len(splits) == 1 and len(splits[0].added) + len(splits[0].deleted) <= 100

@@ -15,7 +15,11 @@ again, unknown outcome → look for its marker, commit budget obeyed) carries:
 - ``.coord/progress/ops.migrate.json``: the commit's unique marker, listing the old files still to
   delete, so a rerun after kill -9 finds them in the repo itself.
 
-The first step on a predecessor repo also keeps its original ``data/train.jsonl`` bytes at
+Before the first step the index is prepared (``rows``): compacted when spread over several shards,
+then a big index file split line for line into index shards of a step's rows each, so a step
+rewrites or deletes one or two small index files, never the whole index.
+
+The first commit on a predecessor repo also keeps its original ``data/train.jsonl`` bytes at
 ``.coord/migrate/predecessor-train.jsonl`` (fields our rows do not carry survive there). ``finish``
 deletes what is left (listed files, and any file left in a migrated item's folder) in bounded
 commits, the last of which writes the ``shards`` marker and, for a generated card, the card.
@@ -35,12 +39,13 @@ from typing import Any
 from ..errors import StoreError
 from ..publish import layout
 from ..publish.card import card_facts, render_card
-from ..publish.index import decode_rows, encode_rows, row_files
+from ..publish.index import decode_rows, encode_rows, row_files, row_from_json
 from ..publish.index_edit import drop_lines
 from ..publish.layout_choice import SHARDS
 from ..publish.predecessor_index import holds_predecessor_rows
 from ..publish.shard_layout import PLY_DIR
 from ..publish.shard_pack import PackedBatch
+from ..publish.transfer_plan import in_files_layout
 from ..records import IndexRow
 from .base import MigrationStep
 from .hub import HubStore
@@ -55,6 +60,7 @@ PREDECESSOR_COPY = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
 MAX_OPS = 100  # files added or deleted per commit: the Hub's advice (reference: 50-100)
 DEFAULT_STEP_ITEMS = 64  # a step's item folders are deleted (one operation each) within one later commit
 _PATHS_CHUNK = 100
+SPLIT_OVER = 256  # files-layout rows in the index file beyond which it is split before the steps
 
 
 def old_entries(item_id: str, paths: list[str]) -> list[str]:
@@ -93,16 +99,50 @@ class HubMigration:
         return self._store.layout
 
     def rows(self) -> list[IndexRow]:
-        """Every row at the head; the first call compacts an index of several shards first (one
-        commit), so each step rewrites one index file, not one per shard its rows sit in."""
+        """Every row at the head. The first call of a migration prepares the index so that each step
+        rewrites one or two small index files: one spread over several shards is compacted (one
+        commit), then a big index file is split into index shards of a step's rows in id order."""
         if not self._prepared:
             self._prepared = True
-            if len(self._sync.refresh().paths_of(SHARD)) > 1:
+            state = self._sync.refresh()
+            if MIGRATE_MARK not in state.entries and len(state.paths_of(SHARD)) > 1:
                 try:
                     self._store.compact()
                 except StoreError as exc:  # e.g. a predecessor index: it is never rewritten whole
                     log.info("%s: index not compacted first (%s)", self.description, exc)
+            while self._commit(self._plan_split)[0]:
+                pass
         return self._admin.rows()
+
+    def _plan_split(self, state: HubState) -> tuple[Plan, int] | None:
+        """Up to a commit's worth of index shards, each the next ``step_items`` files-layout rows (by
+        id) of the index file, moved out of it line for line; None when it holds few enough."""
+        path = self._store.index_path
+        if path not in state.entries:
+            return None
+        raw = self._sync.download(path, state.sha)
+        lines = [ln if ln.endswith("\n") else ln + "\n" for ln in raw.decode("utf-8").splitlines(keepends=True)
+                 if ln.strip()]
+        todo = sorted((r.id, ln) for ln in lines if in_files_layout(r := row_from_json(ln)))
+        if len(todo) <= SPLIT_OVER:
+            return None
+        plan = Plan(title=f"migrate: split {path} ({self._client})")
+        if holds_predecessor_rows(raw) and not self._existing([PREDECESSOR_COPY], state.sha):
+            plan.adds[PREDECESSOR_COPY] = raw  # before any of its lines leaves it
+        now, nonce = self._clock(), secrets.token_hex(4)
+        moved: set[str] = set()
+        for n in range(min(self._max_ops - 4, len(todo) // self.step_items)):
+            chunk = todo[n * self.step_items:(n + 1) * self.step_items]
+            data = "".join(ln for _, ln in chunk).encode("utf-8")
+            shard = layout.shard_path(path, self._client, now, f"{nonce}s{n:04d}")
+            plan.adds[shard] = data
+            plan.known[shard] = (git_blob_oid(data), summarize_rows(decode_rows(data)))
+            moved |= {i for i, _ in chunk}
+        kept = drop_lines(raw, moved)
+        plan.adds[path] = kept
+        plan.known[path] = (git_blob_oid(kept), summarize_rows(decode_rows(kept)))
+        self._mark(plan, self._existing(self._pending(state), state.sha), 0)
+        return plan, len(moved)
 
     def local_path(self, repo_path: str) -> Path:
         """A downloaded copy (in the store's cache, at the sha ``rows()`` read), dropped after the step."""
