@@ -21,7 +21,6 @@ import logging
 import os
 import posixpath
 import secrets
-import socket
 import sqlite3
 import threading
 import time
@@ -30,17 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LeaseConflict, StoreError
-from ..ledger.leases import may_take, new_lease
 from ..publish import layout
-from ..publish.card import CardFacts, card_facts, card_is_stale, render_card, render_snapshot_yaml
+from ..publish.card import CardFacts
 from ..publish.index import row_files, row_from_json, row_to_json
 from ..publish.layout_choice import FILES, SHARDS, check_layout
-from ..publish.shard_layout import PLY_DIR
-from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, ProcessedItem, Unit
+from ..records import Batch, Failure, Followup, IndexRow, ItemState, ProcessedItem
 from . import local_schema as sql
-from .base import PublishPacing, PublishReceipt, UnitStatus
+from .base import PublishPacing, PublishReceipt
 from .item_checks import beside_published, publish_failure, screen_items, units_held_back
 from .local_admin import LocalAdmin
+from .local_card import SNAPSHOT_YAML, LocalCard
+from .local_leases import HOST, LocalLeases
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
 from .local_shard_remove import TAKEDOWN
@@ -59,26 +58,12 @@ log = logging.getLogger(__name__)
 _BACKUP_PREFIX = "redo-"
 
 
-def _this_host() -> str:
-    """Where a pid means something: the host name plus, on Linux, the pid namespace (two containers
-    with one host name sharing a store folder must not judge each other's pids)."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()}/{namespace}" if namespace else socket.gethostname()
-
-
-_HOST = _this_host()
-SNAPSHOT_YAML = layout.DATASETS_YAML_PATH  # read by ``datasets`` over the card: see ``render_snapshot_yaml``
-
-
 def _names(recorded: tuple[str, str] | None, path: str) -> bool:
     """Whether a recorded (shard, row) names ``path``: a file placed for it is no leftover."""
     return recorded is not None and path in step_files(row_from_json(recorded[1]))
 
 
-class LocalStore(LocalMaintenance):
+class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
     """Folder + SQLite store; several processes on one machine may share one root."""
 
     def __init__(
@@ -164,72 +149,6 @@ class LocalStore(LocalMaintenance):
             conn.close()
         self._local = threading.local()
         self._opened = False
-
-    # -- leases ------------------------------------------------------------------------------
-
-    def acquire(self, unit: Unit, client_id: str, ttl_s: float, reopen: bool = False) -> Lease | None:
-        """Compare-and-swap in one write transaction: free, expired or own lease → a new lease.
-        A done unit is leased only when ``reopen`` (``run --redo``)."""
-        conn = self._conn()
-        with sql.write_tx(conn):
-            now = self._clock()
-            if not reopen and conn.execute("SELECT 1 FROM units_done WHERE unit = ?", (unit.key,)).fetchone():
-                return None
-            current = sql.get_lease(conn, unit.key)
-            if not (may_take(current, client_id, now) or self._holder_dead(conn, unit.key)):
-                return None
-            if current is not None and current.owner != client_id and not current.expired(now):
-                log.info("taking over %s: its holder %s was a process of this host that is gone",
-                         unit.key, current.owner)
-            lease = new_lease(unit.key, client_id, now, ttl_s, secrets.token_hex(8))
-            sql.put_lease(conn, lease, os.getpid(), _HOST)
-        return lease
-
-    @staticmethod
-    def _holder_dead(conn: sqlite3.Connection, unit: str) -> bool:
-        """Whether the lease was last taken or renewed by a process of this host that has exited:
-        its death is visible here, so waiting out the lease would only waste time."""
-        pid, host = sql.lease_holder(conn, unit)
-        return pid > 0 and host == _HOST and not pid_alive(pid)
-
-    def renew(self, unit_keys: Iterable[str], client_id: str, ttl_s: float) -> None:
-        """Extend the caller's own leases; leases now held by others are left alone."""
-        keys = list(unit_keys)
-        conn = self._conn()
-        with sql.write_tx(conn):
-            touched = sql.renew_leases(conn, keys, client_id, self._clock() + ttl_s, os.getpid(), _HOST)
-        if touched < len(set(keys)):
-            log.warning("renewed %d of %d leases for %s; the rest are no longer ours",
-                        touched, len(set(keys)), client_id)
-
-    def release(self, unit_keys: Iterable[str], client_id: str) -> None:
-        conn = self._conn()
-        with sql.write_tx(conn):
-            sql.delete_leases(conn, unit_keys, client_id)
-
-    def unit_status(self, unit_keys: Iterable[str]) -> dict[str, UnitStatus]:
-        keys = sorted(set(unit_keys))
-        out = {key: UnitStatus() for key in keys}
-        conn = self._conn()
-        with sql.read_tx(conn):
-            for part in sql.chunks(keys):
-                q = sql.marks(len(part))
-                for (unit,) in conn.execute(f"SELECT unit FROM units_done WHERE unit IN ({q})", part):
-                    out[unit].done = True
-                for lease in sql.leases_of(conn, part):
-                    out[lease.unit].lease = lease
-                models, failed = sql.unit_contents(conn, part)
-                for unit, found in models.items():
-                    out[unit].models = found
-                for unit, n in failed.items():
-                    out[unit].failed = n
-        return out
-
-    def leases(self) -> list[Lease]:
-        """Every lease row (expired ones included; ``Lease.expired`` tells)."""
-        rows = self._conn().execute(
-            "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases ORDER BY unit")
-        return [Lease(*row) for row in rows]
 
     # -- item state --------------------------------------------------------------------------
 
@@ -460,7 +379,7 @@ class LocalStore(LocalMaintenance):
         sql.finish_followups(conn, batch.followups_done)
         renew = [*batch.renew_units, *rec.units_held]
         if renew and batch.lease_ttl_s > 0:
-            sql.renew_leases(conn, renew, batch.client_id, now + batch.lease_ttl_s, os.getpid(), _HOST)
+            sql.renew_leases(conn, renew, batch.client_id, now + batch.lease_ttl_s, os.getpid(), HOST)
 
     def _after_commit(self, rec: Recorded, staged: list[Staged]) -> None:
         """Drop the replaced rows from the index files that held them, then the files that only
@@ -498,51 +417,3 @@ class LocalStore(LocalMaintenance):
                     sql.drop_intents(conn, [tmp])
         except (StoreError, OSError) as exc:
             log.warning("could not clean up after a failed publish (%s); open() will", exc)
-
-    # -- card and datasets snapshot ----------------------------------------------------------
-
-    def _write_snapshot(self, name: str) -> None:
-        """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
-        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name, layout=self.layout or FILES).encode("utf-8"))
-
-    def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
-        """(Re)write README.md: the dataset card, listing the sources and predictors seen so far."""
-        conn = self._conn()
-        seen = [r[0] for r in conn.execute("SELECT DISTINCT source FROM items")]
-        predictors = [r[0] for r in conn.execute("SELECT DISTINCT json_extract(row, '$.predictor') FROM items")
-                      if isinstance(r[0], str) and r[0]]
-        card = render_card(
-            title=title or self._card_title,
-            sources=sorted(set(seen) | set(sources or self._card_sources)),
-            predictors=predictors,
-            index_glob=layout.index_glob(self.index_path),
-            layout=self.layout or FILES,
-            ply_config=self.layout == SHARDS and (self.root / PLY_DIR).is_dir(),
-        )
-        path = self.root / layout.README_PATH
-        # Same bytes: leave the file (and its inode) alone, so readers and invariant 2 see no rewrite.
-        if not path.is_file() or path.read_bytes() != card.encode("utf-8"):
-            atomic_write(path, card.encode("utf-8"))
-        # Called after maintenance that changes rows (``remove``): readers' caches must not outlive it.
-        self._write_snapshot(f"card-{secrets.token_hex(6)}")
-        self._card = card_facts(card)
-
-    def _read_card_facts(self) -> CardFacts | None:
-        try:
-            return card_facts((self.root / layout.README_PATH).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def _refresh_card(self, rows: list[IndexRow] | None = None) -> None:
-        """Rewrite a generated card after compaction (``rows`` None) or when published ``rows`` bring
-        a source or predictor it does not list; a failed write is retried by the next one."""
-        facts = self._read_card_facts() if rows is None else self._card
-        if rows is not None and card_is_stale(facts, rows):
-            # Another process sharing the store may have listed them already: trust the card on disk.
-            facts = self._card = self._read_card_facts()
-        if not card_is_stale(facts, rows):
-            return
-        try:
-            self.write_card()
-        except OSError as exc:
-            log.warning("dataset card not refreshed (%s); the next publish or compaction retries", exc)
