@@ -41,11 +41,11 @@ from ..publish import layout
 from ..publish.card import CardFacts, card_facts, card_is_stale, render_card
 from ..publish.index import decode_rows
 from ..publish.layout_choice import FILES, PREDECESSOR_DIR, SHARDS, check_layout
-from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
+from .hub_compact import HubCompaction
 from .hub_journal import FollowupJournal, journal_path
 from .hub_ops import (
     FANOUT_THRESHOLD,
@@ -53,22 +53,18 @@ from .hub_ops import (
     PublishInputs,
     plan_acquire,
     plan_card,
-    plan_compact,
     plan_publish,
     plan_release,
     plan_renew,
     to_replace,
 )
 from .hub_shards import (
-    IndexFiles,
-    add_index_compaction,
     add_marker,
     add_packed,
-    list_index_files,
     repo_layout,
     shard_batch,
 )
-from .hub_state import BATCH, LEDGER, PROGRESS, SHARD, HubState, parse_content
+from .hub_state import PROGRESS, HubState, parse_content
 from .hub_sync import HubSync
 from .shard_packer import ShardPacker
 
@@ -111,7 +107,7 @@ class HubOptions:
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 
 
-class HubStore:
+class HubStore(HubCompaction):
     """``Store`` on one Hub repo; several processes and machines may share the repo."""
 
     def __init__(
@@ -459,61 +455,3 @@ class HubStore:
         if plan is not None and plan.lost:
             self._sync.count("lease_lost", len(plan.lost))
             log.warning("leases taken over by another client: %s", ", ".join(plan.lost))
-
-    # -- compaction ------------------------------------------------------------------------------
-
-    def _maybe_compact(self, state: HubState, client: str) -> None:
-        if self._auto_compact <= 0:
-            return
-        # A per-client offset spreads the clients, so usually one of them compacts at a time.
-        offset = int.from_bytes(client.encode()[-2:] or b"\0", "big") % max(1, self._auto_compact // 4)
-        if len(state.paths_of(SHARD)) < self._auto_compact + offset:
-            return
-        try:
-            self.compact()
-        except StoreError as exc:  # the batch itself landed; compaction can wait
-            log.warning("automatic index compaction failed (a later publish retries it): %s", exc)
-
-    def compact(self) -> int:
-        """Merge index shards into ``index_path`` and ledger deltas into the ledger, deleting the
-        merged files, in one compare-and-swap commit. Returns the rows in the index."""
-
-        def build(state: HubState) -> Plan | None:
-            index_rows = []
-            if self.index_path in state.entries:
-                raw = self._sync.download(self.index_path, state.sha)
-                if holds_predecessor_rows(raw):  # rewritten in our shape, its own fields would be lost
-                    raise StoreError(f"not compacting {self.index_path}: {PREDECESSOR_INDEX_HINT}")
-                index_rows = decode_rows(raw)
-            shards = {p: decode_rows(self._sync.download(p, state.sha)) for p in state.paths_of(SHARD)}
-            ledgers = {p: state.parsed[p] for p in state.paths_of(LEDGER, BATCH)}
-            plan = plan_compact(state, index_rows, shards, ledgers, self.index_path)
-            if plan is not None and self.layout == SHARDS:  # the Parquet index, in the same commit
-                found = self._sync.read_at(state.sha, lambda: self._index_files(state.sha))
-                add_index_compaction(plan, found, lambda p: self._sync.download(p, state.sha),
-                                     self._packer.scratch(state.sha))
-            card = self._card_update([*index_rows, *(r for rows in shards.values() for r in rows)], everything=True)
-            if plan is not None and card is not None:
-                plan.adds[layout.README_PATH] = self._render_card(card).encode("utf-8")
-                refreshed.append(card)
-            return plan
-
-        refreshed: list[CardFacts] = []
-        try:
-            with self._sync.lock:
-                plan, state = self._sync.run(build, max_age=0.0)
-        finally:
-            self._packer.clear()
-        if plan is not None and refreshed:
-            self._card = refreshed[-1]
-        if plan is None:
-            return len(state.published)
-        log.debug("compacted the index of %s: %d rows", self.repo_id, plan.rows)
-        return plan.rows
-
-
-    def _index_files(self, sha: str) -> IndexFiles:
-        found = list_index_files(self.api, self.repo_id, self.repo_type, sha)
-        self._sync.count("api", 1 + len(found.sizes) // 1000)  # the Hub pages trees at 1000 entries
-        return found
-
