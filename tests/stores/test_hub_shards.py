@@ -439,20 +439,18 @@ def test_two_clients_at_once_with_faults_publish_each_item_once(tmp_path: Path) 
             s.close()
 
 
-def test_redo_keeps_published_items_in_the_sharded_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """``--redo`` is not carried out in this layout yet (a replacement needs the takedown's shard
-    rewrite): published items stay as they are, with a warning, and new ones of the batch publish."""
+def test_redo_replaces_published_items_in_the_sharded_layout(tmp_path: Path) -> None:
+    """``--redo all`` replaces the published items of a batch (their old samples leave the old tars,
+    here emptied and deleted) and publishes its new ones, in one commit."""
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
         store = _store(hub, clock, tmp_path)
         store.publish(Batch("c1", items=planar_items(tmp_path / "a", ["d1", "d2"])))
         before = hub.files(REPO)
         receipt = store.publish(Batch("c1", items=planar_items(tmp_path / "b", ["d1", "d2", "d3"]), redo="all"))
-        assert receipt.published_ids == ["d3"] and receipt.replaced_ids == []
-        assert "not supported in the sharded layout" in caplog.text
+        assert receipt.published_ids == ["d1", "d2", "d3"] and receipt.replaced_ids == ["d1", "d2"]
         files = hub.files(REPO)
-        old = [p for p in before if p.endswith(".tar")]
-        assert all(files[p] == before[p] for p in old)
+        assert not [p for p in before if p.endswith(".tar") and p in files]
         check_repo(files, {"d1", "d2", "d3"})
         store.close()
 

@@ -58,6 +58,7 @@ from .hub_ops import (
     plan_renew,
     to_replace,
 )
+from .hub_shard_remove import takedown_dir
 from .hub_shards import (
     add_marker,
     add_packed,
@@ -415,6 +416,10 @@ class HubStore(HubCompaction):
             if self.layout == SHARDS:  # the new items as tars + the step's Parquet index shard
                 todo, packed, unpacked[:] = shard_batch(state, todo, self._packer)
             plan = plan_publish(state, todo, inputs)
+            if packed is not None and plan is not None and plan.replaced_ids:  # ``--redo`` inside shards
+                gone = set(plan.replaced_ids)
+                old = {r.id: r for found in rows.values() for r in found if r.id in gone}
+                self.admin().replace_in_shards(state, plan, old, work.name)
             # The first PLY tars give the card its ``ply`` config, in this commit.
             has_ply = plan is not None and packed is not None and add_packed(plan, packed)
             card = self.card_refresh([pi.row for pi in todo.items], has_ply)
@@ -425,6 +430,7 @@ class HubStore(HubCompaction):
 
         refreshed: list[tuple[CardFacts, bool]] = []
         unpacked: list[Failure] = []  # items the shard packer refused (they failed alone)
+        work = takedown_dir(self._sync.reader.cache_dir)  # a redo's rewritten tars, until the commit is over
         try:
             with self._sync.lock:
                 plan, state = self._sync.run(build, max_age=math.inf)
@@ -434,6 +440,7 @@ class HubStore(HubCompaction):
             raise
         finally:
             self._packer.clear()  # landed (the repo holds them) or not: packed again if sent again
+            work.cleanup()
         self._note_lost(plan)
         if plan is not None and refreshed and layout.README_PATH in plan.adds:
             self.card_landed(refreshed[-1])

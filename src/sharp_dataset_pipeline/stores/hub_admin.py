@@ -39,7 +39,7 @@ from ..records import IndexRow, Lease
 from .hub_admin_reads import LEASE_FIXES, HubAdminReads
 from .hub_ops import Plan
 from .hub_reads import REMOVE_STAGE, REMOVED_REASON
-from .hub_shard_remove import HubTakedown, edit_index_files, plan_hub_takedown, takedown_dir
+from .hub_shard_remove import HubTakedown, add_replacement, edit_index_files, plan_hub_takedown, takedown_dir
 from .hub_shards import list_index_files
 from .hub_state import (
     BATCH,
@@ -209,6 +209,12 @@ class HubAdmin(HubAdminReads):
         every = (row for _, row in self._rows_at(state))  # lazy: read only when a row sits in a shard
         return plan_hub_takedown(rows, every, lambda p: self._download(p, state.sha), parquet,
                                  Path(work) / state.sha[:16])
+
+    def replace_in_shards(self, state: HubState, plan: Plan, old: dict[str, IndexRow], work: str) -> None:
+        """``run --redo`` in shards: the old samples of the rows ``plan`` replaces (``old``, as read at
+        ``state``) leave their tars and Parquet files in the same commit (``add_replacement``)."""
+        add_replacement(plan, state, self._takedown(state, old, work), lambda p: self._blob(state, p),
+                        self._index_paths(state), self._blobs)
 
     def _plan_remove(self, state: HubState, ids: set[str], reason: str,
                      now: float, work: str) -> tuple[Plan, RemoveResult] | None:

@@ -8,6 +8,9 @@ rewritten or deleted; the kept rows' new ``members`` go to the JSONL edits. All 
 remove's ONE commit: the rewritten tars are files on disk, so ``HubSync`` uploads them (LFS) before
 the compare-and-swap, and a 412 re-plans the whole takedown at the new head.
 
+``run --redo`` of items in shards reuses it (``add_replacement``): the publish commit carries the new
+samples in its new tars and takes the old ones out of theirs, without excluding the ids.
+
 Cost beyond a files-layout remove: every index file is parsed (to find the rows of the affected
 shards), one paged listing of ``data/index``, and a download of each affected tar and Parquet file.
 """
@@ -122,3 +125,20 @@ def edit_index_files(state: HubState, plan: Plan, ids: set[str], updates: dict[s
         else:
             plan.deletes.append(path)
     return rewritten
+
+
+def add_replacement(plan: Plan, state: HubState, takedown: HubTakedown | None, blob: Callable[[str], bytes],
+                    paths: list[str], blobs: dict[str, bytes]) -> None:
+    """``run --redo`` in shards: the replaced rows' old samples leave their tars in the publish commit
+    (``takedown``, planned for the old rows), exactly as a takedown's, but their ids are not excluded.
+    ``plan_publish`` already dropped the old rows from the JSONL index files (those edits ride on
+    ``plan`` as bytes); the rows kept in the rewritten tars get their new ``members`` on top of them."""
+    if takedown is None:
+        return
+
+    def current(path: str) -> bytes:
+        staged = plan.adds.get(path)
+        return staged if isinstance(staged, bytes) else blob(path)
+
+    edit_index_files(state, plan, set(), takedown.updates, current, paths, blobs)
+    takedown.add_to(plan)

@@ -7,9 +7,9 @@ or compaction adds to its one commit.
   one); an empty one gets ``shards`` unless the store was asked for ``files``; an explicit layout
   that disagrees with the repo's is a ``ConfigError``.
 - **Publish.** Inside the publish step's ``build(state)``, once the state says which items are
-  really new, those items are packed (``publish.shard_pack.pack_batch``) into WebDataset tars and
-  the step's Parquet index shard; the same item set is packed once (``ShardPacker`` caches by the
-  batch digest), so a 412 that leaves the set unchanged reuses the tars and the uploads
+  really new (or replaced by ``run --redo``), those items are packed (``publish.shard_pack.pack_batch``)
+  into WebDataset tars and the step's Parquet index shard; the same item set is packed once
+  (``ShardPacker`` caches by the batch digest), so a 412 that leaves the set unchanged reuses the tars and the uploads
   ``HubSync`` made of them. The packed rows go into the JSONL index shard as in the files layout.
 - **Compaction.** Pending Parquet index shards are merged into ``data/index/parts`` (``parquet_index``)
   in the same commit as the JSONL compaction, the merged ones deleted.
@@ -57,21 +57,14 @@ def add_marker(plan: Plan, layout_name: str) -> None:
 
 
 def shard_batch(state: HubState, todo: Batch, packer: ShardPacker) -> tuple[Batch, PackedBatch | None, list[Failure]]:
-    """``todo`` with its new items (not published at ``state``) packed: their rows now point into the
-    shards and they carry no files of their own. Items already published stay as they are, for
-    ``plan_publish`` to count as skipped.
-
-    A ``redo`` that would replace published items is not carried out in this layout yet: the old
-    rows' members would stay in their tars and Parquet files (a replacement needs the shard rewrite
-    of a takedown). Those items are kept as published, with a warning, and ``redo`` is cleared so
-    ``plan_publish`` does not drop their rows. Items the packer refuses leave the batch as failures
-    recorded in its ledger delta (their units renewed, not marked done)."""
-    replacing = to_replace(state, todo)
-    if replacing:
-        log.warning("%d published items are not replaced: --redo is not supported in the sharded layout yet "
-                    "(e.g. %s)", len(replacing), ", ".join(replacing[:3]))
-        todo = dataclasses.replace(todo, redo="")
-    new = [pi for pi in todo.items if pi.row.id not in state.published]
+    """``todo`` with its new items (not published at ``state``, or published and replaced by its
+    ``redo``) packed: their rows now point into the step's new shards and they carry no files of their
+    own. Other published items stay as they are, for ``plan_publish`` to count as skipped; the old
+    samples of the replaced ones leave their tars in the same commit (``HubAdmin.replace_in_shards``).
+    Items the packer refuses leave the batch as failures recorded in its ledger delta (their units
+    renewed, not marked done)."""
+    replacing = set(to_replace(state, todo))
+    new = [pi for pi in todo.items if pi.row.id not in state.published or pi.row.id in replacing]
     if not new:
         return todo, None, []
     new_ids = {pi.row.id for pi in new}

@@ -42,8 +42,8 @@ from .local_card import SNAPSHOT_YAML, LocalCard
 from .local_leases import HOST, LocalLeases
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
-from .local_shard_remove import TAKEDOWN
-from .local_shards import local_layout, pack_step, step_files
+from .local_shard_remove import TAKEDOWN, end_replacement, record_takedown, stage_replacement
+from .local_shards import in_shards, local_layout, pack_step, step_files
 from .local_staging import Recorded, Staged, replaces, stage_files
 from .shard_packer import ShardPacker
 
@@ -214,10 +214,18 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         # A replaced item's changed files get new names: its old row keeps naming intact bytes
         # until the commit that names the new ones (readers never see other than the ledger says).
         items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
-        packer = None
+        packer, takedown, claim = None, None, ""
         if self.layout == SHARDS:
-            items, refused, packer = self._packed(items, skip, old_rows, batch.client_id)
+            items, refused, packer = self._packed(items, skip, batch.client_id)
             failed.extend(refused)
+            replaced = in_shards(old_rows, [pi.row.id for pi in items if pi.row.id not in skip])  # packed ones
+            try:
+                claim, takedown = stage_replacement(self.root, conn, replaced, self._take_maintenance,
+                                                    self._drop_maintenance, self.description)
+            except BaseException:
+                if packer is not None:
+                    packer.clear()
+                raise
         plan: dict[str, list[Staged]] = {}
         for pi in items:
             if pi.row.id in skip:
@@ -245,13 +253,15 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
                     failed.append(publish_failure(by_id[item_id], "file_changed", f"item {item_id}: {problem}",
                                                   transient=True))
                     del plan[item_id]
-            outcome = Recorded(batch, [pi for pi in items if pi.row.id in plan], failed)
+            outcome = Recorded(batch, [pi for pi in items if pi.row.id in plan], failed, takedown=takedown)
             with sql.write_tx(conn):
                 self._record_batch(conn, outcome, plan, self._clock())
             outcome.committed = True
         except OSError as exc:  # disk full, permissions, ...: the batch is not published
             raise StoreError(f"{self.description}: publish failed: {exc}") from exc
         finally:
+            end_replacement(self.root, conn, claim, takedown, bool(outcome and outcome.committed),
+                            self._drop_maintenance)
             if packer is not None:
                 packer.clear()
             for e in staged:
@@ -267,14 +277,9 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
                               commit=outcome.shard if outcome.rows else "", failed=failed,
                               units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
 
-    def _packed(self, items: list[ProcessedItem], skip: set[str], old_rows: dict[str, tuple[str, str]],
+    def _packed(self, items: list[ProcessedItem], skip: set[str],
                 client_id: str) -> tuple[list[ProcessedItem], list[Failure], ShardPacker | None]:
-        """The step's new items as shards (``local_shards.pack_step``). A ``--redo`` of a published
-        item keeps it for now: its bytes sit in a shard shared with other items (as on the hub)."""
-        kept = sorted(i for i in old_rows if i not in skip)
-        if kept:
-            log.warning("--redo keeps %d published items in the shards layout: %s", len(kept), ", ".join(kept[:5]))
-            skip.update(kept)
+        """The step's new items (a ``--redo``'s replacements too) as shards (``local_shards.pack_step``)."""
         new = [pi for pi in items if pi.row.id not in skip]
         if not new:
             return items, [], None
@@ -340,6 +345,12 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         skip = self._skipped(conn, rec.items, batch.redo)
         new = [pi for pi in rec.items if pi.row.id not in skip]
         old_rows = sql.published_rows(conn, [pi.row.id for pi in new])
+        if self.layout == SHARDS:
+            # Published in shards by another process since staging: no takedown covers it, so left alone.
+            late = set(in_shards(old_rows, list(old_rows))) - set(rec.takedown.removed if rec.takedown else [])
+            skip |= late
+            new = [pi for pi in new if pi.row.id not in late]
+            old_rows = {i: v for i, v in old_rows.items() if i not in late}
         dirs: set[Path] = set()
         # Shards hold the whole step: placed even if another process published one of its ids meanwhile.
         for pi in (rec.items if self.layout == SHARDS else new):
@@ -370,6 +381,8 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         sql.drop_intents(conn, rec.retired)  # an earlier redo's entry for the same path, not yet done
         sql.add_intents(conn, retire)
         sql.note_rewrites(conn, sorted({shard for shard, _ in old_rows.values()}))
+        if rec.takedown is not None:  # the old samples leave their tars with this commit (journaled)
+            record_takedown(conn, self.root, rec.takedown, now)
         sql.insert_items(conn, rec.rows, rec.shard, batch.client_id, now)
         sql.drop_intents(conn, [self._rel(e.tmp) for entries in plan.values() for e in entries])
         sql.upsert_failures(conn, [*batch.failures, *rec.failures], batch.client_id, now)

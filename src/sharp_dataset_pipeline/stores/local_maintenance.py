@@ -27,7 +27,7 @@ from ..publish.layout_choice import SHARDS
 from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from . import local_schema as sql
 from .local_shard_remove import finish_takedowns
-from .local_shards import compact_parquet
+from .local_shards import compact_parquet, remove_dead_packs
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ class LocalMaintenance:
     def _remove_dead_temps(self) -> None:
         # Temps live only in three places: staging, the index folder and the root (README);
         # per-item temps staged beside their destination are journaled as intents instead.
+        remove_dead_packs(self.root / layout.COORD_DIR / "staging")  # a killed sharded step's packed tars
         for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
             for path in folder.iterdir():
                 writer = temp_writer(path.name)

@@ -13,14 +13,21 @@ rewritten (or deleted). Order (crash-safe, kill -9 included):
 3. after it, the swaps and deletions are carried out and their intents dropped. A crash in between
    is rolled forward by ``finish_takedowns`` (run first by ``open()``), and the noted JSONL files are
    regenerated from the ledger by the store's rewrite path: after a reopen the item is fully gone.
+
+``run --redo`` of items in shards reuses these steps (``stage_replacement`` / ``end_replacement``): the
+publish step's transaction records the takedown of the old rows' samples (without excluding the ids)
+with the new rows, whose samples are in the step's new tars.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -223,3 +230,46 @@ def finish_takedowns(root: Path, conn: sqlite3.Connection) -> int:
         sql.drop_intents(conn, [tmp for tmp, _ in todo])
     return len(todo)
 
+
+
+# A ``--redo`` step in shards waits this long for another process's compaction or remove to finish.
+CLAIM_WAIT_S = 60.0
+
+
+def stage_replacement(root: Path, conn: sqlite3.Connection, old: dict[str, IndexRow], take: Callable[[str], bool],
+                      drop: Callable[[str], None], description: str) -> tuple[str, LocalTakedown | None]:
+    """``run --redo`` inside shards: the ``old`` rows' samples leave their tars exactly as in a takedown,
+    staged now (step 1), journaled by ``record_takedown`` in the publish step's transaction, carried out
+    after it (``end_replacement``); the ids are not excluded. Held under the maintenance claim (``take``
+    / ``drop``), so no compaction or remove rewrites those files meanwhile. Returns (claim, takedown)."""
+    if not old:
+        return "", None
+    owner = f"redo-{os.getpid()}-{secrets.token_hex(4)}"
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while not take(owner):
+        if time.monotonic() > deadline:
+            raise StoreError(f"{description}: --redo waited too long for another process's compaction or remove")
+        time.sleep(0.2)
+    try:
+        return owner, stage_takedown(root, conn, old, root / COORD_DIR / "staging")
+    except BaseException:
+        drop(owner)
+        raise
+
+
+def end_replacement(root: Path, conn: sqlite3.Connection, claim: str, takedown: LocalTakedown | None,
+                    committed: bool, drop: Callable[[str], None]) -> None:
+    """After the publish step: a committed replacement's swaps carried out (failing that, the next
+    ``open()`` rolls them forward), an uncommitted one's staged files removed; then the claim goes."""
+    try:
+        if takedown is not None and committed:
+            try:
+                apply_takedown(root, conn, takedown)
+            except (OSError, StoreError) as exc:
+                log.warning("old samples of replaced items stay in their shards for now (%s); open() takes "
+                            "them out", exc)
+        elif takedown is not None:
+            discard(takedown)
+    finally:
+        if claim:
+            drop(claim)

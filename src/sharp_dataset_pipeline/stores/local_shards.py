@@ -19,10 +19,11 @@ import dataclasses
 import logging
 import os
 import secrets
+import shutil
 from pathlib import Path
 
-from ..fsio import atomic_file, atomic_write, fsync_dir
-from ..publish.index import row_files
+from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive
+from ..publish.index import row_files, row_from_json
 from ..publish.layout_choice import MARKER_PATH, PREDECESSOR_DIR, decide_layout, marker_bytes, read_marker
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES, INDEX_DIR, index_shard_path, parse_shard_path
@@ -56,18 +57,40 @@ def step_files(row: IndexRow) -> list[str]:
     return paths
 
 
+_PACK_PREFIX = "pack-"
+
+
+def remove_dead_packs(staging: Path) -> int:
+    """Drop the packing folders (``pack_step``) of processes that died mid-step: their tars were never
+    placed, or were placed as journaled staged files that crash repair already settled."""
+    removed = 0
+    for folder in staging.iterdir() if staging.is_dir() else []:
+        pid = folder.name[len(_PACK_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and folder.name.startswith(_PACK_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def pack_step(items: list[ProcessedItem], client_id: str,
               staging: Path) -> tuple[list[ProcessedItem], list[Failure], ShardPacker]:
     """The step's new items packed: their rows point into the shards, and the first item carries
     every file of the step. An item the packer refuses fails alone (invariant 8). Returns the packed
     items, the refused items' failures and the packer (``clear`` it once the step is over)."""
-    packer = ShardPacker(staging / f"pack-{os.getpid()}-{secrets.token_hex(4)}", client_id, DEFAULT_MAX_SHARD_BYTES)
+    work = staging / f"{_PACK_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    packer = ShardPacker(work, client_id, DEFAULT_MAX_SHARD_BYTES)
     packed, failed = packer.pack(items)
     if packed is None:
         return [], failed, packer
     out = list(packed.items)
     out[0] = dataclasses.replace(out[0], files=list(packed.files))
     return out, failed, packer
+
+
+def in_shards(old_rows: dict[str, tuple[str, str]], ids: list[str]) -> dict[str, IndexRow]:
+    """The published rows (``old_rows``: id -> (index shard, row JSON)) of ``ids`` that sit in shards."""
+    rows = {i: row_from_json(old_rows[i][1]) for i in ids if i in old_rows}
+    return {i: r for i, r in rows.items() if r.shard_path or r.ply_shard_path}
 
 
 def index_files(root: Path) -> list[IndexShardInfo]:

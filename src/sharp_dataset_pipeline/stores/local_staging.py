@@ -10,6 +10,7 @@ from pathlib import Path
 from ..fsio import fsync_path
 from ..records import Batch, Failure, ProcessedItem, PublishedFile
 from .item_checks import file_problem
+from .local_shard_remove import LocalTakedown
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Recorded:
     units_held: list[str] = field(default_factory=list)
     shard_written: bool = False
     committed: bool = False
+    takedown: LocalTakedown | None = None  # ``--redo`` inside shards: the old samples' rewrite
 
 
 def replaces(redo: str, old: tuple[str, str], new: tuple[str, str]) -> bool:
