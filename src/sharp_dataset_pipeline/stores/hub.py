@@ -446,8 +446,13 @@ class HubStore(HubCompaction):
             self.card_landed(refreshed[-1])
         if self._journal is not None and done and plan is not None:
             self._journal.forget(done)  # the commit carried them (a non-empty delta always commits)
+        return self._receipt(plan, state, client, [*failed, *unpacked], held)
+
+    def _receipt(self, plan: Plan | None, state: HubState, client: str, failed: list[Failure],
+                 held: list[str]) -> PublishReceipt:
+        """What a publish step's commit did; after one that landed, the counters, and an automatic
+        compaction when one is due."""
         lost = list(plan.lost) if plan is not None else []
-        failed = [*failed, *unpacked]
         if plan is None or not (plan.adds or plan.deletes):
             return PublishReceipt(published_ids=[], commit="", lost_units=lost, failed=failed, units_held=held)
         self._published_total += len(plan.published_ids)

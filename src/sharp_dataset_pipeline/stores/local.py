@@ -42,7 +42,7 @@ from .local_card import SNAPSHOT_YAML, LocalCard
 from .local_leases import HOST, LocalLeases
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
-from .local_shard_remove import TAKEDOWN, end_replacement, record_takedown, stage_replacement
+from .local_shard_remove import TAKEDOWN, LocalTakedown, end_replacement, record_takedown, stage_replacement
 from .local_shards import in_shards, local_layout, pack_step, step_files
 from .local_staging import Recorded, Staged, replaces, stage_files
 from .shard_packer import ShardPacker
@@ -216,32 +216,8 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         items = [beside_published(pi, old_rows[pi.row.id][1]) if pi.row.id in old_rows else pi for pi in items]
         packer, takedown, claim = None, None, ""
         if self.layout == SHARDS:
-            items, refused, packer = self._packed(items, skip, batch.client_id)
-            failed.extend(refused)
-            replaced = in_shards(old_rows, [pi.row.id for pi in items if pi.row.id not in skip])  # packed ones
-            try:
-                claim, takedown = stage_replacement(self.root, conn, replaced, self._take_maintenance,
-                                                    self._drop_maintenance, self.description)
-            except BaseException:
-                if packer is not None:
-                    packer.clear()
-                raise
-        plan: dict[str, list[Staged]] = {}
-        for pi in items:
-            if pi.row.id in skip:
-                continue
-            try:
-                plan[pi.row.id] = self._plan_item(pi)
-            except StoreError as exc:
-                failed.append(publish_failure(pi, "bad_path", str(exc), transient=False))
-            except OSError as exc:  # a folder that cannot be made (a file in the way, disk full): nothing staged yet
-                raise StoreError(f"{self.description}: publish failed: {exc}") from exc
-        staged = [e for entries in plan.values() for e in entries]
-        if staged:
-            # Journal the staging first: whatever a crash leaves behind, open() can find it.
-            with sql.write_tx(conn):
-                sql.add_intents(conn, [(self._rel(t), self._rel(e.final), e.item_id, os.getpid(), self._clock())
-                                       for e in staged for t in (e.tmp,)])
+            items, packer, claim, takedown = self._sharded(conn, items, skip, old_rows, batch.client_id, failed)
+        plan, staged = self._plan_and_journal(conn, items, skip, failed)
         by_id = {pi.row.id: pi for pi in items}
         outcome: Recorded | None = None
         try:
@@ -276,6 +252,45 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         return PublishReceipt(published_ids=[pi.row.id for pi in items if pi.row.id in new_ids],
                               commit=outcome.shard if outcome.rows else "", failed=failed,
                               units_held=outcome.units_held, replaced_ids=sorted(outcome.replaced))
+
+    def _sharded(self, conn: sqlite3.Connection, items: list[ProcessedItem], skip: set[str],
+                 old_rows: dict[str, tuple[str, str]], client_id: str, failed: list[Failure],
+                 ) -> tuple[list[ProcessedItem], ShardPacker | None, str, LocalTakedown | None]:
+        """The sharded layout's part of a step: its items packed (a refused one added to ``failed``),
+        and a ``--redo``'s old samples staged to leave their tars (``stage_replacement``)."""
+        items, refused, packer = self._packed(items, skip, client_id)
+        failed.extend(refused)
+        replaced = in_shards(old_rows, [pi.row.id for pi in items if pi.row.id not in skip])  # packed ones
+        try:
+            claim, takedown = stage_replacement(self.root, conn, replaced, self._take_maintenance,
+                                                self._drop_maintenance, self.description)
+        except BaseException:
+            if packer is not None:
+                packer.clear()
+            raise
+        return items, packer, claim, takedown
+
+    def _plan_and_journal(self, conn: sqlite3.Connection, items: list[ProcessedItem], skip: set[str],
+                          failed: list[Failure]) -> tuple[dict[str, list[Staged]], list[Staged]]:
+        """Where each item's files go (an item with a bad path added to ``failed``), and that staging
+        journaled before any file is staged."""
+        plan: dict[str, list[Staged]] = {}
+        for pi in items:
+            if pi.row.id in skip:
+                continue
+            try:
+                plan[pi.row.id] = self._plan_item(pi)
+            except StoreError as exc:
+                failed.append(publish_failure(pi, "bad_path", str(exc), transient=False))
+            except OSError as exc:  # a folder that cannot be made (a file in the way, disk full): nothing staged yet
+                raise StoreError(f"{self.description}: publish failed: {exc}") from exc
+        staged = [e for entries in plan.values() for e in entries]
+        if staged:
+            # Journal the staging first: whatever a crash leaves behind, open() can find it.
+            with sql.write_tx(conn):
+                sql.add_intents(conn, [(self._rel(t), self._rel(e.final), e.item_id, os.getpid(), self._clock())
+                                       for e in staged for t in (e.tmp,)])
+        return plan, staged
 
     def _packed(self, items: list[ProcessedItem], skip: set[str],
                 client_id: str) -> tuple[list[ProcessedItem], list[Failure], ShardPacker | None]:
