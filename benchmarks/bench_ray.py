@@ -11,7 +11,7 @@ fetch, post-process and local-store publish stages:
    (first image started to last image finished, so Ray's start-up is not counted) against (2)
    (target >= 1.8x).
 
-    python benchmarks/bench_ray.py [--images 200] [--predict-ms 50] [--predict-rows N] [--in-flight N] [--quick]
+    python benchmarks/bench_ray.py [--images 400] [--predict-ms 50] [--predict-rows N] [--in-flight N] [--quick]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def window_rate(summary: RunSummary) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--predict-ms", type=float, default=50.0)
     parser.add_argument("--batch-size", type=int, default=1, help="predictor batch size")
     parser.add_argument("--stage-batch", type=int, default=8, help="fetch and post-process batch size (rows per task)")
