@@ -50,6 +50,32 @@ def test_deep_verify_names_a_corrupted_member(tmp_path: Path) -> None:
         assert json.loads(hub.files(REPO)[".coord/layout.json"]) == {"layout": "shards"}
 
 
+def test_verify_checks_the_parquet_index_against_the_rows(tmp_path: Path) -> None:
+    """The card's default config is the Parquet index: an index file lost (or not Parquet) is named,
+    with the ids the JSONL rows have and the index does not."""
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+        store.open()
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["p1", "p2"]), units_done=[]))
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["p3"]), units_done=[]))
+        admin = store.admin()
+        assert admin.verify(clock()).ok
+        parquet = sorted(p for p in hub.files(REPO) if p.startswith("data/index/") and p.endswith(".parquet"))
+        assert len(parquet) == 2
+        api = HfApi(endpoint=hub.url, token=TOKEN)
+        with_p3 = next(p for p in parquet if b"p3" in hub.files(REPO)[p])
+        api.delete_file(with_p3, repo_id=REPO, repo_type="dataset")
+        problems = admin.verify(clock()).problems
+        assert [(p.kind, p.subject) for p in problems] == [("index_mismatch", "p3")]
+        other = next(p for p in parquet if p != with_p3)
+        api.upload_file(path_or_fileobj=b"not parquet", path_in_repo=other, repo_id=REPO, repo_type="dataset")
+        kinds = sorted((p.kind, p.subject) for p in admin.verify(clock()).problems)
+        assert kinds == [("index_mismatch", other), ("index_mismatch", "p1"), ("index_mismatch", "p2"),
+                         ("index_mismatch", "p3")]
+
+
 def test_status_counts_the_items_published_inside_the_shards(tmp_path: Path) -> None:
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:

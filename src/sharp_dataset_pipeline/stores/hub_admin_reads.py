@@ -25,15 +25,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import StoreError
 from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
-from ..publish.shard_layout import parse_shard_path
+from ..publish.layout_choice import SHARDS
+from ..publish.parquet_index import read_ids
+from ..publish.shard_layout import INDEX_DIR, parse_shard_path
 from ..records import Batch, Failure, IndexRow
 from .hub_failures import fold_failures
 from .hub_reads import client_activity, excluded_ids, shard_time
-from .hub_state import BATCH, DONE, INDEX, LEASE, LEDGER, SHARD, HubState, _quiet_tqdm, holder_of
+from .hub_state import BATCH, DONE, INDEX, LAYOUT_PATH, LEASE, LEDGER, SHARD, HubState, _quiet_tqdm, holder_of
 from .hub_sync import HubSync
 
 log = logging.getLogger(__name__)
@@ -226,10 +229,24 @@ class HubAdminReads:
 
     # -- verify ----------------------------------------------------------------------------------
 
-    def _item_listing(self, state: HubState) -> tuple[dict[str, int], dict[str, str]]:
+    def _parquet_ids(self, paths: list[str], sha: str) -> tuple[set[str], list[Problem]]:
+        """The ids of the Parquet index files at ``sha`` (their ``id`` column only), and a problem per
+        file that is not readable Parquet with ids."""
+        ids: set[str] = set()
+        bad: list[Problem] = []
+        for path in paths:
+            try:
+                with open(self._download(path, sha), "rb") as fh:
+                    ids.update(read_ids(fh))
+            except (OSError, StoreError) as exc:
+                bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
+        return ids, bad
+
+    def _item_listing(self, state: HubState) -> tuple[dict[str, int], dict[str, str], list[str]]:
         """Size (and LFS SHA-256) of every file shaped like a per-item file (``<holder>/<id>/<id>.<ext>``)
-        under a top folder that holds published items; other files (the card, the index, ``.coord/``,
-        anything a person added beside the dataset) are not the item area and never orphans."""
+        under a top folder that holds published items, and the Parquet index files; other files (the
+        card, ``.coord/``, anything a person added beside the dataset) are not the item area and never
+        orphans."""
         sync = self.sync
         entries = sync.read_at(state.sha, lambda: list(sync.api.list_repo_tree(
             sync.repo_id, recursive=True, revision=state.sha, repo_type=sync.repo_type)))
@@ -237,9 +254,13 @@ class HubAdminReads:
         tops = {h.split("/")[0] for h in state.holders}
         sizes: dict[str, int] = {}
         lfs: dict[str, str] = {}
+        parquet: list[str] = []
         for e in entries:
             parts = e.path.split("/")
             if getattr(e, "blob_id", None) is None or len(parts) < 2 or parts[0] == layout.COORD_DIR:
+                continue
+            if e.path.startswith(INDEX_DIR + "/") and e.path.endswith(".parquet"):
+                parquet.append(e.path)
                 continue
             holder = holder_of(e.path, parts[-2])
             is_shard = parse_shard_path(e.path) is not None  # a tar of the sharded layout: its rows' members
@@ -249,18 +270,20 @@ class HubAdminReads:
             sizes[e.path] = int(e.size)
             if getattr(e, "lfs", None) is not None:
                 lfs[e.path] = str(e.lfs.sha256)
-        return sizes, lfs
+        return sizes, lfs, sorted(parquet)
 
     def verify(self, now: float, deep: bool = False) -> VerifyReport:
         """Check the dataset at the head: one sha, so a concurrent publish cannot look half-done."""
         state = self.sync.refresh()
-        listing, lfs = self._item_listing(state)
+        listing, lfs, parquet = self._item_listing(state)
         index_files = {p: self._blob(state, p) for p in self._index_paths(state)}
         unreadable = [Problem("bad_lease", p, "lease file is not a valid lease", p)
                       for p in state.paths_of(LEASE) if state.parsed.get(p) is None]
+        parquet_ids, bad_parquet = (self._parquet_ids(parquet, state.sha)
+                                    if state.parsed.get(LAYOUT_PATH) == SHARDS else (None, []))
         view = StoreView(description=self.description, index_files=index_files, listing=listing,
                          leases=list(state.leases.values()), done_units=set(state.done_units),
-                         ledger_problems=unreadable)
+                         ledger_problems=unreadable + bad_parquet, parquet_ids=parquet_ids)
 
         def sha256(path: str) -> str:
             if path in lfs:  # the Hub keeps LFS files' SHA-256: no download
