@@ -81,18 +81,7 @@ class HubAdmin(HubAdminReads):
     def _commit(self, build: Callable[[HubState], tuple[Plan, Any] | None]) -> Any:
         """Run ``build`` (plan + what it means) through the compare-and-swap loop; the meaning of the
         plan that landed, or None when nothing was left to do."""
-        decided: list[tuple[Plan, Any]] = []
-
-        def plan_of(state: HubState) -> Plan | None:
-            out = build(state)
-            if out is None:
-                return None
-            decided.append(out)
-            return out[0]
-
-        with self.sync.lock:
-            plan, _ = self.sync.run(plan_of, max_age=0.0)
-        return next((meaning for p, meaning in decided if p is plan), None)
+        return self.sync.run_decided(build)[0]
 
     def _lease_paths(self, state: HubState) -> dict[str, str]:
         return {lease.unit: p for p in state.paths_of(LEASE) if (lease := state.parsed.get(p)) is not None}

@@ -185,18 +185,8 @@ class HubMigration:
 
     def _commit(self, build: Callable[[HubState], tuple[Plan, Any] | None]) -> tuple[Any, str]:
         """``build`` through the compare-and-swap loop: (the meaning of the plan that landed, head)."""
-        decided: list[tuple[Plan, Any]] = []
-
-        def plan_of(state: HubState) -> Plan | None:
-            out = build(state)
-            if out is None:
-                return None
-            decided.append(out)
-            return out[0]
-
-        with self._sync.lock:
-            plan, state = self._sync.run(plan_of, max_age=0.0)
-        return next((meaning for p, meaning in decided if p is plan), None), state.sha
+        meaning, state = self._sync.run_decided(build)
+        return meaning, state.sha
 
     # -- a step ----------------------------------------------------------------------------------
 

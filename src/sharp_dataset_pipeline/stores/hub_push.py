@@ -145,22 +145,12 @@ class HubPushTarget:
 
     def commit(self, step: PushCommit) -> PushOutcome:
         """Land ``step`` in one commit (or find it landed); what the target had already is left out."""
-        decided: list[tuple[Plan, PushOutcome]] = []
-
-        def build(state: HubState) -> Plan | None:
-            out = self._plan(state, step)
-            if out is not None:
-                decided.append(out)
-            return out[0] if out is not None else None
-
         try:
-            with self._sync.lock:
-                plan, state = self._sync.run(build, max_age=0.0)
+            outcome, state = self._sync.run_decided(lambda st: self._plan(st, step))
         finally:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._index_files.clear()
-        outcome = next((o for p, o in decided if p is plan), None)
-        if plan is None or outcome is None:
+        if outcome is None:
             return PushOutcome(skipped=[r.id for r in step.rows])
         outcome.commit = state.sha
         if outcome.card is not None:

@@ -324,6 +324,22 @@ class HubSync:
                 continue
             return plan, self._landed(plan, state, sha, intent)
 
+    def run_decided(self, build: Callable[[HubState], tuple[Plan, Any] | None]) -> tuple[Any, HubState]:
+        """``run`` under the lock at the head, for a ``build`` that says what its plan means: the
+        meaning of the plan that landed (None when nothing was left to do), and the state after."""
+        decided: list[tuple[Plan, Any]] = []
+
+        def plan_of(state: HubState) -> Plan | None:
+            out = build(state)
+            if out is None:
+                return None
+            decided.append(out)
+            return out[0]
+
+        with self.lock:
+            plan, state = self.run(plan_of, max_age=0.0)
+        return next((meaning for p, meaning in decided if p is plan), None), state
+
     def _after_failure(self, exc: Exception, plan: Plan, parent: str, intent: _Intent) -> bool:
         """Wait as the failure asks; True when the state must be re-read and the plan rebuilt."""
         outcome, wait = hub_retry.classify(exc, self._clock(), intent.tries[hub_retry.RATE])
