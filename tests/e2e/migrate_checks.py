@@ -19,7 +19,25 @@ from sharp_dataset_pipeline.splat.gaussians import Gaussians
 from sharp_dataset_pipeline.splat.ply import encode_ply
 from sharp_dataset_pipeline.splat.spz import decode_spz
 
-HAND_CARD = b"# SHARP PLY share\nWritten by hand.\n"
+# The predecessor's card is its own README, with YAML ``configs`` naming its JSONL index.
+HAND_CARD = (b"---\nlicense: other\npretty_name: SHARP PLY share\nconfigs:\n- config_name: default\n"
+             b"  data_files:\n  - split: train\n    path: data/train.jsonl\n---\n# SHARP PLY share\n\n"
+             b"Written by hand.\n")
+
+
+def check_retargeted_card(card: bytes, ply: bool) -> None:
+    """A hand-written card after migration: its text and keys kept, its configs the sharded layout's."""
+    from huggingface_hub import DatasetCard
+
+    parsed = DatasetCard(card.decode())
+    assert parsed.text == "# SHARP PLY share\n\nWritten by hand.\n"
+    data = parsed.data.to_dict()
+    assert data["license"] == "other" and data["pretty_name"] == "SHARP PLY share"
+    configs = {c["config_name"]: c for c in data["configs"]}
+    assert sorted(configs) == sorted(["index", "splats", *(["ply"] if ply else [])])
+    assert configs["index"]["default"] is True
+    assert configs["index"]["data_files"] == [{"split": "train", "path": "data/index/**/*.parquet"}]
+    assert configs["splats"]["data_files"] == [{"split": "train", "path": "data/shards/**/*.tar"}]
 
 
 def _ply(n: int, seed: int) -> bytes:

@@ -10,8 +10,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import datasets
 from e2e_utils import read_rows, run_cli
-from migrate_checks import HAND_CARD, check_migrated, migrate_killed_after_step, predecessor_files
+from migrate_checks import check_migrated, check_retargeted_card, migrate_killed_after_step, predecessor_files
 
 from sharp_dataset_pipeline.publish.shard_read import ItemReader
 from sharp_dataset_pipeline.records import IndexRow
@@ -95,7 +96,10 @@ def test_a_local_copy_of_a_predecessor_dataset_migrates_and_keeps_its_index(tmp_
     assert not (ds / "unsplash").exists() and copy.read_bytes() == files["data/train.jsonl"]
     by_id = {r["id"]: r for r in rows}
     assert by_id[ids[0]]["tags"] == "sea, sky" and by_id[ids[0]]["source"] == "unsplash"
-    assert (ds / "README.md").read_bytes() == HAND_CARD
+    check_retargeted_card((ds / "README.md").read_bytes(), ply=any(r["ply_shard_path"] for r in rows))
+    index = datasets.load_dataset(str(ds), split="train")  # the retargeted default config: the index
+    assert sorted(index["id"]) == sorted(ids)
+    assert {type(r["preview"]).__name__ for r in index} == {"WebPImageFile"}  # previews decode as images
     assert json.loads((ds / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
     deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")
     assert deep.returncode == 0 and json.loads(deep.stdout)["problems"] == [], deep.stdout[-3000:]

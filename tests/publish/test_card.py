@@ -9,7 +9,14 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
-from sharp_dataset_pipeline.publish.card import APPLE_NOTICE, CardFacts, card_facts, card_is_stale, render_card
+from sharp_dataset_pipeline.publish.card import (
+    APPLE_NOTICE,
+    CardFacts,
+    card_facts,
+    card_is_stale,
+    render_card,
+    retarget_card,
+)
 from sharp_dataset_pipeline.publish.index import encode_rows
 from sharp_dataset_pipeline.records import IndexRow
 
@@ -98,3 +105,24 @@ def test_card_facts_tell_generated_cards_from_hand_written_ones() -> None:
     assert card_is_stale(facts, None)  # compaction: always brought up to date
     assert card_facts("# my own card") is None
     assert not card_is_stale(None, None)
+
+
+def test_a_hand_written_card_is_retargeted_at_the_shards_and_keeps_its_text() -> None:
+    text = ("---\nlicense: cc-by-4.0\ntags:\n- 3d\nconfigs:\n- config_name: default\n  data_files: data/train.jsonl\n"
+            "dataset_info:\n  features:\n  - name: id\n    dtype: string\n---\n# Mine\n\nKept: every word.\n")
+    out = retarget_card(text, ply=True)
+    assert out is not None
+    card = DatasetCard(out)
+    assert card.text == "# Mine\n\nKept: every word.\n"
+    data = card.data.to_dict()
+    assert data["license"] == "cc-by-4.0" and data["tags"] == ["3d"] and "dataset_info" not in data
+    assert [(c["config_name"], c.get("default", False), c["data_files"]) for c in data["configs"]] == [
+        ("index", True, [{"split": "train", "path": "data/index/**/*.parquet"}]),
+        ("splats", False, [{"split": "train", "path": "data/shards/**/*.tar"}]),
+        ("ply", False, [{"split": "train", "path": "data/ply/**/*.tar"}]),
+    ]
+    assert retarget_card(out, ply=True) is None  # already retargeted: nothing to write
+    no_yaml = retarget_card("# Only prose\n", ply=False)
+    assert no_yaml is not None and DatasetCard(no_yaml).text == "# Only prose\n"
+    assert [c["config_name"] for c in DatasetCard(no_yaml).data.to_dict()["configs"]] == ["index", "splats"]
+    assert retarget_card("---\nlicense: [unclosed\n---\nbody\n", ply=False) is None  # unreadable YAML: left as is

@@ -16,12 +16,18 @@ shows the form that does (the ``webdataset`` builder on the tars' ``hf://`` path
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
+
 from ..records import IndexRow
 from .index import index_features
+
+log = logging.getLogger(__name__)
 
 APPLE_NOTICE = (
     "Apple Machine Learning Research Model is licensed under the Apple Machine Learning "
@@ -150,6 +156,31 @@ def _front_matter(title: str, index_glob: str, features: dict[str, str], sharp: 
 
 SHARDS_CONFIGS = (("index", "data/index/**/*.parquet"), ("splats", "data/shards/**/*.tar"),
                   ("ply", "data/ply/**/*.tar"))
+
+
+def shards_configs(ply: bool) -> list[dict[str, object]]:
+    """The card's ``configs`` of the sharded layout: ``index`` (the default), ``splats`` and, with PLY
+    shards, ``ply``."""
+    return [{"config_name": name, **({"default": True} if name == "index" else {}),
+             "data_files": [{"split": "train", "path": glob}]}
+            for name, glob in SHARDS_CONFIGS if name != "ply" or ply]
+
+
+def retarget_card(text: str, ply: bool) -> str | None:
+    """A hand-written card with its YAML ``configs`` pointed at the sharded layout (its prose and other
+    keys kept; ``dataset_info``, which describes the old files' columns, dropped): a migrated dataset's
+    readers get the index and shards, not the per-item files that are gone. ``None`` when the YAML
+    cannot be read (the card is then left as it is) or nothing would change."""
+    try:
+        card = DatasetCard(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        log.warning("the dataset card's YAML cannot be read (%s): it is left as it is", exc)
+        return None
+    data = card.data.to_dict()
+    data.pop("dataset_info", None)
+    data["configs"] = shards_configs(ply)
+    out = f"---\n{DatasetCardData(**data).to_yaml()}\n---\n{card.text}"
+    return None if out == text else out
 
 
 def _shards_front_matter(title: str, sharp: bool, ply: bool) -> list[str]:

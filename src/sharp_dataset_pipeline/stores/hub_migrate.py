@@ -22,7 +22,8 @@ rewrites or deletes one or two small index files, never the whole index.
 The first commit on a predecessor repo also keeps its original ``data/train.jsonl`` bytes at
 ``.coord/migrate/predecessor-train.jsonl`` (fields our rows do not carry survive there). ``finish``
 deletes what is left (listed files, and any file left in a migrated item's folder) in bounded
-commits, the last of which writes the ``shards`` marker and, for a generated card, the card.
+commits, the last of which writes the ``shards`` marker and the card (a hand-written one keeps its
+text: only its YAML ``configs`` are retargeted).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..publish import layout
-from ..publish.card import card_facts, render_card
+from ..publish.card import card_facts, render_card, retarget_card
 from ..publish.index import decode_rows, encode_rows, row_files, row_from_json
 from ..publish.index_edit import drop_lines
 from ..publish.layout_choice import SHARDS
@@ -271,15 +272,18 @@ class HubMigration:
         return sorted(set(out))
 
     def _card(self, state: HubState, rows: list[IndexRow]) -> bytes | None:
-        """The generated card for the shards layout; None for a hand-written one (left as it is)."""
+        """The card of the shards layout: the generated one, or a hand-written one with only its YAML
+        ``configs`` retargeted (None: nothing to change)."""
         try:
             text = self._sync.download(layout.README_PATH, state.sha).decode("utf-8")
         except (StoreError, UnicodeDecodeError):
             return None
-        if card_facts(text) is None:
-            log.info("%s: the dataset card is hand-written: it is left as it is", self.description)
-            return None
         ply = any(r.ply_shard_path.startswith(PLY_DIR + "/") for r in rows)
+        if card_facts(text) is None:
+            log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
+                     "index and the shards", self.description)
+            retargeted = retarget_card(text, ply)
+            return None if retargeted is None else retargeted.encode("utf-8")
         card = render_card(title=self._card_title, sources=sorted({r.source for r in rows if r.source}),
                            predictors=sorted({r.predictor for r in rows if r.predictor}),
                            index_glob=layout.index_glob(self._store.index_path), layout=SHARDS,

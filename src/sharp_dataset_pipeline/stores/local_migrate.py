@@ -19,10 +19,11 @@ from pathlib import Path
 from ..errors import StoreError
 from ..fsio import atomic_write
 from ..publish import layout
-from ..publish.card import card_facts
+from ..publish.card import card_facts, retarget_card
 from ..publish.index import row_files
 from ..publish.layout_choice import MARKER_PATH, SHARDS, marker_bytes
 from ..publish.predecessor_index import holds_predecessor_rows
+from ..publish.shard_layout import PLY_DIR
 from ..publish.shard_pack import PackedBatch
 from ..records import Batch, IndexRow
 from .base import MigrationStep
@@ -107,7 +108,19 @@ class LocalMigration:
         if generated:
             self._store.write_card()  # the card of the shards layout (configs index, splats, ply)
         else:
-            log.info("%s: the dataset card is hand-written: it is left as it is", self.description)
+            log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
+                     "index and the shards", self.description)
+            self._retarget_card(card)
         log.info("%s: shards layout recorded (%d old files removed at the end)", self.description, deleted)
         return MigrationStep(deleted=deleted)
+
+    def _retarget_card(self, card: Path) -> None:
+        try:
+            text = card.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("%s: the dataset card cannot be read (%s): it is left as it is", self.description, exc)
+            return
+        retargeted = retarget_card(text, ply=(self.root / PLY_DIR).is_dir())
+        if retargeted is not None:
+            atomic_write(card, retargeted.encode("utf-8"))
 
