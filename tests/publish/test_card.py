@@ -12,6 +12,7 @@ from huggingface_hub import DatasetCard
 from sharp_dataset_pipeline.publish.card import (
     APPLE_NOTICE,
     CardFacts,
+    CardYamlError,
     card_facts,
     card_is_stale,
     render_card,
@@ -125,4 +126,7 @@ def test_a_hand_written_card_is_retargeted_at_the_shards_and_keeps_its_text() ->
     no_yaml = retarget_card("# Only prose\n", ply=False)
     assert no_yaml is not None and DatasetCard(no_yaml).text == "# Only prose\n"
     assert [c["config_name"] for c in DatasetCard(no_yaml).data.to_dict()["configs"]] == ["index", "splats"]
-    assert retarget_card("---\nlicense: [unclosed\n---\nbody\n", ply=False) is None  # unreadable YAML: left as is
+    with pytest.raises(CardYamlError):  # unreadable YAML: the caller leaves the card as it is
+        retarget_card("---\nlicense: [unclosed\n---\nbody\n", ply=False)
+    with pytest.raises(CardYamlError):
+        retarget_card("---\n- a list\n---\nbody\n", ply=False)

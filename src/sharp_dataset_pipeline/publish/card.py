@@ -16,18 +16,14 @@ shows the form that does (the ``webdataset`` builder on the tars' ``hf://`` path
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import yaml
-from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..records import IndexRow
 from .index import index_features
-
-log = logging.getLogger(__name__)
 
 APPLE_NOTICE = (
     "Apple Machine Learning Research Model is licensed under the Apple Machine Learning "
@@ -166,20 +162,31 @@ def shards_configs(ply: bool) -> list[dict[str, object]]:
             for name, glob in SHARDS_CONFIGS if name != "ply" or ply]
 
 
+class CardYamlError(ValueError):
+    """A card's YAML front matter cannot be read (not YAML, or not a mapping)."""
+
+
+_FRONT_MATTER_RE = re.compile(r"\A\s*---\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+
+
 def retarget_card(text: str, ply: bool) -> str | None:
     """A hand-written card with its YAML ``configs`` pointed at the sharded layout (its prose and other
     keys kept; ``dataset_info``, which describes the old files' columns, dropped): a migrated dataset's
-    readers get the index and shards, not the per-item files that are gone. ``None`` when the YAML
-    cannot be read (the card is then left as it is) or nothing would change."""
+    readers get the index and shards, not the per-item files that are gone. ``None`` when nothing would
+    change; ``CardYamlError`` when the YAML cannot be read (the caller then leaves the card as it is)."""
+    match = _FRONT_MATTER_RE.match(text)
+    body = text[match.end():] if match else text
     try:
-        card = DatasetCard(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        log.warning("the dataset card's YAML cannot be read (%s): it is left as it is", exc)
-        return None
-    data = card.data.to_dict()
+        data = yaml.safe_load(match.group(1)) if match else {}
+    except yaml.YAMLError as exc:
+        raise CardYamlError(f"its YAML front matter is not valid YAML ({exc.__class__.__name__})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CardYamlError("its YAML front matter is not a mapping")
     data.pop("dataset_info", None)
     data["configs"] = shards_configs(ply)
-    out = f"---\n{DatasetCardData(**data).to_yaml()}\n---\n{card.text}"
+    out = f"---\n{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---\n{body}"
     return None if out == text else out
 
 

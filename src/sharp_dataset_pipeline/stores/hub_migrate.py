@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..publish import layout
-from ..publish.card import card_facts, render_card, retarget_card
+from ..publish.card import CardYamlError, card_facts, render_card, retarget_card
 from ..publish.index import decode_rows, encode_rows, row_files, row_from_json
 from ..publish.index_edit import drop_lines
 from ..publish.layout_choice import SHARDS
@@ -282,7 +282,11 @@ class HubMigration:
         if card_facts(text) is None:
             log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
                      "index and the shards", self.description)
-            retargeted = retarget_card(text, ply)
+            try:
+                retargeted = retarget_card(text, ply)
+            except CardYamlError as exc:
+                log.warning("%s: the dataset card is left as it is: %s", self.description, exc)
+                return None
             return None if retargeted is None else retargeted.encode("utf-8")
         card = render_card(title=self._card_title, sources=sorted({r.source for r in rows if r.source}),
                            predictors=sorted({r.predictor for r in rows if r.predictor}),

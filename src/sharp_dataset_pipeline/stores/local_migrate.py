@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..fsio import atomic_write
 from ..publish import layout
-from ..publish.card import card_facts, retarget_card
+from ..publish.card import CardYamlError, card_facts, retarget_card
 from ..publish.index import row_files
 from ..publish.layout_choice import MARKER_PATH, SHARDS, marker_bytes
 from ..publish.predecessor_index import holds_predecessor_rows
@@ -120,7 +120,11 @@ class LocalMigration:
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("%s: the dataset card cannot be read (%s): it is left as it is", self.description, exc)
             return
-        retargeted = retarget_card(text, ply=(self.root / PLY_DIR).is_dir())
+        try:
+            retargeted = retarget_card(text, ply=(self.root / PLY_DIR).is_dir())
+        except CardYamlError as exc:
+            log.warning("%s: the dataset card is left as it is: %s", self.description, exc)
+            return
         if retargeted is not None:
             atomic_write(card, retargeted.encode("utf-8"))
 
