@@ -280,13 +280,13 @@ class HubMigration:
             return None
         ply = any(r.ply_shard_path.startswith(PLY_DIR + "/") for r in rows)
         if card_facts(text) is None:
-            log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
-                     "index and the shards", self.description)
             try:
                 retargeted = retarget_card(text, ply)
             except CardYamlError as exc:
                 log.warning("%s: the dataset card is left as it is: %s", self.description, exc)
                 return None
+            log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
+                     "index and the shards", self.description)
             return None if retargeted is None else retargeted.encode("utf-8")
         card = render_card(title=self._card_title, sources=sorted({r.source for r in rows if r.source}),
                            predictors=sorted({r.predictor for r in rows if r.predictor}),

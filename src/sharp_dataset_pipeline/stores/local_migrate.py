@@ -108,8 +108,6 @@ class LocalMigration:
         if generated:
             self._store.write_card()  # the card of the shards layout (configs index, splats, ply)
         else:
-            log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
-                     "index and the shards", self.description)
             self._retarget_card(card)
         log.info("%s: shards layout recorded (%d old files removed at the end)", self.description, deleted)
         return MigrationStep(deleted=deleted)
@@ -125,6 +123,8 @@ class LocalMigration:
         except CardYamlError as exc:
             log.warning("%s: the dataset card is left as it is: %s", self.description, exc)
             return
+        log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
+                 "index and the shards", self.description)
         if retargeted is not None:
             atomic_write(card, retargeted.encode("utf-8"))
 
