@@ -116,7 +116,7 @@ def test_plain_verify_reads_the_member_listing_of_each_tar(store: Path) -> None:
 def test_an_orphan_shard_is_reported_and_fix_removes_only_it(store: Path) -> None:
     real = store / _rows(store)[0].shard_path
     orphan = store / ORPHAN
-    orphan.parent.mkdir(parents=True)
+    orphan.parent.mkdir(parents=True, exist_ok=True)  # a real shard's folder too, when its batch starts "ab"
     shutil.copyfile(real, orphan)
     rc, report = _verify(store)
     assert rc == 1 and _problems(report) == [("orphan_file", ORPHAN)] and report["problems"][0]["fixable"]
