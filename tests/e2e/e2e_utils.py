@@ -149,11 +149,3 @@ def publish_times(store: Path) -> dict[str, list[float]]:
         for client, at in db.execute("SELECT client, published_at FROM items ORDER BY published_at"):
             out.setdefault(client, []).append(at)
     return out
-
-
-def assert_overlapping(times: dict[str, list[float]], names: tuple[str, str]) -> None:
-    """Both clients published, and each published while the other was still publishing."""
-    a, b = (times.get(n, []) for n in names)
-    assert a and b, {n: len(times.get(n, [])) for n in names}
-    assert min(a) < max(b) and min(b) < max(a), (
-        f"{names[0]} published {min(a):.2f}..{max(a):.2f}, {names[1]} {min(b):.2f}..{max(b):.2f}: one after the other")

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from e2e_utils import (
-    assert_overlapping,
     check_consistent,
     cli_cmd,
     cli_env,
     err_text,
     make_photos,
-    publish_times,
     run_cli,
     start_together,
 )
@@ -42,7 +40,6 @@ def test_two_processes_split_the_work(tmp_path: Path) -> None:
     assert len(rows) == 40
     assert {r["client_id"] for r in rows} == {"alpha", "beta"}
     assert {r["id"] for r in rows if r["client_id"] == "alpha"} == a
-    assert_overlapping(publish_times(store), ("alpha", "beta"))
 
 
 def test_valid_lease_is_respected_and_expired_lease_taken_over(tmp_path: Path) -> None:
