@@ -39,6 +39,18 @@ def test_index_only_view_checks_files_orphans_and_duplicates() -> None:
     assert report.rows == 2 and not report.ok
 
 
+def test_files_an_unfinished_migration_still_deletes_are_counted_apart_not_as_orphans() -> None:
+    a = _row("a")
+    old = {"f/m/m.jpg": 4, "f/m/m.ply": 5, "f/n/n.jpg": 6}  # migrated items' files, their rows already moved
+    view = StoreView("hub", {"t.jsonl": _lines(a)}, _files(a) | old | {"f/zz/zz.ply": 3},
+                     awaiting_deletion=frozenset({"f/m/", "f/n/n.jpg", a.ply_path, "f/gone/"}))
+    report = find_problems(view, now=0.0)
+    assert [(p.kind, p.target) for p in report.problems] == [("orphan_file", "f/zz/zz.ply")]  # not listed
+    assert report.awaiting_deletion == 3  # a's PLY is listed but its row names it: not counted
+    assert "3 old files of migrated items wait for the next" in report.text()
+    assert report.to_json()["awaiting_deletion"] == 3
+
+
 def test_deep_check_calls_the_hasher() -> None:
     a = _row("a")
     hashes = {a.image_path: "a" * 64, a.ply_path: "0" * 64}

@@ -116,6 +116,8 @@ class StoreView:
     known_index_files: set[str] | None = None
     ledger_problems: list[Problem] = field(default_factory=list)  # found by the store in its own books
     parquet_ids: set[str] | None = None  # ids in the Parquet index (shards layout); None: not checked
+    # Old files an unfinished ``migrate`` still deletes (paths, or folders ending in ``/``): not orphans.
+    awaiting_deletion: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -127,6 +129,7 @@ class VerifyReport:
     leases: int = 0
     problems: list[Problem] = field(default_factory=list)
     members: int = 0  # shard members the rows name (sharded layout), each checked in its tar
+    awaiting_deletion: int = 0  # files of migrated items that the next ``migrate`` step deletes
     fixed: list[Problem] = field(default_factory=list)
     # Kinds this store's --fix repairs (None: every fixable kind); the hub store repairs fewer.
     repairs: frozenset[str] | None = None
@@ -158,7 +161,8 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "deep": self.deep, "rows": self.rows, "files": self.files,
-                "members": self.members, "leases": self.leases, "counts": self.counts(),
+                "members": self.members, "leases": self.leases, "awaiting_deletion": self.awaiting_deletion,
+                "counts": self.counts(),
                 "problems": [asdict(p) | {"fixable": self.repairable(p),
                                           "fix": p.fix_action() if self.repairable(p) else "",
                                           "needs": "" if self.repairable(p) else p.needs()}
@@ -173,6 +177,9 @@ class VerifyReport:
         if self.fixed:
             lines.append(f"fixed {len(self.fixed)} problems:")
             lines += [f"  {p.line()}" for p in self.fixed[:limit]]
+        if self.awaiting_deletion:
+            lines.append(f"{self.awaiting_deletion} old files of migrated items wait for the next "
+                         "`sharp-dataset migrate --to shards`, which deletes them (not a problem)")
         if self.ok:
             lines.append("consistent: no problems found")
             return "\n".join(lines)
@@ -238,6 +245,14 @@ def _index_problems(view: StoreView, found: dict[str, list[tuple[str, IndexRow]]
     return problems
 
 
+def awaits_deletion(path: str, awaiting: frozenset[str]) -> bool:
+    """Whether ``path`` is listed in ``awaiting`` itself or lies in a folder (``…/``) listed there."""
+    if path in awaiting:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:n]) + "/" in awaiting for n in range(1, len(parts)))
+
+
 def _file_problems(rows: dict[str, IndexRow], listing: dict[str, int],
                    hasher: Callable[[str], str] | None) -> tuple[list[Problem], set[str]]:
     problems = []
@@ -279,7 +294,8 @@ def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | No
                   opener: ShardOpener | None = None, lister: ShardLister | None = None) -> VerifyReport:
     """Every inconsistency of ``view`` at ``now``; ``hasher(path)`` (SHA-256 hex) enables deep checks of
     files, ``opener(shard path)`` (a readable stream) those of every shard member; without ``opener``,
-    ``lister(shard path)`` (its member listing) checks that every member is in its tar."""
+    ``lister(shard path)`` (its member listing) checks that every member is in its tar. Files no row
+    names that ``view.awaiting_deletion`` lists are counted apart, not reported as orphans."""
     found, problems = parse_index_files(view.index_files)
     problems += _index_problems(view, found)
     if view.ledger_rows is not None:
@@ -287,11 +303,16 @@ def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | No
     else:
         rows = {item_id: places[0][1] for item_id, places in found.items()}
     shard_found, shards, members = shard_problems(rows, view.listing, opener, lister)
-    file_problems, _ = _file_problems(rows, {p: s for p, s in view.listing.items() if p not in shards}, hasher)
+    file_problems, referenced = _file_problems(rows, {p: s for p, s in view.listing.items() if p not in shards},
+                                               hasher)
+    awaiting = {p for p in view.listing if p not in referenced and p not in shards
+                and awaits_deletion(p, view.awaiting_deletion)} if view.awaiting_deletion else set()
+    file_problems = [p for p in file_problems if not (p.kind == "orphan_file" and p.target in awaiting)]
     problems += file_problems + [Problem(*f) for f in shard_found]
     if view.parquet_ids is not None:
         problems += [Problem(*f) for f in index_id_problems(set(rows), view.parquet_ids)]
     problems += lease_problems(view.leases, view.done_units, now)
     problems += view.ledger_problems
     return VerifyReport(store=view.description, deep=hasher is not None, rows=len(rows),
-                        files=len(view.listing), leases=len(view.leases), problems=problems, members=members)
+                        files=len(view.listing), leases=len(view.leases), problems=problems, members=members,
+                        awaiting_deletion=len(awaiting))

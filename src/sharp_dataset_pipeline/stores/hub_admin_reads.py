@@ -36,7 +36,19 @@ from ..publish.shard_layout import INDEX_DIR, parse_shard_path
 from ..records import Batch, Failure, IndexRow
 from .hub_failures import fold_failures
 from .hub_reads import client_activity, excluded_ids, shard_time
-from .hub_state import BATCH, DONE, INDEX, LAYOUT_PATH, LEASE, LEDGER, SHARD, HubState, _quiet_tqdm, holder_of
+from .hub_state import (
+    BATCH,
+    DONE,
+    INDEX,
+    LAYOUT_PATH,
+    LEASE,
+    LEDGER,
+    MIGRATE_MARK,
+    SHARD,
+    HubState,
+    _quiet_tqdm,
+    holder_of,
+)
 from .hub_sync import HubSync
 
 log = logging.getLogger(__name__)
@@ -272,6 +284,18 @@ class HubAdminReads:
                 lfs[e.path] = str(e.lfs.sha256)
         return sizes, lfs, sorted(parquet)
 
+    def _migration_leftovers(self, state: HubState) -> frozenset[str]:
+        """What the last ``migrate`` commit left for its next step to delete (its marker's
+        ``delete_next``: old files and item folders of items whose shards have landed)."""
+        if MIGRATE_MARK not in state.entries:
+            return frozenset()
+        try:
+            body = json.loads(self.sync.download(MIGRATE_MARK, state.sha).decode("utf-8"))
+            return frozenset(str(p) for p in body.get("delete_next", []))
+        except (ValueError, AttributeError, TypeError) as exc:  # then those files show as orphans
+            log.warning("%s is unreadable (%s); the files it lists are checked as any other", MIGRATE_MARK, exc)
+            return frozenset()
+
     def verify(self, now: float, deep: bool = False) -> VerifyReport:
         """Check the dataset at the head: one sha, so a concurrent publish cannot look half-done."""
         state = self.sync.refresh()
@@ -283,7 +307,8 @@ class HubAdminReads:
                                     if state.parsed.get(LAYOUT_PATH) == SHARDS else (None, []))
         view = StoreView(description=self.description, index_files=index_files, listing=listing,
                          leases=list(state.leases.values()), done_units=set(state.done_units),
-                         ledger_problems=unreadable + bad_parquet, parquet_ids=parquet_ids)
+                         ledger_problems=unreadable + bad_parquet, parquet_ids=parquet_ids,
+                         awaiting_deletion=self._migration_leftovers(state))
 
         def sha256(path: str) -> str:
             if path in lfs:  # the Hub keeps LFS files' SHA-256: no download

@@ -52,11 +52,10 @@ from .base import MigrationStep
 from .hub import HubStore
 from .hub_ops import Plan
 from .hub_shards import add_marker
-from .hub_state import INDEX, PROGRESS, PROGRESS_DIR, SHARD, HubState, git_blob_oid, summarize_rows
+from .hub_state import INDEX, MIGRATE_MARK, PROGRESS, SHARD, HubState, git_blob_oid, summarize_rows
 
 log = logging.getLogger(__name__)
 
-MIGRATE_MARK = f"{PROGRESS_DIR}/ops.migrate.json"
 PREDECESSOR_COPY = f"{layout.COORD_DIR}/migrate/predecessor-train.jsonl"
 MAX_OPS = 100  # files added or deleted per commit: the Hub's advice (reference: 50-100)
 DEFAULT_STEP_ITEMS = 64  # a step's item folders are deleted (one operation each) within one later commit

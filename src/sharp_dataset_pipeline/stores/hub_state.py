@@ -36,6 +36,8 @@ DONE_DIR = posixpath.dirname(posixpath.dirname(layout.unit_done_path("x")))
 BATCH_DIR = f"{layout.COORD_DIR}/batches"
 LEDGER_PATH = f"{layout.COORD_DIR}/ledger.json"
 PROGRESS_DIR = f"{layout.COORD_DIR}/progress"
+# The last ``migrate`` commit's marker: its ``delete_next`` lists old files the next step deletes.
+MIGRATE_MARK = f"{PROGRESS_DIR}/ops.migrate.json"
 LAYOUT_PATH = f"{layout.COORD_DIR}/layout.json"  # {"layout": "shards" | "files"}, written when a dataset is new
 
 INDEX, SHARD, LEASE, DONE, BATCH, LEDGER, PROGRESS, LAYOUT, OTHER = (
