@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 class RowSource(Protocol):
-    def rows(self) -> Iterator[IndexRow]: ...
+    def rows(self) -> Iterable[IndexRow]: ...
 
 
 @dataclass

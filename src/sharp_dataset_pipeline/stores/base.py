@@ -203,8 +203,12 @@ class ShardMigration(Protocol):
     a rerun recognises the rows already in shards (``IndexRow.shard_path``)."""
 
     description: str
-    layout: str  # the dataset's layout now: "files" until ``finish`` records "shards"
     step_items: int  # items per step by default (the hub's is bounded by files per commit)
+
+    @property
+    def layout(self) -> str:
+        """The dataset's layout now: ``files`` until ``finish`` records ``shards``."""
+        ...
 
     def rows(self) -> list[IndexRow]:
         """Every published row, in either layout (a predecessor index's rows converted)."""
