@@ -56,6 +56,30 @@ def read_rows(store: Path) -> list[dict]:
     return rows
 
 
+def parquet_share_fields(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
+    """id -> its share fields as the Parquet index shows them (``files``: repo path -> bytes)."""
+    import io
+
+    from sharp_dataset_pipeline.publish.index_fields import read_fields
+
+    out: dict[str, dict[str, str]] = {}
+    for path, data in sorted(files.items()):
+        if path.startswith("data/index/") and path.endswith(".parquet"):
+            out.update(read_fields(io.BytesIO(data)))
+    return out
+
+
+def local_parquet_share_fields(store: Path) -> dict[str, dict[str, str]]:
+    """``parquet_share_fields`` of a local store's Parquet index files."""
+    return parquet_share_fields({p.relative_to(store).as_posix(): p.read_bytes()
+                                 for p in (store / "data" / "index").rglob("*.parquet") if not p.name.startswith(".")})
+
+
+def share_fields_of(rows: list[dict]) -> dict[str, dict[str, str]]:
+    """id -> the share fields of JSONL rows."""
+    return {r["id"]: {k: r[k] for k in ("gsplat_url", "gsplat_share_id", "gsplat_model_id")} for r in rows}
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

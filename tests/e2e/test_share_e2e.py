@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2e_utils import check_consistent, make_photos, publish_times, read_rows, run_cli
+from e2e_utils import (
+    check_consistent,
+    local_parquet_share_fields,
+    make_photos,
+    parquet_share_fields,
+    publish_times,
+    read_rows,
+    run_cli,
+    share_fields_of,
+)
 
 from emulators.faults import Fault
 from emulators.gsplat import GsplatEmulator
@@ -25,6 +34,9 @@ def test_a_failed_share_leaves_the_item_published_and_share_missing_fills_it_in(
         assert len(rows) == 4
         unshared = [r for r in rows if not r["gsplat_share_id"]]
         assert unshared, "the injected 500s should have failed at least one share"
+        # The Parquet index (what load_dataset shows) has the run's shares, recorded after publish.
+        assert local_parquet_share_fields(store) == share_fields_of(rows)
+        assert run_cli(tmp_path, "compact", "--store", f"local:{store}").returncode == 0  # rows now in a part
         emu.faults = type(emu.faults)()  # the service recovers
         again = run_cli(tmp_path, "share", "--missing", "--store", f"local:{store}", **env)
         assert again.returncode == 0, again.stderr
@@ -32,6 +44,8 @@ def test_a_failed_share_leaves_the_item_published_and_share_missing_fills_it_in(
         rows = read_rows(store)
         assert len(rows) == 4 and all(r["gsplat_share_id"] and r["gsplat_url"] for r in rows)
         check_consistent(store)
+        shown = local_parquet_share_fields(store)
+        assert shown == share_fields_of(rows) and all(f["gsplat_url"] for f in shown.values())
 
 
 SHARE_DELAY_S = 4.0
@@ -96,13 +110,18 @@ def test_share_missing_on_the_hub_store_records_fields_in_one_commit(tmp_path: P
         assert first.returncode == 0, first.stderr[-2000:]
         rows = index_rows(hub.files(repo))
         assert len(rows) == 3 and not any(r["gsplat_share_id"] for r in rows)
+        compacted = run_cli(tmp_path, "compact", "--store", f"hf:{repo}", **env)  # the rows move into a part
+        assert compacted.returncode == 0, compacted.stderr[-2000:]
+        assert [p for p in hub.files(repo) if p.startswith("data/index/parts/")]
         commits_before = len(hub.history(repo))
         shared = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
         assert shared.returncode == 0, shared.stderr[-2000:]
         assert "shared 3" in shared.stdout
-        rows = index_rows(hub.files(repo))
+        files = hub.files(repo)
+        rows = index_rows(files)
         assert len(rows) == 3 and all(r["gsplat_share_id"] and r["gsplat_url"] for r in rows)
         assert len(hub.history(repo)) == commits_before + 1, "late shares are recorded in one commit"
+        assert parquet_share_fields(files) == share_fields_of(rows)  # the Parquet index, in that commit
         again = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)
         assert again.returncode == 0 and "shared 0, already shared 3" in again.stdout
 
@@ -122,8 +141,11 @@ def test_a_run_to_the_hub_records_its_shares_late_in_one_commit(tmp_path: Path) 
                        "--store", f"hf:{repo}", "--batch-size", "1", **env)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "gsplat shares: 3 made, 0 left for sharp-dataset share --missing" in done.stdout
-        rows = index_rows(hub.files(repo))
+        files = hub.files(repo)
+        rows = index_rows(files)
         assert len(rows) == 3 and all(r["gsplat_share_id"] in emu.orders for r in rows)
+        shown = parquet_share_fields(files)
+        assert shown == share_fields_of(rows) and all(f["gsplat_share_id"] for f in shown.values())
         titles = [c.title for c in hub.history(repo)]
         assert sum(t.startswith("record fields of") for t in titles) == 1, titles
         again = run_cli(tmp_path, "share", "--missing", "--store", f"hf:{repo}", **env)

@@ -17,7 +17,10 @@ file, so a merge keeps the removal as the id's last word.
 Costs (API calls, the Hub's 5-minute buckets): the reads' are in ``hub_admin_reads``.
 ``remove`` / ``gc`` / ``fix``: the head read, one paths-info call per 100 files to delete, and
 one commit; a removal inside shards also reads what ``hub_shard_remove`` lists (the affected tars
-and Parquet files, rewritten and uploaded before that commit).
+and Parquet files, rewritten and uploaded before that commit). ``update_share_fields`` (late share
+results): one commit with the JSONL index files holding the rows and, in the sharded layout, the
+Parquet index files holding them (the step's pending shard, or every part once it was merged),
+downloaded, rewritten with the new fields (``publish.index_fields``) and uploaded before the commit.
 """
 
 from __future__ import annotations
@@ -35,11 +38,19 @@ from ..ledger.verify import Problem, VerifyReport
 from ..publish import layout
 from ..publish.index import decode_rows
 from ..publish.index_edit import update_lines
+from ..publish.index_fields import read_fields, rewrite_fields, stale_fields
 from ..records import IndexRow, Lease
 from .hub_admin_reads import LEASE_FIXES, HubAdminReads
 from .hub_ops import Plan
 from .hub_reads import REMOVE_STAGE, REMOVED_REASON
-from .hub_shard_remove import HubTakedown, add_replacement, edit_index_files, plan_hub_takedown, takedown_dir
+from .hub_shard_remove import (
+    HubTakedown,
+    add_replacement,
+    edit_index_files,
+    index_candidates,
+    plan_hub_takedown,
+    takedown_dir,
+)
 from .hub_shards import list_index_files
 from .hub_state import (
     BATCH,
@@ -186,18 +197,18 @@ class HubAdmin(HubAdminReads):
         result.dry_run = True
         return result
 
+    def _parquet_files(self, state: HubState) -> list[str]:
+        """The Parquet index files at ``state`` (one paged listing of ``data/index``)."""
+        sync = self.sync
+        sync.count("api")
+        return sorted(sync.read_at(state.sha, lambda: list_index_files(
+            sync.api, sync.repo_id, sync.repo_type, state.sha)).sizes)
+
     def _takedown(self, state: HubState, rows: dict[str, IndexRow], work: str) -> HubTakedown | None:
         """The shard rewrite of the removed rows that sit in shards, planned at ``state``."""
-        sync = self.sync
-
-        def parquet() -> list[str]:
-            sync.count("api")
-            return sorted(sync.read_at(state.sha, lambda: list_index_files(
-                sync.api, sync.repo_id, sync.repo_type, state.sha)).sizes)
-
         every = (row for _, row in self._rows_at(state))  # lazy: read only when a row sits in a shard
-        return plan_hub_takedown(rows, every, lambda p: self._download(p, state.sha), parquet,
-                                 Path(work) / state.sha[:16])
+        return plan_hub_takedown(rows, every, lambda p: self._download(p, state.sha),
+                                 lambda: self._parquet_files(state), Path(work) / state.sha[:16])
 
     def replace_in_shards(self, state: HubState, plan: Plan, old: dict[str, IndexRow], work: str) -> None:
         """``run --redo`` in shards: the old samples of the rows ``plan`` replaces (``old``, as read at
@@ -248,25 +259,50 @@ class HubAdmin(HubAdminReads):
     def update_share_fields(self, updates: dict[str, dict[str, str]], now: float) -> list[str]:
         """Merge ``updates[id]`` into published rows, rewriting the index files that hold them, in ONE
         commit (``share --missing`` records late shares this way). Returns the ids updated."""
-        return self._commit(lambda state: self._plan_update(state, updates, now)) or []
+        with takedown_dir(self.sync.reader.cache_dir) as work:
+            return self._commit(lambda state: self._plan_update(state, updates, now, work)) or []
 
     def sync_index(self) -> None:
         """Nothing to do: ``update_share_fields`` rewrote the index files in its commit."""
 
     def _plan_update(self, state: HubState, updates: dict[str, dict[str, str]],
-                     now: float) -> tuple[Plan, list[str]] | None:
+                     now: float, work: str) -> tuple[Plan, list[str]] | None:
         plan = Plan(title=f"record fields of {len(updates)} items ({self.client_id})")
         done: list[str] = []
+        changed: dict[str, IndexRow] = {}
         for path in self._index_paths(state):
             hit = set(updates) & state.parsed[path].ids
             if not hit:
                 continue
             data = update_lines(self._blob(state, path), {i: updates[i] for i in hit})
             plan.adds[path] = data
-            plan.known[path] = (git_blob_oid(data), summarize_rows(decode_rows(data)))
+            rows = decode_rows(data)
+            plan.known[path] = (git_blob_oid(data), summarize_rows(rows))
             self._blobs[git_blob_oid(data)] = data
+            changed.update((r.id, r) for r in rows if r.id in hit)
             done += sorted(hit)
         if not done:
             return None
+        plan.adds.update(self._index_field_updates(state, changed, Path(work) / state.sha[:16]))
         self._mark(plan, "update", now, {"ids": done})
         return plan, done
+
+    def _index_field_updates(self, state: HubState, rows: dict[str, IndexRow], work: Path) -> dict[str, Path]:
+        """The Parquet index files holding ``rows`` (sharded layout) rewritten with their new late fields
+        (``index_fields``), to ride on the same commit as the JSONL edits: path → the new file."""
+        sharded = [r for r in rows.values() if r.shard_path or r.ply_shard_path]
+        if not sharded:
+            return {}
+        out: dict[str, Path] = {}
+        work.mkdir(parents=True, exist_ok=True)
+        for n, path in enumerate(index_candidates(sharded, self._parquet_files(state))):
+            source = self._download(path, state.sha)
+            with source.open("rb") as fh:
+                updates = stale_fields(read_fields(fh), rows)
+            if not updates:
+                continue
+            new = work / f"fields-{n:04d}.parquet"
+            with source.open("rb") as src, new.open("wb") as dst:
+                rewrite_fields(src, updates, dst)
+            out[path] = new
+        return out

@@ -59,7 +59,7 @@ class HubTakedown:
                 plan.adds[path] = new
 
 
-def _index_candidates(shard_rows: Iterable[IndexRow], present: list[str]) -> list[str]:
+def index_candidates(shard_rows: Iterable[IndexRow], present: list[str]) -> list[str]:
     """The Parquet files that may hold the affected rows: each step's pending index shard while it
     exists, and the compacted parts once any step's was merged into them."""
     steps: set[str] = set()
@@ -87,7 +87,7 @@ def plan_hub_takedown(removed: dict[str, IndexRow], rows: Iterable[IndexRow], do
     takedown = plan_takedown(inside, shard_rows, download, work_dir)
     out = HubTakedown(takedown)
     drop_ids = {r.id for r in inside}
-    for n, path in enumerate(_index_candidates(shard_rows, parquet_files())):
+    for n, path in enumerate(index_candidates(shard_rows, parquet_files())):
         new = work_dir / f"index-{n:04d}.parquet"
         with download(path).open("rb") as src:
             left = rewrite_index(src, drop_ids, takedown, lambda n=new: n.open("wb"))

@@ -27,7 +27,7 @@ from ..publish.layout_choice import SHARDS
 from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from . import local_schema as sql
 from .local_shard_remove import finish_takedowns
-from .local_shards import compact_parquet, remove_dead_packs
+from .local_shards import compact_parquet, remove_dead_packs, sync_index_fields
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,9 @@ class LocalMaintenance:
         self._apply_rewrites()
 
     def _apply_rewrites(self, owner: str | None = None) -> None:
-        """Rewrite, from the ledger, the index files that still show rows a ``--redo`` publish
-        replaced: a shard file, or the compacted index (by finishing a compaction)."""
+        """Rewrite, from the ledger, the index files that still show rows a ``--redo`` publish replaced
+        or ``share`` changed: a shard file, or the compacted index (by finishing a compaction); in the
+        sharded layout the Parquet files showing changed share fields too (``sync_index_fields``)."""
         conn = self._conn()
         if not sql.pending_rewrites(conn):
             return
@@ -162,6 +163,9 @@ class LocalMaintenance:
         try:
             with sql.write_tx(conn):  # no publisher changes these shards meanwhile
                 names = sql.pending_rewrites(conn)
+                if self.layout == SHARDS:  # before the notes go: a crash leaves them, and open() syncs again
+                    sync_index_fields(self.root, lambda ids: {
+                        i: row_from_json(line) for i, (_, line) in sql.published_rows(conn, list(ids)).items()})
                 compacted = [n for n in names if sql.shard_state(conn, n) in ("compacting", "compacted")]
                 for name in names:
                     if sql.shard_state(conn, name) == "committed":

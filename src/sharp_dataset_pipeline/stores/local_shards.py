@@ -11,6 +11,8 @@ and the Parquet index compaction. The layout on disk is the Hub repo's (``publis
 - **Compaction.** Pending Parquet index shards merge into ``data/index/parts`` (``parquet_index``):
   the merged file is in place before its inputs go, so a reader may see a row twice for a moment
   (``merge_index`` keeps one when it next runs), never miss one.
+- **Late fields.** ``sync_index_fields`` carries fields recorded on published rows after publish (share
+  results) from the ledger into the Parquet files that hold those rows.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive
 from ..publish.index import row_files, row_from_json
+from ..publish.index_fields import read_fields, rewrite_fields, stale_fields
 from ..publish.layout_choice import MARKER_PATH, PREDECESSOR_DIR, decide_layout, marker_bytes, read_marker
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import DEFAULT_MAX_SHARD_BYTES, INDEX_DIR, index_shard_path, parse_shard_path
@@ -124,3 +128,24 @@ def compact_parquet(root: Path) -> int:
     if merged:
         log.debug("compacted %d Parquet index files", merged)
     return merged
+
+
+def sync_index_fields(root: Path, rows_of: Callable[[Iterable[str]], dict[str, IndexRow]]) -> list[str]:
+    """Rewrite each Parquet index file whose rows' late fields (share results) differ from the ledger's
+    (``rows_of(ids)``: the published rows of those ids); returns the files rewritten. Each file is
+    replaced atomically, so a crash leaves it old or new, and a rerun finds what is still stale."""
+    rewritten = []
+    for info in index_files(root):
+        path = root / info.path
+        with path.open("rb") as fh:
+            have = read_fields(fh)
+        updates = stale_fields(have, rows_of(have))
+        if not updates:
+            continue
+        with path.open("rb") as src, atomic_file(path, fsync=True) as out:
+            rewrite_fields(src, updates, out)
+        fsync_dir(path.parent)
+        rewritten.append(info.path)
+    if rewritten:
+        log.debug("late row fields carried into %d Parquet index files", len(rewritten))
+    return rewritten
