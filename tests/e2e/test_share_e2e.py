@@ -3,6 +3,8 @@ item published without share fields, and ``share --missing`` fills them in later
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 from e2e_utils import (
@@ -46,6 +48,32 @@ def test_a_failed_share_leaves_the_item_published_and_share_missing_fills_it_in(
         check_consistent(store)
         shown = local_parquet_share_fields(store)
         assert shown == share_fields_of(rows) and all(f["gsplat_url"] for f in shown.values())
+    # A Parquet index that lost them (as one written before share fields were carried over): verify
+    # names the rows, and compact brings them back from the ledger.
+    stale_share_fields(store, rows[0]["id"])
+    found = run_cli(tmp_path, "verify", "--store", f"local:{store}", "--json")
+    problems = json.loads(found.stdout)["problems"]
+    assert found.returncode == 1 and [(p["kind"], p["subject"]) for p in problems] == [
+        ("index_mismatch", rows[0]["id"])], problems
+    assert "gsplat_url" in problems[0]["detail"]
+    assert run_cli(tmp_path, "compact", "--store", f"local:{store}").returncode == 0
+    assert local_parquet_share_fields(store) == share_fields_of(rows)
+    check_consistent(store)
+
+
+def stale_share_fields(store: Path, item_id: str) -> None:
+    """Blank one row's share fields in the local store's Parquet index file that holds it."""
+    from sharp_dataset_pipeline.publish.index_fields import LATE_FIELDS, read_fields, rewrite_fields
+
+    for path in (store / "data" / "index").rglob("*.parquet"):
+        with path.open("rb") as fh:
+            if item_id not in read_fields(fh):
+                continue
+        data = path.read_bytes()
+        with path.open("wb") as out:
+            rewrite_fields(io.BytesIO(data), {item_id: dict.fromkeys(LATE_FIELDS, "")}, out)
+        return
+    raise AssertionError(f"{item_id} is in no Parquet index file")
 
 
 SHARE_DELAY_S = 4.0

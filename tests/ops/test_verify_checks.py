@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from sharp_dataset_pipeline.ledger.verify import StoreView, find_problems, lease_problems
@@ -49,6 +50,20 @@ def test_files_an_unfinished_migration_still_deletes_are_counted_apart_not_as_or
     assert report.awaiting_deletion == 3  # a's PLY is listed but its row names it: not counted
     assert "3 old files of migrated items wait for the next" in report.text()
     assert report.to_json()["awaiting_deletion"] == 3
+
+
+def test_share_fields_the_parquet_index_shows_otherwise_than_the_rows_are_a_mismatch() -> None:
+    shared = dataclasses.replace(_row("a"), gsplat_url="https://gsplat.org/viewer/Q", gsplat_share_id="Q")
+    b = _row("b")
+    blank = {"gsplat_url": "", "gsplat_share_id": "", "gsplat_model_id": ""}
+    view = StoreView("hub", {"t.jsonl": _lines(shared, b)}, _files(shared, b), parquet_ids={"a", "b"},
+                     parquet_fields={"a": dict(blank), "b": dict(blank)})
+    problems = find_problems(view, now=0.0).problems
+    assert [(p.kind, p.subject) for p in problems] == [("index_mismatch", "a")]
+    assert "gsplat_url, gsplat_share_id" in problems[0].detail and not problems[0].fixable
+    view.parquet_fields = {"a": {"gsplat_url": shared.gsplat_url, "gsplat_share_id": "Q", "gsplat_model_id": ""},
+                           "b": dict(blank)}
+    assert find_problems(view, now=0.0).ok
 
 
 def test_deep_check_calls_the_hasher() -> None:

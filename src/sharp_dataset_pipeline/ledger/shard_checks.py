@@ -11,10 +11,11 @@ paths the rows name are returned as referenced.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
 from ..errors import StoreError
+from ..publish.index_fields import stale_fields
 from ..publish.parquet_index import ShardMember, row_members
 from ..publish.tar_shard import ABSENT_FROM_SHARD, MemberMismatch, MemberRecord, check_listing, verify_shard
 from ..records import IndexRow
@@ -95,4 +96,14 @@ def index_id_problems(jsonl_ids: set[str], parquet_ids: set[str]) -> list[Found]
                         for i in sorted(jsonl_ids - parquet_ids)]
     out += [("index_mismatch", i, "in the Parquet index, not in the JSONL rows", "data/index")
             for i in sorted(parquet_ids - jsonl_ids)]
+    return out
+
+
+def index_field_problems(rows: Mapping[str, IndexRow], shown: Mapping[str, Mapping[str, str]]) -> list[Found]:
+    """Rows whose share fields the Parquet index (``shown``: id → fields) shows otherwise than the JSONL
+    row (both are written in the same step)."""
+    out: list[Found] = []
+    for item_id, want in sorted(stale_fields(shown, rows).items()):
+        names = ", ".join(n for n in want if shown[item_id].get(n, "") != want[n])
+        out.append(("index_mismatch", item_id, f"the Parquet index shows other {names} than its row", "data/index"))
     return out

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..publish.index import row_file_refs, row_from_json
 from ..records import IndexRow, Lease
-from .shard_checks import ShardLister, ShardOpener, index_id_problems, shard_problems
+from .shard_checks import ShardLister, ShardOpener, index_field_problems, index_id_problems, shard_problems
 
 # kind → (fixable, one-line meaning)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -35,7 +35,7 @@ KINDS: dict[str, tuple[bool, str]] = {
     "shard_count": (True, "a publish step's recorded row count differs from its rows in the ledger"),
     "missing_member": (False, "a row's shard member is not in its shard (shard missing or too short)"),
     "member_mismatch": (False, "a shard member's bytes, place or size differ from its row (deep)"),
-    "index_mismatch": (False, "the Parquet index and the JSONL rows hold different ids"),
+    "index_mismatch": (False, "the Parquet index and the JSONL rows hold different ids or share fields"),
     "expired_lease": (True, "a lease past its expiry (its unit can be taken over)"),
     "bad_lease": (True, "a lease that is malformed (no owner, bad times)"),
     "lease_on_done_unit": (True, "a lease on a unit that is already done"),
@@ -57,7 +57,8 @@ _TAKE_DOWN = "or take the item down with `sharp-dataset remove {subject}` (its i
 NEEDS: dict[str, str] = {
     "missing_member": "restore {target} (e.g. from a backup), " + _TAKE_DOWN,
     "member_mismatch": "{target} changed after it was published: restore it, " + _TAKE_DOWN,
-    "index_mismatch": "`sharp-dataset compact` rewrites the Parquet index from the rows",
+    "index_mismatch": ("share fields: `sharp-dataset compact` on the local store carries the rows' into the Parquet "
+                       "index; ids: the index files were changed outside the tool (restore them from a backup)"),
     "missing_file": "restore {target} (e.g. from a backup or the run folder that made it), " + _TAKE_DOWN,
     "size_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
     "hash_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
@@ -116,6 +117,7 @@ class StoreView:
     known_index_files: set[str] | None = None
     ledger_problems: list[Problem] = field(default_factory=list)  # found by the store in its own books
     parquet_ids: set[str] | None = None  # ids in the Parquet index (shards layout); None: not checked
+    parquet_fields: dict[str, dict[str, str]] | None = None  # id → share fields the Parquet index shows
     # Old files an unfinished ``migrate`` still deletes (paths, or folders ending in ``/``): not orphans.
     awaiting_deletion: frozenset[str] = frozenset()
 
@@ -311,6 +313,8 @@ def find_problems(view: StoreView, now: float, hasher: Callable[[str], str] | No
     problems += file_problems + [Problem(*f) for f in shard_found]
     if view.parquet_ids is not None:
         problems += [Problem(*f) for f in index_id_problems(set(rows), view.parquet_ids)]
+    if view.parquet_fields is not None:
+        problems += [Problem(*f) for f in index_field_problems(rows, view.parquet_fields)]
     problems += lease_problems(view.leases, view.done_units, now)
     problems += view.ledger_problems
     return VerifyReport(store=view.description, deep=hasher is not None, rows=len(rows),

@@ -30,8 +30,8 @@ from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEv
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import decode_rows
+from ..publish.index_fields import read_fields
 from ..publish.layout_choice import SHARDS
-from ..publish.parquet_index import read_ids
 from ..publish.shard_layout import INDEX_DIR, parse_shard_path
 from ..records import Batch, Failure, IndexRow
 from .hub_failures import fold_failures
@@ -241,15 +241,15 @@ class HubAdminReads:
 
     # -- verify ----------------------------------------------------------------------------------
 
-    def _parquet_ids(self, paths: list[str], sha: str) -> tuple[set[str], list[Problem]]:
-        """The ids of the Parquet index files at ``sha`` (their ``id`` column only), and a problem per
-        file that is not readable Parquet with ids."""
-        ids: set[str] = set()
+    def _parquet_index(self, paths: list[str], sha: str) -> tuple[dict[str, dict[str, str]], list[Problem]]:
+        """Id → share fields of the Parquet index files at ``sha`` (those columns only), and a problem per
+        file that is not readable Parquet with them."""
+        ids: dict[str, dict[str, str]] = {}
         bad: list[Problem] = []
         for path in paths:
             try:
                 with open(self._download(path, sha), "rb") as fh:
-                    ids.update(read_ids(fh))
+                    ids.update(read_fields(fh))
             except (OSError, StoreError) as exc:
                 bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
         return ids, bad
@@ -303,11 +303,12 @@ class HubAdminReads:
         index_files = {p: self._blob(state, p) for p in self._index_paths(state)}
         unreadable = [Problem("bad_lease", p, "lease file is not a valid lease", p)
                       for p in state.paths_of(LEASE) if state.parsed.get(p) is None]
-        parquet_ids, bad_parquet = (self._parquet_ids(parquet, state.sha)
-                                    if state.parsed.get(LAYOUT_PATH) == SHARDS else (None, []))
+        shown, bad_parquet = (self._parquet_index(parquet, state.sha)
+                              if state.parsed.get(LAYOUT_PATH) == SHARDS else (None, []))
         view = StoreView(description=self.description, index_files=index_files, listing=listing,
                          leases=list(state.leases.values()), done_units=set(state.done_units),
-                         ledger_problems=unreadable + bad_parquet, parquet_ids=parquet_ids,
+                         ledger_problems=unreadable + bad_parquet,
+                         parquet_ids=None if shown is None else set(shown), parquet_fields=shown,
                          awaiting_deletion=self._migration_leftovers(state))
 
         def sha256(path: str) -> str:

@@ -86,6 +86,7 @@ class LocalMaintenance:
             count = self._finish_compaction()
             if self.layout == SHARDS:
                 compact_parquet(self.root)  # the Parquet index of the sharded layout, under the same lock
+                self._sync_index_fields(conn)  # share fields a dataset made before they were synced lacks
         finally:
             self._drop_maintenance(owner)
         self._refresh_card()
@@ -164,8 +165,7 @@ class LocalMaintenance:
             with sql.write_tx(conn):  # no publisher changes these shards meanwhile
                 names = sql.pending_rewrites(conn)
                 if self.layout == SHARDS:  # before the notes go: a crash leaves them, and open() syncs again
-                    sync_index_fields(self.root, lambda ids: {
-                        i: row_from_json(line) for i, (_, line) in sql.published_rows(conn, list(ids)).items()})
+                    self._sync_index_fields(conn)
                 compacted = [n for n in names if sql.shard_state(conn, n) in ("compacting", "compacted")]
                 for name in names:
                     if sql.shard_state(conn, name) == "committed":
@@ -179,6 +179,11 @@ class LocalMaintenance:
         finally:
             if owner is None:
                 self._drop_maintenance(mine)
+
+    def _sync_index_fields(self, conn: sqlite3.Connection) -> None:
+        """The Parquet index's share fields brought in line with the ledger's rows (``sync_index_fields``)."""
+        sync_index_fields(self.root, lambda ids: {
+            i: row_from_json(line) for i, (_, line) in sql.published_rows(conn, list(ids)).items()})
 
     def retire_replaced_files(self, only: list[str] | None = None) -> None:
         """Delete the files of rows a ``--redo`` replaced (journaled as ``RETIRE`` intents by its

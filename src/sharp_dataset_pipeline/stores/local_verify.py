@@ -29,8 +29,9 @@ from ..fsio import pid_alive, temp_writer
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import row_file_refs, row_from_json
+from ..publish.index_fields import read_fields
 from ..publish.layout_choice import MARKER_PATH, SHARDS, read_marker
-from ..publish.parquet_index import read_ids, row_members
+from ..publish.parquet_index import row_members
 from ..publish.shard_layout import INDEX_DIR, KIND_DIRS, parse_shard_path
 from ..publish.tar_shard import MemberRecord, list_members
 from ..records import IndexRow, Lease
@@ -115,19 +116,19 @@ def _is_sharded(root: Path) -> bool:
         return False
 
 
-def _parquet_ids(root: Path) -> tuple[set[str] | None, list[Problem]]:
-    """Ids in the Parquet index of a sharded dataset (None for the files layout: not checked), and a
-    problem per unreadable file. Read after the ledger: a publish step places its index shard before
-    its ledger commit, so every committed row's file is there (an extra id of a step in flight is
-    confirmed by the second scan or not)."""
+def _parquet_index(root: Path) -> tuple[dict[str, dict[str, str]] | None, list[Problem]]:
+    """Id → share fields of the Parquet index of a sharded dataset (None for the files layout: not
+    checked), and a problem per unreadable file. Read after the ledger: a publish step places its index
+    shard before its ledger commit, so every committed row's file is there (an extra id of a step in
+    flight, or a share being recorded, is confirmed by the second scan or not)."""
     if not _is_sharded(root):
         return None, []
-    ids: set[str] = set()
+    ids: dict[str, dict[str, str]] = {}
     bad = []
     for info in index_files(root):
         try:
             with (root / info.path).open("rb") as fh:
-                ids.update(read_ids(fh))
+                ids.update(read_fields(fh))
         except FileNotFoundError:
             continue  # merged away by a compaction meanwhile: its rows are in the merged part
         except (OSError, StoreError) as exc:
@@ -169,11 +170,12 @@ def scan_local(root: Path, index_path: str, description: str) -> StoreView:
     finally:
         conn.close()
     listing = {**_list_shards(root), **_list_item_files(root, index_path)}
-    parquet_ids, unreadable = _parquet_ids(root)
+    parquet, unreadable = _parquet_index(root)
     return StoreView(description=description, index_files=index_files, listing=listing,
                      leases=ledger["leases"], done_units=ledger["done"], ledger_rows=ledger["rows"],
                      expected_file=ledger["expected"], known_index_files=ledger["known"],
-                     ledger_problems=ledger["counts"] + unreadable, parquet_ids=parquet_ids)
+                     ledger_problems=ledger["counts"] + unreadable,
+                     parquet_ids=None if parquet is None else set(parquet), parquet_fields=parquet)
 
 
 def _listing(root: Path, rel: str) -> list[MemberRecord]:
