@@ -65,7 +65,7 @@ def call_with_retries(
     attempts: int,
     base_s: float,
     max_s: float,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     retry_on: tuple[type[BaseException], ...] = (TransientError,),
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     rng: random.Random | None = None,

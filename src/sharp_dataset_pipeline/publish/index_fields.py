@@ -63,9 +63,10 @@ def rewrite_fields(src: BinaryIO, updates: Mapping[str, Mapping[str, str]], out:
     changed: list[str] = []
     entries = []
     for entry in read_index(src):
-        fields = updates.get(entry.row.id)
-        if fields:
-            entry = dataclasses.replace(entry, row=dataclasses.replace(entry.row, **fields))
+        new = updates.get(entry.row.id)
+        if new:
+            row = dataclasses.replace(entry.row, **dict(new))  # type: ignore[arg-type]  # str fields (checked above)
+            entry = dataclasses.replace(entry, row=row)
             changed.append(entry.row.id)
         entries.append(entry)
     write_index(entries, out)

@@ -135,7 +135,7 @@ class HubAdminReads:
         return out
 
     def _done_markers(self, state: HubState) -> list[tuple[str, float | None]]:
-        out = []
+        out: list[tuple[str, float | None]] = []
         for path in state.paths_of(DONE):
             try:
                 obj = json.loads(self._blob(state, path).decode("utf-8"))

@@ -108,8 +108,7 @@ def summarize_rows(rows: Iterable[IndexRow]) -> IndexSummary:
         made_by[row.id] = (row.unit, row.predictor, row.model_version)
         paths = row_files(row)
         files += len(paths)
-        found = {h for h in (holder_of(p, row.id) for p in paths) if h is not None}
-        for h in found:
+        for h in {h for h in (holder_of(p, row.id) for p in paths) if h is not None}:
             holders[h] += 1
     files += len(tars)
     unit_models: dict[str, dict[tuple[str, str], int]] = {}
