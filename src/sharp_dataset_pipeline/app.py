@@ -203,7 +203,7 @@ def run_pipeline(settings: Settings, console: Console, *, timing_only: bool = Fa
     executor = make_executor(settings)
     client = make_client(headers={"User-Agent": f"sharp-dataset/{__version__}"})
     with _run_dir_unless_rejected(opts.run_dir):
-        store = make_store(settings)
+        store = make_store(settings, stop=control.event)
         source = make_source(settings, client)
         predictor = make_predictor(settings, opts.run_dir)
         log.info("run %s: %s → %s with %s (%s); stop with Ctrl+C or: touch %s", settings.run_id,

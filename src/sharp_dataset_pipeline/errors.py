@@ -48,5 +48,14 @@ class StoreError(SharpDatasetError):
     """The store could not complete an operation; nothing was published by it."""
 
 
+class CommitQuotaSpent(StoreError):
+    """The run is stopping and the store's commit quota has no room before the drain ends: the
+    operation was not sent (nothing of it was published). ``retry_after_s``: when the quota reopens."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class FatalDeviceError(SharpDatasetError):
     """The prediction device is unusable; the run stops cleanly."""

@@ -6,6 +6,7 @@ Heavy or optional backends (Hub, Unsplash, SHARP) are imported only when asked f
 from __future__ import annotations
 
 import shutil
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -116,7 +117,9 @@ def unsplash_options(settings: Settings, kind: str, arg: str) -> UnsplashOptions
 NEW_DATASET_LAYOUT = "shards"
 
 
-def make_store(settings: Settings) -> Store:
+def make_store(settings: Settings, stop: threading.Event | None = None) -> Store:
+    """The store STORE names. ``stop``: the run's stop event, which ends a hub store's long waits for
+    its commit quota (the local store never waits)."""
     spec = settings.resolved_store()
     kind, _, arg = spec.partition(":")
     if kind == "local":
@@ -131,7 +134,7 @@ def make_store(settings: Settings) -> Store:
 
         if not arg or "/" not in arg:
             raise ConfigError(f"STORE: hub store needs a repo id like hf:user/name, got {spec!r}")
-        return HubStore(hub_options(settings, arg))
+        return HubStore(hub_options(settings, arg), stop=stop)
     raise ConfigError(f"STORE: unknown store {spec!r}; use local:DIR or hf:USER/REPO")
 
 

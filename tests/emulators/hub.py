@@ -11,7 +11,7 @@ must run with ``HF_HUB_DISABLE_XET=1``. Faults are switchable at run time throug
 - ``overlap_409``: a commit arriving while another is being applied gets 409 (the Hub's per-repo
   commit lock); ``commit_hold_s`` is how long applying takes, ``random_409_rate`` adds more 409s;
 - ``quota_commits`` / ``quota_window_s``: after N applied commits in a window, 429 with
-  ``Retry-After`` (the Hub's per-repo commit quota);
+  ``Retry-After`` (the Hub's per-repo commit quota; ``quota_retry_after=False``: the message only);
 - ``error_after_commit_rate`` / ``drop_after_commit_rate``: the commit IS applied, then the answer is
   a 500 or no answer at all (closed connection): the client cannot know the outcome;
 - ``lag_reads``: after each commit, that many repo-info reads still report the previous head;
@@ -74,6 +74,7 @@ class HubFaults:
     random_409_rate: float = 0.0
     quota_commits: int = 0
     quota_window_s: float = 3600.0
+    quota_retry_after: bool = True  # False: the 429 says only "retry ... in about 1 hour" (no header)
     error_after_commit_rate: float = 0.0
     drop_after_commit_rate: float = 0.0
     lag_reads: int = 0
@@ -298,7 +299,7 @@ class HubEmulator(LoopbackServer):
                 429,
                 f"You have exceeded the rate limit for repository commits ({quota or 128} per hour). "
                 "You can retry this action in about 1 hour.",
-                headers={"Retry-After": str(wait)},
+                headers={"Retry-After": str(wait)} if self.faults.quota_retry_after else {},
             )
 
     def _after_fault(self, scripted: Any) -> str:

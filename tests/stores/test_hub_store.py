@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows, make_items
-from sharp_dataset_pipeline.errors import StoreError
+from sharp_dataset_pipeline.errors import CommitQuotaSpent, StoreError
 from sharp_dataset_pipeline.records import Batch, Failure, Followup, Unit
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 
@@ -397,3 +398,27 @@ def test_redo_model_changed_replaces_rows_and_files_in_one_commit(make_store, hu
     assert hub.files(REPO)["photos/a/a.ply"] == b"sharp splat a"
     reader = make_store("c2")
     assert reader.item_states(["a"])["a"].model_version == "sharp-2"
+
+
+def test_a_stopping_run_does_not_wait_for_the_commit_quota(hub: HubEmulator, clock: ManualClock,
+                                                           tmp_path: Path) -> None:
+    stop = threading.Event()
+    store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_testtokenforthestore", client_id="c1",
+                                layout="files", cache_dir=tmp_path / "cache", state_max_age_s=0.0),
+                     clock=clock, sleep=clock.sleep, stop=stop)
+    store.open()
+    store.publish(Batch("c1", items=make_items(tmp_path, ["a"])))
+    # The quota is spent: the Hub says "in about 1 hour", with no Retry-After header.
+    hub.set_faults(HubFaults(quota_commits=1, quota_window_s=3600.0, quota_retry_after=False))
+    stop.set()
+    with pytest.raises(CommitQuotaSpent) as raised:
+        store.publish(Batch("c1", items=make_items(tmp_path, ["b"])))
+    assert raised.value.retry_after_s == pytest.approx(3600.0, abs=5.0)
+    assert max(clock.slept, default=0.0) <= 15.0  # it did not wait the hour
+    assert {r["id"] for r in _rows(hub)} == {"a"}
+    # Not stopping, the same publish waits the hour (fake clock) and lands once.
+    stop.clear()
+    hub.set_faults(HubFaults(quota_commits=1, quota_window_s=3600.0, quota_retry_after=False))
+    assert store.publish(Batch("c1", items=make_items(tmp_path, ["b"]))).published_ids == ["b"]
+    assert max(clock.slept) >= 3590.0
+    _assert_exactly_once(hub, {"a", "b"})

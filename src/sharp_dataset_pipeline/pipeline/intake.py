@@ -11,7 +11,15 @@ import queue
 from collections import Counter
 from dataclasses import dataclass
 
-from ..errors import LeaseConflict, PermanentError, RateLimited, SharpDatasetError, StoreError, TransientError
+from ..errors import (
+    CommitQuotaSpent,
+    LeaseConflict,
+    PermanentError,
+    RateLimited,
+    SharpDatasetError,
+    StoreError,
+    TransientError,
+)
 from ..observe.events import EventSink
 from ..records import Item, ItemState, SkippedInput, Unit
 from ..sources.base import Source
@@ -76,6 +84,9 @@ class Intake:
         except RateLimited as exc:
             self.rate_limited = exc
             log.warning("source rate limited: %s", exc)
+        except CommitQuotaSpent as exc:  # a lease commit of a stopping run: a rate limit, not an error
+            self.rate_limited = RateLimited(str(exc), exc.retry_after_s, "hub")
+            log.warning("%s", exc)
         except (TransientError, PermanentError, StoreError, LeaseConflict) as exc:
             # Intake ends; what was admitted still drains through publish.
             self.error = exc

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import CommitQuotaSpent, StoreError
 from ..observe.events import EventSink
 from ..publish.batch_sizing import BatchPolicy
 from ..records import Batch, Failure, Followup, ProcessedItem
@@ -83,6 +83,9 @@ class BatchPublisher:
         self.on_items_published = on_items_published
         self.attempts: dict[str, int] = {}
         self.failed_store = False
+        # Set when a stopping run could not publish for the store's commit quota: the run ends with
+        # exit 3 and the time the quota reopens; nothing more is published (or released) in this run.
+        self.quota_spent: CommitQuotaSpent | None = None
         self._last_flush = clock()
         self._pending = _Pending()
         self.pacer = BatchPacer(store, opts.client_id, opts.policy, batch_size=opts.batch_size,
@@ -150,7 +153,7 @@ class BatchPublisher:
     def _flush(self) -> None:
         pending, self._pending = self._pending, _Pending()
         self._last_flush = self.clock()
-        if self.failed_store:
+        if self.failed_store or self.quota_spent is not None:
             return
         settling = self._settling(pending)
         units_done = self.tracker.ready_after(settling)
@@ -182,6 +185,13 @@ class BatchPublisher:
         started = self.clock()
         try:
             receipt = self.store.publish(batch)
+        except CommitQuotaSpent as exc:
+            self.quota_spent = exc
+            log.warning("%s; %d finished items are left for the next run", exc, len(batch.items))
+            self.control.request_stop("the store's commit quota is spent")
+            for unit, _ in settling:
+                self.tracker.abandon(unit)
+            return
         except StoreError as exc:
             self.failed_store = True
             log.error("publish failed, nothing from this batch was published: %s", exc)

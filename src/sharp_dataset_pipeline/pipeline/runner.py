@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ConfigError, FatalDeviceError, PermanentError, RateLimited, TransientError
+from ..errors import CommitQuotaSpent, ConfigError, FatalDeviceError, PermanentError, RateLimited, TransientError
 from ..fetch.fetcher import fetch_item
 from ..observe.events import Metrics
 from ..predict.base import Predictor, RawSplat
@@ -194,7 +194,7 @@ class Runner:
             threads += self.executor.start(self)
         if not self._wait_with_deadline(threads):
             self._give_up_on(threads)
-        publisher.join(None if self.stuck is None else ABORT_GRACE_S)
+        self._wait_for_publisher(publisher)
         self.control.announce()
         shares = self.share.finish(self._drain_left()).as_dict() if self.share else {}
         self._finish()
@@ -241,6 +241,18 @@ class Runner:
                 return not any(t.is_alive() for t in threads)
         return True
 
+    def _wait_for_publisher(self, publisher: threading.Thread) -> None:
+        """The last batch is publishing: keep noticing a STOP file and announcing signals meanwhile
+        (a stop ends the store's wait for its commit quota); ``ABORT_GRACE_S`` when stages were stuck."""
+        if self.stuck is not None:
+            publisher.join(ABORT_GRACE_S)
+            return
+        while publisher.is_alive():
+            publisher.join(timeout=0.2)
+            self.control.announce()
+            if self.control.stopping and self._stop_seen_at is None:
+                self._stop_seen_at = self.clock()
+
     def _give_up_on(self, threads: list[threading.Thread]) -> None:
         """Leave stuck stages behind: publish what is finished, then release (in ``_finish``)."""
         self.stuck = [t.name for t in threads if t.is_alive()]
@@ -266,8 +278,15 @@ class Runner:
             self.followups.inbox.put(END)
             self.followups.thread.join(timeout=max(5.0, self.opts.stop_drain_secs))
         held = self.tracker.held()
-        if held and not self.publisher.failed_store:
-            self.store.release(held, self.opts.client_id)
+        if held and self.publisher.quota_spent is not None:
+            # Releasing is a commit too: the leases expire (RANGE_LOCK_STALE_SECS), and a restart
+            # with the same CLIENT_ID takes them back at once.
+            log.warning("%d leases left to expire: the commit quota is spent", len(held))
+        elif held and not self.publisher.failed_store:
+            try:
+                self.store.release(held, self.opts.client_id)
+            except CommitQuotaSpent as exc:
+                log.warning("%d leases left to expire: %s", len(held), exc)
             self.metrics.count("source", "units_released", len(held))
 
     # ---- stages --------------------------------------------------------------------------
@@ -455,9 +474,13 @@ class Runner:
             ended_at=time.time(),
             notes=self.intake.notes(),
         )
+        quota = self.publisher.quota_spent
         if self.intake.rate_limited is not None:
             summary.rate_limited_until = time.time() + self.intake.rate_limited.retry_after_s
             summary.stopped, summary.stop_cause = "rate limited", "rate_limit"
+        elif quota is not None:
+            summary.rate_limited_until = time.time() + quota.retry_after_s
+            summary.stopped, summary.stop_cause = "the store's commit quota is spent", "rate_limit"
         elif self.control.stopping:
             summary.stopped, summary.stop_cause = self.control.reason, "stop"
         elif self.intake.limit_reached:

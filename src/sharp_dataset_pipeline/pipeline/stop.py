@@ -63,6 +63,12 @@ class StopControl:
         return self._stop.is_set()
 
     @property
+    def event(self) -> threading.Event:
+        """Set once a stop is requested (by a signal, ``request_stop`` or the STOP file as soon as
+        ``stopping`` has seen it): what a long wait elsewhere waits on, to end early."""
+        return self._stop
+
+    @property
     def aborting(self) -> bool:
         return self._abort.is_set()
 

@@ -80,6 +80,19 @@ def _nonce() -> str:
     return secrets.token_hex(6)
 
 
+def _stoppable_sleep(stop: threading.Event) -> Callable[[float], None]:
+    """A sleep that ends when ``stop`` is set; once it is set, a plain sleep (the short waits a
+    stopping run still makes, e.g. a 409's backoff)."""
+
+    def sleep(seconds: float) -> None:
+        if stop.is_set():
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
+
+    return sleep
+
+
 @dataclasses.dataclass(frozen=True)
 class HubOptions:
     """Which Hub repo a store publishes to and within which limits (built once from the settings)."""
@@ -116,11 +129,17 @@ class HubStore(HubCompaction):
         options: HubOptions,
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         api: Any | None = None,
         rng: random.Random | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: the run's stop event. A wait for the commit quota ends when it is set, and once
+        it is set no commit waits long for the quota (``CommitQuotaSpent``); ``sleep`` replaces the
+        real wait (tests with a fake clock)."""
         o = options
+        if sleep is None:
+            sleep = time.sleep if stop is None else _stoppable_sleep(stop)
         if api is None:
             from huggingface_hub import HfApi
 
@@ -143,6 +162,7 @@ class HubStore(HubCompaction):
             api_calls_per_5min=o.api_calls_per_5min, warn_files=o.warn_files, retry_base_s=o.retry_base_s,
             max_rate_wait_s=o.max_rate_wait_s, cache_dir=cache_dir,
             own_cache=o.cache_dir is None, rng=rng or random.Random(),
+            stopping=stop.is_set if stop is not None else lambda: False,
         )
         self._auto_compact = o.auto_compact_shards
         self._fanout_threshold = o.fanout_threshold

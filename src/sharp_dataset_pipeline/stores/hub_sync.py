@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import net
-from ..errors import RateLimited, StoreError, TransientError
+from ..errors import CommitQuotaSpent, RateLimited, StoreError, TransientError
 from . import hub_retry
 from .commit_budget import CallCounter, CommitBudget, SlidingWindowLimit
 from .hub_ops import Plan
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 MAX_CONFLICTS = 100  # 412s for one intent; each one means another client made progress
 MAX_BUSY = 30  # 409s for one intent
 MAX_UNKNOWN = 10  # unknown outcomes for one intent
+# A budget wait longer than this is announced (a warning with the time it ends), and once the run is
+# stopping no commit waits longer: it is not sent (``CommitQuotaSpent``), so a stop never waits an hour.
+STOPPING_WAIT_S = 15.0
 _COUNTERS = {hub_retry.CONFLICT: "conflict_412", hub_retry.BUSY: "busy_409", hub_retry.RATE: "rate_limited_429",
              hub_retry.UNKNOWN: "unknown_outcome"}
 
@@ -65,9 +68,10 @@ class HubSync:
     def __init__(self, api: Any, repo_id: str, repo_type: str, index_path: str, *,
                  clock: Callable[[], float], sleep: Callable[[float], None], commits_per_hour: int,
                  api_calls_per_5min: int, warn_files: int, retry_base_s: float, max_rate_wait_s: float,
-                 cache_dir: Path, own_cache: bool, rng: random.Random) -> None:
+                 cache_dir: Path, own_cache: bool, rng: random.Random,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.api, self.repo_id, self.repo_type, self.index_path = api, repo_id, repo_type, index_path
-        self._clock, self._sleep, self._rng = clock, sleep, rng
+        self._clock, self._sleep, self._rng, self._stopping = clock, sleep, rng, stopping
         self._commits = CommitBudget(commits_per_hour, clock=clock)
         self._api_limit = SlidingWindowLimit(api_calls_per_5min, 300.0, clock)
         self._counter = CallCounter(clock)
@@ -110,6 +114,21 @@ class HubSync:
         log.info("hub: waiting %.1fs (%s)", seconds, why)
         self._counter.add("waited_ms", int(seconds * 1000))
         self._sleep(seconds)
+
+    def _wait_for_budget(self, plan: Plan) -> None:
+        """Wait until the commit budget (and a 429's pause) allows the next commit. ``sleep`` returns
+        early when the run is told to stop, and a stopping run does not wait long: it gives up."""
+        announced = False
+        while (seconds := max(self._commits.delay(), self._api_limit.delay())) > 0:
+            if seconds > STOPPING_WAIT_S and self._stopping():
+                raise CommitQuotaSpent(
+                    f"hub commit quota: '{plan.title}' was not published (the run is stopping and the "
+                    f"quota reopens in {seconds:.0f}s)", seconds)
+            if seconds > STOPPING_WAIT_S and not announced:
+                log.warning("hub commit quota: '%s' waits %.0fs for the quota to reopen; a stop (Ctrl+C, "
+                            "SIGTERM, STOP) ends the run now, with exit 3", plan.title, seconds)
+                announced = True
+            self.wait(seconds, "commit budget")
 
     def landed_last_hour(self) -> tuple[float, ...]:
         """When this client's commits of the last hour landed (publish steps, leases, the card...)."""
@@ -315,7 +334,7 @@ class HubSync:
                 if plan is None or not (plan.adds or plan.deletes):
                     return plan, state
             self.upload(plan, uploads)  # before the commit budget is waited for: uploads cost no commit
-            self.wait(max(self._commits.delay(), self._api_limit.delay()), "commit budget")
+            self._wait_for_budget(plan)
             try:
                 sha = self._send(plan, state.sha, uploads)
             except (*hub_retry.failure_types(), ValueError) as exc:  # the rest is a bug: it propagates
