@@ -97,3 +97,21 @@ def test_log_filter_masks_messages_args_and_tracebacks() -> None:
     assert "fetching https://h/a?api_key=***" in out and "boom" in out and "ValueError" in out
     for leak in (V, "tok9value", "hf_Xy12ab", "given-secret-value"):
         assert leak not in out
+
+
+def test_huggingface_hub_warnings_print_once_and_masked() -> None:
+    """huggingface_hub's own stderr handler would print its warnings (signed CDN URLs in them) a
+    second time, past the secret filter; the CLI's logging setup routes them through the filter."""
+    import subprocess
+    import sys
+
+    script = (
+        "from sharp_dataset_pipeline.observe.logs import setup_logging\n"
+        "setup_logging('INFO', [])\n"
+        "from huggingface_hub.utils import logging as hf_logging\n"
+        "hf_logging.get_logger('huggingface_hub.file_download').warning(\n"
+        f"    'Retrying in 1s [Retry 1/5]: https://cas-bridge.example/x?X-Amz-Signature={V}&X-Amz-Date=1')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert V not in done.stderr + done.stdout
+    assert done.stderr.count("Retrying in 1s [Retry 1/5]: https://cas-bridge.example/x") == 1, done.stderr

@@ -71,3 +71,18 @@ def setup_logging(
         root.addHandler(handler)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _route_library_handlers()
+
+
+def _route_library_handlers() -> None:
+    """huggingface_hub gives its logger a stderr handler of its own when first imported, so its
+    warnings (some carry signed download URLs) would print a second time, unmasked. Drop that
+    handler: its records reach the root handlers above, through the secret filter."""
+    try:
+        import huggingface_hub.utils.logging  # noqa: F401  (adds the handler now, not after setup)
+    except ImportError:  # not installed: nothing to route
+        return
+    library = logging.getLogger("huggingface_hub")
+    for handler in list(library.handlers):
+        library.removeHandler(handler)
+    library.propagate = True
