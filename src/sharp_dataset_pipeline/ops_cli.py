@@ -243,7 +243,8 @@ def _serve(site: Path, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (full details, every field).")
 @click.option("--skips", is_flag=True,
               help="List instead the inputs this store's runs skipped as repeats of another (duplicate_content, "
-              "duplicate_id, duplicate_row): id, source, reason, duplicate_of, run, detail (from items.jsonl).")
+              "duplicate_id, duplicate_row, duplicate_url): id, source, reason, duplicate_of, run, detail "
+              "(from items.jsonl).")
 @click.option("--runs", "runs_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of run folders read by --skips [default: where `run` puts them, RUNS_DIR].")
 def failures_cmd(env_file: str, reason: str | None, as_json: bool, skips: bool, runs_dir: Path | None,

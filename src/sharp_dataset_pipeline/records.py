@@ -91,7 +91,7 @@ class Failure:
 @dataclass(frozen=True)
 class SkippedInput:
     """An input a source skipped because it repeats another one (``duplicate_content``,
-    ``duplicate_id``, ``duplicate_row``): which input, and which earlier one it repeats.
+    ``duplicate_id``, ``duplicate_row``, ``duplicate_url``): which input, and which earlier one it repeats.
 
     ``source`` and ``duplicate_of`` name the inputs as the user knows them (a folder-relative path,
     a URL without credentials); ``detail`` says more (the manifest's row numbers)."""

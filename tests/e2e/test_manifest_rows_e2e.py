@@ -32,19 +32,26 @@ def test_repeated_ids_are_skipped_at_the_source_and_file_urls_are_local_photos(t
             f"b1,{b1}\n"          # row 3
             f"b1,{b1}\n"          # row 4: the very same row again
             f"l1,{local.as_uri()}\n"           # row 5: a local photo
-            "r1,file://elsewhere/x.jpg\n",     # row 6: another machine's file
+            "r1,file://elsewhere/x.jpg\n"      # row 6: another machine's file
+            f"c2,{a1}\n"                       # row 7: row 1's photo under another id
+            f",{a1}\n",                        # row 8: the same again, without an id
             encoding="utf-8")
         first = _run(tmp_path, manifest, store, "r1")
         second = _run(tmp_path, manifest, store, "r2")
         other_hits = files.hits("/other.jpg")
+        a1_hits = files.hits("/a1.jpg")
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout + first.stderr
     assert "manifest row 2 skipped: duplicate_id of row 1 (id a1)" in out
     assert "manifest row 4 skipped: duplicate_row of row 3 (id b1)" in out
+    assert "manifest row 7 skipped: duplicate_url of row 1 (id c2)" in out
+    assert "manifest row 8 skipped: duplicate_url of row 1" in out
     summary = json.loads((tmp_path / "r1.json").read_text())
     assert summary["published"] == 3 and summary["failed"] == {}, summary
-    assert summary["skipped"] == {"duplicate_id": 1, "duplicate_row": 1, "remote_file_url": 1}, summary
+    assert summary["skipped"] == {"duplicate_id": 1, "duplicate_row": 1, "duplicate_url": 2,
+                                  "remote_file_url": 1}, summary
     assert other_hits == 0  # the repeated row was never fetched
+    assert a1_hits == 1  # one photo, one download, one row
     rows = {r["id"]: r for r in check_consistent(store)}
     assert set(rows) == {"a1", "b1", "l1"}
     assert (rows["a1"]["width"], rows["a1"]["height"]) == (80, 60)  # the first row's photo

@@ -1,5 +1,5 @@
 """``sharp-dataset failures --skips``: the inputs a store's runs skipped because they repeat another
-one (``duplicate_content``, ``duplicate_id``, ``duplicate_row``), read from each run's
+one (``duplicate_content``, ``duplicate_id``, ``duplicate_row``, ``duplicate_url``), read from each run's
 ``items.jsonl`` (see ``observe.items``). Only the runs that published to the store are read (a
 folder of runs may serve several stores); a repeat found by several runs is listed once, latest run.
 """

@@ -12,7 +12,8 @@ Columns (names compared lower-case):
   ``remote_file_url``). A row without such a URL is skipped (``no_url``) but keeps its row number,
   so offsets never shift.
 - Repeated ids: the first row with an id wins; a later one is skipped as ``duplicate_row`` (the
-  same row again) or ``duplicate_id`` (other content), logged with both row numbers.
+  same row again) or ``duplicate_id`` (other content), logged with both row numbers. A row naming
+  an earlier row's URL (or file) under another id is skipped as ``duplicate_url``: the same photo.
 - id: ``id`` or ``photo_id``. Ids are used in file and repository paths, so one that is not
   ``[A-Za-z0-9][A-Za-z0-9_-]{0,63}`` is replaced by a hash of itself. A row without an id gets
   the first 16 hex digits of the SHA-256 of its URL: stable when rows are inserted or reordered,
@@ -147,7 +148,7 @@ class ManifestSource(SourceHooks):
 
     def skipped_counts(self) -> dict[str, int]:
         """Rows skipped by reason (``no_url``, ``bad_row``, ``remote_file_url``, ``duplicate_id``,
-        ``duplicate_row``), counted over the whole manifest."""
+        ``duplicate_row``, ``duplicate_url``), counted over the whole manifest."""
         self._scan()
         return dict(self._skipped)
 
@@ -155,7 +156,8 @@ class ManifestSource(SourceHooks):
         """Never used: reading a local listing or file never waits for long."""
 
     def set_skip_hook(self, hook: Callable[[SkippedInput], None]) -> None:
-        """``hook`` hears of each ``duplicate_id`` / ``duplicate_row`` row as ``items`` reaches it."""
+        """``hook`` hears of each ``duplicate_id`` / ``duplicate_row`` / ``duplicate_url`` row as
+        ``items`` reaches it."""
         self._skip_hook = hook
 
     # Loading and scanning.
@@ -166,6 +168,7 @@ class ManifestSource(SourceHooks):
         self._load()
         count = 0
         first_rows: dict[str, tuple[int, int, str]] = {}
+        first_locations: dict[str, tuple[int, str]] = {}  # URL or path -> (first row, its id)
         with self._open() as fh:
             records = self._records(fh, read_header=self._format != "jsonl")
             for start, record in records:
@@ -177,16 +180,16 @@ class ManifestSource(SourceHooks):
                     item, reason = row_to_item(record, offset=count, unit="", source=self.name)
                     if reason:
                         self._skipped[reason] += 1
-                    elif item is not None:
-                        self._note_id(item, count, record, first_rows)
+                    elif item is not None and self._note_id(item, count, record, first_rows):
+                        self._note_location(item, count, first_locations)
                 count += 1
         self._count = count
         logger.info("manifest %s: %d rows (%s), skipped %s", self._hash, count, self._format,
                     dict(self._skipped))
 
-    def _note_id(self, item: Item, offset: int, record: dict, first_rows: dict[str, tuple[int, int, str]]) -> None:
+    def _note_id(self, item: Item, offset: int, record: dict, first_rows: dict[str, tuple[int, int, str]]) -> bool:
         """Remember the first row of each id; a later row with the same id is skipped (it would
-        share the first one's files and ledger entry)."""
+        share the first one's files and ledger entry). True when the row's id is new."""
         # A within-run fingerprint only tells duplicate_row from duplicate_id, so Python's hash does.
         try:
             digest = hash(tuple(record.items()))  # CSV/TSV rows: strings in header order
@@ -196,16 +199,31 @@ class ManifestSource(SourceHooks):
         first = first_rows.get(item_id)
         if first is None:
             first_rows[item_id] = (offset, digest, item.origin)
-            return
+            return True
         reason = "duplicate_row" if first[1] == digest else "duplicate_id"
+        self._skip_repeat(item, offset, reason, first[0], first[2],
+                          f"row {offset + 1} repeats the id of row {first[0] + 1}")
+        return False
+
+    def _note_location(self, item: Item, offset: int, first_locations: dict[str, tuple[int, str]]) -> None:
+        """A later row naming the same URL (or file) under another id is skipped as ``duplicate_url``:
+        it is the same photo, and would be published twice under two ids."""
+        location = item.url or item.path
+        first = first_locations.get(location)
+        if first is None:
+            first_locations[location] = (offset, item.id)
+            return
+        self._skip_repeat(item, offset, "duplicate_url", first[0], item.origin,
+                          f"row {offset + 1} repeats the URL of row {first[0] + 1} (id {first[1]})")
+
+    def _skip_repeat(self, item: Item, offset: int, reason: str, first: int, duplicate_of: str, detail: str) -> None:
         self._repeats.add(offset)
         self._skipped[reason] += 1
         # Row numbers count data rows from 1, as a spreadsheet shows them under the header.
-        logger.warning("manifest row %d skipped: %s of row %d (id %s)", offset + 1, reason, first[0] + 1,
-                       item_id)
+        logger.warning("manifest row %d skipped: %s of row %d (id %s)", offset + 1, reason, first + 1, item.id)
         self._repeat_of[offset] = SkippedInput(
-            item_id, unit_key(f"manifest/{self._hash}", *unit_bounds(offset // self.range_size, self.range_size)),
-            reason, item.origin, first[2], detail=f"row {offset + 1} repeats the id of row {first[0] + 1}")
+            item.id, unit_key(f"manifest/{self._hash}", *unit_bounds(offset // self.range_size, self.range_size)),
+            reason, item.origin, duplicate_of, detail=detail)
 
     def _load(self) -> None:
         if _is_url(self.location):
