@@ -166,6 +166,25 @@ def test_photo_ids_starting_with_a_dash_are_published(tmp_path: Path) -> None:
         assert set(published_ids(tmp_path / "out")) == set(emu.feed)
 
 
+def test_a_feed_whose_x_total_overstates_its_pages_is_read_to_its_end_and_marked_done(tmp_path: Path) -> None:
+    # X-Total says 50, the pages list 40: the unit's last page comes back empty, which is not drift.
+    with UnsplashEmulator(n_photos=40, access_key=KEY, leading_dash_ids=False, total_extra=10) as emu:
+        listed = set(emu.feed)
+        first = run_cli(tmp_path, *run_args(tmp_path / "out", range_size=50), "--run-id", "r1",
+                        **unsplash_env(emu, PER_PAGE="20"))
+        second = run_cli(tmp_path, *run_args(tmp_path / "out", range_size=50), "--run-id", "r2",
+                         **unsplash_env(emu, PER_PAGE="20"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "the feed lists 10 photos fewer than its X-Total says" in first.stderr
+    assert "feed moved" not in first.stderr
+    assert set(published_ids(tmp_path / "out")) == listed and len(published_ids(tmp_path / "out")) == 40
+    assert dict(emu.tracked) == {pid: 1 for pid in listed}
+    # The unit was marked done: the rerun reads nothing and publishes nothing.
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "published 0" in second.stdout
+    assert len(published_ids(tmp_path / "out")) == 40
+
+
 def test_a_bad_key_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
     with UnsplashEmulator(n_photos=30, access_key=KEY, leading_dash_ids=False) as emu:
         env = unsplash_env(emu)

@@ -96,11 +96,13 @@ class UnsplashEmulator(LoopbackServer):
         search_depth: int = 200,
         cdn_max_side: int = 96,
         leading_dash_ids: bool = True,
+        total_extra: int = 0,
     ) -> None:
         self.access_key, self.limit, self.window_s, self.clock = access_key, limit, window_s, clock
         self.limit_style, self.premium_every = limit_style, premium_every
         self.search_depth, self.cdn_max_side = search_depth, cdn_max_side
         self.leading_dash_ids = leading_dash_ids  # real ids may start with "-" (e.g. "-2vD8lIhdnw")
+        self.total_extra = total_extra  # an X-Total that says this many more photos than the pages list
         self.rng = random.Random(seed)
         self.faults = FaultSchedule()
         self.counts: Counter[str] = Counter()
@@ -286,7 +288,7 @@ class UnsplashEmulator(LoopbackServer):
 
     def _listing(self, path: str, ids: list[str], page: int, per_page: int, q: dict[str, str]) -> _Answer:
         chunk = ids[(page - 1) * per_page: page * per_page]
-        headers = {"X-Total": str(len(ids)), "X-Per-Page": str(per_page),
+        headers = {"X-Total": str(len(ids) + self.total_extra), "X-Per-Page": str(per_page),
                    "Link": self._link(path, page, per_page, len(ids), q)}
         return _json(200, [self.photo_json(i) for i in chunk], headers)
 

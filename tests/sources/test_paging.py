@@ -141,3 +141,30 @@ def test_cursor_handles_a_short_tail_and_an_empty_feed() -> None:
     assert sorted(got) == list(range(80, 95))
     cursor = paging.LatestFirstCursor(0, 10, 30, 0, 2)
     assert cursor.next_page() is None
+
+
+class OverstatedFeed(Feed):
+    """A feed whose total says ``extra`` more photos than its pages list (its last page is short or empty)."""
+
+    def __init__(self, n: int, extra: int) -> None:
+        super().__init__(n)
+        self.extra, self.reads = extra, 0
+
+    def page(self, page: int, per_page: int) -> tuple[list[int], int]:
+        self.reads += 1
+        return self.ids[(page - 1) * per_page: page * per_page], len(self.ids) + self.extra
+
+
+@pytest.mark.parametrize(("n", "extra"), [(90, 10), (95, 5), (90, 45)])
+def test_a_total_that_overstates_the_listing_ends_the_unit_instead_of_looping(n: int, extra: int) -> None:
+    feed = OverstatedFeed(n, extra)
+    cursor = paging.LatestFirstCursor(0, 60, 30, n + extra, max_rereads=3)
+    got: list[int] = []
+    while (page := cursor.next_page()) is not None:
+        ids, total = feed.page(page, 30)
+        got += [ids[i] for i, _ in cursor.accept(page, total, len(ids)).in_range]
+    # Offsets come from the stated total, so every listed photo whose offset falls in 0-59 is read once.
+    assert sorted(set(got)) == [pid for pid in range(n) if pid + extra < 60]
+    assert cursor.unlisted == extra and cursor.done
+    planned = len({(n + extra - 1 - off) // 30 + 1 for off in range(60)})  # the unit's pages, per the total
+    assert feed.reads <= planned + 1  # one re-read of the short page confirms where the listing ends

@@ -125,6 +125,11 @@ class LatestFirstCursor:
     head make a page start newer than planned; the surplus is simply out of range. Each read
     that does not lower ``need`` counts as a re-read; more than ``max_rereads`` raises
     ``DriftError`` so a unit cannot loop on a feed that will not hold still.
+
+    A feed whose total overstates what it lists (a short or empty last page while the total says
+    older photos exist) is not drift: once a re-read of that page answers the same, the listing
+    ends there and the unit is covered; ``unlisted`` counts the offsets the total promised but no
+    page lists.
     """
 
     def __init__(self, start: int, stop: int, per_page: int, total_hint: int, max_rereads: int) -> None:
@@ -135,6 +140,8 @@ class LatestFirstCursor:
         self.need = min(stop, total_hint) - 1
         self.max_rereads = max_rereads
         self.rereads = 0
+        self.unlisted = 0
+        self._short_seen: tuple[int, int, int] | None = None  # (page, total, count) of a short page
 
     @property
     def done(self) -> bool:
@@ -152,6 +159,16 @@ class LatestFirstCursor:
     def accept(self, page: int, total: int, count: int) -> PageRead:
         """Record page ``page`` as served with feed size ``total`` and ``count`` photos on it."""
         self.total = total
+        # The listing ends on a short page: offsets below ``total - listed`` are on no page.
+        unlisted = total - ((page - 1) * self.per_page + count) if count < self.per_page else 0
+        if unlisted > 0 and self.need >= self.start:
+            confirmed = self._short_seen == (page, total, count)
+            self._short_seen = (page, total, count)
+            if confirmed:
+                self.unlisted = unlisted
+                in_range = self._in_range(page, total, count)
+                self.need = self.start - 1
+                return PageRead(in_range, True)
         if count <= 0:
             # Past the oldest end: nothing at or below ``need`` exists any more.
             advanced = (page - 1) * self.per_page >= total
@@ -160,15 +177,15 @@ class LatestFirstCursor:
             return self._finish(PageRead([], advanced))
         newest = latest_first_offset(total, page, self.per_page, 0)
         oldest = latest_first_offset(total, page, self.per_page, count - 1)
-        in_range = [
-            (i, latest_first_offset(total, page, self.per_page, i))
-            for i in range(count)
-            if self.start <= latest_first_offset(total, page, self.per_page, i) < self.stop
-        ]
+        in_range = self._in_range(page, total, count)
         advanced = newest >= self.need and oldest <= self.need
         if advanced:
             self.need = oldest - 1
         return self._finish(PageRead(in_range, advanced))
+
+    def _in_range(self, page: int, total: int, count: int) -> list[tuple[int, int]]:
+        offsets = [(i, latest_first_offset(total, page, self.per_page, i)) for i in range(count)]
+        return [(i, off) for i, off in offsets if self.start <= off < self.stop]
 
     def _finish(self, read: PageRead) -> PageRead:
         if not read.advanced:

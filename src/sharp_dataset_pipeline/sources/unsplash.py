@@ -346,6 +346,9 @@ class UnsplashSource:
             except paging.DriftError as exc:
                 raise TransientError(f"{SERVICE}: unit {unit.key}: {exc}") from None
             yield from self._emit(unit, [(photos[i], off) for i, off in read.in_range], seen)
+        if cursor.unlisted:
+            logger.warning("%s: unit %s: the feed lists %d photos fewer than its X-Total says; the unit ends at "
+                           "its oldest listed photo", SERVICE, unit.key, cursor.unlisted)
 
     def _oldest_first_items(self, unit: Unit, plan: _Plan) -> Iterator[Item]:
         seen: set[str] = set()
