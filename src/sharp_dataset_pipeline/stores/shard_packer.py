@@ -6,6 +6,7 @@ wrapper that keeps invariant 8 (one bad input fails alone) and the packed files'
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -62,8 +63,13 @@ class ShardPacker:
         return self._work_dir / f"scratch-{name[:16]}"
 
     def clear(self) -> None:
+        """Remove this step's packed files and scratch folders, and the work folder once empty."""
         for key in self._packed:
             shutil.rmtree(self._work_dir / key, ignore_errors=True)
         self._packed.clear()
         for path in self._work_dir.glob("scratch-*"):
             shutil.rmtree(path, ignore_errors=True)
+        # The folder itself goes too when nothing else is in it (packing makes it again), so a
+        # store's staging area does not fill with one empty folder per publish step.
+        with contextlib.suppress(OSError):
+            self._work_dir.rmdir()
