@@ -99,18 +99,25 @@ def test_pack_is_deterministic_and_a_redo_gets_new_paths(tmp_path: Path) -> None
     assert pack_batch(redo, "c1", tmp_path / "d").batch != a.batch
 
 
-def test_pack_puts_plys_in_their_own_shards_and_png_photos_apart(tmp_path: Path) -> None:
+def test_pack_puts_plys_in_their_own_shards_and_every_photo_under_one_member_name(tmp_path: Path) -> None:
     items = _processed(tmp_path, ["hills.jpg", "boxes.jpg"], formats=("ply", "spz", "preview"), png=("boxes.jpg",))
     packed = pack_batch(items, "c1", tmp_path / "out")
-    assert [f.kind for f in packed.files] == ["shard", "shard", "ply_shard", "index_shard"]
-    fields = [set(s) - {"__key__", "__url__", "__local_path__"}
-              for f in packed.files[:2] for s in wds.WebDataset(str(f.local_path), shardshuffle=False)]
-    assert sorted(map(sorted, fields)) == [["jpg", "json", "spz", "webp"], ["json", "png", "spz", "webp"]]
-    plys = list(wds.WebDataset(str(packed.files[2].local_path), shardshuffle=False))
+    assert [f.kind for f in packed.files] == ["shard", "ply_shard", "index_shard"]
+    samples = list(wds.WebDataset(str(packed.files[0].local_path), shardshuffle=False))
+    # the PNG photo too is the <key>.jpg member, byte for byte, its real format in the json member
+    assert [sorted(set(s) - {"__key__", "__url__", "__local_path__"}) for s in samples] == [
+        ["jpg", "json", "spz", "webp"]] * 2
+    by_id = {json.loads(s["json"])["id"]: s for s in samples}
+    png_id = next(i for i in by_id if i.endswith("boxes"))
+    assert by_id[png_id]["jpg"] == (tmp_path / "photos" / "boxes.png").read_bytes()
+    assert Image.open(io.BytesIO(by_id[png_id]["jpg"])).format == "PNG"
+    assert {i: json.loads(s["json"])["photo_format"] for i, s in by_id.items()} == {
+        png_id: "png", next(i for i in by_id if i != png_id): "jpg"}
+    plys = list(wds.WebDataset(str(packed.files[1].local_path), shardshuffle=False))
     assert len(plys) == 2 and all(s["ply"].startswith(b"ply\n") for s in plys)
     for p in packed.items:
-        assert p.row.ply_shard_path == packed.files[2].repo_path and p.row.ply_size > 0
-        assert {m.field for m in pi.row_members(p.row)} >= {"ply", "spz", "json"}
+        assert p.row.ply_shard_path == packed.files[1].repo_path and p.row.ply_size > 0
+        assert {m.field for m in pi.row_members(p.row)} >= {"ply", "spz", "json", "jpg"}
 
 
 def test_pack_refuses_an_empty_batch_and_repeated_ids(tmp_path: Path) -> None:

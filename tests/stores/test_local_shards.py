@@ -73,6 +73,35 @@ def test_demo_publishes_shards_that_datasets_and_webdataset_read(tmp_path: Path)
                 assert len(read_member_at(fh, m.offset, m.size, m.sha256)) == m.size
 
 
+def test_photos_of_mixed_formats_all_come_back_from_datasets_webdataset_builder(tmp_path: Path) -> None:
+    """``datasets`` takes the WebDataset columns from the first tar: a PNG photo must sit under the same
+    member name as the JPEGs (in this tar and in later ones), or it comes back as no photo at all."""
+    samples_dir = Path(__file__).resolve().parents[2] / "src" / "sharp_dataset_pipeline" / "samples"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, jpgs, pngs in ((first, ["hills", "boxes"], ["corridor"]), (second, [], ["sunset_trees"])):
+        folder.mkdir()
+        for name in jpgs:
+            (folder / f"{name}.jpg").write_bytes((samples_dir / f"{name}.jpg").read_bytes())
+        for name in pngs:
+            Image.open(samples_dir / f"{name}.jpg").save(folder / f"{name}.png")
+    store = tmp_path / "out"
+    for folder in (first, second):
+        done = run_cli(tmp_path, "run", "--source", f"folder:{folder}", "--predictor", "planar",
+                       "--planar-resolution", "32", "--store", f"local:{store}", LAYOUT="shards")
+        assert done.returncode == 0, done.stderr
+    assert len(list((store / "data" / "shards").rglob("*.tar"))) >= 2
+    files = {"train": str(store / "data" / "shards" / "**" / "*.tar")}
+    got = list(datasets.load_dataset("webdataset", data_files=files, split="train"))
+    assert len(got) == 4
+    formats = {}
+    for s in got:
+        meta = s["json"]
+        assert s["jpg"] is not None and s["jpg"].size == (meta["width"], meta["height"])
+        formats[meta["source_path"].rsplit(".", 1)[-1]] = formats.get(meta["source_path"].rsplit(".", 1)[-1], 0) + 1
+        assert s["jpg"].format == ("PNG" if meta["photo_format"] == "png" else "JPEG")
+    assert formats == {"jpg": 2, "png": 2}
+
+
 def test_layout_files_keeps_per_item_files_and_a_dataset_keeps_its_layout(tmp_path: Path) -> None:
     store = tmp_path / "files"
     done = _demo(tmp_path, store, LAYOUT="files")

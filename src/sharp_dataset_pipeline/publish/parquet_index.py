@@ -245,9 +245,10 @@ def shard_members(shard_path: str, records: Iterable[MemberRecord]) -> tuple[Sha
     return tuple(ShardMember(shard_path, r.name, r.field, r.offset, r.size, r.sha256) for r in records)
 
 
-def member_json(row: IndexRow, camera: dict[str, Any]) -> bytes:
+def member_json(row: IndexRow, camera: dict[str, Any], *, photo_format: str = "") -> bytes:
     """The ``<key>.json`` member: the typed index row (nulls, lists) plus SHARP's camera metadata that the
-    splat formats cannot carry (intrinsics, extrinsics, image size, disparity, colour space, version).
+    splat formats cannot carry (intrinsics, extrinsics, image size, disparity, colour space, version),
+    and ``photo_format`` (``jpg``, ``png``, ``webp``…: the ``<key>.jpg`` member's real format) when given.
 
     Without the shard columns and the preview: the member sits inside the shard it would describe.
     Deterministic (sorted keys, no spaces), so a resent batch makes the same tar. Raises ``StoreError``
@@ -257,6 +258,8 @@ def member_json(row: IndexRow, camera: dict[str, Any]) -> bytes:
     for name in ("layout", "key", "shard_path", "ply_shard_path", "members", "preview"):
         rec.pop(name)  # the shard columns: the json member sits inside the shard it would describe
     rec["camera"] = camera
+    if photo_format:
+        rec["photo_format"] = photo_format
     try:
         return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:

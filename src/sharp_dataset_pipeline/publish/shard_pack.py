@@ -4,14 +4,18 @@ Both stores call ``pack_batch`` inside their publish step, once they know which 
 published, and then publish ``PackedBatch.files`` in that same atomic step. Post-processing names its
 files for the per-item layout (it cannot know the store); here they become tar members:
 
-    data/shards/<bb>/<batch>-<part>.tar   per item <key>.<photo ext>, <key>.spz, <key>.json, <key>.webp
+    data/shards/<bb>/<batch>-<part>.tar   per item <key>.jpg (the photo), <key>.spz, <key>.json, <key>.webp
                                           (and .sog / .html when asked for)
     data/ply/<bb>/<batch>-<part>.tar      every format whose name ends in ``ply`` (never in the above:
                                           ``datasets`` reads a ``.ply`` member as a mesh)
     data/index/pending/<bb>/<batch>.parquet   the typed index entries of the step, with previews
 
-Items whose member sets differ (a PNG photo beside JPEGs) go in different shards of the batch, since a
-WebDataset reader fixes its columns from the first samples. The batch name is a digest of the client,
+The photo member is ``<key>.jpg`` whatever the photo's format (its original bytes; a PNG or WebP photo's
+real format is the json member's ``photo_format``): ``datasets``' WebDataset builder fixes its columns
+from the first samples of the first tar, so a ``<key>.png`` in a later tar would come back as no photo,
+and ``webdataset``'s ``to_tuple("jpg", …)`` would fail on it. Image decoders read the format from the
+bytes, not the name. Items whose member sets still differ (optional formats) go in different shards of
+the batch. The batch name is a digest of the client,
 the item ids and what the items hold (model, photo, processing time), so a resend of the same items
 after an unknown outcome gets the same paths, and a ``--redo`` never takes the path of a live shard.
 """
@@ -44,7 +48,9 @@ PLY_SHARD_KIND = "ply_shard"
 INDEX_SHARD_KIND = "index_shard"
 _PLY_FIELDS = {"ply": "ply", "small_ply": "small.ply", "compressed_ply": "compressed.ply"}
 _SPLAT_FIELDS = {"spz": "spz", "sog": "sog", "html": "html"}
-_PHOTO_EXT = {"jpeg": "jpg"}
+# One photo field for every item (see the module docstring); the photo's own format goes in its json.
+PHOTO_FIELD = "jpg"
+_PHOTO_FORMAT = {"jpeg": "jpg", "jpe": "jpg"}
 
 
 @dataclass
@@ -71,6 +77,7 @@ class _Sample:
     splat: dict[str, bytes | Path]
     ply: dict[str, bytes | Path]
     preview: Path | None
+    photo_format: str
 
 
 def _ext_after(item_id: str, repo_path: str) -> str:
@@ -88,7 +95,7 @@ def _sample(pi: ProcessedItem) -> _Sample:
     for f in pi.files:
         if f.kind == "image":
             ext = _ext_after(item_id, f.repo_path).lower()
-            photo = (_PHOTO_EXT.get(ext, ext), f.local_path)
+            photo = (_PHOTO_FORMAT.get(ext, ext), f.local_path)
         elif f.kind == "preview":
             preview = f.local_path
             splat[_ext_after(item_id, f.repo_path).rsplit(".", 1)[-1].lower()] = f.local_path
@@ -100,9 +107,8 @@ def _sample(pi: ProcessedItem) -> _Sample:
             raise PermanentError(f"item {item_id}: no shard member for a {f.kind!r} file", reason="bad_kind")
     if photo is None:
         raise PermanentError(f"item {item_id}: no photo to publish", reason="no_photo")
-    field_name = photo[0] if photo[0] not in splat else f"photo.{photo[0]}"
-    splat[field_name] = photo[1]
-    return _Sample(pi, encode_key(item_id), splat, ply, preview)
+    splat[PHOTO_FIELD] = photo[1]
+    return _Sample(pi, encode_key(item_id), splat, ply, preview, photo[0])
 
 
 def _sizes(members: dict[str, bytes | Path]) -> dict[str, int]:
@@ -172,7 +178,7 @@ def pack_batch(items: Sequence[ProcessedItem], client_id: str, work_dir: Path, *
     if len(by_id) != len(samples):
         raise PermanentError(f"batch {batch} holds an item id twice", reason="duplicate_item")
     for s in samples:
-        s.splat["json"] = member_json(_bare_row(s.item.row), s.item.camera or {})
+        s.splat["json"] = member_json(_bare_row(s.item.row), s.item.camera or {}, photo_format=s.photo_format)
     members: dict[str, list[ShardMember]] = {i: [] for i in by_id}
     files = _write_plans(_plan_groups(samples, batch, "splats", max_shard_bytes), by_id, "splats", work_dir, members)
     files += _write_plans(_plan_groups(samples, batch, "ply", max_shard_bytes), by_id, "ply", work_dir, members)

@@ -40,7 +40,8 @@ def member_bytes(shard_file: Path, member: ShardMember) -> bytes:
 
 
 def photo_field(members: tuple[ShardMember, ...]) -> ShardMember | None:
-    """The photo member of a sample (``jpg``, ``png``, ``photo.webp``…): the one no other part claims."""
+    """The photo member of a sample (``jpg``; ``png`` or ``photo.webp`` in shards packed before every photo
+    became ``jpg``): the one no other part claims."""
     return next((m for m in members if m.field.startswith("photo.") or m.field not in _NOT_PHOTO), None)
 
 
