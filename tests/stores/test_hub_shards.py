@@ -292,7 +292,11 @@ repo = sys.argv[1]
 index = datasets.load_dataset(repo, split="train")  # the card's default config: the Parquet index
 splats = datasets.load_dataset("webdataset", data_files={"train": f"hf://datasets/{repo}/data/shards/**/*.tar"},
                                split="train", streaming=True)
+# the card's own form: the config's name and its files (the repo's builder comes from its first config)
+named = datasets.load_dataset(repo, "splats", data_files={"train": "data/shards/**/*.tar"}, split="train",
+                              streaming=True)
 print(json.dumps({
+    "named": sorted((r["json"]["id"], type(r["jpg"]).__name__, len(r["spz"])) for r in named),
     "index": sorted(index["id"]),
     "preview": [type(r["preview"]).__name__ + ":" + "x".join(map(str, r["preview"].size)) for r in index],
     "splats": sorted((r["json"]["id"], type(r["jpg"]).__name__, type(r["webp"]).__name__, len(r["spz"]))
@@ -331,6 +335,7 @@ def test_datasets_and_webdataset_read_what_was_published(tmp_path: Path) -> None
         assert all(p.startswith("WebPImageFile:") for p in got["preview"]) and len(got["preview"]) == 4
         assert [s[0] for s in got["splats"]] == sorted(ids)
         assert all(s[1] == "JpegImageFile" and s[2] == "WebPImageFile" and s[3] > 0 for s in got["splats"])
+        assert got["named"] == [s[:2] + s[3:] for s in got["splats"]]
 
         tars = sorted(p for p in hub.files(REPO) if p.startswith("data/shards/"))
         urls = [f"{hub.url}/datasets/{REPO}/resolve/main/{p}" for p in tars]

@@ -57,8 +57,12 @@ def test_demo_publishes_shards_that_datasets_and_webdataset_read(tmp_path: Path)
     assert isinstance(index[0]["preview"], Image.Image) and index[0]["preview"].size[0] > 0
     assert index[0]["members"] and index.features["preview"].__class__.__name__ == "Image"
     files = {"train": str(store / "data" / "shards" / "**" / "*.tar")}
+    named = {"train": "data/shards/**/*.tar"}  # the README's and the card's form: the config, its files named
     for streaming in (True, False):
         splats = list(datasets.load_dataset("webdataset", data_files=files, split="train", streaming=streaming))
+        if streaming:
+            assert sorted(s["__key__"] for s in splats) == sorted(s["__key__"] for s in datasets.load_dataset(
+                str(store), "splats", data_files=named, split="train", streaming=True))
         assert len(splats) == SAMPLE_PHOTOS
         for s in splats:
             meta = s["json"]
