@@ -122,7 +122,8 @@ def test_status_shows_counts_clients_leases_and_reads_no_item_file(hub: HubEmula
     assert 0 < alpha["window_last_hour_s"] < 3600
     assert alpha["rate_last_hour"] == pytest.approx(5 * 3600 / alpha["window_last_hour_s"])
     assert (clients["beta"]["leases_active"], clients["gamma"]["leases_expired"]) == (1, 1)
-    assert report["shards_pending"] == 2 and report["budgets"]["commits_last_hour"] == 0
+    assert report["shards_pending"] == 2 and report["budgets"]["commits_last_hour"] == 0  # status's own
+    assert report["budgets"]["publish_commits_last_hour"] == 2  # the fleet's, from the ledger: two publish steps
     # Cheap: nothing committed, and at most the coordination files were downloaded (18 item files exist).
     assert len(hub.history(repo)) == commits
     assert hub.stats["downloads"] - stats.get("downloads", 0) <= len(coordination) < PHOTOS * 3

@@ -161,13 +161,18 @@ class HubAdminReads:
 
     def snapshot(self, now: float) -> LedgerSnapshot:
         """Status aggregates at the head (cost: see the module docstring). Per-client counts parse the
-        index rows the state read fetched anyway (CPU grows with rows, calls do not). ``budgets`` are
-        this process's own (commits in the last hour, API calls in the last 5 minutes, this read
-        included): the Hub gives a repo's commit count only through its whole history."""
+        index rows the state read fetched anyway (CPU grows with rows, calls do not). ``budgets``:
+        ``publish_commits_last_hour`` counts every client's publish steps of the last hour from the
+        ledger (what the fleet spends of the repo's commit quota; lease and compaction commits are
+        not in it), the rest are this process's own (commits in the last hour, API calls in the last
+        5 minutes, this read included): the Hub gives a repo's commit count only through its whole
+        history."""
         state = self.sync.refresh()
         gone = self.excluded(state)
         done = self._done_markers(state)
         budget = self.sync.budget_report()
+        records = self._records(state)
+        steps = {(t, client, step) for t, client, step, _ in records if t is not None and t >= now - HOUR_S}
         return LedgerSnapshot(
             store=self.description,
             taken_at=now,
@@ -178,11 +183,12 @@ class HubAdminReads:
             units_done_last_hour=sum(1 for _, t in done if t is not None and t >= now - HOUR_S),
             units_done_last_day=sum(1 for _, t in done if t is not None and t >= now - DAY_S),
             leases=tuple(sorted(state.leases.values(), key=lambda le: le.unit)),
-            clients=client_activity(self._records(state), done, now),
+            clients=client_activity(records, done, now),
             shards_pending=len(state.paths_of(SHARD)),
             done_unit_keys=tuple(sorted(state.done_units)),
-            budgets={k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
-                                            "resolver_calls")},
+            budgets={"publish_commits_last_hour": len(steps),
+                     **{k: budget[k] for k in ("commits_last_hour", "commits_per_hour_limit", "api_calls_last_5min",
+                                               "resolver_calls")}},
         )
 
     def publish_events(self) -> list[PublishEvent]:
