@@ -180,3 +180,32 @@ def test_a_damaged_file_is_an_error(cut):
         spz.decode_spz(data[:cut])
     with pytest.raises(spz.SpzError):
         spz.decode_spz(spz.encode_spz(golden_scene(0), version=3)[:cut])
+
+
+def test_a_small_gzip_bomb_is_read_no_further_than_its_header_allows():
+    """A v3 file is one gzip stream: a few KB can inflate to gigabytes. The reader takes the header
+    first, then at most what its count needs, so a bomb is refused without being expanded, and a
+    header asking for more Gaussians than the reader takes is refused before any stream is read."""
+    import gzip
+    import struct
+    import tracemalloc
+
+    good = spz.decode_spz(spz.encode_spz(golden_scene(0), version=3))
+    n = good.scene.positions.shape[0]
+    payload = gzip.decompress(spz.encode_spz(golden_scene(0), version=3))
+    bomb = gzip.compress(payload + bytes(256 << 20), compresslevel=1)  # 256 MB of zeros after the arrays
+    assert len(bomb) < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(spz.SpzError, match="1 MiB more than its Gaussians need"):
+            spz.decode_spz(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20  # never the 256 MB
+    huge = struct.pack("<4sIIBBBB", b"NGSP", 3, spz.MAX_READ_GAUSSIANS + 1, 0, 12, 0, 0)
+    for data in (gzip.compress(huge + bytes(64)),
+                 struct.pack("<4sIIBBBBI12x", b"NGSP", 4, spz.MAX_READ_GAUSSIANS + 1, 0, 12, 0, 5, 32)):
+        with pytest.raises(spz.SpzError, match="more than the"):
+            spz.decode_spz(data)
+    assert spz.decode_spz(gzip.compress(payload + bytes(100))).scene.positions.shape[0] == n  # a little slack is read

@@ -34,7 +34,6 @@ non-finite value, raises :class:`SpzError`. Coordinates are never wrapped.
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from dataclasses import dataclass
@@ -67,6 +66,9 @@ _LEGACY_HEADER = struct.Struct("<4sIIBBBB")  # 16 bytes
 _HEADER = struct.Struct("<4sIIBBBBI12x")  # 32 bytes
 _TOC_ENTRY = struct.Struct("<QQ")
 _ALPHA_EPS = 1e-6
+# The most Gaussians a file may say it holds (SHARP writes 1.2 M; 33.5 M unpack to ~2 GB of float32):
+# a header is read before its streams, so a few hostile bytes cannot make us unpack gigabytes.
+MAX_READ_GAUSSIANS = 1 << 25
 
 
 class SpzError(ValueError):
@@ -285,6 +287,48 @@ def _stream_sizes(n: int, sh_degree: int, version: int) -> list[int]:
     return [9 * n, n, 3 * n, 3 * n, (3 if version == 2 else 4) * n, 3 * per_channel * n]
 
 
+def _check_count(n: int) -> None:
+    if n > MAX_READ_GAUSSIANS:
+        raise SpzError(f"the header says {n} Gaussians, more than the {MAX_READ_GAUSSIANS} this reader takes")
+
+
+def _gunzip_payload(data: bytes) -> bytes:
+    """The gzip stream's header and at most the bytes its count of Gaussians needs (``gzip.decompress``
+    would expand a small gzip bomb into all of memory before the header is even checked)."""
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = inflate.decompress(data, _LEGACY_HEADER.size)
+        if len(head) < _LEGACY_HEADER.size:
+            return head  # _split_legacy names the short payload
+        magic, version, n, degree = _LEGACY_HEADER.unpack_from(head)[:4]
+        if magic != MAGIC or version not in (2, 3) or degree > 3:
+            return head  # _split_legacy names the bad header
+        _check_count(n)
+        need = sum(_stream_sizes(n, degree, version))
+        body = inflate.decompress(inflate.unconsumed_tail, need) if need else b""
+        _drain(inflate)
+    except zlib.error as exc:
+        raise SpzError(f"gzip stream is damaged ({exc})") from exc
+    return head + body
+
+
+_MAX_TRAILING = 1 << 20
+
+
+def _drain(inflate: zlib._Decompress) -> None:
+    """Read the stream to its end, so its CRC is checked, allowing at most 1 MiB past the arrays."""
+    extra = 0
+    while not inflate.eof:
+        chunk = inflate.decompress(inflate.unconsumed_tail, 1 << 16)
+        if not chunk and not inflate.unconsumed_tail:
+            break  # all input read, no more output: the stream ends early
+        extra += len(chunk)
+        if extra > _MAX_TRAILING:
+            raise SpzError("the gzip payload holds over 1 MiB more than its Gaussians need")
+    if not inflate.eof:
+        raise SpzError("gzip stream is truncated")
+
+
 def _split_legacy(raw: bytes) -> tuple[tuple[int, int, int, int, int], list[bytes]]:
     if len(raw) < _LEGACY_HEADER.size:
         raise SpzError("gzip payload is shorter than the SPZ header")
@@ -307,6 +351,7 @@ def _split_v4(data: bytes) -> tuple[tuple[int, int, int, int, int], list[bytes]]
     magic, version, n, degree, bits, flags, count, toc = _HEADER.unpack_from(data)
     if magic != MAGIC or version != 4 or degree > 3:
         raise SpzError(f"header: magic {magic!r}, version {version}, SH degree {degree}")
+    _check_count(n)
     sizes = [s for s in _stream_sizes(n, degree, 4) if s]
     if count != len(sizes) or toc < _HEADER.size or toc + 16 * count > len(data):
         raise SpzError(f"header promises {count} streams with the table at byte {toc}")
@@ -357,10 +402,7 @@ def decode_spz(data: bytes | bytearray | memoryview) -> SpzFile:
     """
     data = bytes(data)
     if data[:2] == b"\x1f\x8b":
-        try:
-            head, raw = _split_legacy(gzip.decompress(data))
-        except (OSError, EOFError, zlib.error) as exc:
-            raise SpzError(f"gzip stream is damaged ({exc})") from exc
+        head, raw = _split_legacy(_gunzip_payload(data))
     elif data[:4] == MAGIC:
         head, raw = _split_v4(data)
     else:
