@@ -11,6 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,9 +138,17 @@ RACE_TTL = 1e9
 
 def _race(url: str, units: list[str], client: str, start: float, out: multiprocessing.Queue) -> None:
     clock = ManualClock(start)
+
+    def back_off(seconds: float) -> None:
+        # The manual clock moves at once, but the others' held commits end in real time: a back-off
+        # that took no real time let one process spend its 30 tries on a single held commit (seen on
+        # a loaded CI machine), which is no back-off at all.
+        clock.sleep(seconds)
+        time.sleep(min(seconds, 0.05))
+
     store = HubStore(HubOptions(REPO, endpoint=url, token="hf_proc", client_id=client, retry_base_s=0.05,
                                 layout="files"),
-                     clock=clock, sleep=clock.sleep)
+                     clock=clock, sleep=back_off)
     store.open()
     won = [key for key in units if store.acquire(Unit(key, 0, 10), client, RACE_TTL) is not None]
     out.put((client, won))
