@@ -172,7 +172,7 @@ class HubAdminReads:
         done = self._done_markers(state)
         budget = self.sync.budget_report()
         records = self._records(state)
-        steps = {(t, client, step) for t, client, step, _ in records if t is not None and t >= now - HOUR_S}
+        steps = [t for t, _, _ in _publish_steps(records) if t >= now - HOUR_S]
         return LedgerSnapshot(
             store=self.description,
             taken_at=now,
@@ -193,10 +193,7 @@ class HubAdminReads:
 
     def publish_events(self) -> list[PublishEvent]:
         """Publish steps at the head: one per shard, and per (client, second) for compacted rows."""
-        groups: Counter[tuple[float, str, str]] = Counter()
-        for t, client, step, _ in self._records(self.sync.refresh()):
-            if t is not None:
-                groups[(t, client, step)] += 1
+        groups = _publish_steps(self._records(self.sync.refresh()))
         return [PublishEvent(t, c, n) for (t, c, _), n in sorted(groups.items())]
 
     def rows(self) -> list[IndexRow]:
@@ -332,3 +329,12 @@ class HubAdminReads:
         report = find_problems(view, now, sha256 if deep else None, opener if deep else None)
         report.repairs = FIXES
         return report
+
+
+def _publish_steps(records: list[tuple[float | None, str, str, float | None]]) -> Counter[tuple[float, str, str]]:
+    """Rows per publish step ``(time, client, step)`` of the ledger's timed records."""
+    groups: Counter[tuple[float, str, str]] = Counter()
+    for t, client, step, _ in records:
+        if t is not None:
+            groups[(t, client, step)] += 1
+    return groups
