@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 from e2e_utils import read_rows, run_cli
 from migrate_checks import check_migrated, check_retargeted_card, migrate_killed_after_step, predecessor_files
 
@@ -33,6 +34,9 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
     assert len(old_files) == 18  # photo, PLY and preview per item
     photo_sha = {r["id"]: r["image_sha256"] for r in before}
     gaussians = {r["id"]: validate_ply(ds / r["ply_path"]).count for r in before}
+    typed = datasets.load_dataset(str(ds), split="train", cache_dir=str(tmp_path / "c1"))  # the files layout's twins
+    assert sorted(typed["id"]) == sorted(photo_sha) and set(typed["layout"]) == {"files"}
+    assert {type(r["preview"]).__name__ for r in typed} == {"WebPImageFile"}
 
     migrate_killed_after_step(tmp_path, store, 2, "--step-items", "1")
     mixed = {r["id"]: r for r in read_rows(ds)}
@@ -51,6 +55,9 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
     repaired.close()
     mid = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")  # a mixed dataset is consistent
     assert mid.returncode == 0 and json.loads(mid.stdout)["problems"] == [], mid.stdout[-3000:]
+    parquet = sorted(i for p in (ds / "data" / "index").rglob("*.parquet")
+                     for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    assert parquet == sorted(photo_sha)  # twins and the shards' index shards: each item once meanwhile
 
     resumed = run_cli(tmp_path, "migrate", "--to", "shards", "--store", store, "--step-items", "1")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -60,6 +67,7 @@ def test_a_files_layout_store_migrates_to_shards_across_a_kill(tmp_path: Path) -
     assert not (ds / "folder").exists() and not [p for p in old_files if (ds / p).exists()]
     assert json.loads((ds / ".coord" / "layout.json").read_text()) == {"layout": "shards"}
     assert "config_name: splats" in (ds / "README.md").read_text()  # the card of the shards layout
+    assert not (ds / "data" / "index" / "files").exists() and not (ds / ".coord" / "files-index.json").exists()
 
     deep = run_cli(tmp_path, "verify", "--deep", "--store", store, "--json")
     assert deep.returncode == 0, deep.stdout[-3000:] + deep.stderr[-2000:]

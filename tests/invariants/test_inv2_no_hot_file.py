@@ -24,9 +24,12 @@ def _item(work: Path, item_id: str) -> ProcessedItem:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    files = [*(root / "data").iterdir(), root / "README.md"]
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in files if p.exists()}
+    """The index files, their typed twins (``data/index/files``) and the card: name → inode, mtime, hash."""
+    twins = root / "data" / "index" / "files"
+    files = [*(root / "data").iterdir(), *(twins.iterdir() if twins.is_dir() else []), root / "README.md"]
+    return {p.relative_to(root / "data").as_posix() if p.parent != root else p.name:
+            (p.stat().st_ino, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in files if p.is_file()}
 
 
 def test_publish_only_adds_new_shards(tmp_path: Path) -> None:
@@ -46,7 +49,8 @@ def test_publish_only_adds_new_shards(tmp_path: Path) -> None:
             failures=[Failure(f"f{k}", "u", "fetch", "timeout", "", True)],
             followups=[Followup("track", f"i{k}", "x")], renew_units=["u"], lease_ttl_s=60))
         after = _snapshot(a.root)
-        assert set(after) - set(before) == {receipt.commit}
+        twin = f"index/files/{receipt.commit.removesuffix('.jsonl')}.parquet"
+        assert set(after) - set(before) == {receipt.commit, twin}
         assert {name: after[name] for name in before} == before
         before = after
     # Publishing ids that are already there adds nothing at all.

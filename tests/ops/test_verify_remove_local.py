@@ -198,7 +198,8 @@ def test_interrupted_takedown_is_finished_by_fix(workspace: Path) -> None:
     local.close()
     report = _verify(store)
     victim_files = len(list((store / victim["ply_path"]).parent.iterdir()))
-    assert _kinds(report) == {"orphan_file": victim_files, "unrecorded_row": 1}
+    # The row still shows in its JSONL file and in that file's typed twin (the files layout's Parquet index).
+    assert _kinds(report) == {"orphan_file": victim_files, "unrecorded_row": 1, "index_mismatch": 1}
     fix_local(store, INDEX, report, now=2e9)
     assert _verify(store).ok
     assert victim["id"] not in {r["id"] for r in read_rows(store)}

@@ -229,8 +229,9 @@ def test_compact_merges_in_publish_order(tmp_path: Path) -> None:
         store.publish(Batch(client_id=f"c{k}", items=[make_item(tmp_path / "w", i) for i in ids]))
     assert store.counts().shards_pending == 3
     assert store.compact() == 4
-    files = sorted(p.name for p in (store.root / "data").iterdir())
+    files = sorted(p.name for p in (store.root / "data").iterdir() if p.is_file())
     assert files == ["train.jsonl"]
+    assert sorted(p.name for p in (store.root / "data/index/files").iterdir()) == ["train.parquet"]  # its twin
     assert [r.id for r in decode_rows((store.root / "data/train.jsonl").read_bytes())] == ["a", "c", "b", "d"]
     assert store.counts().shards_pending == 0
     clock.now += 10

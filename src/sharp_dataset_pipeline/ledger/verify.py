@@ -57,8 +57,10 @@ _TAKE_DOWN = "or take the item down with `sharp-dataset remove {subject}` (its i
 NEEDS: dict[str, str] = {
     "missing_member": "restore {target} (e.g. from a backup), " + _TAKE_DOWN,
     "member_mismatch": "{target} changed after it was published: restore it, " + _TAKE_DOWN,
-    "index_mismatch": ("share fields: `sharp-dataset compact` on the local store carries the rows' into the Parquet "
-                       "index; ids: the index files were changed outside the tool (restore them from a backup)"),
+    "index_mismatch": ("share fields, or any difference in a files-layout dataset (its Parquet index is made from "
+                       "the JSONL rows): `sharp-dataset compact` on the local store brings the Parquet index in line; "
+                       "ids in a sharded dataset: the index files were changed outside the tool (restore them from "
+                       "a backup)"),
     "missing_file": "restore {target} (e.g. from a backup or the run folder that made it), " + _TAKE_DOWN,
     "size_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,
     "hash_mismatch": "{target} changed after it was published: restore the original bytes, " + _TAKE_DOWN,

@@ -150,8 +150,11 @@ def _front_matter(title: str, index_glob: str, features: dict[str, str], sharp: 
     return lines
 
 
-SHARDS_CONFIGS = (("index", "data/index/**/*.parquet"), ("splats", "data/shards/**/*.tar"),
+INDEX_CONFIG_GLOB = "data/index/**/*.parquet"
+SHARDS_CONFIGS = (("index", INDEX_CONFIG_GLOB), ("splats", "data/shards/**/*.tar"),
                   ("ply", "data/ply/**/*.tar"))
+# The files layout with its typed twins: the index alone (its JSONL files are the row ledger).
+FILES_CONFIGS = (("index", INDEX_CONFIG_GLOB),)
 
 
 def shards_configs(ply: bool) -> list[dict[str, object]]:
@@ -190,10 +193,12 @@ def retarget_card(text: str, ply: bool) -> str | None:
     return None if out == text else out
 
 
-def _shards_front_matter(title: str, sharp: bool, ply: bool) -> list[str]:
+def _shards_front_matter(title: str, sharp: bool, ply: bool,
+                         configs: tuple[tuple[str, str], ...] = SHARDS_CONFIGS) -> list[str]:
+    webdataset = ["- webdataset"] if configs is SHARDS_CONFIGS else []
     lines = ["---", f"pretty_name: {_q(title)}", "license: other", "license_name: mixed", "tags:",
-             "- gaussian-splatting", "- 3d", "- webdataset", *(["- sharp"] if sharp else []), "configs:"]
-    for name, glob in SHARDS_CONFIGS:
+             "- gaussian-splatting", "- 3d", *webdataset, *(["- sharp"] if sharp else []), "configs:"]
+    for name, glob in configs:
         if name == "ply" and not ply:
             continue
         lines += [f"- config_name: {name}", *(["  default: true"] if name == "index" else []),
@@ -325,6 +330,7 @@ def render_card(
     layout: str = "files",
     ply_config: bool = False,
     repo: str = "",
+    typed_index: bool = False,
 ) -> str:
     """The dataset card: YAML front matter (configs, features) plus a human-readable body.
 
@@ -332,14 +338,19 @@ def render_card(
     come from and ``predictors`` what made the splats (both decide which licence paragraphs
     appear: SHARP's licence only when SHARP made some); ``licence_notes`` are extra paragraphs.
     ``layout="shards"`` gives the sharded layout's configs and layout section (``ply_config``: the
-    dataset has PLY shards; ``repo``: its id, for the loading example).
+    dataset has PLY shards; ``repo``: its id, for the loading example). ``typed_index`` (files layout):
+    the dataset keeps the typed Parquet twins of its JSONL index (``files_index``), which become its one
+    config, ``index``.
     """
     feats = features if features is not None else index_features()
     source_list = sorted(set(sources))
     predictor_list = sorted(set(predictors or []))
     sharp = any(p in SHARP_PREDICTORS for p in predictor_list)
     shards = layout == "shards"
-    lines = _shards_front_matter(title, sharp, ply_config) if shards else _front_matter(title, index_glob, feats, sharp)
+    if shards or typed_index:
+        lines = _shards_front_matter(title, sharp, ply_config, configs=SHARDS_CONFIGS if shards else FILES_CONFIGS)
+    else:
+        lines = _front_matter(title, index_glob, feats, sharp)
     lines += [
         "",
         f"<!-- sharp-dataset card: sources={','.join(source_list)}; predictors={','.join(predictor_list)} -->",
@@ -349,19 +360,24 @@ def render_card(
         f"Sources: {', '.join(source_list) if source_list else 'none yet'}.",
         "",
     ]
-    lines += _shards_layout(repo, ply_config) if shards else _files_layout(index_glob)
-    lines += _columns_section(feats, shards)
+    lines += _shards_layout(repo, ply_config) if shards else _files_layout(index_glob, typed_index)
+    lines += _columns_section(feats, shards or typed_index)
     lines += _licence_section(source_list, predictor_list, licence_notes or [])
     lines += _REMOVAL_SECTION
     return "\n".join(lines)
 
 
-def _files_layout(index_glob: str) -> list[str]:
-    """The files layout's section: the JSONL index and one folder per item."""
+def _files_layout(index_glob: str, typed: bool = False) -> list[str]:
+    """The files layout's section: the index (typed Parquet twins of the JSONL files, or the JSONL files
+    alone) and one folder per item."""
+    index = (["- `data/index/files/*.parquet`: the index, one row per item with a preview image (config",
+              f"  `index`), made from the JSONL rows of `{index_glob}` (a compacted file plus newer shards)."]
+             if typed else
+             [f"- `{index_glob}`: the index, one JSON line per item (a compacted file plus newer shards)."])
     return [
         "## Layout",
         "",
-        f"- `{index_glob}`: the index, one JSON line per item (a compacted file plus newer shards).",
+        *index,
         "- `<subdir>/<id>/<id>.<ext>` (optionally grouped by the id's first two characters): the",
         "  original photo and the splat files of each item.",
         "- `.coord/`: coordination state of the machines that build the dataset; not data.",

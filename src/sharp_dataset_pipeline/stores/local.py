@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import LeaseConflict, StoreError
 from ..publish import layout
-from ..publish.card import CardFacts
+from ..publish.card import INDEX_CONFIG_GLOB, CardFacts
 from ..publish.index import row_files, row_from_json, row_to_json
 from ..publish.layout_choice import FILES, SHARDS, check_layout
 from ..records import Batch, Failure, Followup, IndexRow, ItemState, ProcessedItem
@@ -39,6 +39,7 @@ from .base import PublishPacing, PublishReceipt
 from .item_checks import beside_published, publish_failure, screen_items, units_held_back
 from .local_admin import LocalAdmin
 from .local_card import SNAPSHOT_YAML, LocalCard
+from .local_files_index import keep_files_index
 from .local_leases import HOST, LocalLeases
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
@@ -119,11 +120,14 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         has_rows = self.counts().published > 0 or any(self._data_dir.glob("*.jsonl"))
         self.layout = local_layout(self.root, self._layout_asked, has_rows, self._new_layout)
         self._repair()
+        keep_files_index(self.root, self.index_path)  # what a killed step or operation left, made again
         if not (self.root / layout.README_PATH).exists():
             self.write_card()
         elif not (self.root / SNAPSHOT_YAML).exists():
             self._write_snapshot(f"opened-{secrets.token_hex(6)}")
         self._card = self._read_card_facts()
+        if self._card is not None and INDEX_CONFIG_GLOB not in (self.root / layout.README_PATH).read_text("utf-8"):
+            self.write_card()  # a generated card from before the typed index: its config names it now
 
     @property
     def is_open(self) -> bool:
@@ -247,6 +251,7 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
                     (self._data_dir / outcome.shard).unlink(missing_ok=True)
                 self._settle_intents([self._rel(e.tmp) for e in staged])
         self._after_commit(outcome, staged)
+        keep_files_index(self.root, self.index_path)
         new_ids = {r[0] for r in outcome.rows}
         self._refresh_card([pi.row for pi in items if pi.row.id in new_ids])
         return PublishReceipt(published_ids=[pi.row.id for pi in items if pi.row.id in new_ids],

@@ -37,7 +37,8 @@ class LocalCard:
 
     def _write_snapshot(self, name: str) -> None:
         """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
-        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name, layout=self.layout or FILES).encode("utf-8"))
+        # Both layouts' index is Parquet here (the files layout's twins): the snapshot names the index config.
+        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name, layout=SHARDS).encode("utf-8"))
 
     def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
         """(Re)write README.md: the dataset card, listing the sources and predictors seen so far."""
@@ -52,6 +53,7 @@ class LocalCard:
             index_glob=layout.index_glob(self.index_path),
             layout=self.layout or FILES,
             ply_config=self.layout == SHARDS and (self.root / PLY_DIR).is_dir(),
+            typed_index=True,  # the files layout's JSONL index has typed twins (``local_files_index``)
         )
         path = self.root / layout.README_PATH
         # Same bytes: leave the file (and its inode) alone, so readers and invariant 2 see no rewrite.

@@ -22,10 +22,12 @@ from pathlib import Path
 from ..errors import LeaseConflict, StoreError
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive, temp_writer
 from ..publish import layout
+from ..publish.files_index import FILES_INDEX_DIR
 from ..publish.index import row_files, row_from_json
 from ..publish.layout_choice import SHARDS
 from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from . import local_schema as sql
+from .local_files_index import keep_files_index
 from .local_shard_remove import finish_takedowns
 from .local_shards import compact_parquet, remove_dead_packs, sync_index_fields
 
@@ -87,6 +89,7 @@ class LocalMaintenance:
             if self.layout == SHARDS:
                 compact_parquet(self.root)  # the Parquet index of the sharded layout, under the same lock
                 self._sync_index_fields(conn)  # share fields a dataset made before they were synced lacks
+            keep_files_index(self.root, self.index_path)
         finally:
             self._drop_maintenance(owner)
         self._refresh_card()
@@ -175,6 +178,7 @@ class LocalMaintenance:
                 self._finish_compaction()
                 with sql.write_tx(conn):
                     sql.drop_rewrites(conn, compacted)
+            keep_files_index(self.root, self.index_path)
             self._write_snapshot(f"rewritten-{secrets.token_hex(6)}")
         finally:
             if owner is None:
@@ -202,10 +206,13 @@ class LocalMaintenance:
                 sql.drop_intents(conn, [tmp])
 
     def _remove_dead_temps(self) -> None:
-        # Temps live only in three places: staging, the index folder and the root (README);
+        # Temps live only in these places: staging, the index folder, the root (README), .coord (the
+        # twins' sync record) and the twins' folder;
         # per-item temps staged beside their destination are journaled as intents instead.
         remove_dead_packs(self.root / layout.COORD_DIR / "staging")  # a killed sharded step's packed tars
-        for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root):
+        twins = self.root / FILES_INDEX_DIR  # a killed sync's twin (its record's temp sits in .coord)
+        for folder in (self.root / layout.COORD_DIR / "staging", self._data_dir, self.root,
+                       self.root / layout.COORD_DIR, *([twins] if twins.is_dir() else [])):
             for path in folder.iterdir():
                 writer = temp_writer(path.name)
                 if writer is not None and path.is_file() and not pid_alive(writer):

@@ -6,7 +6,8 @@ one publish path (intent journal, files renamed into place before the ledger tra
 replaces the rows, crash repair in ``open()``) makes it atomic. The old rows' files are journaled
 in that transaction and deleted right after it (after a kill -9: by the next ``open()``), once no
 index file shows the old rows: the shards that hold them have landed by then. ``finish`` deletes
-what is left in migrated items' folders and writes the ``shards`` marker.
+what is left in migrated items' folders, writes the ``shards`` marker and drops the files
+layout's Parquet twins (``local_files_index``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..records import Batch, IndexRow
 from .base import MigrationStep
 from .local import LocalStore
 from .local_adopt import adopt_predecessor_index
+from .local_files_index import keep_files_index
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class LocalMigration:
                 top.rmdir()
         atomic_write(self.root / MARKER_PATH, marker_bytes(SHARDS))
         self._store.layout = SHARDS
+        keep_files_index(self.root, self._store.index_path)  # every row is in shards: the twins go
         card = self.root / layout.README_PATH
         try:
             generated = card_facts(card.read_text(encoding="utf-8")) is not None

@@ -28,6 +28,7 @@ from ..publish import layout
 from ..publish.index import FileRef, row_file_refs, row_from_json
 from ..records import IndexRow, Lease
 from . import local_schema as sql
+from .local_files_index import keep_files_index
 from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file
 from .local_shard_remove import apply_takedown, discard, preview_takedown, record_takedown, stage_takedown
 
@@ -160,6 +161,7 @@ def remove_local(root: Path, index_path: str, item_ids: list[str], reason: str, 
                 result.shards_rewritten = [s for s in takedown.shards if s not in takedown.drops]
     finally:
         conn.close()
+    keep_files_index(root, index_path)  # the removed rows' previews gone from the typed index too
     log.debug("removed %d items (%d more ids excluded) from %s: %s", len(result.removed), len(result.blocked),
              root, reason)
     return result

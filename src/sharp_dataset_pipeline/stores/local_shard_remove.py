@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..fsio import fsync_dir, fsync_path, pid_alive, temp_writer, tmp_for
+from ..publish.files_index import is_twin_path
 from ..publish.index import row_from_json, row_to_json
 from ..publish.layout import COORD_DIR
 from ..publish.parquet_index import read_index
@@ -80,7 +81,8 @@ def _index_paths(root: Path) -> list[str]:
     base = root / INDEX_DIR
     if not base.is_dir():
         return []
-    return [p.relative_to(root).as_posix() for p in sorted(base.rglob("*.parquet")) if not p.name.startswith(".")]
+    return [p.relative_to(root).as_posix() for p in sorted(base.rglob("*.parquet"))
+            if not p.name.startswith(".") and not is_twin_path(p.relative_to(root).as_posix())]
 
 
 def _parquet_ids(path: Path) -> set[str]:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..fsio import atomic_file, atomic_write, fsync_dir, pid_alive
+from ..publish.files_index import is_twin_path
 from ..publish.index import row_files, row_from_json
 from ..publish.index_fields import read_fields, rewrite_fields, stale_fields
 from ..publish.layout_choice import MARKER_PATH, PREDECESSOR_DIR, decide_layout, marker_bytes, read_marker
@@ -98,12 +99,14 @@ def in_shards(old_rows: dict[str, tuple[str, str]], ids: list[str]) -> dict[str,
 
 
 def index_files(root: Path) -> list[IndexShardInfo]:
-    """Every Parquet index file under ``data/index`` with its size (rows unknown without reading)."""
+    """Every Parquet index file of the sharded layout under ``data/index`` with its size (rows unknown
+    without reading); the files layout's twins (``publish.files_index``) are not among them."""
     base = root / INDEX_DIR
     if not base.is_dir():
         return []
     return [IndexShardInfo(p.relative_to(root).as_posix(), 0, p.stat().st_size)
-            for p in sorted(base.rglob("*.parquet")) if not p.name.startswith(".")]
+            for p in sorted(base.rglob("*.parquet"))
+            if not p.name.startswith(".") and not is_twin_path(p.relative_to(root).as_posix())]
 
 
 def compact_parquet(root: Path) -> int:

@@ -36,6 +36,7 @@ from ..publish.shard_layout import INDEX_DIR, KIND_DIRS, parse_shard_path
 from ..publish.tar_shard import MemberRecord, list_members
 from ..records import IndexRow, Lease
 from . import local_schema as sql
+from .local_files_index import keep_files_index, twin_files, wanted
 from .local_ledger import connect_ledger, maintenance_claim, rewrite_index_file
 from .local_shards import index_files
 
@@ -117,22 +118,25 @@ def _is_sharded(root: Path) -> bool:
 
 
 def _parquet_index(root: Path) -> tuple[dict[str, dict[str, str]] | None, list[Problem]]:
-    """Id → share fields of the Parquet index of a sharded dataset (None for the files layout: not
-    checked), and a problem per unreadable file. Read after the ledger: a publish step places its index
-    shard before its ledger commit, so every committed row's file is there (an extra id of a step in
-    flight, or a share being recorded, is confirmed by the second scan or not)."""
-    if not _is_sharded(root):
+    """Id → share fields of the Parquet index (None: a files-layout dataset without twins, not checked),
+    and a problem per unreadable file. Read after the ledger: a publish step places its index shard
+    before its ledger commit, so every committed row's file is there (an extra id of a step in flight,
+    or a share being recorded, is confirmed by the second scan or not). The files layout's twins count
+    with the sharded layout's files: a dataset being migrated has rows in both."""
+    twins = wanted(root)
+    if not _is_sharded(root) and not twins:
         return None, []
+    paths = [info.path for info in index_files(root)] + (twin_files(root) if twins else [])
     ids: dict[str, dict[str, str]] = {}
     bad = []
-    for info in index_files(root):
+    for path in paths:
         try:
-            with (root / info.path).open("rb") as fh:
+            with (root / path).open("rb") as fh:
                 ids.update(read_fields(fh))
         except FileNotFoundError:
             continue  # merged away by a compaction meanwhile: its rows are in the merged part
         except (OSError, StoreError) as exc:
-            bad.append(Problem("index_mismatch", info.path, str(exc)[:200], INDEX_DIR))
+            bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
     return ids, bad
 
 
@@ -308,5 +312,6 @@ def fix_local(root: Path, index_path: str, report: VerifyReport, now: float) -> 
                     fixed.append(p)
     finally:
         conn.close()
+    keep_files_index(root, index_path)  # the twins of the index files just rewritten
     log.info("fixed %d of %d fixable problems in %s", len(fixed), len(todo), root)
     return fixed
