@@ -7,6 +7,7 @@ an item, and an item whose file does not match its row stays in the files layout
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from emulators.hub import HubEmulator, HubFaults, ManualClock, index_rows
 from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.ops.migrate import MigrateRun, migrate_to_shards
 from sharp_dataset_pipeline.ops.migrate_items import stage_item
+from sharp_dataset_pipeline.publish.files_index import is_twin_path
 from sharp_dataset_pipeline.publish.index import row_files
+from sharp_dataset_pipeline.publish.parquet_index import read_ids
 from sharp_dataset_pipeline.records import Batch, IndexRow
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from sharp_dataset_pipeline.stores.hub_migrate import HubMigration
@@ -61,6 +64,8 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
         old = _files_repo(hub, clock, tmp_path)
         assert len(old) == 7 and all(len(paths) == 3 for paths in old.values())
         old_rows = _rows(hub)
+        twins = {p: read_ids(io.BytesIO(b)) for p, b in hub.files(REPO).items() if is_twin_path(p)}
+        assert sorted(i for ids in twins.values() for i in ids) == IDS  # the files layout's typed index
         started = len(hub.history(REPO))
         hub.set_faults(HubFaults(script=[None, "500-after", 412]))  # step 2's answer lost, step 3 refused once
         store = _store(hub, clock, tmp_path)
@@ -97,6 +102,7 @@ def test_a_files_repo_migrates_in_bounded_commits_deleting_old_files_only_after_
         tars = [p for p in files if p.startswith("data/shards/")]
         assert sorted(k for t in tars for k in tar_keys(files[t])) == IDS
         assert json.loads(files[".coord/layout.json"]) == {"layout": "shards"}
+        assert not [p for p in files if is_twin_path(p)]  # the sharded layout's index holds every row now
         assert "config_name: splats" in files["README.md"].decode()  # the generated card, for shards
 
         again = _store(hub, clock, tmp_path)

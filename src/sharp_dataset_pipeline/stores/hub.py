@@ -46,6 +46,7 @@ from ..records import Batch, Failure, Followup, IndexRow, ItemState, Lease, Unit
 from .base import PublishPacing, PublishReceipt, UnitStatus
 from .commit_budget import DEFAULT_COMMITS_PER_HOUR
 from .hub_compact import HubCompaction
+from .hub_files_index import HubFilesIndex, list_twins
 from .hub_journal import FollowupJournal, journal_path
 from .hub_ops import (
     FANOUT_THRESHOLD,
@@ -164,6 +165,8 @@ class HubStore(HubCompaction):
             own_cache=o.cache_dir is None, rng=rng or random.Random(),
             stopping=stop.is_set if stop is not None else lambda: False,
         )
+        self._sync.finish_plan = HubFilesIndex(
+            o.index_path, cache_dir / "twins", self._sync.download, self._list_twins, lambda: self.layout).finish
         self._auto_compact = o.auto_compact_shards
         self._fanout_threshold = o.fanout_threshold
         self._max_age = o.state_max_age_s
@@ -286,6 +289,10 @@ class HubStore(HubCompaction):
             self._card = facts
         log.info("%s: %s layout", self.repo_id, self.layout)
 
+    def _list_twins(self, sha: str) -> list[str]:
+        self._sync.count("api")
+        return self._sync.read_at(sha, lambda: list_twins(self.api, self.repo_id, self.repo_type, sha))
+
     def _has_predecessor(self, state: HubState) -> bool:
         return bool(self._sync.api_call(lambda: self.api.get_paths_info(
             self.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=self.repo_type)))
@@ -294,7 +301,7 @@ class HubStore(HubCompaction):
         return render_card(title=self._card_title, sources=sorted(facts.sources),
                            predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path),
                            layout=self.layout or FILES, ply_config=self._card_ply if ply is None else ply,
-                           repo=self.repo_id)
+                           repo=self.repo_id, typed_index=self.layout == FILES)
 
     def _card_update(self, rows: list[IndexRow], everything: bool = False, force: bool = False) -> CardFacts | None:
         """The facts of a refreshed card when ``rows`` (a batch; or, ``everything``, every row of a

@@ -307,7 +307,7 @@ class HubAdminReads:
         unreadable = [Problem("bad_lease", p, "lease file is not a valid lease", p)
                       for p in state.paths_of(LEASE) if state.parsed.get(p) is None]
         shown, bad_parquet = (self._parquet_index(parquet, state.sha)
-                              if state.parsed.get(LAYOUT_PATH) == SHARDS else (None, []))
+                              if state.parsed.get(LAYOUT_PATH) == SHARDS or parquet else (None, []))
         view = StoreView(description=self.description, index_files=index_files, listing=listing,
                          leases=list(state.leases.values()), done_units=set(state.done_units),
                          ledger_problems=unreadable + bad_parquet,

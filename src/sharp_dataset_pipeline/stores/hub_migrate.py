@@ -224,7 +224,9 @@ class HubMigration:
         data = encode_rows(new_rows)
         plan.adds[shard] = data
         plan.known[shard] = (git_blob_oid(data), summarize_rows(new_rows))
-        used = len(plan.adds) + len(plan.deletes) + 1  # and the marker
+        # The marker, and the twin each changed JSONL file may change (the files layout's typed index).
+        twins = sum(1 for p in [*plan.adds, *plan.deletes] if state.kind(p) in (INDEX, SHARD))
+        used = len(plan.adds) + len(plan.deletes) + 1 + twins
         if used > self._max_ops:
             raise StoreError(f"{self.description}: a step of {len(ids)} items would change {used} files, over "
                              f"{self._max_ops} per commit (its rows sit in many index files): run `sharp-dataset "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..publish.files_index import is_twin_path
 from ..publish.layout_choice import decide_layout, marker_bytes
 from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR
@@ -104,7 +105,8 @@ def list_index_files(api: Any, repo_id: str, repo_type: str, sha: str) -> IndexF
     sizes: dict[str, int] = {}
     try:
         for entry in api.list_repo_tree(repo_id, INDEX_DIR, recursive=True, revision=sha, repo_type=repo_type):
-            if isinstance(entry, RepoFile) and entry.path.endswith(".parquet"):
+            # The files layout's twins (``hub_files_index``) are not the sharded layout's index.
+            if isinstance(entry, RepoFile) and entry.path.endswith(".parquet") and not is_twin_path(entry.path):
                 sizes[entry.path] = int(entry.size)
     except RemoteEntryNotFoundError:
         pass  # nothing published in this layout yet

@@ -86,6 +86,8 @@ class HubSync:
         self._fresh_at = -math.inf
         self._contention = 0.0  # moving average: did the head move under our last intents?
         self._superseded: set[str] = set()
+        # Completes every plan before it is sent (the files layout's Parquet twins, ``hub_files_index``).
+        self.finish_plan: Callable[[Plan, HubState], None] | None = None
 
     @property
     def state(self) -> HubState | None:
@@ -333,6 +335,8 @@ class HubSync:
                 plan = build(state)
                 if plan is None or not (plan.adds or plan.deletes):
                     return plan, state
+                if self.finish_plan is not None:
+                    self.finish_plan(plan, state)
             self.upload(plan, uploads)  # before the commit budget is waited for: uploads cost no commit
             self._wait_for_budget(plan)
             try:
