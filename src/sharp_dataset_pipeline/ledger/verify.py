@@ -58,7 +58,8 @@ NEEDS: dict[str, str] = {
     "missing_member": "restore {target} (e.g. from a backup), " + _TAKE_DOWN,
     "member_mismatch": "{target} changed after it was published: restore it, " + _TAKE_DOWN,
     "index_mismatch": ("share fields, or any difference in a files-layout dataset (its Parquet index is made from "
-                       "the JSONL rows): `sharp-dataset compact` on the local store brings the Parquet index in line; "
+                       "the JSONL rows): `sharp-dataset compact` brings the Parquet index in line (on the Hub, once it "
+                       "has index shards to merge: it rewrites the JSONL file and its twin); "
                        "ids in a sharded dataset: the index files were changed outside the tool (restore them from "
                        "a backup)"),
     "missing_file": "restore {target} (e.g. from a backup or the run folder that made it), " + _TAKE_DOWN,
