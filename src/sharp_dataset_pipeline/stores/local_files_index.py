@@ -122,15 +122,18 @@ def _fingerprints(root: Path, paths: list[str], manifest: dict[str, dict]) -> di
     recorded twin is missing (deleted by hand: made again)."""
     out = {}
     for p in paths:
-        st = (root / p).stat()
         rec = manifest.get(p, {})
         twin_ok = not rec.get("twin") or (root / twin_path(p)).is_file()
-        if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and twin_ok:
-            out[p] = str(rec.get("sha256", ""))
-        else:
+        try:
+            st = (root / p).stat()
+            if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and twin_ok:
+                out[p] = str(rec.get("sha256", ""))
+                continue
             out[p] = _sha256(root / p)
-            if not twin_ok:
-                manifest.pop(p, None)
+        except FileNotFoundError:
+            continue  # merged away by a compaction since it was listed: gone, as its twin will be
+        if not twin_ok:
+            manifest.pop(p, None)
     return out
 
 
@@ -178,8 +181,11 @@ def sync_files_index(root: Path, index_path: str) -> FilesIndexSync:
 
 def _rebuild(root: Path, jsonl: str, sha: str, manifest: dict[str, dict], done: FilesIndexSync) -> None:
     src = root / jsonl
-    st = src.stat()
-    data = src.read_bytes()
+    try:
+        st = src.stat()
+        data = src.read_bytes()
+    except FileNotFoundError:
+        return  # merged away meanwhile: the compaction that did it syncs after it
     if hashlib.sha256(data).hexdigest() != sha:
         return  # changed since it was hashed (a writer outside this lock): the next sync makes it
     entries = twin_entries(decode_rows(data), _reader(root))
