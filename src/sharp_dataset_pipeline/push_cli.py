@@ -180,7 +180,7 @@ def _push_held(settings: Settings, dataset: LocalDataset, spec: str, options: Pu
                               f"push to a new repo, or convert this one with `sharp-dataset migrate --to shards "
                               f"--store {spec}` first")
         store.open()
-        target = HubPushTarget(store, dataset.file, work / "step", time.time)
+        target = HubPushTarget(store, dataset.file, dataset.rows_of, work / "step", time.time)
         if mode == "rich":
             with _Live(console) as live:
                 return push_dataset(dataset, target, options, target_name=spec, compact=store.compact, progress=live)

@@ -231,3 +231,40 @@ def test_a_files_layout_target_or_source_is_refused_with_one_line(tmp_path: Path
         assert "is in the files layout" in proc.stderr and "`sharp-dataset migrate --to shards" in proc.stderr
         assert ("dataset", "me/new") not in hub.repos, "the refused push created the target"
     shutil.rmtree(files_store, ignore_errors=True)
+
+
+def _failures(cwd: Path, store: str, **env: str) -> dict[str, tuple]:
+    proc = run_cli(cwd, "failures", "--store", store, "--json", **env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {d["source"]: (d["id"], d["unit"], d["stage"], d["reason"], d["attempts"], d["transient"], d["last"])
+            for d in json.loads(proc.stdout)}
+
+
+def test_local_failures_are_carried_over_once_and_a_redo_there_retries_them(tmp_path: Path) -> None:
+    photos, store = tmp_path / "photos", tmp_path / "store"
+    make_photos(photos, 2, seed=43)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg " * 20)
+    built = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                    "--planar-resolution", "24", "--store", f"local:{store}", "--progress", "none", LAYOUT="shards")
+    assert built.returncode == 0, built.stderr[-3000:]
+    local = _failures(tmp_path, f"local:{store}")
+    assert [(v[2], v[3], v[4], v[5]) for v in local.values()] == [("fetch", "not_an_image", 1, False)]
+    with HubEmulator(gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        proc = _push(tmp_path, hub, store)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "1 local failure record carried over" in proc.stdout, proc.stdout
+        assert _failures(tmp_path, f"hf:{REPO}", **_hub_env(hub)) == local  # source, reason, attempts, time
+
+        head = hub.repo(REPO).head
+        again = _push(tmp_path, hub, store)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert hub.repo(REPO).head == head and "carried over" not in again.stdout  # carried once
+
+        # The carried record reopens the (done) unit for a redo there, as it would here: tried a second time.
+        redo = run_cli(tmp_path, "run", "--source", f"folder:{photos}", "--predictor", "planar",
+                       "--planar-resolution", "24", "--store", f"hf:{REPO}", "--redo", "failed", "--progress",
+                       "none", **_hub_env(hub, CLIENT_ID="later"))
+        assert redo.returncode in (0, 1), redo.stderr[-3000:]
+        assert "published 0," in redo.stdout, redo.stdout
+        after = _failures(tmp_path, f"hf:{REPO}", **_hub_env(hub))
+        assert [(v[0], v[3], v[4]) for v in after.values()] == [(v[0], v[3], 2) for v in local.values()]

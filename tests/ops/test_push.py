@@ -7,15 +7,17 @@ from __future__ import annotations
 import pytest
 
 from sharp_dataset_pipeline.errors import ConfigError
+from sharp_dataset_pipeline.ledger.status import FailedItem
 from sharp_dataset_pipeline.ops.push import COMMIT_FILES, PushOptions, plan_push
 from sharp_dataset_pipeline.publish.parquet_index import ShardMember, members_json
+from sharp_dataset_pipeline.publish.transfer_plan import RowRef, row_ref
 from sharp_dataset_pipeline.records import IndexRow
 
 
-def _row(item_id: str, unit: str, shard: str) -> IndexRow:
+def _row(item_id: str, unit: str, shard: str) -> RowRef:
     member = ShardMember(shard, f"{item_id}.spz", "spz", 512, 100, "0" * 64)
-    return IndexRow(id=item_id, source="folder", unit=unit, shard_key=item_id, shard_path=shard,
-                    members=members_json([member]))
+    return row_ref(IndexRow(id=item_id, source="folder", unit=unit, shard_key=item_id, shard_path=shard,
+                            members=members_json([member])))
 
 
 def _shard(n: int) -> str:
@@ -69,6 +71,30 @@ def test_local_removals_ride_on_the_first_commit() -> None:
     assert [c.removed for c in commits] == [(("gone1", "takedown"),), (), ()]
     alone = plan_push(ROWS, [], {r.id for r in ROWS}, set(), PushOptions(), removed)  # nothing else to push
     assert [(c.shards, c.rows, c.removed) for c in alone] == [((), (), tuple(removed))]
+
+
+def _failed(item_id: str) -> FailedItem:
+    return FailedItem(item_id, "x.jpg", "u9", "fetch", "not_an_image", "not an image", False, 1, 1.0, "c")
+
+
+def test_local_failures_ride_on_the_first_commit_and_leave_it_room() -> None:
+    failures = [_failed("bad1"), _failed("a1")]  # a1: published at the target since (its failure is moot there)
+    commits = plan_push(ROWS, [], {"a1"}, set(), PushOptions(step_files=1), (), failures)
+    assert [c.failures for c in commits] == [(failures[0],), (), ()]
+    alone = plan_push(ROWS, [], {r.id for r in ROWS}, set(), PushOptions(), [("gone", "takedown")], failures[:1])
+    assert [(c.shards, c.removed, c.failures) for c in alone] == [((), (("gone", "takedown"),), (failures[0],))]
+    # A full first commit: its removal and failure files still fit, done units move on.
+    rows = [_row(f"i{n}", f"u{n:03d}", _shard(1)) for n in range(COMMIT_FILES)]
+    units = [r.unit for r in rows]
+    for removed in ([], [("gone", "takedown")]):
+        commits = plan_push(rows, units, set(), set(), PushOptions(), removed, failures[:1])
+        first = commits[0]
+        assert len(first.shards) + 3 + len(first.units_done) + bool(first.removed) + bool(first.failures) \
+            <= COMMIT_FILES
+        assert sorted(u for c in commits for u in c.units_done) == sorted(units)
+        markers_only = plan_push([], units, set(), set(), PushOptions(), removed, failures[:1])
+        assert len(markers_only[0].units_done) + 1 + bool(removed) + 1 <= COMMIT_FILES
+        assert sorted(u for c in markers_only for u in c.units_done) == sorted(units)
 
 
 def test_step_limits_are_checked() -> None:

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from sharp_dataset_pipeline.publish.parquet_index import ShardMember, members_json
-from sharp_dataset_pipeline.publish.transfer_plan import migration_steps, push_steps, row_bytes, shard_groups
+from sharp_dataset_pipeline.publish.transfer_plan import (
+    migration_steps,
+    push_steps,
+    row_bytes,
+    row_ref,
+    shard_groups,
+)
 from sharp_dataset_pipeline.records import IndexRow
 
 
@@ -43,14 +49,14 @@ def test_migration_steps_skip_migrated_rows_and_stay_bounded() -> None:
 def test_shard_groups_join_rows_that_share_a_shard_or_a_ply_shard() -> None:
     a, b, p = "data/shards/aa/a-000.tar", "data/shards/bb/b-000.tar", "data/ply/aa/a-000.tar"
     rows = [shard_row(0, a, p), shard_row(1, b, p), shard_row(2, "data/shards/cc/c-000.tar"), files_row(3)]
-    groups = shard_groups(rows)
+    groups = shard_groups([row_ref(r) for r in rows])
     assert [(paths, [r.id for r in members]) for paths, members in groups] == [
         ((p, a, b), ["id000", "id001"]), (("data/shards/cc/c-000.tar",), ["id002"])]
 
 
 def test_push_steps_carry_whole_groups_and_resume_from_the_target() -> None:
-    rows = [shard_row(i, f"data/shards/{i:02d}/s{i}-000.tar") for i in range(5)]
-    rows.append(shard_row(5, "data/shards/04/s4-000.tar"))  # shares id004's shard
+    rows = [row_ref(shard_row(i, f"data/shards/{i:02d}/s{i}-000.tar")) for i in range(5)]
+    rows.append(row_ref(shard_row(5, "data/shards/04/s4-000.tar")))  # shares id004's shard
     steps = push_steps(rows, set(), max_files=2)
     assert [s.shards for s in steps] == [
         ("data/shards/00/s0-000.tar", "data/shards/01/s1-000.tar"),

@@ -4,6 +4,7 @@ commit budget (``HF_COMMITS_PER_HOUR``) holds for a push too. The CLI is tested 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import pytest
 from e2e.e2e_utils import run_cli
 from emulators.hub import HubEmulator, ManualClock, index_rows
 from emulators.hub_lfs import HUB_DATASET_GITATTRIBUTES
+from sharp_dataset_pipeline.errors import StoreError
 from sharp_dataset_pipeline.ops.push import PushOptions, push_dataset
+from sharp_dataset_pipeline.publish.index import row_to_json
+from sharp_dataset_pipeline.publish.transfer_plan import RowRef
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
 from sharp_dataset_pipeline.stores.hub_push import HubPushTarget
 from sharp_dataset_pipeline.stores.local_export import held_for_push, read_local_dataset
@@ -44,12 +48,15 @@ def test_a_push_keeps_under_the_commit_budget(tmp_path: Path, local_store: Path)
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
         store = _hub_store(hub, clock, tmp_path, commits_per_hour=2)
         store.open()
-        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        target = HubPushTarget(store, dataset.file, dataset.rows_of, tmp_path / "work", clock)
         report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}",
                               compact=store.compact)
         store.close()
-        assert report.published == len(dataset.rows) == 6 and report.commits_landed == 3
-        assert sorted(r["id"] for r in index_rows(hub.files(REPO))) == sorted(r.id for r in dataset.rows)
+        assert report.published == len(dataset.refs) == 6 and report.commits_landed == 3
+        # The plan held refs only; each commit read its full rows: they land at the target as they are here.
+        local = {r.id: json.loads(row_to_json(r)) for r in dataset.rows_of([r.id for r in dataset.refs])}
+        assert {r["id"]: r for r in index_rows(hub.files(REPO))} == local
+        assert all(r["members"] and r["image_sha256"] and r["processed_at"] for r in local.values())
         applied = hub.repo(REPO).applied_at  # card, three push steps, the compaction
         assert len(applied) == 5
         for t in applied:
@@ -57,19 +64,30 @@ def test_a_push_keeps_under_the_commit_budget(tmp_path: Path, local_store: Path)
         assert applied[-1] - applied[0] >= 2 * HOUR  # five commits at two an hour: two hours of waiting
 
 
+def test_the_source_keeps_refs_and_reads_full_rows_by_id(local_store: Path) -> None:
+    dataset = read_local_dataset(local_store)
+    assert len(dataset.refs) == 6 and all(isinstance(r, RowRef) and r.shards and r.size > 0 for r in dataset.refs)
+    ids = [r.id for r in reversed(dataset.refs)]
+    rows = dataset.rows_of(ids)
+    assert [r.id for r in rows] == ids  # in the order asked
+    assert all(r.shard_path in ref.shards for r, ref in zip(rows, reversed(dataset.refs), strict=True))
+    with pytest.raises(StoreError, match="no longer has 1 of the rows"):
+        dataset.rows_of([ids[0], "not-an-id"])
+
+
 def test_local_removals_go_along_and_the_target_never_publishes_them(tmp_path: Path, local_store: Path) -> None:
     source = tmp_path / "store"
     shutil.copytree(local_store, source)
-    gone = sorted(r.id for r in read_local_dataset(source).rows)[0]
+    gone = sorted(r.id for r in read_local_dataset(source).refs)[0]
     proc = run_cli(tmp_path, "remove", gone, "--reason", "takedown request", "--store", f"local:{source}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     dataset = read_local_dataset(source)
-    assert gone not in {r.id for r in dataset.rows} and dict(dataset.removed) == {gone: "takedown request"}
+    assert gone not in {r.id for r in dataset.refs} and dict(dataset.removed) == {gone: "takedown request"}
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
         store = _hub_store(hub, clock, tmp_path)
         store.open()
-        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        target = HubPushTarget(store, dataset.file, dataset.rows_of, tmp_path / "work", clock)
         report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}")
         assert report.published == 5 and report.removed == 1
         assert gone not in {r["id"] for r in index_rows(hub.files(REPO))}
@@ -88,13 +106,13 @@ def test_plys_go_in_their_own_tars_and_the_card_gets_their_config(tmp_path: Path
                    LAYOUT="shards", PUBLISH_FORMATS="spz,preview,ply")
     assert proc.returncode == 0, proc.stderr[-3000:]
     dataset = read_local_dataset(tmp_path / "store")
-    assert all(r.ply_shard_path for r in dataset.rows)
+    assert all(r.ply_shard_path for r in dataset.rows_of([r.id for r in dataset.refs]))
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
         store = _hub_store(hub, clock, tmp_path)
         store.open()
         assert b"config_name: ply" not in hub.files(REPO)["README.md"]
-        target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+        target = HubPushTarget(store, dataset.file, dataset.rows_of, tmp_path / "work", clock)
         report = push_dataset(dataset, target, PushOptions(step_files=2), target_name=f"hf:{REPO}")
         files = hub.files(REPO)
         plys = sorted(p for p in files if p.startswith("data/ply/"))
@@ -132,15 +150,15 @@ def test_a_local_remove_waits_until_the_push_is_over(tmp_path: Path, local_store
         store = _hub_store(hub, clock, tmp_path)
         store.open()
         with held_for_push(source, clock()) as dataset:
-            victim = sorted(r.id for r in dataset.rows)[-1]
+            victim = sorted(r.id for r in dataset.refs)[-1]
             midway = _RemoveMidway(tmp_path, source, victim)
-            target = HubPushTarget(store, dataset.file, tmp_path / "work", clock)
+            target = HubPushTarget(store, dataset.file, dataset.rows_of, tmp_path / "work", clock)
             report = push_dataset(dataset, target, PushOptions(step_files=1), target_name=f"hf:{REPO}",
                                   progress=midway)
         assert report.published == 6 and len(midway.tried) == 1
         code, err = midway.tried[0]
         assert code == 1 and "is compacting or repairing this store" in err, err[-2000:]
-        assert victim in {r.id for r in read_local_dataset(source).rows}  # nothing was removed meanwhile
+        assert victim in {r.id for r in read_local_dataset(source).refs}  # nothing was removed meanwhile
         files = hub.files(REPO)
         for path in (p for p in files if p.endswith(".tar")):
             assert files[path] == dataset.file(path).read_bytes()

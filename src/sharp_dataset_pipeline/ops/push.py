@@ -8,6 +8,10 @@ that lands the last of its rows (units with nothing left to push: in the last co
 ``COMMIT_FILES`` markers each). A kill at any point loses nothing and duplicates nothing: a rerun
 plans again from the target, where every step that landed is found by its rows.
 
+The plan holds each row only as a ``RowRef`` (id, unit, shard paths, size: about 0.2 KB, against
+about 3.3 KB for a full row); each commit reads its own rows from the source when it is made, so
+the memory of a push grows with the number of rows only by that much.
+
 At the end the target's index shards are compacted (one more commit, which also refreshes the
 dataset card for the pushed rows' sources and predictors), unless asked not to.
 """
@@ -20,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import ConfigError
+from ..ledger.status import FailedItem
 from ..publish.layout_choice import SHARDS
-from ..publish.transfer_plan import DEFAULT_STEP_BYTES, DEFAULT_STEP_FILES, push_steps
-from ..records import IndexRow
+from ..publish.transfer_plan import DEFAULT_STEP_BYTES, DEFAULT_STEP_FILES, RowRef, push_steps
 from ..stores.hub_push import HubPushTarget, PushCommit, PushOutcome
 from ..stores.local_export import LocalDataset
 
@@ -55,6 +59,7 @@ class PushReport:
     already_there: int = 0  # rows the target had (an earlier push, a run, a removal)
     units_done: int = 0
     removed: int = 0  # local removals recorded at the target
+    failures: int = 0  # local failure records carried over (ids the target had no failure for)
     removed_published: tuple[str, ...] = ()  # removed locally, but published at the target (by a run)
     shards: int = 0
     tar_bytes: int = 0
@@ -67,6 +72,9 @@ class PushReport:
                  f"{self.commits_landed} commits; {self.already_there} items were at the target already"]
         if self.removed:
             lines.append(f"{self.removed} local removals recorded at the target (never published there)")
+        if self.failures:
+            lines.append(f"{self.failures} local failure record{'s' if self.failures != 1 else ''} carried over "
+                         "(`sharp-dataset failures` lists them there; a run there skips what failed for good, as here)")
         if self.removed_published:
             ids = " ".join(self.removed_published[:20]) + (" …" if len(self.removed_published) > 20 else "")
             lines.append(f"{len(self.removed_published)} items removed locally are published at the target: take "
@@ -96,7 +104,7 @@ class NoProgress:
         return None
 
 
-def _units_by_last_step(steps: Sequence[tuple[tuple[str, ...], tuple[IndexRow, ...]]]) -> dict[str, int]:
+def _units_by_last_step(steps: Sequence[tuple[tuple[str, ...], tuple[RowRef, ...]]]) -> dict[str, int]:
     last: dict[str, int] = {}
     for i, (_, rows) in enumerate(steps):
         for row in rows:
@@ -104,18 +112,32 @@ def _units_by_last_step(steps: Sequence[tuple[tuple[str, ...], tuple[IndexRow, .
     return last
 
 
-def plan_push(rows: Iterable[IndexRow], units_done: Iterable[str], have: set[str] | frozenset[str],
+def _marker_commits(units: list[str], first_room: int) -> list[PushCommit]:
+    """Commits of done markers alone: the progress file rides on each; the first has ``first_room``."""
+    out: list[PushCommit] = []
+    while units:
+        take = first_room if not out else COMMIT_FILES - 1
+        out.append(PushCommit((), (), tuple(units[:take])))
+        units = units[take:]
+    return out
+
+
+def plan_push(refs: Iterable[RowRef], units_done: Iterable[str], have: set[str] | frozenset[str],
               done_there: set[str] | frozenset[str], options: PushOptions,
-              removed: Iterable[tuple[str, str]] = ()) -> list[PushCommit]:
+              removed: Iterable[tuple[str, str]] = (), failures: Iterable[FailedItem] = ()) -> list[PushCommit]:
     """The commits still to make, in order. Pure.
 
+    ``refs``: the source's rows as ``RowRef`` (the full rows are read a step at a time, by the target).
     ``have``: ids the target has (published or removed); ``done_there``: units done at the target.
     A unit goes in the commit that lands its last row, when that commit has room; otherwise (and for
     units with no row left to push) in the trailing commits of done markers alone. The local
-    removals (``(id, reason)``) the target lacks ride on the first commit (one file for them all),
-    so no later commit of the push can publish them."""
-    rows = list(rows)
-    steps = [(s.shards, s.rows) for s in push_steps(rows, set(have), max_files=options.step_files,
+    removals (``(id, reason)``) and failure records of ids the target lacks ride on the first commit
+    (one file each), so no later commit of the push can publish a removed item, and a later run
+    there skips what failed for good here as it would here."""
+    gone = tuple((i, why) for i, why in dict(removed).items() if i not in have)
+    failed = tuple(f for f in failures if f.item_id not in have)
+    extra = bool(gone) + bool(failed)  # the files those two add to the first commit
+    steps = [(s.shards, s.rows) for s in push_steps(refs, set(have), max_files=options.step_files,
                                                      max_bytes=options.step_bytes)]
     last = _units_by_last_step(steps)
     attached: list[list[str]] = [[] for _ in steps]
@@ -124,18 +146,17 @@ def plan_push(rows: Iterable[IndexRow], units_done: Iterable[str], have: set[str
         if unit in done_there:
             continue
         i = last.get(unit)
-        if i is not None and len(steps[i][0]) + _STEP_OVERHEAD + len(attached[i]) < COMMIT_FILES:
+        room = COMMIT_FILES - (extra if i == 0 else 0)
+        if i is not None and len(steps[i][0]) + _STEP_OVERHEAD + len(attached[i]) < room:
             attached[i].append(unit)
         else:
             rest.append(unit)
     out = [PushCommit(shards, step_rows, tuple(units)) for (shards, step_rows), units in zip(steps, attached,
                                                                                               strict=True)]
-    per = COMMIT_FILES - 1  # the progress file rides on each
-    out += [PushCommit((), (), tuple(rest[i:i + per])) for i in range(0, len(rest), per)]
-    gone = tuple((i, why) for i, why in dict(removed).items() if i not in have)
-    if gone:
+    out += _marker_commits(rest, COMMIT_FILES - 1 - (0 if out else extra))
+    if gone or failed:
         first = out[0] if out else PushCommit((), ())
-        out[:1] = [dataclasses.replace(first, removed=gone)]
+        out[:1] = [dataclasses.replace(first, removed=gone, failures=failed)]
     return out
 
 
@@ -153,10 +174,11 @@ def push_dataset(source: LocalDataset, target: HubPushTarget, options: PushOptio
     progress = progress or NoProgress()
     held = target.holdings()
     have = held.has
-    commits = plan_push(source.rows, source.units_done, have, held.units_done, options, source.removed)
+    commits = plan_push(source.refs, source.units_done, have, held.units_done, options, source.removed,
+                        source.failures)
     report = PushReport(f"local:{source.root}", target_name, commits_planned=len(commits))
     report.removed_published = tuple(sorted(i for i, _ in source.removed if i in held.published - held.removed))
-    report.already_there = sum(1 for r in source.rows if r.shard_path and r.id in have)
+    report.already_there = sum(1 for r in source.refs if r.shards and r.id in have)
     tars = [source.file(p) for c in commits for p in c.shards]
     size = sum(t.stat().st_size for t in tars if t.is_file())
     progress.planned(len(commits), sum(len(c.rows) for c in commits), size)
@@ -168,6 +190,7 @@ def push_dataset(source: LocalDataset, target: HubPushTarget, options: PushOptio
         report.already_there += len(outcome.skipped)
         report.units_done += len(outcome.units_done)
         report.removed += len(outcome.removed)
+        report.failures += len(outcome.failures)
         report.shards += len(outcome.shards)
         report.tar_bytes += outcome.tar_bytes
         progress.landed(outcome)

@@ -64,12 +64,36 @@ def migration_steps(rows: Iterable[IndexRow], *, max_items: int = DEFAULT_STEP_I
     return _cut(todo, max_items, max_bytes)
 
 
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """What planning a push needs of one row, and no more: its id, its unit, the shard files that hold
+    its members (sorted; empty for a row in the files layout) and what they weigh. A push plans from
+    these (a few hundred bytes each, the full rows are kilobytes) and reads each step's full rows only
+    when that step is committed, so a million-row store plans in bounded memory."""
+
+    id: str
+    unit: str
+    shards: tuple[str, ...]
+    size: int
+
+
+def row_ref(row: IndexRow, shared: dict[object, object] | None = None) -> RowRef:
+    """``row`` as a ``RowRef``. ``shared`` (one dict for a whole read) makes equal units and shard
+    tuples one object, since many rows share them."""
+    shards = tuple(sorted(_shards_of(row))) if row.shard_path else ()
+    unit: object = row.unit
+    if shared is not None:
+        unit = shared.setdefault(unit, unit)
+        shards = shared.setdefault(shards, shards)  # type: ignore[assignment]
+    return RowRef(row.id, str(unit), shards, row_bytes(row))
+
+
 @dataclass(frozen=True)
 class PushStep:
-    """One push step: shard files to upload as they are, and the rows that point into them."""
+    """One push step: shard files to upload as they are, and the rows (as refs) that point into them."""
 
     shards: tuple[str, ...]
-    rows: tuple[IndexRow, ...]
+    rows: tuple[RowRef, ...]
 
     @property
     def item_ids(self) -> list[str]:
@@ -80,9 +104,9 @@ def _shards_of(row: IndexRow) -> set[str]:
     return {p for p in (row.shard_path, row.ply_shard_path) if p} | {m.shard for m in row_members(row)}
 
 
-def shard_groups(rows: Iterable[IndexRow]) -> list[tuple[tuple[str, ...], list[IndexRow]]]:
+def shard_groups(refs: Iterable[RowRef]) -> list[tuple[tuple[str, ...], list[RowRef]]]:
     """Rows joined by the shards they share (a row in a splats shard and a PLY shard joins both):
-    ``(shard paths, rows)`` per group, ordered by their first shard path."""
+    ``(shard paths, rows)`` per group, ordered by their first shard path. Rows in no shard are left out."""
     parent: dict[str, str] = {}
 
     def find(p: str) -> str:
@@ -91,35 +115,34 @@ def shard_groups(rows: Iterable[IndexRow]) -> list[tuple[tuple[str, ...], list[I
             p = parent[p]
         return p
 
-    listed = [r for r in rows if r.shard_path]
-    for row in listed:
-        first, *rest = sorted(_shards_of(row))
+    listed = [r for r in refs if r.shards]
+    for ref in listed:
+        first, *rest = ref.shards
         for other in rest:
             parent[find(other)] = find(first)
-    groups: dict[str, tuple[set[str], list[IndexRow]]] = {}
-    for row in listed:
-        shards = _shards_of(row)
-        paths, members = groups.setdefault(find(min(shards)), (set(), []))
-        paths |= shards
-        members.append(row)
+    groups: dict[str, tuple[set[str], list[RowRef]]] = {}
+    for ref in listed:
+        paths, members = groups.setdefault(find(ref.shards[0]), (set(), []))
+        paths.update(ref.shards)
+        members.append(ref)
     out = [(tuple(sorted(paths)), sorted(members, key=lambda r: r.id)) for paths, members in groups.values()]
     return sorted(out, key=lambda g: g[0])
 
 
-def push_steps(rows: Iterable[IndexRow], published_at_target: set[str], *, max_files: int = DEFAULT_STEP_FILES,
+def push_steps(refs: Iterable[RowRef], published_at_target: set[str], *, max_files: int = DEFAULT_STEP_FILES,
                max_bytes: int = DEFAULT_STEP_BYTES) -> list[PushStep]:
     """The source's shard groups not yet at the target, in bounded steps of whole groups."""
     if max_files < 1 or max_bytes < 1:
         raise ValueError("a step holds at least one shard file and one byte")
     steps: list[PushStep] = []
     shards: list[str] = []
-    step_rows: list[IndexRow] = []
+    step_rows: list[RowRef] = []
     weight = 0
-    for paths, members in shard_groups(rows):
+    for paths, members in shard_groups(refs):
         todo = [r for r in members if r.id not in published_at_target]
         if not todo:
             continue
-        size = sum(row_bytes(r) for r in members)
+        size = sum(r.size for r in members)
         if shards and (len(shards) + len(paths) > max_files or weight + size > max_bytes):
             steps.append(PushStep(tuple(shards), tuple(step_rows)))
             shards, step_rows, weight = [], [], 0

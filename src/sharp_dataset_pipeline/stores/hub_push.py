@@ -14,6 +14,9 @@ commit and never re-sent by a retry; 409 waits, 412 re-decides at the new head, 
   PLY tars (its ``ply`` config), as a publish step refreshes it;
 - the done markers of the local units whose last rows this commit lands (the done set carried
   over: a later ``run`` on the Hub store leases none of them and publishes none of their items);
+- (the first commit) the local failure records of ids the target has none for, as a ledger batch
+  (``.coord/batches/<stamp>-<client>-<nonce>.json``, as a publish step records failures), so
+  ``failures`` lists them there and a run there skips an item that failed for good here;
 - (the first commit) the local removals, as the Hub store's removal record
   (``.coord/batches/zz-removal-…``, as ``remove`` writes it), so no client publishes them there;
   an id the target has published is left to a ``remove`` there (a push never deletes rows).
@@ -30,11 +33,12 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StoreError
+from ..ledger.status import FailedItem
 from ..publish import layout
 from ..publish.card import CardFacts
 from ..publish.index import encode_rows
@@ -42,6 +46,7 @@ from ..publish.layout_choice import PREDECESSOR_DIR, SHARDS
 from ..publish.parquet_index import entry_of_row, row_members, write_index
 from ..publish.shard_layout import PLY_DIR, batch_digest, index_shard_path
 from ..publish.shard_read import member_bytes
+from ..publish.transfer_plan import RowRef
 from ..records import IndexRow
 from .hub import HubStore
 from .hub_admin import REMOVAL_PREFIX
@@ -71,9 +76,10 @@ class PushCommit:
     """What one push commit is asked to carry: shard files, the rows that point into them, done units."""
 
     shards: tuple[str, ...]
-    rows: tuple[IndexRow, ...]
+    rows: tuple[RowRef, ...]  # the full rows are read from the source when the commit is made
     units_done: tuple[str, ...] = ()
     removed: tuple[tuple[str, str], ...] = ()  # (id, reason) of the local removals
+    failures: tuple[FailedItem, ...] = ()  # local failure records (one per item and unit) of unpublished ids
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class PushOutcome:
     skipped: list[str] = field(default_factory=list)  # the target had them already (or removed them)
     units_done: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # local removals recorded at the target
+    failures: list[str] = field(default_factory=list)  # ids whose local failure records were carried over
     shards: list[str] = field(default_factory=list)
     tar_bytes: int = 0
     commit: str = ""
@@ -107,13 +114,15 @@ class PushOutcome:
 class HubPushTarget:
     """The push side of one opened ``HubStore``: what it holds, and one commit per push step.
 
-    ``local_file`` maps a repo path of the source dataset to its local file."""
+    ``local_file`` maps a repo path of the source dataset to its local file; ``rows_of`` reads the
+    source's full rows of some ids (in their order), a commit's worth at a time."""
 
-    def __init__(self, store: HubStore, local_file: Callable[[str], Path], work_dir: Path,
+    def __init__(self, store: HubStore, local_file: Callable[[str], Path],
+                 rows_of: Callable[[Sequence[str]], list[IndexRow]], work_dir: Path,
                  clock: Callable[[], float]) -> None:
         self._store, self._admin = store, store.admin()
         self._sync = self._admin.sync
-        self._local_file, self._work_dir, self._clock = local_file, work_dir, clock
+        self._local_file, self._rows_of, self._work_dir, self._clock = local_file, rows_of, work_dir, clock
         self._client = self._admin.client_id
         self._index_files: dict[str, Path] = {}  # digest of a row set -> its Parquet index shard
 
@@ -145,8 +154,9 @@ class HubPushTarget:
 
     def commit(self, step: PushCommit) -> PushOutcome:
         """Land ``step`` in one commit (or find it landed); what the target had already is left out."""
+        rows = self._rows_of([r.id for r in step.rows])
         try:
-            outcome, state = self._sync.run_decided(lambda st: self._plan(st, step))
+            outcome, state = self._sync.run_decided(lambda st: self._plan(st, step, rows))
         finally:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._index_files.clear()
@@ -158,17 +168,20 @@ class HubPushTarget:
         self._sync.count("published_items", len(outcome.published))
         return outcome
 
-    def _plan(self, state: HubState, step: PushCommit) -> tuple[Plan, PushOutcome] | None:
+    def _plan(self, state: HubState, step: PushCommit, step_rows: list[IndexRow]) -> tuple[Plan, PushOutcome] | None:
         gone = self._admin.excluded(state)
         have = state.published | gone
-        rows = [r for r in step.rows if r.id not in have]
+        rows = [r for r in step_rows if r.id not in have]
         units = [u for u in dict.fromkeys(step.units_done) if u not in state.done_units]
         removed = [(i, why) for i, why in step.removed if i not in have]
-        if not rows and not units and not removed:
+        # Carried once: an id the target has a failure record for (carried before, or failed there) is left out.
+        failed = [f for f in step.failures if f.item_id not in have and f.item_id not in state.failures]
+        if not rows and not units and not removed and not failed:
             return None
         now, nonce = self._clock(), secrets.token_hex(6)
         out = PushOutcome(published=[r.id for r in rows], skipped=[r.id for r in step.rows if r.id in have],
-                          units_done=units, removed=[i for i, _ in removed])
+                          units_done=units, removed=[i for i, _ in removed],
+                          failures=sorted({f.item_id for f in failed}))
         plan = Plan(title=f"push {len(rows)} items, {len(step.shards) if rows else 0} shards ({self._client})")
         if rows:
             for path in step.shards:
@@ -193,11 +206,13 @@ class HubPushTarget:
                 out.card = card[1]
         if removed:
             self._add_removals(plan, removed, now, nonce)
+        if failed:
+            self._add_failures(plan, failed, now, nonce)
         for unit in units:
             marker = {"unit": unit, "client": self._client, "at": now, "nonce": nonce, "by": "push"}
             plan.add_known(layout.unit_done_path(unit), (json.dumps(marker, sort_keys=True) + "\n").encode(), DONE)
         progress = {"client": self._client, "action": "push", "at": now, "nonce": nonce, "items": len(rows),
-                    "units_done": len(units), "removed": len(removed)}
+                    "units_done": len(units), "removed": len(removed), "failures": len(failed)}
         path = f"{PROGRESS_DIR}/{layout.safe_client('ops.' + self._client)}.json"
         plan.add_known(path, (json.dumps(progress, sort_keys=True) + "\n").encode(), PROGRESS)
         plan.marker = path
@@ -211,6 +226,17 @@ class HubPushTarget:
         plan.add_known(f"{BATCH_DIR}/{name}", encode_ledger(LedgerDelta(failures=failures), client=self._client,
                                                            at=now, reason="removed in the pushed local store"),
                        BATCH)
+
+    def _add_failures(self, plan: Plan, failed: list[FailedItem], now: float, nonce: str) -> None:
+        """The local failure records as a ledger batch, as a publish step records its failures: when and
+        by whom each was recorded is kept, and a record counts the attempts its local one counted."""
+        records = tuple({"item_id": f.item_id, "unit": f.unit, "stage": f.stage, "reason": f.reason,
+                         "detail": f.detail[:500], "transient": f.transient, "count": max(1, f.attempts),
+                         "source": f.source, "at": f.last_at if f.last_at is not None else now,
+                         "client": f.client or self._client} for f in failed)
+        name = f"{layout.utc_stamp(now)}-{layout.safe_client(self._client)}-{nonce}.json"
+        plan.add_known(f"{BATCH_DIR}/{name}", encode_ledger(LedgerDelta(failures=records), client=self._client,
+                                                           at=now, reason="carried over by push"), BATCH)
 
     def _index_file(self, digest: str, rows: list[IndexRow]) -> Path:
         """The Parquet index shard of ``rows`` (built once per row set: a 412 that leaves the set
