@@ -43,7 +43,9 @@ PUSH_HELP = """Publish a local store (built with `run --store local:DIR`) on the
 Every WebDataset tar of the local store is uploaded byte for byte (through LFS, before the commit
 that references it), with its rows in new index shards (JSONL and Parquet), in bounded commits of
 at most --step-files tars; the local units done go along as done markers, so a later
-`run --store hf:me/splats` over the same photos publishes none of them again. Commits stay under
+`run --store hf:me/splats` over the same photos publishes none of them again; the local removals
+and the failure records of items never published go along in the first commit (`failures` lists
+them there, and a run there skips what failed for good). Commits stay under
 HF_COMMITS_PER_HOUR. Interrupted (Ctrl+C, a crash, kill -9)? Run the same command again: what
 landed is found at the target and nothing is sent twice. At the end the target's index is compacted
 (one more commit) unless --no-compact.
