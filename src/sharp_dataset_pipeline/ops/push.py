@@ -9,8 +9,9 @@ that lands the last of its rows (units with nothing left to push: in the last co
 plans again from the target, where every step that landed is found by its rows.
 
 The plan holds each row only as a ``RowRef`` (id, unit, shard paths, size: about 0.2 KB, against
-about 3.3 KB for a full row); each commit reads its own rows from the source when it is made, so
-the memory of a push grows with the number of rows only by that much.
+about 4.5 KB for a full row, ``benchmarks/bench_push_plan.py``); each commit reads its own rows
+from the source when it is made, so the memory of a push grows with the number of rows only by
+that much.
 
 At the end the target's index shards are compacted (one more commit, which also refreshes the
 dataset card for the pushed rows' sources and predictors), unless asked not to.

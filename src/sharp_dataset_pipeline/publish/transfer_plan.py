@@ -15,6 +15,7 @@ kill between steps loses nothing and a rerun plans again from what has landed:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -77,15 +78,13 @@ class RowRef:
     size: int
 
 
-def row_ref(row: IndexRow, shared: dict[object, object] | None = None) -> RowRef:
-    """``row`` as a ``RowRef``. ``shared`` (one dict for a whole read) makes equal units and shard
-    tuples one object, since many rows share them."""
+def row_ref(row: IndexRow, shared: dict[tuple[str, ...], tuple[str, ...]] | None = None) -> RowRef:
+    """``row`` as a ``RowRef``. ``shared`` (one dict for a whole read) makes equal shard tuples one
+    object, and units are interned, since many rows share them."""
     shards = tuple(sorted(_shards_of(row))) if row.shard_path else ()
-    unit: object = row.unit
     if shared is not None:
-        unit = shared.setdefault(unit, unit)
-        shards = shared.setdefault(shards, shards)  # type: ignore[assignment]
-    return RowRef(row.id, str(unit), shards, row_bytes(row))
+        shards = shared.setdefault(shards, shards)
+    return RowRef(row.id, sys.intern(row.unit), shards, row_bytes(row))
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def read_local_dataset(root: Path) -> LocalDataset:
     malformed layout marker."""
     root = Path(root)
     conn = connect_ledger(root)
-    shared: dict[object, object] = {}
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
     try:
         with sql.read_tx(conn):
             # One row at a time off the cursor: only its ref is kept.
