@@ -20,8 +20,10 @@ NAMES = ("hills.jpg", "boxes.jpg", "checker_floor.jpg", "corridor.jpg", "sunset_
 
 
 def planar_items(tmp: Path, ids: list[str], *, unit: str = "folder/x/0", resolution: int = 32,
-                 formats: tuple[str, ...] = ("spz", "preview", "ply")) -> list[ProcessedItem]:
-    """One processed item per id, each from a sample photo (cycled), as a run would publish it."""
+                 formats: tuple[str, ...] = ("spz", "preview", "ply"),
+                 meta: dict[str, dict[str, str]] | None = None) -> list[ProcessedItem]:
+    """One processed item per id, each from a sample photo (cycled), as a run would publish it; ``meta``:
+    more source metadata for some ids (a description, a licence…)."""
     photos, gaussians = tmp / "photos", tmp / "g"
     photos.mkdir(parents=True, exist_ok=True)
     gaussians.mkdir(parents=True, exist_ok=True)
@@ -32,7 +34,8 @@ def planar_items(tmp: Path, ids: list[str], *, unit: str = "folder/x/0", resolut
     for n, item_id in enumerate(ids):
         src = photos / f"{item_id}.jpg"
         shutil.copy(SAMPLES / NAMES[n % len(NAMES)], src)
-        item = Item(id=item_id, source="folder", unit=unit, offset=n, path=str(src), meta={"user_name": "Ann"})
+        extra = (meta or {}).get(item_id, {})
+        item = Item(id=item_id, source="folder", unit=unit, offset=n, path=str(src), meta={"user_name": "Ann", **extra})
         fetched = fetch_item(item, tmp / "img", None, max_pixels=10**8, max_bytes=10**8, attempts=1)
         raw = predictor.predict([fetched])[0]
         out.append(postprocess_item(fetched, raw, opts))  # type: ignore[arg-type]

@@ -292,11 +292,15 @@ repo = sys.argv[1]
 index = datasets.load_dataset(repo, split="train")  # the card's default config: the Parquet index
 splats = datasets.load_dataset("webdataset", data_files={"train": f"hf://datasets/{repo}/data/shards/**/*.tar"},
                                split="train", streaming=True)
-# the card's own form: the config's name and its files (the repo's builder comes from its first config)
-named = datasets.load_dataset(repo, "splats", data_files={"train": "data/shards/**/*.tar"}, split="train",
-                              streaming=True)
+# the card's own form: the config's name, its files (the repo's builder comes from its first config) and
+# the features the card declares (datasets would otherwise type each json field from the first samples)
+features = datasets.load_dataset_builder(repo, "splats").info.features
+named = {streaming: datasets.load_dataset(repo, "splats", data_files={"train": "data/shards/**/*.tar"},
+                                          features=features, split="train", streaming=streaming)
+         for streaming in (True, False)}
 print(json.dumps({
-    "named": sorted((r["json"]["id"], type(r["jpg"]).__name__, len(r["spz"])) for r in named),
+    "named": {str(k): sorted((r["json"]["id"], type(r["jpg"]).__name__, len(r["spz"]), r["json"]["description"],
+                              r["json"]["camera"]["image_size"]) for r in ds) for k, ds in named.items()},
     "index": sorted(index["id"]),
     "preview": [type(r["preview"]).__name__ + ":" + "x".join(map(str, r["preview"].size)) for r in index],
     "splats": sorted((r["json"]["id"], type(r["jpg"]).__name__, type(r["webp"]).__name__, len(r["spz"]))
@@ -308,7 +312,8 @@ print(json.dumps({
 def test_datasets_and_webdataset_read_what_was_published(tmp_path: Path) -> None:
     """Through the loopback Hub (``HF_ENDPOINT``): ``load_dataset(repo)`` opens the Parquet index with
     previews decoded as images, the ``webdataset`` builder on the tars' ``hf://`` paths and
-    ``webdataset.WebDataset`` on their download URLs give one sample per item."""
+    ``webdataset.WebDataset`` on their download URLs give one sample per item, and the ``splats`` config
+    with the card's features reads, streaming or not, a json field that is null in the first samples."""
     import os
     import subprocess
     import sys
@@ -322,7 +327,8 @@ def test_datasets_and_webdataset_read_what_was_published(tmp_path: Path) -> None
         store.publish(Batch("c1", items=planar_items(tmp_path / "a", ["r1", "r2"])))
         store.publish(Batch("c1", items=planar_items(tmp_path / "b", ["r3"])))
         store.compact()
-        store.publish(Batch("c1", items=planar_items(tmp_path / "c", ["r4"])))  # pending beside a part
+        # pending beside a part; the only item with a description: null in the first samples, a string later
+        store.publish(Batch("c1", items=planar_items(tmp_path / "c", ["r4"], meta={"r4": {"description": "A cat"}})))
         ids.add("r4")
         store.close()
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -335,7 +341,11 @@ def test_datasets_and_webdataset_read_what_was_published(tmp_path: Path) -> None
         assert all(p.startswith("WebPImageFile:") for p in got["preview"]) and len(got["preview"]) == 4
         assert [s[0] for s in got["splats"]] == sorted(ids)
         assert all(s[1] == "JpegImageFile" and s[2] == "WebPImageFile" and s[3] > 0 for s in got["splats"])
-        assert got["named"] == [s[:2] + s[3:] for s in got["splats"]]
+        for streaming in ("True", "False"):
+            named = got["named"][streaming]
+            assert [n[:3] for n in named] == [s[:2] + s[3:] for s in got["splats"]]
+            assert [n[3] for n in named] == [None, None, None, "A cat"]
+            assert all(len(n[4]) == 2 and min(n[4]) > 0 for n in named)
 
         tars = sorted(p for p in hub.files(REPO) if p.startswith("data/shards/"))
         urls = [f"{hub.url}/datasets/{REPO}/resolve/main/{p}" for p in tars]

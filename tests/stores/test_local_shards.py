@@ -77,6 +77,41 @@ def test_demo_publishes_shards_that_datasets_and_webdataset_read(tmp_path: Path)
                 assert len(read_member_at(fh, m.offset, m.size, m.sha256)) == m.size
 
 
+def test_the_card_declares_what_a_later_run_brings_and_the_splats_read_with_its_features(tmp_path: Path) -> None:
+    """A dataset whose runs differ: the first without previews or PLYs, a later one with both and the only
+    description. The card (and the ``.huggingface.yaml`` that ``datasets`` merges over it) follows: a
+    ``ply`` config, the new members declared; read with the declared features, every item comes back,
+    a missing preview as null, the description typed as a string though the first samples have none."""
+    store = tmp_path / "out"
+    first = _demo(tmp_path, store, PUBLISH_FORMATS="spz")
+    assert first.returncode == 0, first.stderr
+    card = (store / "README.md").read_text()
+    assert "config_name: ply" not in card and "splats=jpg,json,spz; ply= -->" in card
+    photo = tmp_path / "cat.jpg"
+    Image.new("RGB", (120, 80), (200, 90, 40)).save(photo)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "cat1", "url": photo.as_uri(), "description": "A cat"}) + "\n")
+    later = run_cli(tmp_path, "run", "--source", f"manifest:{manifest}", "--predictor", "planar",
+                    "--planar-resolution", "32", "--store", f"local:{store}", PUBLISH_FORMATS="spz,preview,ply")
+    assert later.returncode == 0, later.stderr
+    card = (store / "README.md").read_text()
+    assert "config_name: ply" in card and "splats=jpg,json,spz,webp; ply=ply -->" in card
+    assert "config_name: ply" in (store / ".huggingface.yaml").read_text()
+    features = datasets.load_dataset_builder(str(store), "splats").info.features
+    assert features["webp"].__class__.__name__ == "Image" and features["json"]["description"].dtype == "string"
+    for streaming in (True, False):
+        splats = list(datasets.load_dataset(str(store), "splats", data_files={"train": "data/shards/**/*.tar"},
+                                            features=features, split="train", streaming=streaming))
+        by_id = {s["json"]["id"]: s for s in splats}
+        assert len(by_id) == len(splats) == SAMPLE_PHOTOS + 1
+        assert by_id["cat1"]["json"]["description"] == "A cat" and by_id["cat1"]["webp"].size[0] > 0
+        assert all(s["webp"] is None and s["json"]["description"] is None for i, s in by_id.items() if i != "cat1")
+    ply_features = datasets.load_dataset_builder(str(store), "ply").info.features
+    ply = datasets.load_dataset(str(store), "ply", data_files={"train": "data/ply/**/*.tar"}, features=ply_features,
+                                split="train")
+    assert len(ply) == 1 and ply[0]["ply"].startswith(b"ply\n")  # bytes, not a trimesh Mesh
+
+
 def test_photos_of_mixed_formats_all_come_back_from_datasets_webdataset_builder(tmp_path: Path) -> None:
     """``datasets`` takes the WebDataset columns from the first tar: a PNG photo must sit under the same
     member name as the JPEGs (in this tar and in later ones), or it comes back as no photo at all."""

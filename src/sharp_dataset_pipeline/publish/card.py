@@ -23,7 +23,10 @@ from dataclasses import dataclass
 import yaml
 
 from ..records import IndexRow
+from .card_features import shard_features
 from .index import index_features
+from .parquet_index import row_members
+from .shard_layout import PLY_DIR
 
 APPLE_NOTICE = (
     "Apple Machine Learning Research Model is licensed under the Apple Machine Learning "
@@ -80,22 +83,56 @@ _PREDICTOR_TEXT = {
 # The card says what it was made from in one machine-readable line, so a store can tell whether a
 # publish brings something new (and rewrite the card) without reading every row. A card without
 # it (and without the old generated card's removal sentence) is the maintainer's own: kept as is.
-_FACTS_RE = re.compile(r"<!-- sharp-dataset card: sources=(.*?); predictors=(.*?) -->")
+_FACTS_RE = re.compile(r"<!-- sharp-dataset card: sources=(.*?); predictors=(.*?)(?:; splats=(.*?); ply=(.*?))? -->")
 _OLD_GENERATED = "Maintainers carry out a request with `sharp-dataset remove ID"
+
+
+def _names(part: str | None) -> frozenset[str]:
+    return frozenset(x for x in (part or "").split(",") if x)
 
 
 @dataclass(frozen=True)
 class CardFacts:
-    """What a generated card lists: the photo sources and the predictors of the published items."""
+    """What a generated card lists: the photo sources and the predictors of the published items, and the
+    tar member fields its ``splats`` and ``ply`` configs declare features for."""
 
     sources: frozenset[str] = frozenset()
     predictors: frozenset[str] = frozenset()
+    splat_fields: frozenset[str] = frozenset()
+    ply_fields: frozenset[str] = frozenset()
 
-    def covers(self, sources: set[str] | frozenset[str], predictors: set[str] | frozenset[str]) -> bool:
-        return set(sources) <= self.sources and set(predictors) <= self.predictors
+    @classmethod
+    def of_rows(cls, rows: Iterable[IndexRow]) -> CardFacts:
+        """The facts that published ``rows`` need a card to list. Raises ``StoreError`` for a row whose
+        ``members`` is malformed."""
+        sources: set[str] = set()
+        predictors: set[str] = set()
+        splat: set[str] = set()
+        ply: set[str] = set()
+        for row in rows:
+            if row.source:
+                sources.add(row.source)
+            if row.predictor:
+                predictors.add(row.predictor)
+            for m in row_members(row):
+                (ply if m.shard.startswith(PLY_DIR + "/") else splat).add(m.field)
+        return cls(frozenset(sources), frozenset(predictors), frozenset(splat), frozenset(ply))
 
-    def union(self, sources: set[str] | frozenset[str], predictors: set[str] | frozenset[str]) -> CardFacts:
-        return CardFacts(self.sources | set(sources), self.predictors | set(predictors))
+    def covers(self, other: CardFacts) -> bool:
+        return (other.sources <= self.sources and other.predictors <= self.predictors
+                and other.splat_fields <= self.splat_fields and other.ply_fields <= self.ply_fields)
+
+    def union(self, other: CardFacts) -> CardFacts:
+        return CardFacts(self.sources | other.sources, self.predictors | other.predictors,
+                         self.splat_fields | other.splat_fields, self.ply_fields | other.ply_fields)
+
+    def comment(self) -> str:
+        """The card's machine-readable line (read back by ``card_facts``)."""
+        def join(names: frozenset[str]) -> str:
+            return ",".join(sorted(names))
+
+        return (f"<!-- sharp-dataset card: sources={join(self.sources)}; predictors={join(self.predictors)};"
+                f" splats={join(self.splat_fields)}; ply={join(self.ply_fields)} -->")
 
 
 def card_facts(text: str) -> CardFacts | None:
@@ -103,24 +140,19 @@ def card_facts(text: str) -> CardFacts | None:
     for a card somebody wrote by hand, which is never rewritten."""
     match = _FACTS_RE.search(text)
     if match is not None:
-        def split(part: str) -> frozenset[str]:
-            return frozenset(x for x in part.split(",") if x)
-
-        return CardFacts(split(match.group(1)), split(match.group(2)))
+        return CardFacts(*(_names(match.group(i)) for i in range(1, 5)))
     return CardFacts() if _OLD_GENERATED in text else None
 
 
 def card_is_stale(facts: CardFacts | None, rows: Iterable[IndexRow] | None) -> bool:
     """Whether a generated card (``facts``; ``None``: hand-written, never rewritten) should be
     rewritten: always when ``rows`` is None (a compaction), else when the published ``rows``
-    bring a source or predictor that it does not list yet."""
+    bring a source, a predictor or a tar member field that it does not list yet."""
     if facts is None:
         return False
     if rows is None:
         return True
-    rows = list(rows)
-    return bool(rows) and not facts.covers({r.source for r in rows if r.source},
-                                           {r.predictor for r in rows if r.predictor})
+    return not facts.covers(CardFacts.of_rows(rows))
 
 
 def _q(text: str) -> str:
@@ -194,7 +226,8 @@ def retarget_card(text: str, ply: bool) -> str | None:
 
 
 def _shards_front_matter(title: str, sharp: bool, ply: bool,
-                         configs: tuple[tuple[str, str], ...] = SHARDS_CONFIGS) -> list[str]:
+                         configs: tuple[tuple[str, str], ...] = SHARDS_CONFIGS,
+                         infos: list[dict[str, object]] | None = None) -> list[str]:
     webdataset = ["- webdataset"] if configs is SHARDS_CONFIGS else []
     lines = ["---", f"pretty_name: {_q(title)}", "license: other", "license_name: mixed", "tags:",
              "- gaussian-splatting", "- 3d", *webdataset, *(["- sharp"] if sharp else []), "configs:"]
@@ -203,7 +236,19 @@ def _shards_front_matter(title: str, sharp: bool, ply: bool,
             continue
         lines += [f"- config_name: {name}", *(["  default: true"] if name == "index" else []),
                   "  data_files:", "  - split: train", f"    path: {_q(glob)}"]
+    if infos:
+        lines += yaml.safe_dump({"dataset_info": infos}, sort_keys=False, allow_unicode=True).splitlines()
     return [*lines, "---"]
+
+
+def shard_config_infos(splat_fields: Iterable[str], ply_fields: Iterable[str]) -> list[dict[str, object]]:
+    """The card's ``dataset_info`` entries of the WebDataset configs: the features of the members the
+    dataset's tars hold (none for a config with no tars yet)."""
+    infos: list[dict[str, object]] = []
+    for name, fields in (("splats", set(splat_fields)), ("ply", set(ply_fields))):
+        if fields:
+            infos.append({"config_name": name, "features": shard_features(fields)})
+    return infos
 
 
 def _shards_layout(repo: str, ply: bool) -> list[str]:
@@ -216,18 +261,24 @@ def _shards_layout(repo: str, ply: bool) -> list[str]:
         "  photo, byte for byte: a PNG or WebP photo keeps its bytes under this name too, its format in",
         "  the json's `photo_format`), `<key>.spz`, `<key>.json` and `<key>.webp` (the preview) (config",
         "  `splats`).",
-        *(["- `data/ply/<bb>/<batch>-<part>.tar`: the full PLY splats, `<key>.ply` (config `ply`)."] if ply else []),
+        *(["- `data/ply/<bb>/<batch>-<part>.tar`: the full PLY splats, `<key>.ply` (config `ply`), in tars",
+            "  of their own: `datasets`' WebDataset builder would decode a `.ply` member as a mesh through",
+            "  trimesh, which keeps only the points; declared `binary` here, it stays the file's bytes."]
+          if ply else []),
         "- `.coord/` and `data/*.jsonl`: coordination state and the row ledger of the machines that build",
         "  the dataset; not data.",
         "",
         f"Load the index with `datasets.load_dataset(\"{where}\")`. The shards, with their files named",
         "(`datasets` 5.x takes one builder for a whole repository from its first config, the Parquet",
-        "index, so `load_dataset(repo, \"splats\")` alone would read the tars as Parquet):",
+        "index, so `load_dataset(repo, \"splats\")` alone would read the tars as Parquet) and with the",
+        "types this card declares (without them `datasets` guesses each `json` field from the first",
+        "samples, and a field null there fails later):",
         "",
         "```python",
-        "from datasets import load_dataset",
+        "from datasets import load_dataset, load_dataset_builder",
+        f"features = load_dataset_builder(\"{where}\", \"splats\").info.features",
         f"splats = load_dataset(\"{where}\", \"splats\", data_files={{\"train\": \"data/shards/**/*.tar\"}},",
-        "                      split=\"train\", streaming=True)",
+        "                      features=features, split=\"train\", streaming=True)",
         "```",
         "",
         "or `webdataset.WebDataset(urls)` on the tars' download URLs.",
@@ -245,7 +296,8 @@ def _dataset_info(features: dict[str, str], description: str = "") -> list[str]:
     return lines
 
 
-def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None, layout: str = "files") -> str:
+def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None, layout: str = "files",
+                         facts: CardFacts | None = None) -> str:
     """``.huggingface.yaml`` of a local store: the card's ``dataset_info`` plus the name of the
     latest index snapshot, rewritten by every publish step.
 
@@ -253,11 +305,15 @@ def render_snapshot_yaml(snapshot: str, features: dict[str, str] | None = None, 
     the *unresolved* ``data_files`` patterns only, never by the files they match: without a value
     that changes per publish, a second load returns the rows cached by the first, and two stores
     with the same folder name share one cache entry. It merges this file's top-level keys over the
-    card's, so this ``dataset_info`` (same features, a description naming the snapshot) is hashed.
+    card's, so this ``dataset_info`` (same features, a description naming the snapshot) is hashed;
+    being merged whole, it repeats the shard configs' features of a generated card (``facts``).
     """
     description = f"Index snapshot {snapshot} (changes with every publish step; caches follow it)."
     if layout == "shards":  # the Parquet index carries its own schema: only the snapshot's name here
-        return "\n".join(["dataset_info:", "- config_name: index", f"  description: {_q(description)}"]) + "\n"
+        infos: list[dict[str, object]] = [{"config_name": "index", "description": description}]
+        if facts is not None:
+            infos += shard_config_infos(facts.splat_fields, facts.ply_fields)
+        return yaml.safe_dump({"dataset_info": infos}, sort_keys=False, allow_unicode=True)
     feats = features if features is not None else index_features()
     return "\n".join(_dataset_info(feats, description)) + "\n"
 
@@ -331,6 +387,8 @@ def render_card(
     ply_config: bool = False,
     repo: str = "",
     typed_index: bool = False,
+    splat_fields: Iterable[str] = (),
+    ply_fields: Iterable[str] = (),
 ) -> str:
     """The dataset card: YAML front matter (configs, features) plus a human-readable body.
 
@@ -340,20 +398,26 @@ def render_card(
     ``layout="shards"`` gives the sharded layout's configs and layout section (``ply_config``: the
     dataset has PLY shards; ``repo``: its id, for the loading example). ``typed_index`` (files layout):
     the dataset keeps the typed Parquet twins of its JSONL index (``files_index``), which become its one
-    config, ``index``.
+    config, ``index``. ``splat_fields`` / ``ply_fields``: the member fields of the dataset's tars, whose
+    features the card declares (``card_features``).
     """
     feats = features if features is not None else index_features()
     source_list = sorted(set(sources))
     predictor_list = sorted(set(predictors or []))
     sharp = any(p in SHARP_PREDICTORS for p in predictor_list)
     shards = layout == "shards"
+    splat_set, ply_set = (frozenset(splat_fields), frozenset(ply_fields)) if shards else (frozenset(), frozenset())
+    ply_config = ply_config or bool(ply_set)
+    facts = CardFacts(frozenset(source_list), frozenset(predictor_list), splat_set, ply_set)
     if shards or typed_index:
-        lines = _shards_front_matter(title, sharp, ply_config, configs=SHARDS_CONFIGS if shards else FILES_CONFIGS)
+        lines = _shards_front_matter(title, sharp, ply_config,
+                                     configs=SHARDS_CONFIGS if shards else FILES_CONFIGS,
+                                     infos=shard_config_infos(facts.splat_fields, facts.ply_fields))
     else:
         lines = _front_matter(title, index_glob, feats, sharp)
     lines += [
         "",
-        f"<!-- sharp-dataset card: sources={','.join(source_list)}; predictors={','.join(predictor_list)} -->",
+        facts.comment(),
         f"# {title}",
         "",
         *_made_with(predictor_list),

@@ -49,6 +49,13 @@ _MEMBER_STRUCT = pa.struct([("shard", pa.string()), ("name", pa.string()), ("fie
                             ("offset", pa.int64()), ("size", pa.int64()), ("sha256", pa.string())])
 _PREVIEW_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 _HF_METADATA = {b"huggingface": json.dumps({"info": {"features": {"preview": {"_type": "Image"}}}}).encode()}
+# The ``camera`` object of a ``<key>.json`` member: the shape ``pipeline.stages.camera_metadata`` writes.
+CAMERA_TYPE = pa.struct([("intrinsics", pa.list_(pa.list_(pa.float64()))),
+                         ("extrinsics", pa.list_(pa.list_(pa.float64()))), ("image_size", pa.list_(pa.int64())),
+                         ("focal_px", pa.float64()), ("disparity", pa.list_(pa.float64())),
+                         ("color_space", pa.int64()), ("version", pa.list_(pa.int64()))])
+# Index columns a ``<key>.json`` member leaves out: it sits inside the shard they would describe.
+_NOT_IN_JSON_MEMBER = ("layout", "key", "shard_path", "ply_shard_path", "members", "preview")
 
 
 @dataclass(frozen=True)
@@ -255,8 +262,8 @@ def member_json(row: IndexRow, camera: dict[str, Any], *, photo_format: str = ""
     for values JSON cannot hold (NaN, infinity, bytes).
     """
     rec = entry_record(IndexEntry(row))
-    for name in ("layout", "key", "shard_path", "ply_shard_path", "members", "preview"):
-        rec.pop(name)  # the shard columns: the json member sits inside the shard it would describe
+    for name in _NOT_IN_JSON_MEMBER:
+        rec.pop(name)
     rec["camera"] = camera
     if photo_format:
         rec["photo_format"] = photo_format
@@ -264,6 +271,14 @@ def member_json(row: IndexRow, camera: dict[str, Any], *, photo_format: str = ""
         return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise StoreError(f"item {row.id}: metadata is not JSON: {exc}") from exc
+
+
+def member_json_type() -> pa.StructType:
+    """The Arrow type of every ``<key>.json`` member (what ``member_json`` writes), for readers that must
+    be told it: ``datasets`` infers a WebDataset's types from its first samples, and a field that is
+    null there (no description yet) would make every later value fail to cast."""
+    fields = [f for f in index_schema() if f.name not in _NOT_IN_JSON_MEMBER]
+    return pa.struct([*fields, pa.field("camera", CAMERA_TYPE), pa.field("photo_format", pa.string())])
 
 
 def _record_bytes(rec: dict[str, Any]) -> int:

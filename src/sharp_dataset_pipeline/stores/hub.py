@@ -301,7 +301,8 @@ class HubStore(HubCompaction):
         return render_card(title=self._card_title, sources=sorted(facts.sources),
                            predictors=sorted(facts.predictors), index_glob=layout.index_glob(self.index_path),
                            layout=self.layout or FILES, ply_config=self._card_ply if ply is None else ply,
-                           repo=self.repo_id, typed_index=self.layout == FILES)
+                           repo=self.repo_id, typed_index=self.layout == FILES,
+                           splat_fields=facts.splat_fields, ply_fields=facts.ply_fields)
 
     def _card_update(self, rows: list[IndexRow], everything: bool = False, force: bool = False) -> CardFacts | None:
         """The facts of a refreshed card when ``rows`` (a batch; or, ``everything``, every row of a
@@ -309,9 +310,8 @@ class HubStore(HubCompaction):
         to leave it (or a hand-written one)."""
         if self._card is None or not (force or card_is_stale(self._card, None if everything else rows)):
             return None
-        sources, predictors = {r.source for r in rows if r.source}, {r.predictor for r in rows if r.predictor}
-        facts = CardFacts(frozenset(sources), frozenset(predictors)) if everything else self._card.union(
-            sources, predictors)
+        seen = CardFacts.of_rows(rows)
+        facts = seen if everything else self._card.union(seen)
         return None if facts == self._card and not force else facts
 
     def card_refresh(self, rows: list[IndexRow], ply_shards: bool) -> tuple[bytes, tuple[CardFacts, bool]] | None:
@@ -319,6 +319,8 @@ class HubStore(HubCompaction):
         what ``card_landed`` notes once that commit landed; None: the card stays (or is hand-written)."""
         ply = self._card_ply or ply_shards
         card = self._card_update(rows, force=ply != self._card_ply)
+        if card is not None:
+            ply = ply or bool(card.ply_fields)
         return None if card is None else (self._render_card(card, ply).encode("utf-8"), (card, ply))
 
     def card_landed(self, refreshed: tuple[CardFacts, bool]) -> None:

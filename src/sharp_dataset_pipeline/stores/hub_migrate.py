@@ -39,7 +39,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..publish import layout
-from ..publish.card import CardYamlError, card_facts, render_card, retarget_card
+from ..publish.card import CardFacts, CardYamlError, card_facts, render_card, retarget_card
 from ..publish.index import decode_rows, encode_rows, row_files, row_from_json
 from ..publish.index_edit import drop_lines
 from ..publish.layout_choice import SHARDS
@@ -289,10 +289,11 @@ class HubMigration:
             log.info("%s: the dataset card is hand-written: its text is kept, its configs now name the "
                      "index and the shards", self.description)
             return None if retargeted is None else retargeted.encode("utf-8")
-        card = render_card(title=self._card_title, sources=sorted({r.source for r in rows if r.source}),
-                           predictors=sorted({r.predictor for r in rows if r.predictor}),
+        facts = CardFacts.of_rows(rows)
+        card = render_card(title=self._card_title, sources=sorted(facts.sources), predictors=sorted(facts.predictors),
                            index_glob=layout.index_glob(self._store.index_path), layout=SHARDS,
-                           ply_config=ply, repo=self._sync.repo_id)
+                           ply_config=ply, repo=self._sync.repo_id, splat_fields=facts.splat_fields,
+                           ply_fields=facts.ply_fields)
         return card.encode("utf-8")
 
     def _plan_finish(self, state: HubState, rows: list[IndexRow]) -> tuple[Plan, MigrationStep]:

@@ -123,11 +123,13 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         keep_files_index(self.root, self.index_path)  # what a killed step or operation left, made again
         if not (self.root / layout.README_PATH).exists():
             self.write_card()
+        self._card = self._read_card_facts()
+        text = (self.root / layout.README_PATH).read_text("utf-8") if self._card is not None else ""
+        if self._card is not None and (INDEX_CONFIG_GLOB not in text or "; splats=" not in text):
+            # A generated card from before the typed index or the declared shard features: made again.
+            self.write_card()
         elif not (self.root / SNAPSHOT_YAML).exists():
             self._write_snapshot(f"opened-{secrets.token_hex(6)}")
-        self._card = self._read_card_facts()
-        if self._card is not None and INDEX_CONFIG_GLOB not in (self.root / layout.README_PATH).read_text("utf-8"):
-            self.write_card()  # a generated card from before the typed index: its config names it now
 
     @property
     def is_open(self) -> bool:

@@ -38,7 +38,8 @@ class LocalCard:
     def _write_snapshot(self, name: str) -> None:
         """Name the index snapshot for ``datasets``' cache: every change of the rows writes a new one."""
         # Both layouts' index is Parquet here (the files layout's twins): the snapshot names the index config.
-        atomic_write(self.root / SNAPSHOT_YAML, render_snapshot_yaml(name, layout=SHARDS).encode("utf-8"))
+        yaml_text = render_snapshot_yaml(name, layout=SHARDS, facts=self._card)
+        atomic_write(self.root / SNAPSHOT_YAML, yaml_text.encode("utf-8"))
 
     def write_card(self, title: str | None = None, sources: list[str] | None = None) -> None:
         """(Re)write README.md: the dataset card, listing the sources and predictors seen so far."""
@@ -46,6 +47,7 @@ class LocalCard:
         seen = [r[0] for r in conn.execute("SELECT DISTINCT source FROM items")]
         predictors = [r[0] for r in conn.execute("SELECT DISTINCT json_extract(row, '$.predictor') FROM items")
                       if isinstance(r[0], str) and r[0]]
+        splat_fields, ply_fields = self._member_fields(conn)
         card = render_card(
             title=title or self._card_title,
             sources=sorted(set(seen) | set(sources or self._card_sources)),
@@ -54,14 +56,29 @@ class LocalCard:
             layout=self.layout or FILES,
             ply_config=self.layout == SHARDS and (self.root / PLY_DIR).is_dir(),
             typed_index=True,  # the files layout's JSONL index has typed twins (``local_files_index``)
+            splat_fields=splat_fields,
+            ply_fields=ply_fields,
         )
         path = self.root / layout.README_PATH
         # Same bytes: leave the file (and its inode) alone, so readers and invariant 2 see no rewrite.
         if not path.is_file() or path.read_bytes() != card.encode("utf-8"):
             atomic_write(path, card.encode("utf-8"))
+        self._card = card_facts(card)
         # Called after maintenance that changes rows (``remove``): readers' caches must not outlive it.
         self._write_snapshot(f"card-{secrets.token_hex(6)}")
-        self._card = card_facts(card)
+
+    @staticmethod
+    def _member_fields(conn: sqlite3.Connection) -> tuple[set[str], set[str]]:
+        """The tar member fields of every published row: ``(splats, ply)`` (none in the files layout)."""
+        splat: set[str] = set()
+        ply: set[str] = set()
+        query = ("SELECT DISTINCT json_extract(m.value, '$.field'), json_extract(m.value, '$.shard') LIKE ?"
+                 " FROM items, json_each(CASE WHEN json_valid(json_extract(items.row, '$.members'))"
+                 " THEN json_extract(items.row, '$.members') ELSE '[]' END) AS m")
+        for field_name, in_ply in conn.execute(query, (PLY_DIR + "/%",)):
+            if isinstance(field_name, str) and field_name:
+                (ply if in_ply else splat).add(field_name)
+        return splat, ply
 
     def _read_card_facts(self) -> CardFacts | None:
         try:
