@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from sharp_dataset_pipeline.errors import LeaseConflict, StoreError
+from sharp_dataset_pipeline.errors import ConfigError, LeaseConflict, StoreError
 from sharp_dataset_pipeline.publish import layout
 from sharp_dataset_pipeline.publish.card import render_card, render_snapshot_yaml
 from sharp_dataset_pipeline.publish.index import decode_rows, encode_rows
@@ -613,3 +613,13 @@ def test_a_full_item_folder_fans_out_by_id_prefix_as_on_the_hub(store: LocalStor
     assert row.ply_path == "photos/zq/zq1/zq1.ply" == hub_view.row.ply_path
     assert (store.root / row.ply_path).read_bytes() == item.files[1].local_path.read_bytes()
     assert not (store.root / "photos" / "zq1").exists()
+
+
+def test_a_store_path_that_is_a_file_is_a_clear_config_error(tmp_path: Path) -> None:
+    """A mistyped STORE naming a file: one line naming the store and the cause (exit 2 in the CLI), not a
+    traceback from deep inside the layout's creation; the file is left as it was."""
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(ConfigError, match=r"STORE local:.*notes\.txt cannot be used as a local store: Not a directory"):
+        LocalStore(target).open()
+    assert target.read_text() == "mine"

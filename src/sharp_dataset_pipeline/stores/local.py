@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import LeaseConflict, StoreError
+from ..errors import ConfigError, LeaseConflict, StoreError
 from ..publish import layout
 from ..publish.card import INDEX_CONFIG_GLOB, CardFacts
 from ..publish.index import row_files, row_from_json, row_to_json
@@ -112,11 +112,18 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         return conn
 
     def open(self) -> None:
-        """Create the layout if missing and repair what a crash left half-done."""
-        (self.root / layout.COORD_DIR / "staging").mkdir(parents=True, exist_ok=True)
-        self._data_dir.mkdir(parents=True, exist_ok=True)
-        self._opened = True
-        sql.ensure_schema(self._conn())
+        """Create the layout if missing and repair what a crash left half-done. Raises ``ConfigError``
+        when the store's folder cannot be one (a file, or a folder this user cannot write)."""
+        try:
+            (self.root / layout.COORD_DIR / "staging").mkdir(parents=True, exist_ok=True)
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+            self._opened = True
+            sql.ensure_schema(self._conn())
+        except (OSError, sqlite3.Error) as exc:
+            # The commonest cause of a traceback here is a mistyped STORE: say what is wrong with it.
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"STORE local:{self.root} cannot be used as a local store: {why}"
+                              f"{f' ({exc.filename})' if isinstance(exc, OSError) and exc.filename else ''}") from exc
         has_rows = self.counts().published > 0 or any(self._data_dir.glob("*.jsonl"))
         self.layout = local_layout(self.root, self._layout_asked, has_rows, self._new_layout)
         self._repair()
