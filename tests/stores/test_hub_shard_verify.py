@@ -117,3 +117,25 @@ def test_gallery_builds_each_items_media_from_its_shard_members(tmp_path: Path) 
             assert (out / "items" / f"{row.id}.html").is_file()
         again = build_gallery(rows, admin, out, runs=[], events=[], options=GalleryOptions(viewer=False))
         assert again.reused == 2 and again.rendered == 0
+
+
+def test_verify_names_an_id_the_parquet_index_holds_twice(tmp_path: Path) -> None:
+    """A copy of an index file under another name: the ids still match as sets, but `load_dataset(repo)`
+    would give those items twice; verify names each repeated id."""
+    clock = ManualClock()
+    with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
+                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+        store.open()
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["d1", "d2"]), units_done=[]))
+        store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["d3"]), units_done=[]))
+        admin = store.admin()
+        assert admin.verify(clock()).ok
+        parquet = sorted(p for p in hub.files(REPO) if p.startswith("data/index/") and p.endswith(".parquet"))
+        first = next(p for p in parquet if set(read_ids(io.BytesIO(hub.files(REPO)[p]))) == {"d1", "d2"})
+        copy = first.rsplit("/", 1)[0] + "/" + "e" * 20 + ".parquet"
+        HfApi(endpoint=hub.url, token=TOKEN).upload_file(path_or_fileobj=hub.files(REPO)[first], path_in_repo=copy,
+                                                         repo_id=REPO, repo_type="dataset")
+        problems = admin.verify(clock()).problems
+        assert sorted((p.kind, p.subject) for p in problems) == [("index_mismatch", "d1"), ("index_mismatch", "d2")]
+        assert all("in the Parquet index 2 times" in p.detail for p in problems)

@@ -244,3 +244,36 @@ def test_an_item_the_packer_refuses_fails_alone(tmp_path: Path) -> None:
     assert [r.id for r in store.rows()] == ["ok1"] and _parquet_ids(tmp_path / "s") == ["ok1"]
     status = store.unit_status(["folder/x/0"])["folder/x/0"]
     assert status.failed == 1 and status.done  # a permanent failure is recorded; nothing to retry
+
+
+def test_verify_names_stray_files_beside_the_shards_and_ids_the_parquet_index_holds_twice(tmp_path: Path) -> None:
+    """What a reader of `data/shards/**/*.tar` or of the Parquet index would see but no row accounts for: a tar
+    whose name is no shard's, any other file under data/, and an index file copied under another name."""
+    import shutil
+    import time
+
+    root = tmp_path / "s"
+    store = LocalStore(root, new_layout="shards")
+    store.open()
+    store.publish(Batch(client_id="c", items=planar_items(tmp_path / "w1", ["s1", "s2"])))
+    store.publish(Batch(client_id="c", items=planar_items(tmp_path / "w2", ["s3"])))
+    admin = store.admin()
+    assert admin.verify(time.time(), deep=True).ok
+    tar = next((root / "data" / "shards").rglob("*.tar"))
+    strays = ["data/shards/orphan.tar", "data/shards/zz/deep/o2.tar", "data/o3.tar", "data/stray.bin"]
+    for rel in strays:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tar, root / rel)
+    pending = next(p for p in (root / "data" / "index").rglob("*.parquet") if set(_parquet_ids_of(p)) == {"s1", "s2"})
+    shutil.copy(pending, pending.with_name("e" * 20 + ".parquet"))
+    problems = admin.verify(time.time(), deep=True).problems
+    assert sorted((p.kind, p.subject) for p in problems if p.kind == "orphan_file") == [
+        ("orphan_file", rel) for rel in sorted(strays)]
+    repeated = sorted(p.subject for p in problems if p.kind == "index_mismatch")
+    assert repeated == ["s1", "s2"] and len(problems) == len(strays) + 2
+    store.close()
+
+
+def _parquet_ids_of(path: Path) -> list[str]:
+    with path.open("rb") as fh:
+        return [e.row.id for e in read_index(fh)]

@@ -90,6 +90,12 @@ def shard_problems(rows: dict[str, IndexRow], listing: dict[str, int], opener: S
     return found, set(by_shard), sum(len(ms) for ms in by_shard.values())
 
 
+def repeated_index_ids(seen: Mapping[str, int]) -> list[Found]:
+    """Ids the Parquet index holds more than once (``seen``: id → rows read): a reader sees the item twice."""
+    return [("index_mismatch", i, f"in the Parquet index {n} times", "data/index")
+            for i, n in sorted(seen.items()) if n > 1]
+
+
 def index_id_problems(jsonl_ids: set[str], parquet_ids: set[str]) -> list[Found]:
     """Ids the Parquet index and the JSONL rows disagree on (each is derived in the same step)."""
     out: list[Found] = [("index_mismatch", i, "in the JSONL rows, not in the Parquet index", "data/index")

@@ -11,6 +11,7 @@ a few columns only, never the previews), ``rewrite_fields`` writes the file agai
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
@@ -25,8 +26,10 @@ from .parquet_index import read_index, write_index
 LATE_FIELDS = ("gsplat_url", "gsplat_share_id", "gsplat_model_id")
 
 
-def read_fields(src: BinaryIO, names: Sequence[str] = LATE_FIELDS) -> dict[str, dict[str, str]]:
-    """id → {field: value} of one index file, for ``names`` only (null read as ``""``, as in the rows)."""
+def read_fields(src: BinaryIO, names: Sequence[str] = LATE_FIELDS,
+                seen: Counter[str] | None = None) -> dict[str, dict[str, str]]:
+    """id → {field: value} of one index file, for ``names`` only (null read as ``""``, as in the rows);
+    ``seen`` counts every id read, so a caller can tell an id the files hold twice."""
     try:
         table = pq.ParquetFile(src, pre_buffer=False).read(columns=["id", *names], use_threads=False)
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
@@ -34,6 +37,8 @@ def read_fields(src: BinaryIO, names: Sequence[str] = LATE_FIELDS) -> dict[str, 
     out: dict[str, dict[str, str]] = {}
     for rec in table.to_pylist():
         out[str(rec["id"])] = {n: "" if rec[n] is None else str(rec[n]) for n in names}
+        if seen is not None:
+            seen[str(rec["id"])] += 1
     return out
 
 

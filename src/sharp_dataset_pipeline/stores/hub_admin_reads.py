@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import StoreError
+from ..ledger.shard_checks import repeated_index_ids
 from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
@@ -248,14 +249,15 @@ class HubAdminReads:
         """Id → share fields of the Parquet index files at ``sha`` (those columns only), and a problem per
         file that is not readable Parquet with them."""
         ids: dict[str, dict[str, str]] = {}
+        seen: Counter[str] = Counter()
         bad: list[Problem] = []
         for path in paths:
             try:
                 with open(self._download(path, sha), "rb") as fh:
-                    ids.update(read_fields(fh))
+                    ids.update(read_fields(fh, seen=seen))
             except (OSError, StoreError) as exc:
                 bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
-        return ids, bad
+        return ids, bad + [Problem(*f) for f in repeated_index_ids(seen)]
 
     def _item_listing(self, state: HubState) -> tuple[dict[str, int], dict[str, str], list[str]]:
         """Size (and LFS SHA-256) of every file shaped like a per-item file (``<holder>/<id>/<id>.<ext>``)

@@ -21,11 +21,13 @@ import os
 import posixpath
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, StoreError
 from ..fsio import pid_alive, temp_writer
+from ..ledger.shard_checks import repeated_index_ids
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
 from ..publish.index import row_file_refs, row_from_json
@@ -75,14 +77,19 @@ def _is_live_temp(name: str) -> bool:
 
 
 def _list_item_files(root: Path, index_path: str) -> dict[str, int]:
-    """Every file outside ``.coord/``, the card and the index folder (live writers' temps skipped)."""
+    """Every file outside ``.coord/``, the card, the JSONL index files and the Parquet index (``data/index``,
+    checked on its own), live writers' temps skipped: a stray file beside the shards (a tar no shard name
+    describes, which a reader's ``data/shards/**/*.tar`` would still read) is listed, so it shows as an orphan."""
     index_dir = posixpath.dirname(index_path)
+    parquet_parent, parquet_dir = posixpath.split(INDEX_DIR)
     out: dict[str, int] = {}
     for folder, dirs, files in os.walk(root):
         rel_dir = Path(folder).relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir
         if rel_dir == "":
-            dirs[:] = [d for d in dirs if d != layout.COORD_DIR and d != index_dir]
+            dirs[:] = [d for d in dirs if d != layout.COORD_DIR]
+        if rel_dir == parquet_parent:
+            dirs[:] = [d for d in dirs if d != parquet_dir]
         dirs.sort()
         for name in files:
             rel = posixpath.join(rel_dir, name) if rel_dir else name
@@ -128,16 +135,17 @@ def _parquet_index(root: Path) -> tuple[dict[str, dict[str, str]] | None, list[P
         return None, []
     paths = [info.path for info in index_files(root)] + (twin_files(root) if twins else [])
     ids: dict[str, dict[str, str]] = {}
+    seen: Counter[str] = Counter()
     bad = []
     for path in paths:
         try:
             with (root / path).open("rb") as fh:
-                ids.update(read_fields(fh))
+                ids.update(read_fields(fh, seen=seen))
         except FileNotFoundError:
             continue  # merged away by a compaction meanwhile: its rows are in the merged part
         except (OSError, StoreError) as exc:
             bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
-    return ids, bad
+    return ids, bad + [Problem(*f) for f in repeated_index_ids(seen)]
 
 
 def _read_ledger(conn: sqlite3.Connection, index_path: str, on_disk: set[str]) -> dict:
