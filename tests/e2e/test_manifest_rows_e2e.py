@@ -84,3 +84,23 @@ def test_a_trickling_url_fails_at_fetch_timeout_and_the_rest_is_published(tmp_pa
     assert summary["published"] == 2 and summary["failed"] == {"download_deadline": 1}, summary
     assert "item s1 failed at fetch: download_deadline" in res.stdout + res.stderr
     assert elapsed < 40, elapsed
+
+
+def test_rows_appended_to_a_manifest_are_published_by_the_next_run(tmp_path: Path) -> None:
+    """The manifest grows between runs (a new batch of photos listed at its end): the next run publishes the
+    new rows, those that fall in the unit an earlier run finished included, and nothing twice."""
+    store = tmp_path / "out"
+    photos = make_photos(tmp_path / "p", 8, seed=41)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,url\n" + "".join(f"p{i},{p.as_uri()}\n" for i, p in enumerate(photos[:5])))
+    first = _run(tmp_path, manifest, store, "g1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((tmp_path / "g1.json").read_text())["published"] == 5
+    with manifest.open("a") as fh:  # three more rows, inside the first unit of RANGE_SIZE rows
+        fh.write("".join(f"p{i},{p.as_uri()}\n" for i, p in enumerate(photos) if i >= 5))
+    second = _run(tmp_path, manifest, store, "g2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((tmp_path / "g2.json").read_text())
+    assert summary["published"] == 3 and summary["failed"] == {}, summary
+    rows = check_consistent(store)
+    assert sorted(r["id"] for r in rows) == [f"p{i}" for i in range(8)]

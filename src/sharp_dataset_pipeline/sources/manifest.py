@@ -32,6 +32,7 @@ straight to it instead of re-parsing everything before it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -115,12 +116,16 @@ class ManifestSource(SourceHooks):
         return self._format
 
     def units(self) -> Iterator[Unit]:
-        """The units covering every row, in order."""
+        """The units covering every row, in order. The last one ends at the last row: rows appended to the
+        manifest later make it a new unit (``…/000000-000007`` after ``…/000000-000004``) that a later run
+        reads, its published rows skipped by id, instead of a unit already done that hides them."""
         self._scan()
-        prefix = f"manifest/{self._hash}"
         for index in range(math.ceil(self._count / self.range_size)):
             start, stop = unit_bounds(index, self.range_size)
-            yield Unit(key=unit_key(prefix, start, stop), start=start, stop=stop)
+            yield Unit(key=self._unit_key(start, stop), start=start, stop=min(stop, self._count))
+
+    def _unit_key(self, start: int, stop: int) -> str:
+        return unit_key(f"manifest/{self._hash}", start, min(stop, self._count))
 
     def items(self, unit: Unit) -> Iterator[Item]:
         """The unit's rows that carry an image URL, in row order."""
@@ -135,7 +140,7 @@ class ManifestSource(SourceHooks):
                 if offset >= min(unit.stop, self._count):
                     return
                 if offset >= unit.start and offset in self._repeat_of:
-                    self._skip_hook(self._repeat_of[offset])
+                    self._skip_hook(dataclasses.replace(self._repeat_of[offset], unit=unit.key))
                 elif offset >= unit.start and record is not None and offset not in self._repeats:
                     item, _reason = row_to_item(record, offset=offset, unit=unit.key, source=self.name)
                     if item is not None:
@@ -221,9 +226,8 @@ class ManifestSource(SourceHooks):
         self._skipped[reason] += 1
         # Row numbers count data rows from 1, as a spreadsheet shows them under the header.
         logger.warning("manifest row %d skipped: %s of row %d (id %s)", offset + 1, reason, first + 1, item.id)
-        self._repeat_of[offset] = SkippedInput(
-            item.id, unit_key(f"manifest/{self._hash}", *unit_bounds(offset // self.range_size, self.range_size)),
-            reason, item.origin, duplicate_of, detail=detail)
+        # Its unit is named when ``items`` reaches it: the last unit's key needs the final row count.
+        self._repeat_of[offset] = SkippedInput(item.id, "", reason, item.origin, duplicate_of, detail=detail)
 
     def _load(self) -> None:
         if _is_url(self.location):
