@@ -187,3 +187,18 @@ def test_http_manifest_404_is_permanent(file_server: FileServer) -> None:
 def test_missing_local_manifest_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         list(ManifestSource(str(tmp_path / "none.csv")).units())
+
+
+def test_a_jsonl_tag_list_keeps_each_tag_whole_in_the_typed_index(tmp_path: Path) -> None:
+    """Tags given as a JSON list: one tag with a comma inside stays one tag (its comma becomes a space) in the
+    row's comma-joined form, and so in the Parquet index's list of strings."""
+    from sharp_dataset_pipeline.publish.parquet_index import IndexEntry, entry_record
+    from sharp_dataset_pipeline.records import IndexRow
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"id": "t1", "url": "https://img.test/t1.jpg",
+                                "tags": ["Paris, France", "  night  ", ""]}) + "\n", encoding="utf-8")
+    item = _all(ManifestSource(str(path)))[0]
+    assert item.meta["tags"] == "Paris France,night"
+    record = entry_record(IndexEntry(IndexRow(id="t1", source="manifest", unit="u", tags=item.meta["tags"])))
+    assert record["tags"] == ["Paris France", "night"]

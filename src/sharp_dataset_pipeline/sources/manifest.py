@@ -419,7 +419,9 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return ""
     if isinstance(value, (list, tuple)):
-        return ",".join(_text(v) for v in value if _text(v))
+        # A list (JSONL tags) is kept as the index's comma-joined form: a comma inside an entry would split
+        # it into two, so it becomes a space (as for Unsplash's tag titles).
+        return ",".join(" ".join(_text(v).replace(",", " ").split()) for v in value if _text(v))
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return str(value).strip()
