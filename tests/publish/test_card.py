@@ -130,3 +130,18 @@ def test_a_hand_written_card_is_retargeted_at_the_shards_and_keeps_its_text() ->
         retarget_card("---\nlicense: [unclosed\n---\nbody\n", ply=False)
     with pytest.raises(CardYamlError):
         retarget_card("---\n- a list\n---\nbody\n", ply=False)
+
+
+def test_the_typed_cards_column_table_is_the_parquet_index_with_its_types() -> None:
+    """A card over the typed index describes what `load_dataset` returns: every Parquet column, lists as lists,
+    the preview as an image; no JSONL-only name (`shard_key`) and no column without a meaning."""
+    from sharp_dataset_pipeline.publish.parquet_index import index_schema
+
+    text = render_card(title="t", sources=["folder"], predictors=["planar"], layout="shards")
+    table = text[text.index("## Columns"):text.index("## Licences")]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| `")]
+    cells = {r[0].strip("| `"): (r[1], r[2].rstrip(" |")) for r in rows}
+    assert list(cells) == index_schema().names and "shard_key" not in cells
+    assert all(meaning for _, meaning in cells.values())
+    assert cells["tags"][0] == "list of strings" and cells["preview"][0] == "image"
+    assert cells["extra_files"][0] == "list of {path, kind, size, sha256}" and cells["focal_px"][0] == "float64"

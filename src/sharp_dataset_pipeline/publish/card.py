@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import yaml
 
 from ..records import IndexRow
+from .card_columns import columns_section
 from .card_features import shard_features
 from .index import index_features
 from .parquet_index import row_members
@@ -33,45 +34,6 @@ APPLE_NOTICE = (
     "Research Model License Agreement."
 )
 
-_COLUMNS = {
-    "id": "Stable item id (Unsplash photo id, or a content hash for local photos).",
-    "source": "Where the photo came from (e.g. `unsplash`, `folder`, `manifest`).",
-    "unit": "The work unit (slice of the source's enumeration) the item belonged to.",
-    "image_path": "Repo path of the original photo, byte for byte as downloaded.",
-    "image_size": "Size of that file in bytes.",
-    "image_sha256": "SHA-256 of that file.",
-    "ply_path": "Repo path of the Gaussian splat PLY.",
-    "ply_size": "Size of the PLY in bytes.",
-    "ply_sha256": "SHA-256 of the PLY.",
-    "extra_files": "JSON list of further files (compressed formats, previews) with path, size, hash.",
-    "width": "Image width in pixels.",
-    "height": "Image height in pixels.",
-    "focal_px": "Focal length in pixels used for the prediction.",
-    "focal_source": "Where the focal length came from (EXIF, a hint, or a default).",
-    "num_gaussians": "Number of Gaussians in the PLY.",
-    "predictor": "Which predictor made the splat (`sharp`, `sharp-cli`; `planar` is a demo, not SHARP).",
-    "model_version": "Model / checkpoint version of the predictor.",
-    "source_url": "URL the photo was downloaded from (empty for local files).",
-    "source_path": "Relative path of a local photo (empty for downloads).",
-    "page_url": "Web page of the photo.",
-    "unsplash_url": "Unsplash page of the photo (Unsplash items only).",
-    "user_name": "Photographer's name, for attribution.",
-    "user_username": "Photographer's username on the source site.",
-    "user_url": "Photographer's profile page.",
-    "license": "Licence of the photo.",
-    "description": "Description given by the photographer.",
-    "alt_description": "Alternative text of the photo.",
-    "tags": "Tags, as one comma-separated string.",
-    "topics": "Topics, as one comma-separated string.",
-    "color": "Dominant colour (hex) reported by the source.",
-    "blur_hash": "BlurHash placeholder reported by the source.",
-    "created_at": "When the photo was created or uploaded (source's timestamp).",
-    "processed_at": "When the splat was made (UTC, ISO 8601).",
-    "client_id": "Which client machine made and published the item.",
-    "gsplat_url": "Optional gsplat.org viewer link.",
-    "gsplat_share_id": "Optional gsplat.org share id.",
-    "gsplat_model_id": "Optional gsplat.org model id.",
-}
 
 
 SHARP_PREDICTORS = frozenset({"sharp", "sharp-cli"})
@@ -425,7 +387,7 @@ def render_card(
         "",
     ]
     lines += _shards_layout(repo, ply_config) if shards else _files_layout(index_glob, typed_index)
-    lines += _columns_section(feats, shards or typed_index)
+    lines += columns_section(feats, shards or typed_index)
     lines += _licence_section(source_list, predictor_list, licence_notes or [])
     lines += _REMOVAL_SECTION
     return "\n".join(lines)
@@ -449,24 +411,6 @@ def _files_layout(index_glob: str, typed: bool = False) -> list[str]:
         "Load the index with `datasets.load_dataset(<this repo or folder>)`.",
         "",
     ]
-
-
-def _columns_section(feats: dict[str, str], shards: bool) -> list[str]:
-    """The columns table (and, in the sharded layout, what the Parquet index adds to it)."""
-    lines = ["## Columns", ""]
-    if shards:
-        lines += ["The index's Parquet columns follow these with real types (null when unknown; `tags` and",
-                  "`topics` lists, `extra_files` structs) plus `layout`, `key` (the item's sample key in the",
-                  "shards), `shard_path`, `ply_shard_path`, `members` (each member's shard, name, offset, size",
-                  "and sha256) and `preview` (an image).", ""]
-    lines += [
-        "| column | type | meaning |",
-        "| --- | --- | --- |",
-    ]
-    for name, dtype in feats.items():
-        lines.append(f"| `{name}` | {dtype} | {_COLUMNS.get(name, '')} |")
-    lines.append("")
-    return lines
 
 
 _REMOVAL_SECTION = (
