@@ -122,13 +122,16 @@ def test_exit_2_on_invalid_settings_with_one_line_and_no_run_folder(
     ("--source", "folder:/no/such/folder", "--predictor", "planar"),
     ("--source", "samples", "--predictor", "nope"),
     ("--source", "ftp:x", "--predictor", "planar"),
+    ("--source", "manifest:/no/such/photos.csv", "--predictor", "planar"),
+    ("--source", "manifest:file:///no/such/photos.tsv", "--predictor", "planar"),
 ])
 def test_exit_2_on_a_rejected_invocation_leaves_no_empty_run_folder(tmp_path: Path, args: tuple[str, ...]) -> None:
     done = run_cli(tmp_path, "run", *args, "--store", f"local:{tmp_path / 'out'}")
     assert done.returncode == 2, done.stderr
-    assert "error: " in done.stderr
+    assert "error: " in done.stderr and "Traceback" not in done.stderr
     leftovers = list((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else []
     assert leftovers == []
+    assert not (tmp_path / "out").exists()  # nor an empty store
 
 
 def test_a_near_miss_name_in_the_env_file_is_named_with_the_likely_setting(tmp_path: Path) -> None:
