@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import datasets
@@ -487,6 +488,33 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(store: Loc
     lease = store.acquire(unit, "other", 60)  # same clock: long before the 1800 s expiry
     assert lease is not None and lease.owner == "other"
     assert [(x.unit, x.owner) for x in store.leases()] == [("u/1", "other")]
+
+
+def test_open_frees_a_dead_redos_leases_on_done_units_and_keeps_live_ones(store: LocalStore, tmp_path: Path) -> None:
+    """A `run --redo` killed mid-way leaves leases on units that are done: no plain run takes those over, so
+    the next open frees the ones whose holder is a process of this host that has exited (verify is then
+    clean), and leaves a live holder's alone."""
+    dead, live = _holder(tmp_path, store.root, "u/dead"), _holder(tmp_path, store.root, "u/live")
+    assert dead.stdin is not None
+    dead.stdin.write("die\n")
+    dead.stdin.flush()
+    dead.wait()
+    db = sqlite3.connect(store.root / ".coord/ledger.sqlite3")
+    with db:  # both units were done before the redo leased them again
+        db.executemany("INSERT INTO units_done (unit, done_at, client) VALUES (?, 0, 'holder')",
+                       [("u/dead",), ("u/live",)])
+    db.close()
+    again = LocalStore(store.root, clock=Clock())
+    again.open()
+    try:
+        assert [(x.unit, x.owner) for x in again.leases()] == [("u/live", "holder")]
+        assert "u/dead" not in {p.subject for p in again.admin().verify(time.time()).problems}
+    finally:
+        again.close()
+        assert live.stdin is not None
+        live.stdin.write("die\n")
+        live.stdin.flush()
+        live.wait()
 
 
 def test_a_lease_of_another_host_waits_for_its_expiry(store: LocalStore, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from ..records import Lease, Unit
 from . import local_schema as sql
 from .base import UnitStatus
 
-__all__ = ["HOST", "LocalLeases"]
+__all__ = ["HOST", "LocalLeases", "drop_dead_leases_on_done_units"]
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +104,18 @@ class LocalLeases:
         rows = self._conn().execute(
             "SELECT unit, owner, nonce, acquired_at, expires_at FROM leases ORDER BY unit")
         return [Lease(*row) for row in rows]
+
+
+def drop_dead_leases_on_done_units(conn: sqlite3.Connection) -> list[str]:
+    """Delete the leases on units already done whose holder was a process of this host that has exited
+    (a ``run --redo`` killed mid-way): no run but a redo ever takes such a lease over, so without this it
+    stays, and ``verify`` reports it, until it expires and ``gc`` runs. Returns the units freed."""
+    with sql.write_tx(conn):
+        held = conn.execute(
+            "SELECT l.unit, l.pid, l.host FROM leases l JOIN units_done d ON d.unit = l.unit").fetchall()
+        dead = [str(unit) for unit, pid, host in held
+                if pid and int(pid) > 0 and host == HOST and not pid_alive(int(pid))]
+        conn.executemany("DELETE FROM leases WHERE unit = ?", [(u,) for u in dead])
+    if dead:
+        log.info("freed %d lease(s) on done units held by processes of this host that are gone", len(dead))
+    return dead

@@ -28,6 +28,7 @@ from ..publish.layout_choice import SHARDS
 from ..publish.predecessor_index import PREDECESSOR_INDEX_HINT, holds_predecessor_rows
 from . import local_schema as sql
 from .local_files_index import keep_files_index
+from .local_leases import drop_dead_leases_on_done_units
 from .local_shard_remove import finish_takedowns
 from .local_shards import compact_parquet, remove_dead_packs, sync_index_fields
 
@@ -120,6 +121,7 @@ class LocalMaintenance:
         finish_takedowns(self.root, self._conn())  # first: its staged files are temps
         self._settle_intents()
         self._remove_dead_temps()
+        drop_dead_leases_on_done_units(self._conn())
         owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         if not self._take_maintenance(owner):
             log.info("another process is maintaining %s; skipping shard repair", self.description)
