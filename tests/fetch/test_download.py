@@ -136,3 +136,15 @@ def test_a_trickling_body_fails_at_the_overall_deadline(file_server: FileServer,
     assert 2.0 <= elapsed < 4.0, elapsed
     assert file_server.hits("/photo.jpg") == 1  # no attempt starts after the deadline
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["http://", "http://[::1", "https://:80/x.jpg"])
+def test_an_unusable_url_is_permanent_at_the_first_try(tmp_path: Path, url: str) -> None:
+    """No host or a bad port: no retry can help, so the item fails for good (`bad_url`) instead of being
+    retried as a network error on every later run."""
+    slept: list[float] = []
+    with make_client(timeout_s=5.0) as client, pytest.raises(PermanentError) as info:
+        download(url, tmp_path / "a.jpg", client, sleep=slept.append, rng=random.Random(0), max_bytes=1000,
+                 attempts=4)
+    assert info.value.reason == "bad_url" and slept == []
+    assert _leftovers(tmp_path) == []

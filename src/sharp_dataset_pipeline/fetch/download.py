@@ -116,6 +116,10 @@ def _download_once(
         raise transient(
             f"{service}: item {item_id} download cut short: {redact(str(exc), ())}", "truncated_download"
         ) from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # No retry can fix the URL itself (no host, a bad port, a redirect to another scheme).
+        raise PermanentError(f"{service}: item {item_id} has an unusable URL: {redact(str(exc), ())}",
+                             reason="bad_url") from exc
     except httpx.TransportError as exc:
         raise transport_error(exc, service=service, item_id=item_id) from exc
     finally:
