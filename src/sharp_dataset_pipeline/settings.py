@@ -191,6 +191,20 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty name without slashes")
         return value
 
+    @field_validator("hf_subdir")
+    @classmethod
+    def _subdir(cls, value: str) -> str:
+        # Checked here as every repo path is at publish time: a bad one would fail every item, one by one.
+        from .errors import StoreError
+        from .publish.layout import check_repo_path
+
+        if value and value.strip("/") != "":
+            try:
+                check_repo_path(value.strip("/"))
+            except StoreError:
+                raise ValueError("must be a relative folder inside the dataset (no '..', no leading dot)") from None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

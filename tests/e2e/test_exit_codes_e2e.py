@@ -108,6 +108,7 @@ def test_exit_3_when_a_rate_limit_stops_the_run(tmp_path: Path) -> None:
     ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL:"),
     ({"HF_UPLOAD_BATCH_SIZE": "0"}, "HF_UPLOAD_BATCH_SIZE:"),
     ({"MAX_IMAGES": "-1"}, "MAX_IMAGES:"),
+    ({"HF_SUBDIR": "../../up"}, "HF_SUBDIR:"),  # else every item would fail at publish, one by one
 ])
 def test_exit_2_on_invalid_settings_with_one_line_and_no_run_folder(
         tmp_path: Path, env: dict[str, str], message: str) -> None:
