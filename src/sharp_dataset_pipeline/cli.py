@@ -135,7 +135,7 @@ def compact(env_file: str, **flags: Any) -> None:
     from .factories import make_store
 
     def _do() -> int:
-        store = make_store(settings)
+        store = make_store(settings, create=False)
         store.open()
         try:
             return store.compact()

@@ -132,9 +132,10 @@ def unsplash_options(settings: Settings, kind: str, arg: str) -> UnsplashOptions
 NEW_DATASET_LAYOUT = "shards"
 
 
-def make_store(settings: Settings, stop: threading.Event | None = None) -> Store:
+def make_store(settings: Settings, stop: threading.Event | None = None, *, create: bool = True) -> Store:
     """The store STORE names. ``stop``: the run's stop event, which ends a hub store's long waits for
-    its commit quota (the local store never waits)."""
+    its commit quota (the local store never waits). ``create=False`` (operations on a dataset, such as
+    ``compact``): a local folder without a store is an error, not a new empty store."""
     spec = settings.resolved_store()
     kind, _, arg = spec.partition(":")
     if kind == "local":
@@ -143,7 +144,7 @@ def make_store(settings: Settings, stop: threading.Event | None = None) -> Store
         if not arg:
             raise ConfigError("STORE: local store needs a folder, e.g. local:./my-dataset")
         return LocalStore(Path(arg).expanduser(), index_path=settings.hf_index_repo_path,
-                          dataset_layout=settings.layout, new_layout=NEW_DATASET_LAYOUT)
+                          dataset_layout=settings.layout, new_layout=NEW_DATASET_LAYOUT, create=create)
     if kind in ("hf", "hub"):
         from .stores.hub import HubStore
 

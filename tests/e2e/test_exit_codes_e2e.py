@@ -155,3 +155,11 @@ def test_run_help_documents_exit_codes_and_publish_formats(tmp_path: Path) -> No
     for line in ("0  the run did its work", "1  the store could not publish", "2  invalid settings",
                  "3  stopped by a rate limit"):
         assert line in out, line
+
+
+def test_compact_on_a_folder_without_a_store_refuses_and_makes_nothing(tmp_path: Path) -> None:
+    """A mistyped --store for compact is an error like for status or verify, not a new empty dataset."""
+    typo = tmp_path / "my-splatz"
+    done = run_cli(tmp_path, "compact", "--store", f"local:{typo}")
+    assert done.returncode == 1 and f"no local store at {typo}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not typo.exists()

@@ -78,8 +78,10 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         busy_timeout_s: float = 60.0,
         dataset_layout: str = "",
         new_layout: str = "files",
+        create: bool = True,
     ) -> None:
         self.root = Path(root)
+        self._create = create  # False: ``open`` refuses a folder that holds no store (an operation's typo)
         self.index_path = index_path
         layout.index_glob(index_path)  # validates: a .jsonl path inside the repo
         self.description = f"local:{self.root}"
@@ -113,7 +115,10 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
 
     def open(self) -> None:
         """Create the layout if missing and repair what a crash left half-done. Raises ``ConfigError``
-        when the store's folder cannot be one (a file, or a folder this user cannot write)."""
+        when the store's folder cannot be one (a file, or a folder this user cannot write); ``StoreError``
+        when it holds no store and the store was made with ``create=False``."""
+        if not self._create and not (self.root / layout.ledger_path()).is_file():
+            raise StoreError(f"no local store at {self.root}: {layout.ledger_path()} is missing")
         try:
             (self.root / layout.COORD_DIR / "staging").mkdir(parents=True, exist_ok=True)
             self._data_dir.mkdir(parents=True, exist_ok=True)
