@@ -122,3 +122,27 @@ def test_a_file_replaced_by_a_fifo_after_the_listing_is_skipped_without_blocking
     items = [i for u in units for i in src.items(u)]
     assert [i.meta["source_path"] for i in items] == ["b.jpg"]
     assert src.skipped_counts() == {"unreadable": 1}
+
+
+def test_a_folder_symlink_and_an_unlistable_folder_are_counted_not_silent(tmp_path: Path) -> None:
+    """Folder symlinks are not followed (a loop would never end) and a folder that cannot be listed is not
+    read: both are counted under a reason, so the summary says photos were left out."""
+    import os
+
+    root, other = tmp_path / "photos", tmp_path / "elsewhere"
+    _photo(root / "real" / "r.jpg", 1)
+    _photo(other / "o.jpg", 2)
+    (root / "linked").symlink_to(other, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    src = FolderSource(root)
+    assert [i.meta["source_path"] for i in _all_items(src)] == ["real/r.jpg"]
+    assert src.skipped_counts() == {"folder_symlink": 2}
+    if os.geteuid() != 0:  # root reads a folder whatever its mode
+        _photo(root / "closed" / "c.jpg", 3)
+        (root / "closed").chmod(0)
+        try:
+            again = FolderSource(root)
+            assert [i.meta["source_path"] for i in _all_items(again)] == ["real/r.jpg"]
+            assert again.skipped_counts() == {"folder_symlink": 2, "unreadable": 1}
+        finally:
+            (root / "closed").chmod(0o755)

@@ -1,10 +1,11 @@
 """A folder of photos as a source: sorted relative paths, ids from file content.
 
 Enumeration: every non-hidden file under ``root`` (recursively, hidden folders skipped, folder symlinks
-not followed) whose extension Pillow can open, sorted by relative POSIX path. The listing fixes the
-offsets; its hash (relative paths + sizes) goes into the unit keys, so adding a photo yields new unit
-keys, while ids (the first 16 hex digits of the content's SHA-256) stay put: done items are skipped by
-id and only new photos get published. A renamed file keeps its id.
+not followed but counted as ``folder_symlink``, a folder that cannot be listed counted ``unreadable``)
+whose extension Pillow can open, sorted by relative POSIX path. The listing fixes the offsets; its
+hash (relative paths + sizes) goes into the unit keys, so adding a photo yields new unit keys, while
+ids (the first 16 hex digits of the content's SHA-256) stay put: done items are skipped by id and
+only new photos get published. A renamed file keeps its id.
 
 Files are hashed lazily, unit by unit. A file whose content equals an earlier file's (an earlier
 relative path) is skipped as ``duplicate_content``; only same-size earlier files are hashed to find
@@ -115,7 +116,7 @@ class FolderSource(SourceHooks):
 
     def skipped_counts(self) -> dict[str, int]:
         """Skipped inputs by reason: ``hidden``, ``not_an_image_extension``, ``not_a_regular_file``,
-        ``duplicate_content``, ``unreadable``."""
+        ``duplicate_content``, ``unreadable``, ``folder_symlink``."""
         self._listing()
         counts = dict(self._skipped)
         if self._duplicates:
@@ -146,17 +147,28 @@ class FolderSource(SourceHooks):
             raise ConfigError(f"folder source: {self.root} is not a folder")
         exts = image_extensions()
         entries = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._unreadable_folder):
             hidden_dirs = [d for d in dirnames if d.startswith(".")]
             if hidden_dirs:
                 self._skipped["hidden"] += len(hidden_dirs)  # a hidden folder counts once, unread
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            # os.walk lists a folder symlink but does not enter it (a loop could never end): said, not silent.
+            linked = [d for d in dirnames if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d))]
+            for d in linked:
+                logger.warning("skipping %s: a folder symlink (not followed)", display_path(os.path.join(dirpath, d)))
+            if linked:
+                self._skipped["folder_symlink"] += len(linked)
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in linked]
             for filename in filenames:
                 entry = self._entry(Path(dirpath) / filename, exts)
                 if entry is not None:
                     entries.append(entry)
         entries.sort(key=lambda e: e.rel)
         return entries
+
+    def _unreadable_folder(self, exc: OSError) -> None:
+        """A folder the walk cannot list (no permission): counted and said, its photos not published."""
+        logger.warning("skipping folder %s: %s", display_path(str(exc.filename or "")), exc.strerror or exc)
+        self._skipped["unreadable"] += 1
 
     def _entry(self, full: Path, exts: frozenset[str]) -> _Entry | None:
         """The listing entry of one file, or None (counted under the reason it was skipped for)."""
