@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,12 @@ def test_a_jsonl_tag_list_keeps_each_tag_whole_in_the_typed_index(tmp_path: Path
     assert item.meta["tags"] == "Paris France,night"
     record = entry_record(IndexEntry(IndexRow(id="t1", source="manifest", unit="u", tags=item.meta["tags"])))
     assert record["tags"] == ["Paris France", "night"]
+
+
+def test_an_unreadable_manifest_is_named_by_its_path(tmp_path: Path) -> None:
+    """A field over the csv module's limit stops the scan with one error that names the file the user gave
+    (not an internal hash), and where in it."""
+    path = tmp_path / "big.csv"
+    path.write_text("id,url,description\nb1,https://img.test/b1.jpg," + "x" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"manifest {re.escape(str(path))}: unreadable near byte \d+"):
+        list(ManifestSource(str(path)).units())

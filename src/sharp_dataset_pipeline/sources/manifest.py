@@ -53,6 +53,7 @@ from ..fetch.download import download
 from ..fetch.image import mm35_from_focal_mm
 from ..net import call_with_retries, make_client, raise_for_status
 from ..records import Item, SkippedInput, Unit
+from ..redact import strip_url
 from .base import SourceHooks, unit_bounds, unit_key
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class ManifestSource(SourceHooks):
                         self._note_location(item, count, first_locations)
                 count += 1
         self._count = count
-        logger.info("manifest %s: %d rows (%s), skipped %s", self._hash, count, self._format,
+        logger.info("manifest %s: %d rows (%s), skipped %s", strip_url(self.location), count, self._format,
                     dict(self._skipped))
 
     def _note_id(self, item: Item, offset: int, record: dict, first_rows: dict[str, tuple[int, int, str]]) -> bool:
@@ -293,7 +294,7 @@ class ManifestSource(SourceHooks):
                     continue
                 yield start, dict(zip(self._header, row, strict=False))  # ragged rows allowed
         except csv.Error as exc:
-            raise ConfigError(f"manifest {self._hash}: unreadable near byte {lines.pos}: {exc}") from exc
+            raise ConfigError(f"manifest {strip_url(self.location)}: unreadable near byte {lines.pos}: {exc}") from exc
 
 
 class _Lines:
