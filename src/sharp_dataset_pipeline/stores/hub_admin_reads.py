@@ -30,6 +30,7 @@ from ..ledger.shard_checks import repeated_index_ids
 from ..ledger.status import DAY_S, HOUR_S, FailedItem, LedgerSnapshot, PublishEvent, iso_epoch
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
+from ..publish.files_index import is_twin_path
 from ..publish.index import decode_rows
 from ..publish.index_fields import read_fields
 from ..publish.layout_choice import SHARDS
@@ -253,8 +254,8 @@ class HubAdminReads:
         bad: list[Problem] = []
         for path in paths:
             try:
-                with open(self._download(path, sha), "rb") as fh:
-                    ids.update(read_fields(fh, seen=seen))
+                with open(self._download(path, sha), "rb") as fh:  # repeats counted as the local store does
+                    ids.update(read_fields(fh, seen=None if is_twin_path(path) else seen))
             except (OSError, StoreError) as exc:
                 bad.append(Problem("index_mismatch", path, str(exc)[:200], INDEX_DIR))
         return ids, bad + [Problem(*f) for f in repeated_index_ids(seen)]

@@ -30,6 +30,7 @@ from ..fsio import pid_alive, temp_writer
 from ..ledger.shard_checks import repeated_index_ids
 from ..ledger.verify import Problem, StoreView, VerifyReport, find_problems
 from ..publish import layout
+from ..publish.files_index import is_twin_path
 from ..publish.index import row_file_refs, row_from_json
 from ..publish.index_fields import read_fields
 from ..publish.layout_choice import MARKER_PATH, SHARDS, read_marker
@@ -140,7 +141,9 @@ def _parquet_index(root: Path) -> tuple[dict[str, dict[str, str]] | None, list[P
     for path in paths:
         try:
             with (root / path).open("rb") as fh:
-                ids.update(read_fields(fh, seen=seen))
+                # Only the sharded index counts repeats: a twin repeats what its JSONL file does (a duplicate_row)
+                # and, while a migration runs, the rows the shards' index already holds.
+                ids.update(read_fields(fh, seen=None if is_twin_path(path) else seen))
         except FileNotFoundError:
             continue  # merged away by a compaction meanwhile: its rows are in the merged part
         except (OSError, StoreError) as exc:
