@@ -69,27 +69,15 @@ def make_source(settings: Settings, client: httpx.Client) -> Source:
             raise ConfigError(f"SOURCE: folder {arg!r} does not exist or is not a directory")
         return FolderSource(root, range_size=settings.range_size)
     if kind == "manifest":
-        from .sources.manifest import ManifestSource
+        from .sources.manifest import ManifestSource, local_manifest_path
 
         if not arg:
             raise ConfigError("SOURCE: manifest needs a path or URL, e.g. manifest:photos.tsv")
-        local = _local_manifest(arg)
+        local = local_manifest_path(arg)
         if local is not None and not local.is_file():  # said before a run folder or a store is made
             raise ConfigError(f"SOURCE: manifest {arg!r} does not exist or is not a file")
         return ManifestSource(arg, range_size=settings.range_size, client=client)
     return _make_unsplash(settings, spec, client)
-
-
-def _local_manifest(arg: str) -> Path | None:
-    """The file a manifest argument names on this machine (a path or a ``file:`` URL); None for a download."""
-    from .sources.manifest import file_url_path
-
-    if arg.lower().startswith(("http://", "https://")):
-        return None
-    if arg.lower().startswith("file:"):
-        path = file_url_path(arg)
-        return Path(path) if path else None
-    return Path(arg)  # as ManifestSource reads it
 
 
 def _make_unsplash(settings: Settings, spec: str, client: httpx.Client) -> Source:

@@ -234,9 +234,8 @@ class ManifestSource(SourceHooks):
         if _is_url(self.location):
             self._fetch_remote()
         else:
-            local = file_url_path(self.location) if self.location.lower().startswith("file:") else self.location
-            self._path = Path(local)
-            if not self._path.is_file():
+            self._path = local_manifest_path(self.location)
+            if self._path is None or not self._path.is_file():
                 raise ConfigError(f"manifest {self.location} is not a file")
         with self._open() as fh:
             head = fh.read(8192)
@@ -369,6 +368,13 @@ def row_to_item(row: Mapping[str, Any], *, offset: int, unit: str, source: str) 
         meta["source_path"] = path
     return Item(id=item_id, source=source, unit=unit, offset=offset, url="" if path else url, path=path,
                 focal_hint_mm35=_focal_hint(row), meta=meta), ""
+
+
+def local_manifest_path(location: str) -> Path | None:
+    """The file a manifest location names on this machine (a path or a ``file:`` URL); None for a download."""
+    if _is_url(location):
+        return None
+    return Path(file_url_path(location) if location.lower().startswith("file:") else location)
 
 
 def file_url_path(url: str) -> str:
