@@ -41,6 +41,7 @@ from .local_admin import LocalAdmin
 from .local_card import SNAPSHOT_YAML, LocalCard
 from .local_files_index import keep_files_index
 from .local_leases import HOST, LocalLeases
+from .local_ledger import existing_ledger
 from .local_maintenance import RETIRE, LocalMaintenance
 from .local_schema import StoreCounts
 from .local_shard_remove import TAKEDOWN, LocalTakedown, end_replacement, record_takedown, stage_replacement
@@ -117,8 +118,8 @@ class LocalStore(LocalLeases, LocalCard, LocalMaintenance):
         """Create the layout if missing and repair what a crash left half-done. Raises ``ConfigError``
         when the store's folder cannot be one (a file, or a folder this user cannot write); ``StoreError``
         when it holds no store and the store was made with ``create=False``."""
-        if not self._create and not (self.root / layout.ledger_path()).is_file():
-            raise StoreError(f"no local store at {self.root}: {layout.ledger_path()} is missing")
+        if not self._create:
+            existing_ledger(self.root)
         try:
             (self.root / layout.COORD_DIR / "staging").mkdir(parents=True, exist_ok=True)
             self._data_dir.mkdir(parents=True, exist_ok=True)

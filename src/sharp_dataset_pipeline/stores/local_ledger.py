@@ -28,11 +28,17 @@ def ledger_file(root: Path) -> Path:
     return Path(root) / layout.ledger_path()
 
 
-def connect_ledger(root: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
-    """A connection to an existing ledger (never creates one: a wrong path is an error)."""
+def existing_ledger(root: Path) -> Path:
+    """The ledger of the store at ``root``; ``StoreError`` when there is none (a wrong path)."""
     path = ledger_file(root)
     if not path.is_file():
         raise StoreError(f"no local store at {root}: {layout.ledger_path()} is missing")
+    return path
+
+
+def connect_ledger(root: Path, busy_timeout_s: float = 60.0) -> sqlite3.Connection:
+    """A connection to an existing ledger (never creates one: a wrong path is an error)."""
+    path = existing_ledger(root)
     conn = sql.connect(path, busy_timeout_s)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
