@@ -20,18 +20,35 @@ from sharp_dataset_pipeline.publish.shard_keys import encode_key
 from sharp_dataset_pipeline.records import Batch
 from sharp_dataset_pipeline.splat.ply import read_ply
 from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
+from sharp_dataset_pipeline.stores.hub_admin import HubAdmin
 from stores.shard_items import planar_items
 
 REPO = "tester/shardverify"
 TOKEN = "hf_shardverifytoken0000"
 
 
+def _store(hub: HubEmulator, clock: ManualClock, tmp_path: Path) -> HubStore:
+    store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
+                                state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
+    store.open()
+    return store
+
+
+def _two_steps(hub: HubEmulator, clock: ManualClock, tmp_path: Path, first: list[str],
+               second: list[str]) -> tuple[HubStore, HubAdmin, list[str]]:
+    """A sharded repo of two publish steps, verified clean: the store, its admin and the Parquet index files."""
+    store = _store(hub, clock, tmp_path)
+    store.publish(Batch("c1", items=planar_items(tmp_path / "b1", first), units_done=[]))
+    store.publish(Batch("c1", items=planar_items(tmp_path / "b2", second), units_done=[]))
+    admin = store.admin()
+    assert admin.verify(clock()).ok
+    return store, admin, sorted(p for p in hub.files(REPO) if p.startswith("data/index/") and p.endswith(".parquet"))
+
+
 def test_deep_verify_names_a_corrupted_member(tmp_path: Path) -> None:
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
-        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
-                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
-        store.open()
+        store = _store(hub, clock, tmp_path)
         ids = ["v1", "v2", "v3"]
         store.publish(Batch("c1", items=planar_items(tmp_path / "b", ids), units_done=[]))
         admin = store.admin()
@@ -56,14 +73,7 @@ def test_verify_checks_the_parquet_index_against_the_rows(tmp_path: Path) -> Non
     with the ids the JSONL rows have and the index does not."""
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
-        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
-                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
-        store.open()
-        store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["p1", "p2"]), units_done=[]))
-        store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["p3"]), units_done=[]))
-        admin = store.admin()
-        assert admin.verify(clock()).ok
-        parquet = sorted(p for p in hub.files(REPO) if p.startswith("data/index/") and p.endswith(".parquet"))
+        store, admin, parquet = _two_steps(hub, clock, tmp_path, ["p1", "p2"], ["p3"])
         assert len(parquet) == 2
         api = HfApi(endpoint=hub.url, token=TOKEN)
         # By the ids the file holds: its bytes may hold "p3" by chance (a hash, compressed data).
@@ -81,9 +91,7 @@ def test_verify_checks_the_parquet_index_against_the_rows(tmp_path: Path) -> Non
 def test_status_counts_the_items_published_inside_the_shards(tmp_path: Path) -> None:
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
-        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
-                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
-        store.open()
+        store = _store(hub, clock, tmp_path)
         store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["s1", "s2", "s3"]), units_done=[]))
         store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["s4", "s5"]), units_done=[]))
         tars = [p for p in hub.files(REPO) if p.endswith(".tar")]
@@ -96,9 +104,7 @@ def test_status_counts_the_items_published_inside_the_shards(tmp_path: Path) -> 
 def test_gallery_builds_each_items_media_from_its_shard_members(tmp_path: Path) -> None:
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
-        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
-                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
-        store.open()
+        store = _store(hub, clock, tmp_path)
         store.publish(Batch("c1", items=planar_items(tmp_path / "b", ["g1", "g2"]), units_done=[]))
         admin = store.admin()
         rows = list(admin.rows())
@@ -124,14 +130,7 @@ def test_verify_names_an_id_the_parquet_index_holds_twice(tmp_path: Path) -> Non
     would give those items twice; verify names each repeated id."""
     clock = ManualClock()
     with HubEmulator(clock=clock, gitattributes=HUB_DATASET_GITATTRIBUTES) as hub:
-        store = HubStore(HubOptions(REPO, endpoint=hub.url, token=TOKEN, client_id="c1", cache_dir=tmp_path / "c",
-                                    state_max_age_s=0.0, retry_base_s=0.5), clock=clock, sleep=clock.sleep)
-        store.open()
-        store.publish(Batch("c1", items=planar_items(tmp_path / "b1", ["d1", "d2"]), units_done=[]))
-        store.publish(Batch("c1", items=planar_items(tmp_path / "b2", ["d3"]), units_done=[]))
-        admin = store.admin()
-        assert admin.verify(clock()).ok
-        parquet = sorted(p for p in hub.files(REPO) if p.startswith("data/index/") and p.endswith(".parquet"))
+        store, admin, parquet = _two_steps(hub, clock, tmp_path, ["d1", "d2"], ["d3"])
         first = next(p for p in parquet if set(read_ids(io.BytesIO(hub.files(REPO)[p]))) == {"d1", "d2"})
         copy = first.rsplit("/", 1)[0] + "/" + "e" * 20 + ".parquet"
         HfApi(endpoint=hub.url, token=TOKEN).upload_file(path_or_fileobj=hub.files(REPO)[first], path_in_repo=copy,
