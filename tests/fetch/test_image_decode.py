@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +190,41 @@ def test_focal_from_real_exif(tmp_path: Path, ifd0, exif_ifd, hint, mm35, source
     img = _decode(_with_exif(tmp_path, "f.jpg", ifd0=ifd0, exif_ifd=exif_ifd), focal_hint_mm35=hint)
     assert img.focal_source == source
     assert img.focal_px == pytest.approx(focal_px_from_mm35(mm35, 64, 48))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header says ``width`` x ``height``: opened from its header, never decodable."""
+    data = bytearray(encode(Image.fromarray(smooth_rgb(8, 8)), "PNG"))
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(ihdr))
+    return bytes(data)
+
+
+@pytest.fixture
+def pillow_default_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from Pillow's own limit (decoding raises it for the whole process)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+
+
+@pytest.mark.usefixtures("pillow_default_limit")
+def test_a_pixel_limit_above_pillows_own_is_the_one_that_applies(tmp_path: Path) -> None:
+    # 15,000 x 15,000 = 225 M pixels: over twice Pillow's default limit, under ours, so it must get past
+    # the size checks and fail only for what it is, a file that ends after its header.
+    path = _write(tmp_path, "huge.png", _png_claiming(15_000, 15_000))
+    with pytest.raises(PermanentError) as info:
+        _decode(path, max_pixels=300_000_000)
+    assert info.value.reason in ("truncated_image", "corrupt_image")
+    with pytest.raises(PermanentError) as info:
+        _decode(path, max_pixels=200_000_000)
+    assert info.value.reason == "too_large"
+
+
+@pytest.mark.usefixtures("pillow_default_limit")
+def test_a_photo_under_our_limit_gives_no_pillow_bomb_warning(tmp_path: Path) -> None:
+    path = _write(tmp_path, "big.png", _png_claiming(10_000, 10_000))  # 100 M: over Pillow's 89.5 M
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(PermanentError) as info:
+            _decode(path, max_pixels=120_000_000)
+    assert info.value.reason in ("truncated_image", "corrupt_image")

@@ -91,7 +91,7 @@ def _decode(path: Path, data: bytes, max_pixels: int, focal_hint_mm35: float) ->
         raise PermanentError(f"{path.name}: empty file", reason="empty_file")
     # Pillow needs a fresh image after verify(): both opens read the bytes in memory, not the file.
     fmt = _check_header(path, data, max_pixels)
-    with _open(path, data) as im:
+    with _open(path, data, max_pixels) as im:
         try:
             im.load()
             exif = _read_exif(im)
@@ -110,8 +110,9 @@ def _decode(path: Path, data: bytes, max_pixels: int, focal_hint_mm35: float) ->
     )
 
 
-def _open(path: Path, data: bytes) -> Image.Image:
+def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
     """``Image.open`` of ``data`` (``path``'s bytes) with Pillow's refusals mapped to our reasons."""
+    _admit_up_to(max_pixels)
     try:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -122,9 +123,22 @@ def _open(path: Path, data: bytes) -> Image.Image:
         raise _decode_error(path, exc) from exc
 
 
+def _admit_up_to(max_pixels: int) -> None:
+    """Let Pillow open what our own limit admits.
+
+    ``Image.open`` warns above ``Image.MAX_IMAGE_PIXELS`` (89.5 M pixels by default) and refuses above
+    twice that, with one limit for the whole process, so without this a ``MAX_IMAGE_PIXELS`` setting
+    over ~179 M pixels had no effect and photos under our default limit printed a warning. The limit
+    only ever rises, to the largest one asked for, and ``_check_header`` then applies the caller's.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _check_header(path: Path, data: bytes, max_pixels: int) -> str:
     """Format and pixel-count guard from the header only; then ``verify()`` the whole file."""
-    with _open(path, data) as im:
+    with _open(path, data, max_pixels) as im:
         fmt = im.format or ""
         width, height = im.size
         if width * height > max_pixels:
