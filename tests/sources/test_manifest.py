@@ -212,3 +212,38 @@ def test_an_unreadable_manifest_is_named_by_its_path(tmp_path: Path) -> None:
     path.write_text("id,url,description\nb1,https://img.test/b1.jpg," + "x" * 200_000 + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"manifest {re.escape(str(path))}: unreadable near byte \d+"):
         list(ManifestSource(str(path)).units())
+
+
+@pytest.mark.parametrize("range_size", [1, 300])
+def test_an_unclosed_quote_does_not_swallow_the_rows_after_it(
+    tmp_path: Path, range_size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "photos.tsv"
+    path.write_text(
+        "id\turl\tdescription\n"
+        "a\thttps://img.test/a.jpg\t\"5 tall vase\n"           # opens a quote and never closes it
+        "b\thttps://img.test/b.jpg\tplain\n"
+        "c\thttps://img.test/c.jpg\t\"quoted\" and more\n"    # the quote that would have closed a's
+        "d\thttps://img.test/d.jpg\t\"a\nproper multi-line\tfield\"\n"
+        "e\thttps://img.test/e.jpg\tlast\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING"):
+        items = _all(ManifestSource(str(path), range_size=range_size))
+    assert [(i.id, i.offset, i.url) for i in items] == [
+        (n, k, f"https://img.test/{n}.jpg") for k, n in enumerate("abcde")
+    ]
+    described = {i.id: i.meta.get("description") for i in items}
+    assert described["a"] == '"5 tall vase'
+    assert described["b"] == "plain"
+    assert described["d"] == "a\nproper multi-line\tfield"  # a real quoted field keeps its lines
+    assert sum("never closes" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_quoted_multi_line_csv_field_with_commas_stays_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text('id,url,description\np1,https://img.test/1.jpg,"first line\nsecond, with, commas"\n'
+                    "p2,https://img.test/2.jpg,two\n", encoding="utf-8")
+    items = _all(ManifestSource(str(path)))
+    assert [(i.id, i.meta.get("description")) for i in items] == [
+        ("p1", "first line\nsecond, with, commas"), ("p2", "two")]

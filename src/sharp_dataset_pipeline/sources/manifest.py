@@ -24,6 +24,9 @@ Columns (names compared lower-case):
   ``user_username``, first + last name -> ``user_name``, ``photo_description`` -> ``description``,
   ``ai_description`` -> ``alt_description``, ``photo_submitted_at`` -> ``created_at``).
 - focal hint: ``focal_mm35`` (35 mm-equivalent) or Lite's ``exif_focal_length`` (real mm, phone rule).
+- quoting: CSV/TSV fields may be quoted (Unsplash's files are); a field that opens a quote it never
+  closes, so that a later line with a URL in the URL column is inside it, makes its row read again
+  as plain text (warned once), and reading goes on at the next line.
 
 The file is scanned once to count rows and remember where each unit starts, so reading a unit seeks
 straight to it instead of re-parsing everything before it.
@@ -109,6 +112,7 @@ class ManifestSource(SourceHooks):
         self._repeats: set[int] = set()
         self._repeat_of: dict[int, SkippedInput] = {}  # what each repeated row repeats (for the skip hook)
         self._skip_hook: Callable[[SkippedInput], None] = lambda skipped: None
+        self._literal_rows: set[int] = set()  # rows with an unclosed quote, read as plain text (warned once)
 
     @property
     def format(self) -> str:
@@ -280,7 +284,8 @@ class ManifestSource(SourceHooks):
         if self._format == "jsonl":
             yield from _json_records(lines)
             return
-        reader = csv.reader(lines, delimiter="\t" if self._format == "tsv" else ",")
+        delimiter = "\t" if self._format == "tsv" else ","
+        reader = csv.reader(lines, delimiter=delimiter)
         try:
             if read_header:
                 self._header = [h.strip().lower() for h in next(reader, [])]
@@ -289,11 +294,38 @@ class ManifestSource(SourceHooks):
                 row = next(reader, None)
                 if row is None:
                     return
+                if self._joins_rows(row, delimiter):
+                    row = self._literal_line(lines, start, delimiter)
+                    reader = csv.reader(lines, delimiter=delimiter)
                 if not any(cell.strip() for cell in row):
                     continue
                 yield start, dict(zip(self._header, row, strict=False))  # ragged rows allowed
         except csv.Error as exc:
             raise ConfigError(f"manifest {strip_url(self.location)}: unreadable near byte {lines.pos}: {exc}") from exc
+
+
+    def _joins_rows(self, row: list[str], delimiter: str) -> bool:
+        """True when a quoted field ran over lines that are rows of their own (a URL in the URL column).
+
+        A field that opens with a quote it never closes (``"5 tall``) would otherwise take every row up
+        to the next quote into itself, and those photos would be lost without a word."""
+        for cell in row:
+            for line in cell.split("\n")[1:]:
+                fields = next(csv.reader([line], delimiter=delimiter, quoting=csv.QUOTE_NONE), [])
+                if row_location(dict(zip(self._header, fields, strict=False))):
+                    return True
+        return False
+
+    def _literal_line(self, lines: _Lines, start: int, delimiter: str) -> list[str]:
+        """The physical line at ``start`` read on its own, quotes as plain characters; ``lines`` goes on
+        from the next line."""
+        raw = lines.read_line_at(start)
+        if start not in self._literal_rows:
+            self._literal_rows.add(start)
+            logger.warning("manifest %s: the row at byte %d opens a quote it never closes; read as plain text so "
+                           "the rows after it are not joined into it", strip_url(self.location), start)
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        return next(csv.reader([text], delimiter=delimiter, quoting=csv.QUOTE_NONE), [])
 
 
 class _Lines:
@@ -302,6 +334,13 @@ class _Lines:
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
         self.pos = fh.tell()
+
+    def read_line_at(self, start: int) -> bytes:
+        """The raw line at byte ``start``; iteration then goes on from the line after it."""
+        self._fh.seek(start)
+        raw = self._fh.readline()
+        self.pos = start + len(raw)
+        return raw
 
     def __iter__(self) -> _Lines:
         return self
@@ -348,9 +387,15 @@ def detect_format(name: str, head: bytes) -> str:
     return "tsv" if "\t" in first_line else "csv"
 
 
+def row_location(row: Mapping[str, Any]) -> str:
+    """The row's photo URL (``http(s)://`` or ``file:``) from its first non-empty URL column, else ``''``."""
+    url = next((_text(row.get(c)) for c in URL_COLUMNS if _text(row.get(c))), "")
+    return url if url.lower().startswith(("http://", "https://", "file:")) else ""
+
+
 def row_to_item(row: Mapping[str, Any], *, offset: int, unit: str, source: str) -> tuple[Item | None, str]:
     """One manifest row as an Item, or ``(None, reason)`` when it cannot be one (pure)."""
-    url = next((_text(row.get(c)) for c in URL_COLUMNS if _text(row.get(c))), "")
+    url = row_location(row)
     path = ""
     if url.lower().startswith("file:"):
         path = file_url_path(url)
