@@ -34,6 +34,13 @@ def test_a_read_failure_maps_to_one_error(exc: BaseException, kind: type) -> Non
         assert err.retry_after_s == 42.0  # type: ignore[attr-defined]
 
 
+def test_a_read_refused_for_access_says_to_check_the_token() -> None:
+    for status in (401, 403):
+        text = str(hub_retry.read_error(_error(status), "a read of a/b", "a/b", 0.0))
+        assert text.startswith(f"hub refused a read of a/b with {status} (") and "HF_TOKEN" in text
+    assert "HF_TOKEN" not in str(hub_retry.read_error(_error(400), "a read of a/b", "a/b", 0.0))
+
+
 def test_reads_and_commits_agree_on_the_outcome() -> None:
     for status, outcome in ((412, "conflict"), (409, "busy"), (429, "rate"), (503, "unknown"), (401, "refused")):
         answer = hub_retry.answer_of(_error(status), 0.0, 0)

@@ -36,6 +36,14 @@ def test_other_refusals_are_fatal(status: int) -> None:
         hub_retry.classify(_error(status, message="nope"), 0.0, 0)
 
 
+@pytest.mark.parametrize(("status", "named"), [(401, True), (403, True), (400, False), (422, False)])
+def test_a_refused_commit_names_the_token_only_when_the_answer_is_about_access(status: int, named: bool) -> None:
+    with pytest.raises(StoreError) as info:
+        hub_retry.classify(_error(status, message="nope"), 0.0, 0)
+    assert str(info.value).startswith(f"the hub refused the commit with {status}: nope")
+    assert ("HF_TOKEN" in str(info.value)) is named
+
+
 def test_bugs_are_not_mistaken_for_network_errors() -> None:
     with pytest.raises(KeyError):
         hub_retry.classify(KeyError("bug"), 0.0, 0)

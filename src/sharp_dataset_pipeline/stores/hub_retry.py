@@ -101,8 +101,18 @@ def classify(exc: BaseException, now: float, rate_hits: int) -> tuple[str, float
             raise StoreError(f"the commit was rejected before sending: {exc}") from None
         raise exc
     if answer.outcome in (MISSING, REFUSED):
-        raise StoreError(f"the hub refused the commit with {answer.status}: {answer.message}".strip()) from None
+        text = f"the hub refused the commit with {answer.status}: {answer.message}".strip().rstrip(":")
+        raise StoreError(text + auth_hint(answer.status, "write to")) from None
     return answer.outcome, answer.wait_s
+
+
+def auth_hint(status: int, access: str) -> str:
+    """What to check when the Hub answers 401 or 403 (the token is the usual cause), else ``''``."""
+    if status == 401:
+        return f" (is HF_TOKEN set to a valid token that may {access} the repo?)"
+    if status == 403:
+        return f" (HF_TOKEN may not {access} this repo: a read-only or fine-grained token without it?)"
+    return ""
 
 
 def read_error(exc: BaseException, what: str, repo_id: str, now: float) -> BaseException:
@@ -117,4 +127,4 @@ def read_error(exc: BaseException, what: str, repo_id: str, now: float) -> BaseE
         return RateLimited(f"hub {answer.status}", answer.wait_s, "hub")
     if answer.outcome == UNKNOWN:
         return TransientError(f"{what}: {answer.status or type(exc).__name__}")
-    return StoreError(f"hub refused {what} with {answer.status}")
+    return StoreError(f"hub refused {what} with {answer.status}{auth_hint(answer.status, 'read')}")
