@@ -26,7 +26,7 @@ STORE_HELP = (
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--env-file``, ``--log-level`` and ``--store``, on every command."""
     fn = click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")(fn)
-    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")(fn)
+    fn = click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR or CRITICAL [env LOG_LEVEL].")(fn)
     fn = click.option("--store", default=None, help=STORE_HELP)(fn)
     return fn
 

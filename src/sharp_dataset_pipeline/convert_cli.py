@@ -168,7 +168,7 @@ def run_conversions(inputs: list[Path], plans: list[list[Target]], opts: FormatO
 @click.option("--spz-version", type=int, default=None, help="SPZ container 4 (zstd) or 3 (gzip) [env SPZ_VERSION, 4].")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 @click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR or CRITICAL [env LOG_LEVEL].")
 def convert_cmd(inputs: tuple[Path, ...], to: str, output_dir: Path | None, output: Path | None,
                 overwrite: bool, env_file: str, **flags: Any) -> None:
     """Convert Gaussian splat PLY files (SHARP's or any 3DGS layout) into other formats, in one process.

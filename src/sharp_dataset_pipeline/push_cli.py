@@ -136,7 +136,7 @@ def _hub_spec(spec: str) -> str:
 @click.option("--progress", type=click.Choice(["auto", "rich", "plain", "none"]), default=None,
               help="A live bar on a terminal, a line per commit elsewhere [env PROGRESS, auto].")
 @click.option("--env-file", default=".env", show_default=True, help="Optional .env file with settings.")
-@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING [env LOG_LEVEL].")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR or CRITICAL [env LOG_LEVEL].")
 def push_cmd(source: str, target: str, step_files: int, step_bytes: int, no_compact: bool, env_file: str,
              **flags: Any) -> None:
     console = Console(stderr=True)
