@@ -247,3 +247,16 @@ def test_a_quoted_multi_line_csv_field_with_commas_stays_one_row(tmp_path: Path)
     items = _all(ManifestSource(str(path)))
     assert [(i.id, i.meta.get("description")) for i in items] == [
         ("p1", "first line\nsecond, with, commas"), ("p2", "two")]
+
+
+def test_a_manifest_without_a_url_column_says_which_columns_it_needs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("foo,bar\nx,https://img.test/1.jpg\n", encoding="utf-8")
+    src = ManifestSource(str(path))
+    with caplog.at_level("WARNING"):
+        assert _all(src) == []
+    assert src.skipped_counts() == {"no_url": 1}
+    warned = [r.getMessage() for r in caplog.records if "URL column" in r.getMessage()]
+    assert len(warned) == 1 and "url, image_url, photo_image_url" in warned[0] and "foo, bar" in warned[0]

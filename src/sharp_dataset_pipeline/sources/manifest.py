@@ -196,6 +196,10 @@ class ManifestSource(SourceHooks):
         self._count = count
         logger.info("manifest %s: %d rows (%s), skipped %s", strip_url(self.location), count, self._format,
                     dict(self._skipped))
+        if count and self._skipped["no_url"] == count:
+            columns = ", ".join(self._header) if self._header else "JSON keys"
+            logger.warning("manifest %s: no row has an http(s) or file: URL in a URL column (%s); its columns: %s",
+                           strip_url(self.location), ", ".join(URL_COLUMNS), columns)
 
     def _note_id(self, item: Item, offset: int, record: dict, first_rows: dict[str, tuple[int, int, str]]) -> bool:
         """Remember the first row of each id; a later row with the same id is skipped (it would
