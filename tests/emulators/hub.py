@@ -80,6 +80,9 @@ class HubFaults:
     lag_reads: int = 0
     delay_s: float = 0.0
     down: bool = False  # every request: connection closed without an answer
+    # Check that every deleted path exists before the parentCommit check (hf-hub.md gives no order):
+    # a stale commit deleting what a later one removed then gets 404 EntryNotFound, not 412.
+    deletes_before_parent: bool = False
     script: list[Any] = field(default_factory=list)
     lfs_script: list[Any] = field(default_factory=list)  # next storage PUTs: status, "truncate", "drop", None
 
@@ -264,6 +267,12 @@ class HubEmulator(LoopbackServer):
                     raise HubError(409, MSG_409)
                 self._check_quota(repo, scripted)
                 parent = header.get("parentCommit")
+                if self.faults.deletes_before_parent:
+                    head_files = repo.commits[repo.head].files
+                    gone = [p for p in del_files if p not in head_files]
+                    if gone:
+                        self.stats["commit_404_delete"] += 1
+                        raise HubError(404, "A file with this name doesn't exist", "EntryNotFound")
                 if scripted == 412 or (parent and not repo.head.startswith(parent)):
                     raise HubError(412, MSG_412)
                 if isinstance(scripted, int) and scripted not in (409, 429):

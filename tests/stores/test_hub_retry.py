@@ -30,10 +30,14 @@ def test_transport_failures_are_unknown_outcomes() -> None:
     assert hub_retry.classify(TimeoutError(), 0.0, 0) == ("unknown", 0.0)
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [400, 401, 403, 422])
 def test_other_refusals_are_fatal(status: int) -> None:
     with pytest.raises(StoreError, match=str(status)):
         hub_retry.classify(_error(status, message="nope"), 0.0, 0)
+
+
+def test_a_404_on_a_commit_means_a_path_it_deletes_is_gone_so_it_is_replanned() -> None:
+    assert hub_retry.classify(_error(404, message="A file with this name doesn't exist"), 0.0, 0) == ("gone", 0.0)
 
 
 @pytest.mark.parametrize(("status", "named"), [(401, True), (403, True), (400, False), (422, False)])

@@ -8,6 +8,7 @@ a decision out. Reads and commits share ``answer_of``; they differ only in what 
 | 429 | ``rate`` | the commit quota: pause all commits for the advertised time, then resend | ``RateLimited`` |
 | 5xx, 408, timeout, lost link | ``unknown`` | it may have landed: read the head first | ``TransientError`` |
 | repo not found | ``missing`` | ``StoreError`` | ``StoreError`` (re-raised as is if expected) |
+| other 404 | ``gone`` | a path it deletes is gone (checked before the parent?): re-read, rebuild | ``StoreError`` |
 | any other status | ``refused`` | ``StoreError``: nothing was published; the caller decides | ``StoreError`` |
 
 Only reads are repeated blindly (through ``net.call_with_retries``); a commit whose outcome is
@@ -24,6 +25,7 @@ from .. import net
 from ..errors import RateLimited, StoreError, TransientError
 
 CONFLICT, BUSY, RATE, UNKNOWN, MISSING, REFUSED = "conflict", "busy", "rate", "unknown", "missing", "refused"
+GONE = "gone"
 _ABOUT_RE = re.compile(r"in about (\d+) (second|minute|hour)", re.IGNORECASE)
 _RATELIMIT_T = re.compile(r"\bt=(\d+)")
 _UNITS = {"second": 1, "minute": 60, "hour": 3600}
@@ -77,6 +79,8 @@ def answer_of(exc: BaseException, now: float, rate_hits: int) -> HubAnswer | Non
             return HubAnswer(MISSING, status, message)
         if status == 412:
             return HubAnswer(CONFLICT, status, message)
+        if status == 404:
+            return HubAnswer(GONE, status, message)
         if status == 409:
             return HubAnswer(BUSY, status, message)
         if status == 429:

@@ -49,13 +49,14 @@ from .hub_state import HubState, StateReader, classify
 log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 100  # 412s for one intent; each one means another client made progress
+MAX_GONE = 8  # 404s for a path the plan deletes: re-read and rebuilt; more means the reads disagree with the repo
 MAX_BUSY = 30  # 409s for one intent
 MAX_UNKNOWN = 10  # unknown outcomes for one intent
 # A budget wait longer than this is announced (a warning with the time it ends), and once the run is
 # stopping no commit waits longer: it is not sent (``CommitQuotaSpent``), so a stop never waits an hour.
 STOPPING_WAIT_S = 15.0
 _COUNTERS = {hub_retry.CONFLICT: "conflict_412", hub_retry.BUSY: "busy_409", hub_retry.RATE: "rate_limited_429",
-             hub_retry.UNKNOWN: "unknown_outcome"}
+             hub_retry.UNKNOWN: "unknown_outcome", hub_retry.GONE: "gone_404"}
 
 
 class HubSync:
@@ -381,6 +382,12 @@ class HubSync:
             self._give_up_after(tries[outcome], MAX_BUSY, plan, "409s; it was not published")
             self.wait(self._backoff(tries[outcome]), "another commit in progress (409)")
             return False
+        if outcome == hub_retry.GONE:
+            # A later commit removed a path this plan deletes and the Hub said so before checking the
+            # parent: the plan is stale like after a 412, but the parent is not known to be superseded.
+            self._give_up_after(tries[outcome], MAX_GONE, plan, "404s for paths it deletes; it was not published")
+            self.wait(self._backoff(tries[outcome]), "a path the commit deletes is gone (404)")
+            return True
         if outcome == hub_retry.UNKNOWN:
             self._give_up_after(tries[outcome], MAX_UNKNOWN, plan, "unknown outcomes; it may have landed")
             intent.unresolved.append(plan)

@@ -1,0 +1,58 @@
+"""A commit planned at an old state may delete a path a later commit already removed. The public
+protocol names 412 for a stale parent and 404 for deleting a missing path but not which the Hub checks
+first, so both orders must end with the batch published once (an emulator with each order)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulators.hub import HubEmulator, HubFaults, ManualClock, make_items
+from sharp_dataset_pipeline.records import Batch, Unit
+from sharp_dataset_pipeline.stores.hub import HubOptions, HubStore
+
+REPO = "tester/splats"
+
+
+@pytest.fixture(params=[False, True], ids=["parent-first", "deletes-first"])
+def hub(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[HubEmulator]:
+    with HubEmulator(clock=clock, faults=HubFaults(deletes_before_parent=request.param)) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def _store(hub: HubEmulator, clock: ManualClock, tmp_path: Path, client_id: str, layout: str) -> HubStore:
+    # A long state age: the client plans on its cached state, as a busy publisher does.
+    store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_testtokenforthestore", client_id=client_id,
+                                layout=layout, cache_dir=tmp_path / f"cache-{client_id}", retry_base_s=0.5,
+                                state_max_age_s=1e9),
+                     clock=clock, sleep=clock.sleep)
+    store.open()
+    return store
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_a_publish_whose_lease_an_operator_collected_still_lands_once(
+    hub: HubEmulator, clock: ManualClock, tmp_path: Path, layout: str
+) -> None:
+    worker = _store(hub, clock, tmp_path, "worker", layout)
+    operator = _store(hub, clock, tmp_path, "ops", layout)
+    assert worker.acquire(Unit("u1", 0, 2), "worker", 60.0) is not None
+    clock.advance(120)  # the worker's lease expires, and gc deletes it behind the worker's cached state
+    assert len(operator.admin().gc(clock()).expired) == 1
+
+    receipt = worker.publish(Batch("worker", items=make_items(tmp_path / "items", ["i1", "i2"], unit="u1"),
+                                   units_done=["u1"]))
+
+    assert sorted(receipt.published_ids) == ["i1", "i2"]
+    fresh = _store(hub, clock, tmp_path, "reader", layout)
+    assert sorted(row.id for row in fresh.admin().rows()) == ["i1", "i2"]
+    assert fresh.unit_status(["u1"])["u1"].done
+    if hub.faults.deletes_before_parent:
+        assert hub.stats["commit_404_delete"] >= 1  # the order this test is about was exercised
