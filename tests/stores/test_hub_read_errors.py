@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
 from sharp_dataset_pipeline.errors import RateLimited, StoreError, TransientError
 from sharp_dataset_pipeline.stores import hub_retry
@@ -87,3 +87,34 @@ def test_both_read_paths_refuse_and_give_up_alike(tmp_path: Path, how: str) -> N
         call(_error(502))
     with pytest.raises(KeyError):  # a bug is not a network error
         call(KeyError("bug"))
+
+
+def _not_cached(cause: BaseException | None) -> LocalEntryNotFoundError:
+    """What hf_hub_download raises when its metadata request failed and the file is not cached."""
+    exc = LocalEntryNotFoundError("An error happened while trying to locate the file on the Hub")
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(("cause", "kind"), [
+    (_error(503), TransientError), (_error(429, {"Retry-After": "9"}), RateLimited),
+    (httpx2.ConnectError("refused"), TransientError), (None, TransientError), (_error(403), StoreError)])
+def test_a_download_the_hub_could_not_answer_maps_by_its_cause(cause: BaseException | None, kind: type) -> None:
+    err = hub_retry.read_error(_not_cached(cause), "reading a/b", "a/b", 0.0)
+    assert type(err) is kind
+    if kind is RateLimited:
+        assert err.retry_after_s == 9.0  # type: ignore[attr-defined]
+
+
+def test_a_download_during_an_outage_is_retried_then_read(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    answers: list[Any] = [_not_cached(_error(503)), _not_cached(httpx2.ConnectError("lost")), b"bytes"]
+
+    def read() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    assert _sync(tmp_path, sleeps).read_at("0" * 40, read) == b"bytes"
+    assert len(sleeps) == 2 and not answers

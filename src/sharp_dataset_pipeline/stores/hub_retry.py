@@ -46,9 +46,9 @@ class HubAnswer:
 def failure_types() -> tuple[type[BaseException], ...]:
     """The exceptions ``answer_of`` understands (anything else is a bug and must propagate)."""
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    return (HfHubHTTPError, httpx2.TransportError, TimeoutError, ConnectionError)
+    return (HfHubHTTPError, LocalEntryNotFoundError, httpx2.TransportError, TimeoutError, ConnectionError)
 
 
 def retry_after_s(headers: Mapping[str, str], message: str, now: float, hits: int) -> float:
@@ -70,8 +70,14 @@ def retry_after_s(headers: Mapping[str, str], message: str, now: float, hits: in
 def answer_of(exc: BaseException, now: float, rate_hits: int) -> HubAnswer | None:
     """The outcome of a failed Hub call, or None when ``exc`` is not a Hub or transport failure."""
     import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    if isinstance(exc, LocalEntryNotFoundError):
+        # hf_hub_download's answer when its metadata request failed (5xx, 429, lost link) and the file
+        # is not cached: the failure that caused it says what happened; without one it is an outage.
+        cause = exc.__cause__
+        found = answer_of(cause, now, rate_hits) if isinstance(cause, BaseException) else None
+        return found or HubAnswer(UNKNOWN)
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
         message = exc.server_message or ""
