@@ -83,6 +83,9 @@ class HubFaults:
     # Check that every deleted path exists before the parentCommit check (hf-hub.md gives no order):
     # a stale commit deleting what a later one removed then gets 404 EntryNotFound, not 412.
     deletes_before_parent: bool = False
+    # Another client's creation not yet visible: the next N repo-info reads answer 404 RepoNotFound.
+    repo_info_misses: int = 0
+    create_409_without_url: bool = False  # the protocol does not promise the 409's body names the repo
     script: list[Any] = field(default_factory=list)
     lfs_script: list[Any] = field(default_factory=list)  # next storage PUTs: status, "truncate", "drop", None
 
@@ -412,7 +415,10 @@ class _Handler(HubHandlerBase):
             self.hub.create(repo_id, repo_type, private)
         except HubError as err:
             # The Hub's 409 body still names the repo; the client reads ``url`` from it.
-            return err.status, {"error": err.message, "url": url}, {"X-Error-Message": err.message}
+            body = {"error": err.message, "url": url}
+            if self.hub.faults.create_409_without_url:
+                del body["url"]
+            return err.status, body, {"X-Error-Message": err.message}
         self.hub.stats["repos_created"] += 1
         return 200, {"url": url, "name": repo_id}, {}
 
@@ -427,6 +433,9 @@ class _Handler(HubHandlerBase):
         hub = self.hub
         action = rest[0] if rest else ""
         if not rest or action == "revision":
+            if hub.faults.repo_info_misses > 0:
+                hub.faults.repo_info_misses -= 1
+                raise HubError(404, "Repository not found", "RepoNotFound")
             rev = unquote(rest[1]) if len(rest) > 1 else ""
             sha = self._commit_of(repo, rev).sha if rev else hub.head_for_info(repo)
             hub.stats["repo_info"] += 1

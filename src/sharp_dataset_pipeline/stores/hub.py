@@ -237,8 +237,7 @@ class HubStore(HubCompaction):
         except RepositoryNotFoundError:
             log.info("creating %s repo %s (%s)", self.repo_type, self.repo_id,
                      "private" if self.private else "public")
-            self._sync.api_call(lambda: self.api.create_repo(
-                self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True))
+            self._sync.create_repo(self.private)
         with self._sync.lock:
             state = self._sync.refresh()
             self._ensure_card(state)

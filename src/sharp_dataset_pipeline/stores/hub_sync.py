@@ -164,6 +164,20 @@ class HubSync:
 
         return self._read(once, f"a read of {self.repo_id}", attempts=6, missing_ok=missing_ok)
 
+    def create_repo(self, private: bool) -> None:
+        """Create the repo; one that exists already (another client made it a moment ago) is fine."""
+        import json
+
+        def create() -> None:
+            try:
+                self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=private, exist_ok=True)
+            except (KeyError, json.JSONDecodeError):
+                # The client reads "url" from the answer even after a 409 "already exists", which the
+                # protocol does not promise to carry; the read of the head that follows checks the repo.
+                log.info("creating %s: the Hub's answer had no repo url (it exists already?)", self.repo_id)
+
+        self.api_call(create)
+
     def _read_head(self) -> str:
         """The branch head, never one we know to be superseded (repo info can lag behind).
 

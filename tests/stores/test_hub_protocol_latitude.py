@@ -1,6 +1,10 @@
-"""A commit planned at an old state may delete a path a later commit already removed. The public
-protocol names 412 for a stale parent and 404 for deleting a missing path but not which the Hub checks
-first, so both orders must end with the batch published once (an emulator with each order)."""
+"""What the public Hub protocol leaves open, done both ways by the emulator, must publish the same.
+
+- A commit planned at an old state may delete a path a later commit already removed: the protocol
+  names 412 for a stale parent and 404 for deleting a missing path but not which the Hub checks first.
+- Two clients may create one repo at once: the loser's 409 need not name the repo (the client reads
+  ``url`` from it).
+"""
 
 from __future__ import annotations
 
@@ -56,3 +60,19 @@ def test_a_publish_whose_lease_an_operator_collected_still_lands_once(
     assert fresh.unit_status(["u1"])["u1"].done
     if hub.faults.deletes_before_parent:
         assert hub.stats["commit_404_delete"] >= 1  # the order this test is about was exercised
+
+
+@pytest.mark.parametrize("with_url", [True, False], ids=["409-names-the-repo", "409-without-url"])
+def test_a_repo_another_client_just_created_is_opened_and_published_to(
+    hub: HubEmulator, clock: ManualClock, tmp_path: Path, with_url: bool
+) -> None:
+    first = _store(hub, clock, tmp_path, "first", "shards")
+    # The second client's repo-info read does not see the repo yet, so it tries to create it: 409.
+    hub.faults.repo_info_misses, hub.faults.create_409_without_url = 1, not with_url
+    second = _store(hub, clock, tmp_path, "second", "shards")
+    assert hub.faults.repo_info_misses == 0
+
+    receipt = second.publish(Batch("second", items=make_items(tmp_path / "items", ["i1"], unit="u1")))
+
+    assert receipt.published_ids == ["i1"]
+    assert [row.id for row in first.admin().rows()] == ["i1"]
