@@ -86,6 +86,7 @@ class HubFaults:
     # Another client's creation not yet visible: the next N repo-info reads answer 404 RepoNotFound.
     repo_info_misses: int = 0
     create_409_without_url: bool = False  # the protocol does not promise the 409's body names the repo
+    bare_404: bool = False  # 404s without X-Error-Code (hf-hub.md's own mock sends none)
     script: list[Any] = field(default_factory=list)
     lfs_script: list[Any] = field(default_factory=list)  # next storage PUTs: status, "truncate", "drop", None
 
@@ -370,6 +371,11 @@ def _parse_ndjson(body: bytes) -> tuple[dict, dict[str, bytes], dict[str, tuple[
 
 class _Handler(HubHandlerBase):
     """The Hub's own host: API, resolve and git-LFS endpoints."""
+
+    def _send(self, method: str, status: int, payload: Any, headers: dict[str, str]) -> None:
+        if status == 404 and self.hub.faults.bare_404:
+            headers.pop("X-Error-Code", None)
+        super()._send(method, status, payload, headers)
 
     def _route(self, method: str, raw_path: str, query: dict, body: bytes) -> tuple[int, Any, dict]:
         parts = raw_path.strip("/").split("/")

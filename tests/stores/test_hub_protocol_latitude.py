@@ -76,3 +76,19 @@ def test_a_repo_another_client_just_created_is_opened_and_published_to(
 
     assert receipt.published_ids == ["i1"]
     assert [row.id for row in first.admin().rows()] == ["i1"]
+
+
+@pytest.mark.parametrize("layout", ["files", "shards"])
+def test_a_hub_whose_404s_carry_no_error_code_is_created_published_to_and_read(
+    clock: ManualClock, tmp_path: Path, layout: str
+) -> None:
+    with HubEmulator(clock=clock, faults=HubFaults(bare_404=True)) as bare:
+        writer = _store(bare, clock, tmp_path, "writer", layout)  # repo info 404 (no code): the repo is created
+        assert bare.stats["repos_created"] == 1
+        receipt = writer.publish(Batch("writer", items=make_items(tmp_path / "items", ["i1", "i2"], unit="u1"),
+                                       units_done=["u1"]))
+        assert sorted(receipt.published_ids) == ["i1", "i2"]
+        writer.compact()
+        reader = _store(bare, clock, tmp_path, "reader", layout)  # folders listed before they exist: 404s
+        assert sorted(row.id for row in reader.admin().rows()) == ["i1", "i2"]
+        assert reader.unit_status(["u1"])["u1"].done

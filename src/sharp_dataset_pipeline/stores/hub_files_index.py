@@ -30,6 +30,7 @@ from ..publish.index import FileRef, decode_rows
 from ..publish.layout_choice import FILES
 from ..publish.parquet_index import read_index, write_index
 from .hub_ops import Plan
+from .hub_retry import folder_missing
 from .hub_state import INDEX, LAYOUT_PATH, SHARD, HubState
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,13 @@ class _Fetcher:
 
 def list_twins(api: Any, repo_id: str, repo_type: str, sha: str) -> list[str]:
     """The twin paths at ``sha`` (one tree listing of ``FILES_INDEX_DIR``; none when it is not there)."""
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
     try:
         entries = list(api.list_repo_tree(repo_id, FILES_INDEX_DIR, revision=sha, repo_type=repo_type))
-    except RemoteEntryNotFoundError:
+    except HfHubHTTPError as exc:
+        if not folder_missing(exc):
+            raise
         return []
     return sorted(e.path for e in entries if isinstance(e, RepoFile) and is_twin_path(e.path))

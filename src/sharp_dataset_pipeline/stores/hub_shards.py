@@ -32,6 +32,7 @@ from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR
 from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch
 from ..records import Batch, Failure
 from .hub_ops import Plan, to_replace
+from .hub_retry import folder_missing
 from .hub_state import LAYOUT, LAYOUT_PATH, HubState
 from .item_checks import units_held_back
 from .shard_packer import ShardPacker
@@ -99,7 +100,7 @@ class IndexFiles:
 
 def list_index_files(api: Any, repo_id: str, repo_type: str, sha: str) -> IndexFiles:
     """Every ``*.parquet`` under ``data/index`` at ``sha`` (one paged tree listing)."""
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
     sizes: dict[str, int] = {}
@@ -108,8 +109,10 @@ def list_index_files(api: Any, repo_id: str, repo_type: str, sha: str) -> IndexF
             # The files layout's twins (``hub_files_index``) are not the sharded layout's index.
             if isinstance(entry, RepoFile) and entry.path.endswith(".parquet") and not is_twin_path(entry.path):
                 sizes[entry.path] = int(entry.size)
-    except RemoteEntryNotFoundError:
-        pass  # nothing published in this layout yet
+    except HfHubHTTPError as exc:
+        if not folder_missing(exc):
+            raise
+        # nothing published in this layout yet
     return IndexFiles(sizes)
 
 

@@ -28,6 +28,7 @@ from ..ledger.leases import decode_lease
 from ..publish import layout
 from ..publish.index import decode_rows, row_files
 from ..records import Followup, IndexRow, Lease
+from .hub_retry import folder_missing
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ class StateReader:
         return out
 
     def _list(self, sha: str, folder: str | None, recursive: bool) -> dict[str, str]:
-        from huggingface_hub.errors import RemoteEntryNotFoundError
+        from huggingface_hub.errors import HfHubHTTPError
 
         out: dict[str, str] = {}
         seen = 0
@@ -349,8 +350,10 @@ class StateReader:
                 oid = getattr(entry, "blob_id", None)
                 if oid is not None:
                     out[entry.path] = oid
-        except RemoteEntryNotFoundError:
-            pass  # the folder does not exist yet at this sha
+        except HfHubHTTPError as exc:
+            if not folder_missing(exc):
+                raise
+            # the folder does not exist yet at this sha
         finally:
             self._count("api", 1 + seen // 1000)  # the Hub pages trees at 1000 entries
         return out

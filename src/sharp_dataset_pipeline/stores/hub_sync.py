@@ -230,8 +230,10 @@ class HubSync:
             try:
                 return fn()
             except hub_retry.failure_types() as exc:
-                if missing_ok and isinstance(exc, RepositoryNotFoundError):
-                    raise
+                if missing_ok and hub_retry.repo_missing(exc):
+                    if isinstance(exc, RepositoryNotFoundError):
+                        raise
+                    raise RepositoryNotFoundError(str(exc), response=exc.response) from exc  # type: ignore[union-attr]
                 raise hub_retry.read_error(exc, what, self.repo_id, self._clock()) from None
 
         try:
