@@ -2,6 +2,8 @@
 
 - A commit planned at an old state may delete a path a later commit already removed: the protocol
   names 412 for a stale parent and 404 for deleting a missing path but not which the Hub checks first.
+- Which files go through LFS is the server's choice (patterns, size): a commit whose outcome was
+  unknown must be recognised as landed when its small coordination files were stored as LFS too.
 - Two clients may create one repo at once: the loser's 409 need not name the repo (the client reads
   ``url`` from it).
 """
@@ -92,3 +94,20 @@ def test_a_hub_whose_404s_carry_no_error_code_is_created_published_to_and_read(
         reader = _store(bare, clock, tmp_path, "reader", layout)  # folders listed before they exist: 404s
         assert sorted(row.id for row in reader.admin().rows()) == ["i1", "i2"]
         assert reader.unit_status(["u1"])["u1"].done
+
+
+@pytest.mark.parametrize("script", [["500-after"], ["drop-after"]])
+def test_a_landed_commit_is_recognised_when_the_server_stored_every_file_through_lfs(
+    clock: ManualClock, tmp_path: Path, script: list
+) -> None:
+    everything_lfs = b"* filter=lfs diff=lfs merge=lfs -text\n"
+    with HubEmulator(clock=clock, gitattributes=everything_lfs) as hub:
+        store = _store(hub, clock, tmp_path, "c1", "files")
+        hub.set_faults(HubFaults(script=list(script)))  # the commit lands, then the answer is lost
+        assert store.publish(Batch("c1", items=make_items(tmp_path / "a", ["a", "b"]))).published_ids == ["a", "b"]
+        assert store.publish(Batch("c1", items=make_items(tmp_path / "b", ["b", "c"]))).published_ids == ["c"]
+        repo = hub.repo(REPO)
+        stored = {p: oid in hub.lfs_keys for p, oid in repo.commits[repo.head].files.items() if p != ".gitattributes"}
+        assert stored and all(stored.values())  # the index and the coordination files too
+        reader = _store(hub, clock, tmp_path, "reader", "files")
+        assert sorted(row.id for row in reader.admin().rows()) == ["a", "b", "c"]

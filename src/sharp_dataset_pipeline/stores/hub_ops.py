@@ -43,6 +43,7 @@ from .hub_state import (
     LedgerDelta,
     encode_ledger,
     git_blob_oid,
+    lfs_pointer_oid,
     parse_content,
     summarize_rows,
 )
@@ -73,10 +74,21 @@ class Plan:
         self.known[path] = (git_blob_oid(data), parse_content(kind, data))
 
     def landed(self, state: HubState) -> bool:
-        """Whether ``state`` (a later head) shows this commit applied."""
-        if self.marker and state.entries.get(self.marker) != self.known[self.marker][0]:
-            return False
+        """Whether ``state`` (a later head) shows this commit applied (its marker as a regular or an
+        LFS file: the server picks)."""
+        if self.marker:
+            seen = state.entries.get(self.marker)
+            data = self.adds[self.marker]
+            if seen != self.known[self.marker][0] and not (isinstance(data, bytes) and seen == lfs_pointer_oid(data)):
+                return False
         return all(p not in state.entries for p in self.deletes)
+
+    def note_lfs(self, paths: Iterable[str]) -> None:
+        """The known files the server took through LFS: the Hub lists those under their pointer's oid."""
+        for path in paths:
+            data = self.adds.get(path)
+            if path in self.known and isinstance(data, bytes):
+                self.known[path] = (lfs_pointer_oid(data), self.known[path][1])
 
 
 def _lease_bytes(lease: Lease) -> bytes:

@@ -52,6 +52,13 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def lfs_pointer_oid(data: bytes) -> str:
+    """The oid the Hub lists for ``data`` stored through LFS: the git blob sha1 of its pointer file.
+    Which files go through LFS is the server's choice (patterns, size), so both oids are possible."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    return git_blob_oid(f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode())
+
+
 def classify(path: str, index_path: str) -> str:
     """Which kind of coordination file ``path`` is (``other`` for anything we do not read)."""
     if path == index_path:

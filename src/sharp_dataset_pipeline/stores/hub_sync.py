@@ -319,8 +319,12 @@ class HubSync:
         self._commits.record()
         self.count("commit")
         self.count("api", 1 + math.ceil(inline / 256))  # preupload chunks of the in-memory files + the commit
-        info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
-                                      repo_type=self.repo_type, parent_commit=parent)
+        try:
+            info = self.api.create_commit(self.repo_id, ops, commit_message=plan.title,
+                                          repo_type=self.repo_type, parent_commit=parent)
+        finally:  # the modes are set by the client's preupload, before the commit itself may fail
+            plan.note_lfs(op.path_in_repo for op in ops
+                          if isinstance(op, CommitOperationAdd) and op._upload_mode == "lfs")
         if not info.oid or info.oid == parent:
             raise StoreError(f"commit '{plan.title}' was skipped by the client as a no-op")
         return info.oid
