@@ -87,6 +87,7 @@ class HubFaults:
     repo_info_misses: int = 0
     create_409_without_url: bool = False  # the protocol does not promise the 409's body names the repo
     bare_404: bool = False  # 404s without X-Error-Code (hf-hub.md's own mock sends none)
+    paths_info_folders: bool = True  # False: paths-info answers file entries only (not promised either way)
     script: list[Any] = field(default_factory=list)
     lfs_script: list[Any] = field(default_factory=list)  # next storage PUTs: status, "truncate", "drop", None
 
@@ -463,7 +464,10 @@ class _Handler(HubHandlerBase):
             commit = self._commit_of(repo, unquote(rest[1]))
             paths = parse_qs(body.decode()).get("paths", [])
             hub.stats["paths_info"] += 1
-            return 200, paths_info(hub, commit, paths), {}
+            entries = paths_info(hub, commit, paths)
+            if not hub.faults.paths_info_folders:
+                entries = [e for e in entries if e["type"] == "file"]
+            return 200, entries, {}
         if action == "refs":
             return 200, {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.head}],
                          "converts": [], "tags": []}, {}

@@ -4,6 +4,7 @@
   names 412 for a stale parent and 404 for deleting a missing path but not which the Hub checks first.
 - Which files go through LFS is the server's choice (patterns, size): a commit whose outcome was
   unknown must be recognised as landed when its small coordination files were stored as LFS too.
+- paths-info may or may not list folders, so a predecessor's ``unsplash/`` folder is found either way.
 - Two clients may create one repo at once: the loser's 409 need not name the repo (the client reads
   ``url`` from it).
 """
@@ -111,3 +112,20 @@ def test_a_landed_commit_is_recognised_when_the_server_stored_every_file_through
         assert stored and all(stored.values())  # the index and the coordination files too
         reader = _store(hub, clock, tmp_path, "reader", "files")
         assert sorted(row.id for row in reader.admin().rows()) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("folders", [True, False], ids=["paths-info-lists-folders", "files-only"])
+def test_a_predecessor_dataset_is_recognised_whatever_paths_info_lists(
+    clock: ManualClock, tmp_path: Path, folders: bool
+) -> None:
+    from huggingface_hub import HfApi
+
+    with HubEmulator(clock=clock, faults=HubFaults(paths_info_folders=folders)) as hub:
+        api = HfApi(endpoint=hub.url, token="hf_testtokenforthestore")
+        api.create_repo(REPO, repo_type="dataset")
+        api.upload_file(path_or_fileobj=b"ply\n", path_in_repo="unsplash/abc/abc.ply", repo_id=REPO,
+                        repo_type="dataset")
+        store = HubStore(HubOptions(REPO, endpoint=hub.url, token="hf_testtokenforthestore", client_id="p",
+                                    cache_dir=tmp_path / "p"), clock=clock, sleep=clock.sleep)
+        store.open()  # no layout asked for: a new dataset would be sharded, the predecessor's stays files
+        assert store.layout == "files"

@@ -66,7 +66,7 @@ from .hub_shards import (
     repo_layout,
     shard_batch,
 )
-from .hub_state import PROGRESS, HubState, parse_content
+from .hub_state import PROGRESS, HubState, folder_exists, parse_content
 from .hub_sync import HubSync
 from .shard_packer import ShardPacker
 
@@ -293,8 +293,8 @@ class HubStore(HubCompaction):
         return self._sync.read_at(sha, lambda: list_twins(self.api, self.repo_id, self.repo_type, sha))
 
     def _has_predecessor(self, state: HubState) -> bool:
-        return bool(self._sync.api_call(lambda: self.api.get_paths_info(
-            self.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=self.repo_type)))
+        return bool(self._sync.api_call(lambda: folder_exists(
+            self.api, self.repo_id, self.repo_type, state.sha, PREDECESSOR_DIR)))
 
     def _render_card(self, facts: CardFacts, ply: bool | None = None) -> str:
         return render_card(title=self._card_title, sources=sorted(facts.sources),

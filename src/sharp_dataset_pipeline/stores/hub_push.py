@@ -62,6 +62,7 @@ from .hub_state import (
     HubState,
     LedgerDelta,
     encode_ledger,
+    folder_exists,
     git_blob_oid,
     summarize_rows,
 )
@@ -139,8 +140,8 @@ class HubPushTarget:
         state = sync.refresh()
 
         def predecessor() -> bool:
-            return bool(sync.api_call(lambda: sync.api.get_paths_info(
-                sync.repo_id, [PREDECESSOR_DIR], revision=state.sha, repo_type=sync.repo_type)))
+            return bool(sync.api_call(lambda: folder_exists(
+                sync.api, sync.repo_id, sync.repo_type, state.sha, PREDECESSOR_DIR)))
 
         return repo_layout(state, "", predecessor, SHARDS)[0]
 

@@ -52,6 +52,19 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def folder_exists(api: Any, repo_id: str, repo_type: str, sha: str, folder: str) -> bool:
+    """Whether ``folder`` holds anything at ``sha``: the first page of its tree listing (paths-info
+    need not list folders, so it is not asked)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return next(iter(api.list_repo_tree(repo_id, folder, revision=sha, repo_type=repo_type)), None) is not None
+    except HfHubHTTPError as exc:
+        if not folder_missing(exc):
+            raise
+        return False
+
+
 def lfs_pointer_oid(data: bytes) -> str:
     """The oid the Hub lists for ``data`` stored through LFS: the git blob sha1 of its pointer file.
     Which files go through LFS is the server's choice (patterns, size), so both oids are possible."""
