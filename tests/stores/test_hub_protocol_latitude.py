@@ -129,3 +129,22 @@ def test_a_predecessor_dataset_is_recognised_whatever_paths_info_lists(
                                     cache_dir=tmp_path / "p"), clock=clock, sleep=clock.sleep)
         store.open()  # no layout asked for: a new dataset would be sharded, the predecessor's stays files
         assert store.layout == "files"
+
+
+def test_an_upload_to_a_hub_without_xet_storage_says_how_to_use_git_lfs(
+    clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("hf_xet")
+    from huggingface_hub import constants
+
+    from sharp_dataset_pipeline.errors import StoreError
+
+    with HubEmulator(clock=clock, gitattributes=b"*.tar filter=lfs diff=lfs merge=lfs -text\n") as hub:
+        store = _store(hub, clock, tmp_path, "c1", "shards")
+        items = make_items(tmp_path / "items", ["i1"], unit="u1")
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)  # as on a machine that did not set it
+        with pytest.raises(StoreError, match="HF_HUB_DISABLE_XET=1"):
+            store.publish(Batch("c1", items=items))
+        assert [row.id for row in store.admin().rows()] == []
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        assert store.publish(Batch("c1", items=items)).published_ids == ["i1"]  # the same batch, through LFS

@@ -297,7 +297,13 @@ class HubSync:
                     raise exc.__cause__ from None
                 raise
 
-        self._read(once, f"an upload of {len(ops)} files to {self.repo_id}", attempts=6)
+        try:
+            self._read(once, f"an upload of {len(ops)} files to {self.repo_id}", attempts=6)
+        except StoreError as exc:
+            if not _xet_in_use():
+                raise
+            raise StoreError(f"{exc} (uploads go through Xet storage because hf_xet is installed; a Hub "
+                             "endpoint without Xet needs HF_HUB_DISABLE_XET=1)") from None
         # Which files the server sent through LFS: the client keeps it on the op (no public field).
         lfs = sum(1 for op in ops if op._upload_mode == "lfs")
         if lfs:
@@ -441,6 +447,15 @@ class HubSync:
     def _give_up_after(self, tries: int, limit: int, plan: Plan, what: str) -> None:
         if tries > limit:
             raise StoreError(f"hub commit '{plan.title}' abandoned after {tries} {what}")
+
+
+def _xet_in_use() -> bool:
+    """Whether the client sends big files through Xet storage instead of git-LFS (its own rule)."""
+    import importlib.util
+
+    from huggingface_hub import constants
+
+    return importlib.util.find_spec("hf_xet") is not None and not constants.HF_HUB_DISABLE_XET
 
 
 def _source_key(path: Path) -> tuple[str, int, int]:
