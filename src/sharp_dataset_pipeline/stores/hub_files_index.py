@@ -29,8 +29,8 @@ from ..publish.files_index import FILES_INDEX_DIR, is_twin_path, preview_ref, tw
 from ..publish.index import FileRef, decode_rows
 from ..publish.layout_choice import FILES
 from ..publish.parquet_index import read_index, write_index
+from .hub_errors import folder_missing
 from .hub_ops import Plan
-from .hub_retry import folder_missing
 from .hub_state import INDEX, LAYOUT_PATH, SHARD, HubState
 
 log = logging.getLogger(__name__)

@@ -102,36 +102,6 @@ def answer_of(exc: BaseException, now: float, rate_hits: int) -> HubAnswer | Non
     return None
 
 
-def folder_missing(exc: BaseException) -> bool:
-    """True when a tree listing's failure means the folder is not there at that revision.
-
-    The client says so with ``RemoteEntryNotFoundError`` when the 404 carries ``X-Error-Code:
-    EntryNotFound``; the protocol documents no error code for the tree endpoint, so a 404 without
-    one counts too. A missing repo or revision is not a missing folder."""
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(exc, RemoteEntryNotFoundError):
-        return True
-    if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError)) or not isinstance(exc, HfHubHTTPError):
-        return False
-    return exc.response is not None and exc.response.status_code == 404
-
-
-def repo_missing(exc: BaseException) -> bool:
-    """True when a repo-info read's failure means there is no such repo (``RepositoryNotFoundError``,
-    or a 404 with no error code: hf-hub.md's own mock leaves the codes out)."""
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
-
-    if isinstance(exc, RepositoryNotFoundError):
-        return True
-    return folder_missing(exc) and not isinstance(exc, RemoteEntryNotFoundError)
-
-
 def classify(exc: BaseException, now: float, rate_hits: int) -> tuple[str, float]:
     """``(outcome, wait_s)`` for a failed ``create_commit``; raises ``StoreError`` when fatal and
     re-raises what is not a Hub or transport failure (a bug should not look like a network error)."""

@@ -31,8 +31,8 @@ from ..publish.parquet_index import IndexShardInfo, merge_index, plan_compaction
 from ..publish.shard_layout import INDEX_DIR, PENDING_INDEX_DIR
 from ..publish.shard_pack import PLY_SHARD_KIND, PackedBatch
 from ..records import Batch, Failure
+from .hub_errors import folder_missing
 from .hub_ops import Plan, to_replace
-from .hub_retry import folder_missing
 from .hub_state import LAYOUT, LAYOUT_PATH, HubState
 from .item_checks import units_held_back
 from .shard_packer import ShardPacker

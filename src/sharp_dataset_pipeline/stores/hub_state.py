@@ -28,7 +28,7 @@ from ..ledger.leases import decode_lease
 from ..publish import layout
 from ..publish.index import decode_rows, row_files
 from ..records import Followup, IndexRow, Lease
-from .hub_retry import folder_missing
+from .hub_errors import folder_missing
 
 log = logging.getLogger(__name__)
 

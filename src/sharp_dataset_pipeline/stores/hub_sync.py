@@ -43,6 +43,7 @@ from .. import net
 from ..errors import CommitQuotaSpent, RateLimited, StoreError, TransientError
 from . import hub_retry
 from .commit_budget import CallCounter, CommitBudget, SlidingWindowLimit
+from .hub_errors import repo_missing
 from .hub_ops import Plan
 from .hub_state import HubState, StateReader, classify
 
@@ -230,7 +231,7 @@ class HubSync:
             try:
                 return fn()
             except hub_retry.failure_types() as exc:
-                if missing_ok and hub_retry.repo_missing(exc):
+                if missing_ok and repo_missing(exc):
                     if isinstance(exc, RepositoryNotFoundError):
                         raise
                     raise RepositoryNotFoundError(str(exc), response=exc.response) from exc  # type: ignore[union-attr]
