@@ -56,7 +56,7 @@ def test_env_token_never_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
                                     failures=[Failure(f"f{n}", "u/1", "fetch", "http_500", f"detail {n}", True)],
                                     followups=[Followup("track", f"a{n}", "payload")], renew_units=["u/1"],
                                     lease_ttl_s=600))
-            hub.set_faults(HubFaults(script=[401, 403, 404]))
+            hub.set_faults(HubFaults(script=[401, 403, 400]))  # refusals (a 404 is re-planned)
             for _ in range(3):
                 try:
                     store.publish(Batch("leaky?", items=make_items(tmp_path / "i", ["never"])))
