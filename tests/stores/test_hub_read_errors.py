@@ -4,6 +4,7 @@ client exception objects; reads are repeated by ``net.call_with_retries``, honou
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,21 @@ def _sync(tmp_path: Path, sleeps: list[float]) -> HubSync:
                    max_rate_wait_s=60.0, cache_dir=tmp_path, own_cache=False, rng=random.Random(0))
 
 
-def test_a_pinned_read_answered_429_waits_as_told_then_succeeds(tmp_path: Path) -> None:
-    sleeps: list[float] = []
-    answers: list[Any] = [_error(429, {"Retry-After": "7"}), b"bytes"]
-
+def _answering(answers: list[Any]) -> Callable[[], Any]:
+    """A read that raises or returns the next of ``answers`` each time it is called."""
     def read() -> Any:
         answer = answers.pop(0)
         if isinstance(answer, BaseException):
             raise answer
         return answer
+    return read
 
-    assert _sync(tmp_path, sleeps).read_at("0" * 40, read) == b"bytes"
+
+def test_a_pinned_read_answered_429_waits_as_told_then_succeeds(tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    answers: list[Any] = [_error(429, {"Retry-After": "7"}), b"bytes"]
+
+    assert _sync(tmp_path, sleeps).read_at("0" * 40, _answering(answers)) == b"bytes"
     assert sleeps == [7.0]
 
 
@@ -110,11 +115,5 @@ def test_a_download_during_an_outage_is_retried_then_read(tmp_path: Path) -> Non
     sleeps: list[float] = []
     answers: list[Any] = [_not_cached(_error(503)), _not_cached(httpx2.ConnectError("lost")), b"bytes"]
 
-    def read() -> Any:
-        answer = answers.pop(0)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    assert _sync(tmp_path, sleeps).read_at("0" * 40, read) == b"bytes"
+    assert _sync(tmp_path, sleeps).read_at("0" * 40, _answering(answers)) == b"bytes"
     assert len(sleeps) == 2 and not answers
