@@ -53,7 +53,7 @@ def _kill_while_tracking(emu: UnsplashEmulator, proc: subprocess.Popen[bytes], r
 def _run_with_kills(tmp_path: Path, emu: UnsplashEmulator, store_arg: str, published: Callable[[], set[str]],
                     **extra: str) -> tuple[set[str], int]:
     # Slow tracking calls: a kill lands inside a pass over many completions, not between passes.
-    emu.faults.delay(0.04, path=TRACK_ROUTE, times=100_000)
+    emu.faults.delay(0.08, path=TRACK_ROUTE, times=100_000)
     env = _env(emu, **extra)
     args = ("run", "--source", "unsplash-list", "--predictor", "planar", "--store", store_arg,
             "--range-size", "30", "--batch-size", "10")
